@@ -1,0 +1,50 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "tunnel",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "tunnel", targets: ["tunnel"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // libssh2 plus the Linux headers Glibc does not export (epoll, eventfd, signalfd, timerfd).
+        .systemLibrary(
+            name: "CLibSSH2",
+            pkgConfig: "libssh2",
+            providers: [.apt(["libssh2-1-dev"])]
+        ),
+        // The only module that touches errno: syscall wrappers, fds, sockets, epoll.
+        .target(name: "TunnelPOSIX", dependencies: ["CLibSSH2"]),
+        // The only module that calls libssh2.
+        .target(name: "TunnelSSH", dependencies: ["CLibSSH2", "TunnelPOSIX"]),
+        // Profiles: TOML with source positions, forward specs, validation.
+        .target(name: "TunnelConfig"),
+        // Event loop, listeners, the byte pump, one tunnel's session lifecycle.
+        .target(name: "TunnelEngine", dependencies: [
+            "TunnelPOSIX", "TunnelSSH", "TunnelConfig",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The background daemon: many tunnels, control socket, restarts.
+        .target(name: "TunnelSupervisor", dependencies: [
+            "TunnelPOSIX", "TunnelEngine", "TunnelConfig",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Commands; the executable below only calls into this.
+        .target(name: "TunnelCLI", dependencies: [
+            "TunnelPOSIX", "TunnelSSH", "TunnelConfig", "TunnelEngine", "TunnelSupervisor",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "tunnel", dependencies: ["TunnelCLI"]),
+
+        .testTarget(name: "TunnelConfigTests", dependencies: ["TunnelConfig"]),
+        .testTarget(name: "TunnelEngineTests", dependencies: ["TunnelEngine", "TunnelPOSIX", "TunnelSupervisor"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["TunnelPOSIX", "TunnelConfig"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

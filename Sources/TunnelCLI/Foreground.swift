@@ -1,0 +1,85 @@
+import Glibc
+import Logging
+import TunnelConfig
+import TunnelEngine
+import TunnelPOSIX
+import TunnelSupervisor
+
+/// `tunnel up NAME --foreground`: one tunnel on this process's main thread,
+/// logging to stderr. Exits 0 on SIGINT/SIGTERM (within 2 s), non-zero if the
+/// first connection fails or a failure that retrying cannot fix happens later.
+func runForeground(profile: Profile, environment: [String: String]) -> Int32 {
+    signal(SIGPIPE, SIG_IGN)
+    let sink = LogSink(fd: 2, minimumLevel: environment["TUNNEL_DEBUG"] != nil ? .debug : .info)
+    var logger = Logger(label: "tunnel") { LineLogHandler(label: $0, sink: sink) }
+    logger[metadataKey: "tunnel"] = "\(profile.name)"
+
+    let loop: EventLoop
+    let signals: SignalFD
+    do {
+        loop = try EventLoop()
+        signals = try SignalFD(signals: [SIGINT, SIGTERM, SIGHUP])
+    } catch {
+        writeLine(2, "tunnel: \(error)")
+        return 1
+    }
+    defer { signals.close() }
+
+    let options = Connector.Options(agentSocket: environment["SSH_AUTH_SOCK"], home: homeDirectory(environment))
+    let runtime = TunnelRuntime(profile: profile, loop: loop, options: options, logger: logger)
+    final class RunState { var exitCode: Int32 = 0; var announced = false; var started = true }
+    let run = RunState()
+
+    runtime.onStatusChange = { status in
+        switch status.phase {
+        case .up:
+            if !run.announced {
+                run.announced = true
+                for (spec, address) in zip(profile.forwards, status.boundAddresses) {
+                    writeLine(2, "tunnel \(profile.name): \(address) -> \(spec.remoteDescription) via \(profile.via) (up; Ctrl-C to stop)")
+                }
+            }
+        case .failed, .reconnecting:
+            // Before the first success nothing is retried in the foreground:
+            // the user is watching and wants the reason now.
+            if !status.everUp || status.phase == .failed {
+                writeLine(2, "tunnel: \(profile.name): \(status.lastError ?? "failed")")
+                run.exitCode = 1
+                runtime.stop(graceful: false)
+                loop.stop()
+            }
+        default:
+            break
+        }
+    }
+
+    var signalRegistration: EventLoop.Registration?
+    do {
+        signalRegistration = try loop.register(fd: signals.fd, events: .readable) { _ in
+            while let signo = signals.next() {
+                if signo == SIGHUP { continue }
+                logger.info("signal \(signo): stopping")
+                runtime.stop(graceful: true)
+                loop.stop()
+            }
+        }
+    } catch {
+        writeLine(2, "tunnel: \(error)")
+        return 1
+    }
+
+    loop.execute {
+        do {
+            try runtime.start()
+        } catch {
+            writeLine(2, "tunnel: \(profile.name): \(error)")
+            run.exitCode = 1
+            run.started = false
+            loop.stop()
+        }
+    }
+    loop.run()
+    if run.started { runtime.stop(graceful: true) }
+    if let signalRegistration { loop.deregister(signalRegistration) }
+    return run.exitCode
+}

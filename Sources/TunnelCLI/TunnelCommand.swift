@@ -1,0 +1,55 @@
+import ArgumentParser
+import Glibc
+import TunnelConfig
+import TunnelPOSIX
+
+public struct TunnelCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "tunnel",
+        abstract: "SSH local port forwards (ssh -L) that stay up.",
+        version: tunnelVersion,
+        subcommands: [Up.self, Down.self, List.self, Reload.self, Daemon.self, Logs.self, Check.self, ConfigCommand.self]
+    )
+
+    public init() {}
+}
+
+public let tunnelVersion = "0.1.0"
+
+/// Options every command takes.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Profiles file (default: $TUNNEL_CONFIG, else $XDG_CONFIG_HOME/tunnel/tunnels.toml).", valueName: "path"))
+    var config: String?
+
+    @Option(name: .customLong("runtime-dir"), help: ArgumentHelp("Supervisor's runtime directory (default: $TUNNEL_RUNTIME_DIR, else $XDG_RUNTIME_DIR/tunnel).", valueName: "dir"))
+    var runtimeDir: String?
+
+    var environment: [String: String] { currentEnvironment() }
+
+    var configPath: String { absolutePath(Config.resolvePath(explicit: config, environment: environment)) }
+
+    /// Loads the profiles file; any problem is printed and ends the command.
+    func loadConfig() throws -> Config {
+        do {
+            return try Config.load(path: configPath, environment: environment)
+        } catch {
+            throw fail(error.description)
+        }
+    }
+}
+
+/// Prints a one-line error to stderr and returns the exit code to throw.
+func fail(_ message: String, code: Int32 = 1) -> ExitCode {
+    for line in message.split(separator: "\n") { writeLine(2, "tunnel: \(line)") }
+    return ExitCode(code)
+}
+
+func say(_ message: String) { writeLine(1, message) }
+func note(_ message: String) { writeLine(2, message) }
+
+func absolutePath(_ path: String) -> String {
+    if path.hasPrefix("/") { return path }
+    var buf = [CChar](repeating: 0, count: Int(PATH_MAX))
+    guard getcwd(&buf, buf.count) != nil else { return path }
+    return String(cString: buf) + "/" + path
+}

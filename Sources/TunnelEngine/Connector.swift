@@ -1,0 +1,336 @@
+import Glibc
+import Logging
+import TunnelConfig
+import TunnelPOSIX
+import TunnelSSH
+
+/// Why a connection attempt failed, worded for the user.
+public struct ConnectFailure: Error, Equatable, Sendable, CustomStringConvertible {
+    public enum Kind: String, Equatable, Sendable {
+        case doesNotResolve = "does not resolve"
+        case refused = "connection refused"
+        case timedOut = "timed out"
+        case unreachable = "no route to host"
+        case network = "network error"
+        case hostKey = "host key"
+        case authentication = "authentication"
+        case ssh = "ssh"
+    }
+    public let kind: Kind
+    public let message: String
+    /// Retrying will not fix it (host key, refused keys): do not hammer the server.
+    public let isPermanent: Bool
+    public var description: String { message }
+}
+
+/// An authenticated session, ready for channels.
+public struct ConnectedSession {
+    public let session: SSHSession
+    public let address: SocketAddress
+    public let authMethod: String
+    public let learnedHostKey: String?
+    public let hostKeyFingerprint: String
+}
+
+/// Where a connection attempt stands; `tunnel check` reports these as steps.
+public enum ConnectProgress: Equatable, Sendable {
+    case tcpConnected(SocketAddress)
+    case hostKeyVerified(fingerprint: String, learnedLine: String?)
+    case authenticated(method: String)
+}
+
+/// TCP connect, SSH handshake, host-key check and authentication, all
+/// non-blocking on the tunnel's loop thread, within `connect_timeout`.
+/// Name resolution, which has no non-blocking API, runs on a short-lived thread.
+public final class Connector {
+    public struct Options: Sendable {
+        public var agentSocket: String?
+        public var home: String
+        /// For `tunnel check`: verify the host key but never write known_hosts.
+        public var readOnlyKnownHosts = false
+        public init(agentSocket: String?, home: String) {
+            self.agentSocket = agentSocket
+            self.home = home
+        }
+    }
+
+    private enum Phase {
+        case idle
+        case resolving
+        case connecting(addresses: [SocketAddress], index: Int, socket: Socket, registration: EventLoop.Registration)
+        case handshaking(address: SocketAddress, session: SSHSession, registration: EventLoop.Registration)
+        case authenticating(address: SocketAddress, session: SSHSession, registration: EventLoop.Registration, auth: Authenticator, learned: String?, fingerprint: String)
+        case finished
+    }
+
+    private let loop: EventLoop
+    private let profile: Profile
+    private let options: Options
+    private let logger: Logger
+    private var phase: Phase = .idle
+    private var timeout: EventLoop.TimerID?
+    private var tcpErrors: [String] = []
+    private var completion: ((Result<ConnectedSession, ConnectFailure>) -> Void)?
+    public var onProgress: ((ConnectProgress) -> Void)?
+
+    public init(loop: EventLoop, profile: Profile, options: Options, logger: Logger) {
+        self.loop = loop
+        self.profile = profile
+        self.options = options
+        self.logger = logger
+    }
+
+    public func start(_ completion: @escaping (Result<ConnectedSession, ConnectFailure>) -> Void) {
+        self.completion = completion
+        timeout = loop.schedule(after: Double(profile.connectTimeout)) { [weak self] in self?.timedOut() }
+        phase = .resolving
+        let host = profile.host, port = profile.port
+        startThread(name: "resolve") { [loop] in
+            let result: Result<[SocketAddress], ResolveError>
+            do throws(ResolveError) { result = .success(try resolveTCP(host: host, port: port)) } catch { result = .failure(error) }
+            loop.execute { [weak self] in self?.resolved(result) }
+        }
+    }
+
+    /// Abandons the attempt and releases everything; no completion is called.
+    public func cancel() {
+        completion = nil
+        teardown()
+    }
+
+    private var target: String {
+        profile.host.contains(":") ? "[\(profile.host)]:\(profile.port)" : "\(profile.host):\(profile.port)"
+    }
+
+    private func resolved(_ result: Result<[SocketAddress], ResolveError>) {
+        guard case .resolving = phase else { return }
+        switch result {
+        case .failure(let error):
+            let kind: ConnectFailure.Kind = error.kind == .doesNotResolve ? .doesNotResolve : .network
+            let what = error.kind == .doesNotResolve ? "host \(profile.host) does not resolve (\(error.message))" : error.description
+            fail(ConnectFailure(kind: kind, message: "cannot connect to \(target): \(what)", isPermanent: false))
+        case .success(let addresses):
+            connect(addresses, index: 0)
+        }
+    }
+
+    private func connect(_ addresses: [SocketAddress], index: Int) {
+        guard index < addresses.count else {
+            failTCP()
+            return
+        }
+        let address = addresses[index]
+        do {
+            let socket = try Socket.tcp(family: address.family)
+            try? socket.setNoDelay()
+            let registration = try loop.register(fd: socket.fd, events: .writable) { [weak self] _ in self?.tcpReady() }
+            phase = .connecting(addresses: addresses, index: index, socket: socket, registration: registration)
+            if case .done = try socket.connect(address) { tcpReady() }
+        } catch {
+            if case .connecting(_, _, let socket, let registration) = phase {
+                loop.deregister(registration)
+                socket.close()
+            }
+            tcpErrors.append(describeTCP(error.errno, address))
+            connect(addresses, index: index + 1)
+        }
+    }
+
+    private func describeTCP(_ errno: Errno, _ address: SocketAddress) -> String {
+        switch errno {
+        case .connectionRefused: return "connection refused by \(address)"
+        case .hostUnreachable, .networkUnreachable: return "no route to host \(address) (\(errno))"
+        case .timedOut: return "connection to \(address) timed out"
+        default: return "cannot connect to \(address): \(errno)"
+        }
+    }
+
+    private func failTCP() {
+        let message = tcpErrors.joined(separator: "; ")
+        let kind: ConnectFailure.Kind
+        if message.contains("refused") { kind = .refused }
+        else if message.contains("no route") { kind = .unreachable }
+        else if message.contains("timed out") { kind = .timedOut }
+        else { kind = .network }
+        fail(ConnectFailure(kind: kind, message: message.isEmpty ? "cannot connect to \(target)" : message, isPermanent: false))
+    }
+
+    private func tcpReady() {
+        guard case .connecting(let addresses, let index, let socket, let registration) = phase else { return }
+        let address = addresses[index]
+        if let error = socket.pendingError() {
+            loop.deregister(registration)
+            socket.close()
+            tcpErrors.append(describeTCP(error, address))
+            connect(addresses, index: index + 1)
+            return
+        }
+        loop.deregister(registration)
+        onProgress?(.tcpConnected(address))
+        startHandshake(socket: socket, address: address)
+    }
+
+    private func startHandshake(socket: Socket, address: SocketAddress) {
+        let knownHosts: KnownHosts
+        do {
+            knownHosts = try KnownHosts.load(path: profile.knownHosts)
+        } catch {
+            socket.close()
+            fail(ConnectFailure(kind: .hostKey, message: error.message, isPermanent: true))
+            return
+        }
+        let session: SSHSession
+        do {
+            session = try SSHSession(socket: socket)
+            try session.preferAlgorithms(hostKeys: HostKeyVerifier.preferredAlgorithms(knownHosts: knownHosts, host: profile.host, port: profile.port))
+        } catch {
+            socket.close()
+            fail(ConnectFailure(kind: .ssh, message: "cannot start an SSH session: \(error)", isPermanent: false))
+            return
+        }
+        do {
+            let registration = try loop.register(fd: socket.fd, events: .readable) { [weak self] events in
+                self?.sessionEvent(events)
+            }
+            phase = .handshaking(address: address, session: session, registration: registration)
+            self.knownHosts = knownHosts
+            advance()
+        } catch {
+            session.close(graceful: false)
+            fail(ConnectFailure(kind: .network, message: "\(error)", isPermanent: false))
+        }
+    }
+
+    private var knownHosts: KnownHosts?
+
+    private func sessionEvent(_ events: IOEvents) {
+        switch phase {
+        case .handshaking(_, let session, _), .authenticating(_, let session, _, _, _, _):
+            if events.contains(.writable) { session.transport.flush() }
+            if !events.intersection([.readable, .hangup, .error]).isEmpty { session.transport.markReadable() }
+            advance()
+        default:
+            break
+        }
+    }
+
+    /// Runs steps until one would block.
+    private func advance() {
+        switch phase {
+        case .handshaking(let address, let session, let registration):
+            do {
+                guard try session.handshake() else { return waitOn(session, registration) }
+            } catch {
+                return fail(handshakeFailure(error, address: address, session: session))
+            }
+            logger.debug("handshake done", metadata: ["algorithms": "\(session.negotiatedAlgorithms)", "server": "\(session.serverBanner)"])
+            guard let key = session.hostKey(), let knownHosts else {
+                return fail(ConnectFailure(kind: .hostKey, message: "\(target) presented no host key", isPermanent: true))
+            }
+            let learned: String?
+            do {
+                if options.readOnlyKnownHosts {
+                    // check: report what would happen without writing.
+                    let outcome = try HostKeyVerifier.verify(key, knownHosts: knownHosts, host: profile.host, port: profile.port, acceptNew: false)
+                    if case .learned(let line) = outcome { learned = line } else { learned = nil }
+                } else {
+                    let outcome = try HostKeyVerifier.verify(key, knownHosts: knownHosts, host: profile.host, port: profile.port, acceptNew: profile.hostKey == .acceptNew)
+                    if case .learned(let line) = outcome {
+                        learned = line
+                        logger.notice("learned host key (accept-new)", metadata: ["line": "\(line)", "file": "\(profile.knownHosts)"])
+                    } else { learned = nil }
+                }
+            } catch {
+                return fail(ConnectFailure(kind: .hostKey, message: error.message, isPermanent: true))
+            }
+            onProgress?(.hostKeyVerified(fingerprint: key.fingerprint, learnedLine: learned))
+            let auth = Authenticator(session: session, user: profile.user, identity: profile.identity.map { ($0, display($0)) },
+                                     defaults: ["id_ed25519", "id_ecdsa"].map { let p = options.home + "/.ssh/" + $0; return (p, display(p)) },
+                                     agentSocket: options.agentSocket)
+            phase = .authenticating(address: address, session: session, registration: registration, auth: auth, learned: learned, fingerprint: key.fingerprint)
+            advance()
+        case .authenticating(let address, let session, let registration, let auth, let learned, let fingerprint):
+            do {
+                guard try auth.step() else { return waitOn(session, registration) }
+            } catch {
+                return fail(ConnectFailure(kind: .authentication, message: "\(error.message) [\(profile.via)]", isPermanent: error.isPermanent))
+            }
+            let method = auth.succeededWith ?? "publickey"
+            onProgress?(.authenticated(method: method))
+            loop.deregister(registration)
+            phase = .finished
+            loop.cancel(timeout)
+            let done = completion
+            completion = nil
+            done?(.success(ConnectedSession(session: session, address: address, authMethod: method, learnedHostKey: learned, hostKeyFingerprint: fingerprint)))
+        default:
+            break
+        }
+    }
+
+    private func waitOn(_ session: SSHSession, _ registration: EventLoop.Registration) {
+        var events: IOEvents = .readable
+        if session.transport.pendingOutbound > 0 { events.insert(.writable) }
+        loop.setInterest(registration, events)
+        if session.transport.failure != nil || session.transport.peerClosed {
+            // The step that saw the failure has already reported it, or will on the next event.
+            session.transport.markReadable()
+        }
+    }
+
+    private func handshakeFailure(_ error: SSHError, address: SocketAddress, session: SSHSession) -> ConnectFailure {
+        if session.transport.peerClosed || error.isTransportFailure {
+            let banner = session.serverBanner
+            let detail = banner.isEmpty ? "the server at \(address) closed the connection during the SSH handshake (is it an SSH server?)" : "the SSH handshake with \(address) failed: \(error.message)"
+            return ConnectFailure(kind: .ssh, message: detail, isPermanent: false)
+        }
+        return ConnectFailure(kind: .ssh, message: "the SSH handshake with \(address) failed: \(error.message) (no common algorithms? libssh2 1.10 offers \(SSHAlgorithms.ciphers) with \(SSHAlgorithms.macs))", isPermanent: false)
+    }
+
+    private func display(_ path: String) -> String {
+        path.hasPrefix(options.home + "/") ? "~" + path.dropFirst(options.home.count) : path
+    }
+
+    private func timedOut() {
+        timeout = nil
+        let seconds = profile.connectTimeout
+        switch phase {
+        case .resolving:
+            fail(ConnectFailure(kind: .timedOut, message: "cannot connect to \(target): resolving \(profile.host) timed out after \(seconds) s", isPermanent: false))
+        case .connecting(let addresses, let index, _, _):
+            fail(ConnectFailure(kind: .timedOut, message: "connection to \(addresses[index]) timed out after \(seconds) s", isPermanent: false))
+        case .handshaking(let address, _, _):
+            fail(ConnectFailure(kind: .timedOut, message: "the SSH handshake with \(address) timed out after \(seconds) s (is it an SSH server?)", isPermanent: false))
+        case .authenticating(let address, _, _, _, _, _):
+            fail(ConnectFailure(kind: .timedOut, message: "authentication with \(address) timed out after \(seconds) s", isPermanent: false))
+        default:
+            break
+        }
+    }
+
+    private func teardown() {
+        loop.cancel(timeout)
+        timeout = nil
+        switch phase {
+        case .connecting(_, _, let socket, let registration):
+            loop.deregister(registration)
+            socket.close()
+        case .handshaking(_, let session, let registration):
+            loop.deregister(registration)
+            session.close(graceful: false)
+        case .authenticating(_, let session, let registration, _, _, _):
+            loop.deregister(registration)
+            session.close(graceful: false)
+        default:
+            break
+        }
+        phase = .finished
+    }
+
+    private func fail(_ failure: ConnectFailure) {
+        teardown()
+        let done = completion
+        completion = nil
+        done?(.failure(failure))
+    }
+}

@@ -1,0 +1,212 @@
+import Glibc
+import Synchronization
+import TunnelPOSIX
+
+/// A single-threaded epoll loop. Everything registered with it is touched only
+/// on its thread; `execute` is the one entry point for other threads.
+public final class EventLoop: @unchecked Sendable {
+    public struct Registration: Hashable, Sendable {
+        fileprivate let id: UInt64
+    }
+
+    public struct TimerID: Hashable, Sendable {
+        fileprivate let id: UInt64
+    }
+
+    private struct Watch {
+        let fd: Int32
+        var events: IOEvents
+        let handler: (IOEvents) -> Void
+    }
+
+    private let selector: Selector
+    private let wakeup: EventFD
+    private var watches: [UInt64: Watch] = [:]
+    private var nextID: UInt64 = 1
+    private let inbox = Mutex<[() -> Void]>([])
+    private var timers = TimerQueue()
+    private var hooks: [UInt64: () -> Void] = [:]
+    private var stopping = false
+    private let wakeupID: UInt64 = 0
+    /// Set while `run` executes, to check thread confinement in debug builds.
+    private var loopThread: pthread_t?
+
+    public init() throws(SystemError) {
+        selector = try Selector()
+        wakeup = try EventFD()
+        try selector.add(fd: wakeup.fd, events: .readable, id: wakeupID)
+    }
+
+    deinit {
+        selector.close()
+        wakeup.close()
+    }
+
+    public var inLoopThread: Bool {
+        guard let loopThread else { return false }
+        return pthread_equal(loopThread, pthread_self()) != 0
+    }
+
+    // MARK: descriptors
+
+    /// Watches `fd`; `handler` runs on the loop thread with the ready events.
+    public func register(fd: Int32, events: IOEvents, handler: @escaping (IOEvents) -> Void) throws(SystemError) -> Registration {
+        let id = nextID
+        nextID += 1
+        try selector.add(fd: fd, events: events, id: id)
+        watches[id] = Watch(fd: fd, events: events, handler: handler)
+        return Registration(id: id)
+    }
+
+    /// Changes the events of interest; a no-op when unchanged.
+    public func setInterest(_ registration: Registration, _ events: IOEvents) {
+        guard var watch = watches[registration.id], watch.events != events else { return }
+        watch.events = events
+        watches[registration.id] = watch
+        do {
+            try selector.modify(fd: watch.fd, events: events, id: registration.id)
+        } catch {
+            preconditionFailure("epoll_ctl(MOD) on a registered descriptor failed: \(error)")
+        }
+    }
+
+    public func interest(_ registration: Registration) -> IOEvents? { watches[registration.id]?.events }
+
+    /// Stops watching. Call before closing the descriptor; events already
+    /// collected for it in this batch are dropped.
+    public func deregister(_ registration: Registration) {
+        guard let watch = watches.removeValue(forKey: registration.id) else { return }
+        selector.remove(fd: watch.fd)
+    }
+
+    // MARK: timers and hooks
+
+    @discardableResult
+    public func schedule(after seconds: Double, _ body: @escaping () -> Void) -> TimerID {
+        let id = nextID
+        nextID += 1
+        timers.insert(deadline: Instant.now().adding(seconds: seconds), id: id, body: body)
+        return TimerID(id: id)
+    }
+
+    public func cancel(_ timer: TimerID?) {
+        guard let timer else { return }
+        timers.cancel(timer.id)
+    }
+
+    /// Runs `body` after each batch of events and timers, before the loop
+    /// sleeps again: where work that spans many descriptors is done once.
+    public func addIterationHook(_ body: @escaping () -> Void) -> UInt64 {
+        let id = nextID
+        nextID += 1
+        hooks[id] = body
+        return id
+    }
+
+    public func removeIterationHook(_ id: UInt64) { hooks.removeValue(forKey: id) }
+
+    // MARK: cross-thread
+
+    /// Runs `task` on the loop thread. Safe from any thread.
+    public func execute(_ task: @escaping @Sendable () -> Void) {
+        inbox.withLock { $0.append(task) }
+        wakeup.signal()
+    }
+
+    // MARK: running
+
+    /// Runs until `stop()`. Sleeps in epoll_wait until a descriptor, a timer or
+    /// `execute` wakes it: no polling.
+    public func run() {
+        loopThread = pthread_self()
+        defer { loopThread = nil }
+        stopping = false
+        while !stopping {
+            let timeout = timers.millisecondsUntilNext(now: Instant.now())
+            do {
+                try selector.wait(timeoutMilliseconds: timeout) { id, events in
+                    if id == wakeupID {
+                        wakeup.drain()
+                        return
+                    }
+                    // Stale events (deregistered earlier in this batch) have no watch.
+                    watches[id]?.handler(events)
+                }
+            } catch {
+                preconditionFailure("\(error)")
+            }
+            runInbox()
+            timers.fireDue(now: Instant.now())
+            runInbox()
+            for hook in hooks.values { hook() }
+        }
+        runInbox()
+    }
+
+    private func runInbox() {
+        let tasks = inbox.withLock { tasks -> [() -> Void] in
+            let out = tasks
+            tasks.removeAll()
+            return out
+        }
+        for task in tasks { task() }
+    }
+
+    /// Makes `run` return after the current iteration. From the loop thread.
+    public func stop() { stopping = true }
+}
+
+/// Deadlines in a binary heap; cancellation is lazy.
+struct TimerQueue {
+    private var heap: [(deadline: Instant, id: UInt64)] = []
+    private var bodies: [UInt64: () -> Void] = [:]
+
+    mutating func insert(deadline: Instant, id: UInt64, body: @escaping () -> Void) {
+        bodies[id] = body
+        heap.append((deadline, id))
+        var i = heap.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            if heap[parent].deadline <= heap[i].deadline { break }
+            heap.swapAt(parent, i)
+            i = parent
+        }
+    }
+
+    mutating func cancel(_ id: UInt64) { bodies.removeValue(forKey: id) }
+
+    private mutating func popMin() -> (deadline: Instant, id: UInt64) {
+        let top = heap[0]
+        let last = heap.removeLast()
+        if !heap.isEmpty {
+            heap[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < heap.count && heap[l].deadline < heap[m].deadline { m = l }
+                if r < heap.count && heap[r].deadline < heap[m].deadline { m = r }
+                if m == i { break }
+                heap.swapAt(i, m)
+                i = m
+            }
+        }
+        return top
+    }
+
+    mutating func millisecondsUntilNext(now: Instant) -> Int32 {
+        while let top = heap.first, bodies[top.id] == nil { _ = popMin() }
+        guard let top = heap.first else { return -1 }
+        if top.deadline <= now { return 0 }
+        // Round up so a timer never fires a hair early and spins.
+        let ms = (top.deadline.nanoseconds - now.nanoseconds + 999_999) / 1_000_000
+        return Int32(min(ms, UInt64(Int32.max)))
+    }
+
+    mutating func fireDue(now: Instant) {
+        while let top = heap.first, top.deadline <= now {
+            _ = popMin()
+            if let body = bodies.removeValue(forKey: top.id) { body() }
+        }
+    }
+}

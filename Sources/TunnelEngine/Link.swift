@@ -1,0 +1,314 @@
+import Logging
+import TunnelPOSIX
+import TunnelSSH
+
+/// One authenticated SSH session and the channels on it. Lives until the
+/// session dies or the tunnel stops; the tunnel's listeners outlive it.
+final class Link {
+    private enum Ping: Equatable {
+        /// The ping channel is waiting its turn to open.
+        case opening
+        case idle
+        case inFlight
+        /// The server refused a session channel (e.g. MaxSessions 0): dead
+        /// peers are then caught by TCP_USER_TIMEOUT only.
+        case unavailable
+    }
+
+    let session: SSHSession
+    let connected: ConnectedSession
+    private unowned let runtime: TunnelRuntime
+    private let loop: EventLoop
+    private let logger: Logger
+    private let pump: Pump
+    private var registration: EventLoop.Registration?
+    private var active: [ObjectIdentifier: Connection] = [:]
+    /// Connections whose upstream waits for a window or for the session queue.
+    private var upWaiters: [ObjectIdentifier: Connection] = [:]
+    private var opening: Connection?
+    private var pingChannel: SSHChannel?
+    private var ping: Ping = .opening
+    private var livenessTimer: EventLoop.TimerID?
+    private var scannedThrough: UInt64 = 0
+    private(set) var isDead = false
+    let upSince = Instant.now()
+
+    init(connected: ConnectedSession, runtime: TunnelRuntime, loop: EventLoop, logger: Logger, scratch: UnsafeMutableRawPointer, scratchSize: Int) {
+        self.connected = connected
+        self.session = connected.session
+        self.runtime = runtime
+        self.loop = loop
+        self.logger = logger
+        self.pump = Pump(loop: loop, transport: connected.session.transport, scratch: scratch, scratchSize: scratchSize)
+    }
+
+    var transport: SSHTransport { session.transport }
+    var activeCount: Int { active.count }
+
+    func start(keepalive: Int, keepaliveCount: Int) throws(SystemError) {
+        let socket = transport.socket
+        if keepalive > 0 {
+            // Unacknowledged data fails the socket after the same deadline.
+            try? socket.setUserTimeout(milliseconds: Int32(min(keepalive * keepaliveCount * 1000, Int(Int32.max))))
+        }
+        registration = try loop.register(fd: socket.fd, events: .readable) { [unowned self] events in
+            if events.contains(.writable) { self.transport.flush() }
+            if !events.intersection([.readable, .hangup, .error]).isEmpty { self.transport.markReadable() }
+        }
+        scheduleLiveness(keepalive: keepalive, count: keepaliveCount)
+    }
+
+    // MARK: liveness
+
+    private func scheduleLiveness(keepalive: Int, count: Int) {
+        guard keepalive > 0 else { return }
+        let idle = Instant.now().seconds(since: transport.lastReceive)
+        let interval = Double(keepalive)
+        let deadline = interval * Double(count)
+        if idle >= deadline && ping != .unavailable {
+            die("no data from the server for \(Int(idle)) s (keepalive \(keepalive) s × \(count))")
+            return
+        }
+        if idle >= interval && ping == .idle {
+            ping = .inFlight
+            stepPing()
+        }
+        // Next look: when the next ping falls due, or at the deadline.
+        let untilPing = interval - idle.truncatingRemainder(dividingBy: interval)
+        let next = ping == .unavailable ? interval : min(untilPing, max(0.05, deadline - idle))
+        livenessTimer = loop.schedule(after: max(0.05, next)) { [weak self] in
+            self?.scheduleLiveness(keepalive: keepalive, count: count)
+        }
+    }
+
+    private func stepPing() {
+        guard ping == .inFlight, let channel = pingChannel else { return }
+        do {
+            if try channel.ping() { ping = .idle }
+        } catch {
+            die("keepalive failed: \(error.message)")
+        }
+    }
+
+    // MARK: connections
+
+    private func track(_ c: Connection) {
+        do {
+            c.registration = try loop.register(fd: c.socket.fd, events: c.wantedEvents) { [unowned self, unowned c] events in
+                self.localEvent(c, events)
+            }
+        } catch {
+            logger.warning("cannot watch a local connection: \(error)")
+            finish(c, aborted: true)
+            return
+        }
+        active[ObjectIdentifier(c)] = c
+        service(c, up: true, down: true)
+    }
+
+    private func localEvent(_ c: Connection, _ events: IOEvents) {
+        guard c.phase == .pumping else { return }
+        let broken = !events.intersection([.hangup, .error]).isEmpty
+        service(c, up: events.contains(.readable) || broken, down: events.contains(.writable) || broken)
+        // A reset peer with nothing left to read or write would be reported forever.
+        if broken && c.phase == .pumping && c.wantedEvents.isEmpty { finish(c, aborted: true) }
+    }
+
+    /// Pumps one connection and brings its epoll interest up to date.
+    private func service(_ c: Connection, up: Bool, down: Bool) {
+        do {
+            if down { try pump.pumpDown(c) }
+            if up { try pump.pumpUp(c) }
+        } catch {
+            switch error {
+            case .local(let e):
+                logger.debug("local connection failed: \(e)")
+            case .channel(let e):
+                if e.isTransportFailure { return die("connection to the server lost: \(e.message)") }
+                logger.info("channel failed: \(e.message)")
+            }
+            finish(c, aborted: true)
+            return
+        }
+        if c.isDone { return finish(c, aborted: false) }
+        if c.upWait != .none { upWaiters[ObjectIdentifier(c)] = c }
+        if let registration = c.registration { loop.setInterest(registration, c.wantedEvents) }
+    }
+
+    /// Ends a connection: closes the local socket and the channel.
+    func finish(_ c: Connection, aborted: Bool) {
+        guard c.phase != .finished else { return }
+        c.phase = .finished
+        let key = ObjectIdentifier(c)
+        active.removeValue(forKey: key)
+        upWaiters.removeValue(forKey: key)
+        if let registration = c.registration { loop.deregister(registration) }
+        c.registration = nil
+        if aborted { c.up.abort(); c.down.abort() }
+        c.upPending.release()
+        c.downPending.release()
+        c.socket.close()
+        if let channel = c.channel {
+            // CLOSE goes out now; libssh2 may wait for the peer's CLOSE before
+            // freeing, in which case the session frees it later.
+            _ = try? channel.close()
+            channel.free()
+            c.channel = nil
+        }
+        c.listener.stats.active.subtract(1, ordering: .relaxed)
+    }
+
+    // MARK: the per-iteration pass
+
+    /// Runs once per loop iteration: reads the session socket into libssh2,
+    /// then serves every channel that may have changed, the channel opens, the ping.
+    func serviceSession() {
+        guard !isDead else { return }
+        if transport.hasUnreadInput {
+            do {
+                try drainTransport()
+            } catch {
+                return die("connection to the server lost: \(error.message)")
+            }
+        }
+        if let failure = transport.failure { return die("connection to the server lost: \(failure)") }
+        if transport.peerClosed { return die("the server closed the connection") }
+
+        session.reapChannels()
+        stepOpens()
+        if isDead { return }
+        if ping == .inFlight { stepPing() }
+        if isDead { return }
+
+        // libssh2's state changes only when bytes arrive: scan then.
+        if transport.bytesReceived != scannedThrough {
+            scannedThrough = transport.bytesReceived
+            for c in Array(active.values) where c.phase == .pumping {
+                serviceIfChanged(c)
+                if isDead { return }
+            }
+        }
+        if !upWaiters.isEmpty && transport.isBelowLowWater {
+            for c in Array(upWaiters.values) {
+                guard let channel = c.channel, c.phase == .pumping else { continue }
+                if c.upWait == .session || channel.writeWindow > 0 {
+                    upWaiters.removeValue(forKey: ObjectIdentifier(c))
+                    service(c, up: true, down: false)
+                    if isDead { return }
+                }
+            }
+        }
+        transport.flush()
+        if let failure = transport.failure { return die("connection to the server lost: \(failure)") }
+        if let registration {
+            var events: IOEvents = .readable
+            if transport.pendingOutbound > 0 { events.insert(.writable) }
+            loop.setInterest(registration, events)
+        }
+    }
+
+    private func serviceIfChanged(_ c: Connection) {
+        guard let channel = c.channel else { return }
+        var down = false
+        if c.down.isOpen && c.downPending.isEmpty {
+            do throws(SSHError) {
+                down = channel.readAvailable > 0
+                if !down { down = try channel.probeEOF() }
+            } catch {
+                if error.isTransportFailure { return die("connection to the server lost: \(error.message)") }
+                return finish(c, aborted: true)
+            }
+        }
+        if c.eofOwed {
+            do { try pump.sendEOF(c) } catch { return finish(c, aborted: true) }
+        }
+        // The peer closed the channel outright: nothing more can be sent.
+        if c.down.isClosed && c.up.isOpen && channel.remoteClosed() {
+            c.up.abort()
+        }
+        if down || c.isDone || (c.upWait == .window && channel.writeWindow > 0) {
+            service(c, up: c.upWait == .window, down: down)
+        }
+    }
+
+    /// Reads the session socket into libssh2's queues through any channel.
+    private func drainTransport() throws(SSHError) {
+        if let channel = pingChannel ?? active.values.first(where: { $0.channel != nil })?.channel {
+            try channel.pumpTransport()
+        }
+        // With no channel at all, the open in flight (or the ping open) reads
+        // the socket in stepOpens.
+    }
+
+    // MARK: channel opens
+
+    /// One channel open may be in flight per session; it is retried with the
+    /// same arguments until the server answers. The ping channel goes first.
+    private func stepOpens() {
+        while !isDead {
+            if ping == .opening {
+                do {
+                    guard case .done(let channel) = try session.openSessionChannel() else { return }
+                    pingChannel = channel
+                    ping = .idle
+                } catch {
+                    if error.isTransportFailure { return die("connection to the server lost: \(error.message)") }
+                    ping = .unavailable
+                    logger.warning("the server refused a session channel (\(error.message)); dead links are detected by TCP timeouts only")
+                }
+                continue
+            }
+            guard let c = opening ?? runtime.nextConnectionForChannel() else { return }
+            opening = c
+            let target = c.listener.spec
+            let result: IOResult<SSHChannel>
+            do {
+                result = try session.openDirectTCPIP(host: target.remoteHost, port: target.remotePort,
+                                                     originHost: c.peer?.host ?? "127.0.0.1", originPort: c.peer?.port ?? 0)
+            } catch {
+                opening = nil
+                if error.isTransportFailure { return die("connection to the server lost: \(error.message)") }
+                // The target refused, or the server prohibits forwarding: this
+                // client is closed at once; the tunnel stays up.
+                logger.warning("channel to \(target.remoteDescription) refused: \(error.message); closing that client", metadata: ["local": "\(c.listener.address)"])
+                runtime.recordChannelFailure("\(target.remoteDescription): \(error.message)")
+                c.phase = .pumping
+                finish(c, aborted: true)
+                continue
+            }
+            guard case .done(let channel) = result else { return }
+            opening = nil
+            c.channel = channel
+            c.phase = .pumping
+            track(c)
+        }
+    }
+
+    // MARK: ending
+
+    private func die(_ reason: String) {
+        guard !isDead else { return }
+        isDead = true
+        runtime.linkDied(self, reason: reason)
+    }
+
+    /// Closes every connection and the session. Connections still waiting for
+    /// a channel go back to the tunnel's queue for the next link.
+    func close(graceful: Bool) -> [Connection] {
+        isDead = true
+        loop.cancel(livenessTimer)
+        livenessTimer = nil
+        var requeue: [Connection] = []
+        if let c = opening, c.channel == nil {
+            requeue.append(c)
+        }
+        opening = nil
+        for c in Array(active.values) { finish(c, aborted: !graceful) }
+        pingChannel?.free()
+        pingChannel = nil
+        if let registration { loop.deregister(registration) }
+        registration = nil
+        session.close(graceful: graceful)
+        return requeue
+    }
+}

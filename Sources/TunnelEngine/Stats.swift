@@ -1,0 +1,45 @@
+import Synchronization
+import TunnelPOSIX
+
+/// Counters of one forward, written by its tunnel's loop thread and read by
+/// the supervisor from another.
+public final class ForwardStats: Sendable {
+    public let active = Atomic<Int>(0)
+    public let total = Atomic<Int>(0)
+    /// Bytes from the remote target to local clients.
+    public let bytesIn = Atomic<UInt64>(0)
+    /// Bytes from local clients to the remote target.
+    public let bytesOut = Atomic<UInt64>(0)
+
+    public init() {}
+
+    public func snapshot() -> (active: Int, total: Int, bytesIn: UInt64, bytesOut: UInt64) {
+        (active.load(ordering: .relaxed), total.load(ordering: .relaxed),
+         bytesIn.load(ordering: .relaxed), bytesOut.load(ordering: .relaxed))
+    }
+}
+
+/// The link's state as `tunnel ls` names it.
+public enum LinkPhase: String, Sendable, Codable, Equatable {
+    case connecting
+    case up
+    case reconnecting
+    case failed
+    case stopped
+}
+
+/// What the supervisor shows for one tunnel.
+public struct TunnelStatus: Sendable, Equatable {
+    public var phase: LinkPhase = .connecting
+    /// Wall-clock time the current phase began.
+    public var since: Double = wallClockSeconds()
+    public var restarts: Int = 0
+    public var lastError: String?
+    /// The address each forward listens on, once bound (port filled in for `auto`).
+    public var boundAddresses: [String] = []
+    /// Whether the link has been up at least once.
+    public var everUp = false
+    /// How the session authenticated, once up.
+    public var authMethod: String?
+    public init() {}
+}

@@ -1,0 +1,213 @@
+internal import CLibSSH2
+import TunnelPOSIX
+
+/// Why authentication failed, with every method tried and why each failed.
+public struct AuthFailure: Error, Equatable, Sendable, CustomStringConvertible {
+    /// Retrying will not help (refused keys); a transport failure might.
+    public let isPermanent: Bool
+    public let message: String
+    public var description: String { message }
+}
+
+/// Public-key authentication, non-blocking: ssh-agent identities first, then
+/// identity files. Agent I/O itself is blocking (a local socket), as libssh2
+/// does it. Passphrases are never asked for: an encrypted key must be in the agent.
+public final class Authenticator {
+    public enum Candidate: Equatable, Sendable {
+        case agent(index: Int, label: String)
+        case file(path: String, display: String)
+    }
+
+    private let session: SSHSession
+    private let user: String
+    private let explicitIdentity: (path: String, display: String)?
+    private let defaultIdentities: [(path: String, display: String)]
+    private let agentSocket: String?
+
+    private var agent: OpaquePointer?
+    private var agentIdentities: [UnsafeMutablePointer<libssh2_agent_publickey>] = []
+    private var candidates: [Candidate] = []
+    private var index = 0
+    private var serverMethods: [String]?
+    private var attempts: [String] = []
+    private var started = false
+
+    /// What succeeded: "publickey with ~/.ssh/id_ed25519" or "publickey with agent key ...".
+    public private(set) var succeededWith: String?
+
+    /// `identity`: the profile's key file; `defaults`: files tried when it is nil.
+    public init(session: SSHSession, user: String, identity: (path: String, display: String)?,
+                defaults: [(path: String, display: String)], agentSocket: String?) {
+        self.session = session
+        self.user = user
+        self.explicitIdentity = identity
+        self.defaultIdentities = defaults
+        self.agentSocket = agentSocket
+    }
+
+    deinit { closeAgent() }
+
+    private func closeAgent() {
+        if let agent {
+            _ = libssh2_agent_disconnect(agent)
+            libssh2_agent_free(agent)
+        }
+        agent = nil
+        agentIdentities = []
+    }
+
+    /// One step; true once authenticated.
+    public func step() throws(AuthFailure) -> Bool {
+        if serverMethods == nil {
+            let listed: IOResult<[String]>
+            do { listed = try session.authMethods(user: user) } catch { throw transportFailure(error) }
+            guard case .done(let methods) = listed else { return false }
+            serverMethods = methods
+            if methods.isEmpty && session.isAuthenticated {
+                succeededWith = "none (the server asked for no authentication)"
+                return true
+            }
+            guard methods.contains("publickey") else {
+                throw AuthFailure(isPermanent: true, message: "authentication failed for \(user): the server accepts only \(methods.joined(separator: ", ")), and tunnel authenticates with keys (ssh-agent or identity files)")
+            }
+        }
+        if !started {
+            started = true
+            prepareCandidates()
+        }
+        while index < candidates.count {
+            let candidate = candidates[index]
+            switch candidate {
+            case .agent(let i, let label):
+                let rc = libssh2_agent_userauth(agent, user, agentIdentities[i])
+                if rc == LIBSSH2_ERROR_EAGAIN { return false }
+                if rc == 0 { return succeed("publickey with agent key \(label)") }
+                try recordFailure(rc, what: "agent key \(label)", keyType: Fingerprint.keyType(ofBlob: blob(agentIdentities[i])))
+            case .file(let path, let display):
+                let rc: Int32
+                do {
+                    rc = try session.authenticate(user: user, privateKey: path, passphrase: nil) ? 0 : LIBSSH2_ERROR_EAGAIN
+                } catch {
+                    rc = error.code
+                }
+                if rc == LIBSSH2_ERROR_EAGAIN { return false }
+                if rc == 0 { return succeed("publickey with \(display)") }
+                let info = (try? Files.readText(path)).flatMap { $0 }.map(PrivateKeyInfo.inspect)
+                try recordFailure(rc, what: display, keyType: info?.keyType)
+            }
+            index += 1
+        }
+        closeAgent()
+        let methods = serverMethods?.joined(separator: ",") ?? "?"
+        let tried = attempts.isEmpty ? "no keys to try" : attempts.joined(separator: "; ")
+        throw AuthFailure(isPermanent: true, message: "authentication failed for \(user) (server accepts: \(methods)): \(tried)")
+    }
+
+    private func succeed(_ how: String) -> Bool {
+        succeededWith = how
+        closeAgent()
+        return true
+    }
+
+    private func blob(_ identity: UnsafeMutablePointer<libssh2_agent_publickey>) -> [UInt8] {
+        Array(UnsafeBufferPointer(start: identity.pointee.blob, count: identity.pointee.blob_len))
+    }
+
+    private func recordFailure(_ rc: Int32, what: String, keyType: String?) throws(AuthFailure) {
+        let err = session.handle.lastError("userauth")
+        if err.isTransportFailure || session.transport.peerClosed || session.transport.failure != nil {
+            // The server dropped us (for example after MaxAuthTries).
+            attempts.append("\(what): the server closed the connection")
+            throw AuthFailure(isPermanent: false, message: "authentication failed for \(user): \(attempts.joined(separator: "; "))")
+        }
+        var reason: String
+        switch rc {
+        case LIBSSH2_ERROR_AUTHENTICATION_FAILED, LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED:
+            reason = "refused by the server"
+        case LIBSSH2_ERROR_FILE:
+            reason = "could not be read by libssh2 (\(err.message))"
+        default:
+            reason = err.message
+        }
+        if keyType == "ssh-rsa" && (rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED || rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED) {
+            reason += " (libssh2 1.10 signs RSA keys with SHA-1 only, which OpenSSH 8.8 and later refuse; use an ed25519 key: ssh-keygen -t ed25519)"
+        }
+        attempts.append("\(what): \(reason)")
+    }
+
+    private func transportFailure(_ error: SSHError) -> AuthFailure {
+        AuthFailure(isPermanent: !error.isTransportFailure, message: "authentication failed for \(user): \(error.message)")
+    }
+
+    private func prepareCandidates() {
+        var wantedBlob: [UInt8]?
+        if let identity = explicitIdentity {
+            wantedBlob = publicBlob(ofIdentity: identity.path)
+        }
+        // ssh-agent: all its keys, or with an explicit identity only that key.
+        if let socket = agentSocket, !socket.isEmpty {
+            if let agent = libssh2_agent_init(session.handle) {
+                self.agent = agent
+                libssh2_agent_set_identity_path(agent, socket)
+                if libssh2_agent_connect(agent) == 0 && libssh2_agent_list_identities(agent) == 0 {
+                    var previous: UnsafeMutablePointer<libssh2_agent_publickey>?
+                    var current: UnsafeMutablePointer<libssh2_agent_publickey>?
+                    while libssh2_agent_get_identity(agent, &current, previous) == 0, let identity = current {
+                        let keyBlob = blob(identity)
+                        if wantedBlob == nil || wantedBlob == keyBlob {
+                            let comment = identity.pointee.comment.map { String(cString: $0) } ?? ""
+                            let type = Fingerprint.keyType(ofBlob: keyBlob) ?? "key"
+                            let label = "\(type) \(Fingerprint.sha256(keyBlob))" + (comment.isEmpty ? "" : " (\(comment))")
+                            candidates.append(.agent(index: agentIdentities.count, label: label))
+                            agentIdentities.append(identity)
+                        }
+                        previous = identity
+                    }
+                    if agentIdentities.isEmpty && wantedBlob == nil { attempts.append("ssh-agent: holds no keys") }
+                } else {
+                    attempts.append("ssh-agent at \(socket): not reachable")
+                }
+            }
+        }
+        let files = explicitIdentity.map { [$0] } ?? defaultIdentities
+        for file in files {
+            let text: String?
+            do { text = try Files.readText(file.path) } catch {
+                attempts.append("\(file.display): \(error.errno)")
+                continue
+            }
+            guard let text else {
+                // Missing default keys are normal; a missing explicit one is worth saying.
+                attempts.append("\(file.display): not found")
+                continue
+            }
+            let info = PrivateKeyInfo.inspect(text)
+            if info.isEncrypted {
+                let inAgent = candidates.contains { if case .agent = $0 { return true } else { return false } }
+                attempts.append("\(file.display): is encrypted and tunnel never asks for passphrases; add it to ssh-agent (ssh-add \(file.display))" + (inAgent ? "" : (agentSocket == nil ? " — no agent is running (SSH_AUTH_SOCK is not set)" : "")))
+                continue
+            }
+            switch info.format {
+            case .putty:
+                attempts.append("\(file.display): is a PuTTY key; convert it with puttygen -O private-openssh")
+                continue
+            case .unknown:
+                attempts.append("\(file.display): is not a private key tunnel can read")
+                continue
+            default:
+                break
+            }
+            candidates.append(.file(path: file.path, display: file.display))
+        }
+    }
+
+    /// The public key blob of an identity file: from PATH.pub, else from the
+    /// OpenSSH private key's clear public part.
+    private func publicBlob(ofIdentity path: String) -> [UInt8]? {
+        if let pub = (try? Files.readText(path + ".pub")).flatMap({ $0 }) {
+            let fields = pub.split(whereSeparator: { $0 == " " || $0 == "\n" })
+            if fields.count >= 2, let blob = Base64.decode(fields[1]) { return blob }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,93 @@
+internal import CLibSSH2
+
+public enum Base64 {
+    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+    public static func encode(_ bytes: [UInt8], padded: Bool = true) -> String {
+        var out: [UInt8] = []
+        out.reserveCapacity((bytes.count + 2) / 3 * 4)
+        var i = 0
+        while i + 3 <= bytes.count {
+            let v = UInt32(bytes[i]) << 16 | UInt32(bytes[i + 1]) << 8 | UInt32(bytes[i + 2])
+            out += [alphabet[Int(v >> 18)], alphabet[Int((v >> 12) & 63)], alphabet[Int((v >> 6) & 63)], alphabet[Int(v & 63)]]
+            i += 3
+        }
+        let rest = bytes.count - i
+        if rest > 0 {
+            let v = UInt32(bytes[i]) << 16 | (rest == 2 ? UInt32(bytes[i + 1]) << 8 : 0)
+            out.append(alphabet[Int(v >> 18)])
+            out.append(alphabet[Int((v >> 12) & 63)])
+            if rest == 2 { out.append(alphabet[Int((v >> 6) & 63)]) }
+            if padded { out += Array(repeating: UInt8(ascii: "="), count: 3 - rest) }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Decodes standard base64, ignoring whitespace. Nil on any other character.
+    public static func decode(_ text: some StringProtocol) -> [UInt8]? {
+        var out: [UInt8] = []
+        var acc: UInt32 = 0
+        var bits = 0
+        for c in text.utf8 {
+            let v: UInt32
+            switch c {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"): v = UInt32(c - UInt8(ascii: "A"))
+            case UInt8(ascii: "a")...UInt8(ascii: "z"): v = UInt32(c - UInt8(ascii: "a") + 26)
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): v = UInt32(c - UInt8(ascii: "0") + 52)
+            case UInt8(ascii: "+"): v = 62
+            case UInt8(ascii: "/"): v = 63
+            case UInt8(ascii: "="), UInt8(ascii: " "), UInt8(ascii: "\n"), UInt8(ascii: "\r"), UInt8(ascii: "\t"): continue
+            default: return nil
+            }
+            acc = acc << 6 | v
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                out.append(UInt8((acc >> UInt32(bits)) & 0xff))
+            }
+        }
+        return out
+    }
+}
+
+public enum Fingerprint {
+    /// "SHA256:<unpadded base64>" as ssh-keygen -l prints it.
+    public static func sha256(_ blob: [UInt8]) -> String {
+        var digest = [UInt8](repeating: 0, count: Int(SHA256_DIGEST_LENGTH))
+        blob.withUnsafeBufferPointer { _ = SHA256($0.baseAddress, blob.count, &digest) }
+        return "SHA256:" + Base64.encode(digest, padded: false)
+    }
+
+    /// The key type named inside an SSH public key blob (its first string).
+    public static func keyType(ofBlob blob: [UInt8]) -> String? {
+        var reader = SSHReader(blob)
+        return reader.string().map { String(decoding: $0, as: UTF8.self) }
+    }
+}
+
+/// Reads SSH wire-format fields (RFC 4251 5).
+struct SSHReader {
+    private let bytes: [UInt8]
+    private var offset = 0
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    var remaining: Int { bytes.count - offset }
+
+    mutating func uint32() -> UInt32? {
+        guard remaining >= 4 else { return nil }
+        defer { offset += 4 }
+        return UInt32(bytes[offset]) << 24 | UInt32(bytes[offset + 1]) << 16 | UInt32(bytes[offset + 2]) << 8 | UInt32(bytes[offset + 3])
+    }
+
+    mutating func string() -> [UInt8]? {
+        guard let n = uint32(), Int(n) <= remaining else { return nil }
+        defer { offset += Int(n) }
+        return Array(bytes[offset..<offset + Int(n)])
+    }
+
+    mutating func bytes(_ n: Int) -> [UInt8]? {
+        guard n <= remaining else { return nil }
+        defer { offset += n }
+        return Array(bytes[offset..<offset + n])
+    }
+}

@@ -1,0 +1,53 @@
+internal import CLibSSH2
+
+/// A failed libssh2 call: which call, its error code and libssh2's message.
+public struct SSHError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let call: String
+    public let code: Int32
+    public let message: String
+
+    public init(call: String, code: Int32, message: String) {
+        self.call = call
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(call): \(message)" }
+
+    /// The server closed the connection or the socket failed.
+    public var isTransportFailure: Bool {
+        code == LIBSSH2_ERROR_SOCKET_DISCONNECT || code == LIBSSH2_ERROR_SOCKET_RECV
+            || code == LIBSSH2_ERROR_SOCKET_SEND || code == LIBSSH2_ERROR_SOCKET_TIMEOUT
+            || code == LIBSSH2_ERROR_TIMEOUT || code == LIBSSH2_ERROR_BANNER_RECV
+            || code == LIBSSH2_ERROR_BANNER_SEND
+    }
+
+    /// A channel open refused by the server (target down, forwarding prohibited, ...).
+    public var isChannelOpenFailure: Bool { code == LIBSSH2_ERROR_CHANNEL_FAILURE }
+}
+
+/// libssh2 is initialised once per process before any thread uses it.
+enum SSHLibrary {
+    static let initialized: Bool = {
+        libssh2_init(0) == 0
+    }()
+}
+
+extension OpaquePointer {
+    /// The session's last error as an SSHError for `call`.
+    func lastError(_ call: String) -> SSHError {
+        var message: UnsafeMutablePointer<CChar>?
+        var length: Int32 = 0
+        let code = libssh2_session_last_error(self, &message, &length, 0)
+        let text = message.map { String(cString: $0) } ?? "error \(code)"
+        return SSHError(call: call, code: code, message: text.isEmpty ? "error \(code)" : text)
+    }
+}
+
+/// Maps a libssh2 return code: EAGAIN is a state, negative is an error.
+@inline(__always)
+func step(_ rc: Int32, _ session: OpaquePointer, _ call: @autoclosure () -> String) throws(SSHError) -> Bool {
+    if rc == LIBSSH2_ERROR_EAGAIN { return false }
+    if rc < 0 { throw session.lastError(call()) }
+    return true
+}

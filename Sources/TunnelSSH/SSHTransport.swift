@@ -1,0 +1,141 @@
+import Glibc
+internal import CLibSSH2
+import TunnelPOSIX
+
+/// The socket under an SSH session, reached by libssh2 through custom send and
+/// recv callbacks.
+///
+/// Send: whatever the socket does not take is queued here and reported to
+/// libssh2 as sent, so libssh2 never holds a half-sent packet. In 1.10 such a
+/// packet blocks every other send on the session (BAD_USE) until the same call
+/// is retried, which makes interleaving channels impossible. The owner flushes
+/// the queue when the socket is writable and stops feeding channels while the
+/// queue is above `highWater`.
+///
+/// Recv: records when the last byte arrived (the dead-link clock) and skips the
+/// syscall while the socket is known to be empty, because libssh2 drains the
+/// transport on every channel read and write.
+public final class SSHTransport {
+    public let socket: Socket
+    private let outbound = ByteBuffer()
+
+    /// Instant of the last byte received from the server.
+    public private(set) var lastReceive = Instant.now()
+    public private(set) var bytesReceived: UInt64 = 0
+    public private(set) var bytesSent: UInt64 = 0
+    /// The first hard socket error, kept for the log.
+    public private(set) var failure: SystemError?
+    /// Set once the peer closed the TCP connection.
+    public private(set) var peerClosed = false
+
+    /// False after a recv returned EAGAIN; true again when epoll says readable.
+    private var mayHaveInput = true
+    private var killed = false
+
+    public static let highWater = 1 << 20
+    public static let lowWater = 256 << 10
+
+    public init(socket: Socket) {
+        self.socket = socket
+    }
+
+    public var pendingOutbound: Int { outbound.count }
+    public var isAboveHighWater: Bool { outbound.count >= SSHTransport.highWater }
+    public var isBelowLowWater: Bool { outbound.count <= SSHTransport.lowWater }
+
+    /// epoll reported the socket readable.
+    public func markReadable() { mayHaveInput = true }
+    public var hasUnreadInput: Bool { mayHaveInput }
+
+    /// Makes every later send and recv fail, so libssh2 stops waiting on the
+    /// network when channels and the session are freed.
+    public func kill() { killed = true }
+
+    /// Writes queued bytes. Returns false on a hard error.
+    @discardableResult
+    public func flush() -> Bool {
+        while let bytes = outbound.readable, !outbound.isEmpty {
+            do {
+                switch try socket.send(bytes, count: outbound.count) {
+                case .done(let n):
+                    bytesSent &+= UInt64(n)
+                    outbound.consume(n)
+                case .wouldBlock:
+                    return true
+                }
+            } catch {
+                record(error)
+                outbound.release()
+                return false
+            }
+        }
+        return true
+    }
+
+    private func record(_ error: SystemError) {
+        if failure == nil { failure = error }
+    }
+
+    // Called by libssh2 through the C callback.
+    fileprivate func send(_ buffer: UnsafeRawPointer, _ length: Int) -> Int {
+        if killed { return -Int(EPIPE) }
+        if let failure { return -Int(failure.errno.rawValue) }
+        if outbound.isEmpty {
+            do {
+                switch try socket.send(buffer, count: length) {
+                case .done(let n):
+                    bytesSent &+= UInt64(n)
+                    if n < length { outbound.append(buffer + n, count: length - n) }
+                case .wouldBlock:
+                    outbound.append(buffer, count: length)
+                }
+            } catch {
+                record(error)
+                return -Int(error.errno.rawValue)
+            }
+        } else {
+            outbound.append(buffer, count: length)
+        }
+        return length
+    }
+
+    fileprivate func recv(_ buffer: UnsafeMutableRawPointer, _ length: Int) -> Int {
+        if killed { return 0 }
+        if let failure { return -Int(failure.errno.rawValue) }
+        guard mayHaveInput else { return -Int(EAGAIN) }
+        do {
+            switch try socket.recv(into: buffer, count: length) {
+            case .done(let n):
+                if n == 0 {
+                    peerClosed = true
+                } else {
+                    bytesReceived &+= UInt64(n)
+                    lastReceive = Instant.now()
+                }
+                return n
+            case .wouldBlock:
+                mayHaveInput = false
+                return -Int(EAGAIN)
+            }
+        } catch {
+            record(error)
+            return -Int(error.errno.rawValue)
+        }
+    }
+
+    func install(on session: OpaquePointer) {
+        // libssh2 also talks to ssh-agent through these callbacks, passing the
+        // agent's socket: only the session socket gets the buffering.
+        tunnel_ssh_set_send(session) { fd, buffer, length, flags, abstract in
+            let transport = Unmanaged<SSHTransport>.fromOpaque(tunnel_ssh_abstract(abstract)!).takeUnretainedValue()
+            guard fd == transport.socket.fd else { return RawIO.send(fd, buffer!, length) }
+            return transport.send(buffer!, length)
+        }
+        tunnel_ssh_set_recv(session) { fd, buffer, length, flags, abstract in
+            let transport = Unmanaged<SSHTransport>.fromOpaque(tunnel_ssh_abstract(abstract)!).takeUnretainedValue()
+            guard fd == transport.socket.fd else { return RawIO.recv(fd, buffer!, length) }
+            return transport.recv(buffer!, length)
+        }
+    }
+
+}

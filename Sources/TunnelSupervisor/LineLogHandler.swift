@@ -1,0 +1,54 @@
+import Glibc
+import Logging
+import Synchronization
+import TunnelPOSIX
+
+/// Where log lines go: stderr in the foreground, the runtime directory's log
+/// file for the daemon.
+public final class LogSink: Sendable {
+    private let fd: Mutex<Int32>
+    public let minimumLevel: Logger.Level
+
+    public init(fd: Int32, minimumLevel: Logger.Level) {
+        self.fd = Mutex(fd)
+        self.minimumLevel = minimumLevel
+    }
+
+    public func write(_ line: String) {
+        fd.withLock { writeLine($0, line) }
+    }
+
+    /// Points the sink at another descriptor (the daemon's log after setsid).
+    public func redirect(to newFD: Int32) {
+        fd.withLock { $0 = newFD }
+    }
+}
+
+/// One line per message: `2026-11-21 19:32:00 [db] warning: link lost ...`.
+/// The tunnel's name in brackets is what `tunnel logs NAME` filters on.
+public struct LineLogHandler: LogHandler {
+    public var logLevel: Logger.Level
+    public var metadata: Logger.Metadata = [:]
+    private let label: String
+    private let sink: LogSink
+
+    public init(label: String, sink: LogSink) {
+        self.label = label
+        self.sink = sink
+        self.logLevel = sink.minimumLevel
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var all = metadata
+        if let explicit = event.metadata { all.merge(explicit) { $1 } }
+        let level = event.level, message = event.message
+        let tunnel = all.removeValue(forKey: "tunnel").map { "[\($0)] " } ?? ""
+        let extra = all.isEmpty ? "" : " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        sink.write("\(localTimestamp()) \(tunnel)\(level): \(message)\(extra)")
+    }
+}

@@ -1,0 +1,2 @@
+import TunnelCLI
+TunnelCommand.main()
