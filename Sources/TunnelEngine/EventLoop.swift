@@ -136,7 +136,8 @@ public final class EventLoop: @unchecked Sendable {
                 preconditionFailure("\(error)")
             }
             runInbox()
-            timers.fireDue(now: Instant.now())
+            // Bodies run outside the queue's mutation: they may schedule timers.
+            for body in timers.popDue(now: Instant.now()) { body() }
             runInbox()
             for hook in hooks.values { hook() }
         }
@@ -203,10 +204,12 @@ struct TimerQueue {
         return Int32(min(ms, UInt64(Int32.max)))
     }
 
-    mutating func fireDue(now: Instant) {
+    mutating func popDue(now: Instant) -> [() -> Void] {
+        var due: [() -> Void] = []
         while let top = heap.first, top.deadline <= now {
             _ = popMin()
-            if let body = bodies.removeValue(forKey: top.id) { body() }
+            if let body = bodies.removeValue(forKey: top.id) { due.append(body) }
         }
+        return due
     }
 }

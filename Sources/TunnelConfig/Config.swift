@@ -1,0 +1,88 @@
+/// The user's tunnel profiles, read from one TOML file and validated as a whole.
+///
+/// Reading never stops at the first problem: every error in the file is in
+/// `errors` (for `tunnel config check`), and each profile is usable unless it has
+/// errors of its own or the file has file-level errors (syntax errors, unknown
+/// top-level keys, a bad `[defaults]`).
+public struct Config: Sendable {
+    public let path: String
+    /// Every name under `[tunnels]`, in file order, broken ones included. After a
+    /// syntax error, only the names defined before it.
+    public let profileNames: [String]
+    /// Every problem in the file, sorted by position.
+    public let errors: [ConfigError]
+
+    /// Errors that break every profile.
+    let fileErrors: [ConfigError]
+    let hasSyntaxError: Bool
+    let profileErrors: [String: [ConfigError]]
+    let profiles: [String: Profile]
+
+    /// The profile, or the errors that make it unusable.
+    public func profile(named name: String) throws(ConfigErrors) -> Profile {
+        guard profileNames.contains(name) else {
+            // After a syntax error the name may simply be past the error.
+            if hasSyntaxError { throw ConfigErrors(fileErrors) }
+            let list = profileNames.isEmpty ? "it defines no profiles" : "profiles: " + profileNames.joined(separator: ", ")
+            throw ConfigErrors(fileErrors + [ConfigError(location: nil, message: "no profile named \(quoted(name)) in \(path) (\(list))")])
+        }
+        let own = profileErrors[name] ?? []
+        if own.isEmpty && fileErrors.isEmpty, let profile = profiles[name] { return profile }
+        throw ConfigErrors(fileErrors + own)
+    }
+
+    /// The usable profiles, in file order; none when the file has file-level errors.
+    public var validProfiles: [Profile] {
+        guard fileErrors.isEmpty else { return [] }
+        return profileNames.compactMap { profileErrors[$0] == nil ? profiles[$0] : nil }
+    }
+
+    /// Reads and validates the file. Only an unreadable file throws; problems in
+    /// its contents are in `errors`.
+    public static func load(path: String, environment: [String: String]) throws(ConfigErrors) -> Config {
+        switch System.readFile(path) {
+        case .success(let bytes):
+            return build(bytes: bytes, path: path, environment: environment)
+        case .failure(let error):
+            throw ConfigErrors([ConfigError(location: nil, message: "cannot read config file \(path): \(error)")])
+        }
+    }
+
+    /// Validates config text as if read from `path` (used in messages only).
+    public static func parse(text: String, path: String, environment: [String: String]) -> Config {
+        build(bytes: Array(text.utf8), path: path, environment: environment)
+    }
+
+    /// `--config PATH`, then `$TUNNEL_CONFIG`, then `$XDG_CONFIG_HOME/tunnel/tunnels.toml`,
+    /// then `~/.config/tunnel/tunnels.toml`.
+    public static func resolvePath(explicit: String?, environment: [String: String]) -> String {
+        let home = System.homeDirectory(environment)
+        if let explicit, !explicit.isEmpty { return expandTilde(explicit, home: home) }
+        if let path = environment["TUNNEL_CONFIG"], !path.isEmpty { return expandTilde(path, home: home) }
+        // The XDG spec says to ignore a relative XDG_CONFIG_HOME.
+        if let xdg = environment["XDG_CONFIG_HOME"], xdg.hasPrefix("/") {
+            return joinPath(xdg, "tunnel/tunnels.toml")
+        }
+        return joinPath(home, ".config/tunnel/tunnels.toml")
+    }
+
+    private static func joinPath(_ directory: String, _ rest: String) -> String {
+        directory.hasSuffix("/") ? directory + rest : directory + "/" + rest
+    }
+
+    static func build(bytes: [UInt8], path: String, environment: [String: String]) -> Config {
+        var reader = ConfigReader(path: path, home: System.homeDirectory(environment), defaultUser: System.userName(environment))
+        let (table, syntaxError) = TOMLParser.parsePartially(bytes: bytes)
+        if let syntaxError {
+            let error = ConfigError(location: syntaxError.position.location(in: path), message: syntaxError.message)
+            let names = table["tunnels"]?.table?.keys ?? []
+            return Config(path: path, profileNames: names, errors: [error], fileErrors: [error],
+                          hasSyntaxError: true, profileErrors: [:], profiles: [:])
+        }
+        reader.read(table)
+        let all = reader.fileErrors + reader.profileNames.flatMap { reader.profileErrors[$0] ?? [] }
+        return Config(path: path, profileNames: reader.profileNames, errors: sortedByPosition(all),
+                      fileErrors: sortedByPosition(reader.fileErrors), hasSyntaxError: false,
+                      profileErrors: reader.profileErrors.mapValues(sortedByPosition), profiles: reader.profiles)
+    }
+}

@@ -1,0 +1,408 @@
+/// Turns a parsed TOML document into profiles and diagnostics.
+struct ConfigReader {
+    static let tunnelKeys = [
+        "host", "port", "user", "identity", "forward", "known_hosts", "host_key",
+        "keepalive", "keepalive_count", "connect_timeout", "hold_timeout", "public",
+    ]
+    static let topLevelKeys = ["defaults", "tunnels"]
+
+    /// ssh_config spellings people are likely to reach for.
+    static let sshAliases: [String: String] = [
+        "hostname": "host", "address": "host", "username": "user", "login": "user",
+        "identityfile": "identity", "key": "identity", "keyfile": "identity",
+        "localforward": "forward", "forwards": "forward", "local": "forward",
+        "userknownhostsfile": "known_hosts", "knownhostsfile": "known_hosts",
+        "stricthostkeychecking": "host_key", "hostkeypolicy": "host_key",
+        "serveraliveinterval": "keepalive", "serveralivecountmax": "keepalive_count",
+        "gatewayports": "public",
+    ]
+
+    let path: String
+    let home: String
+    let defaultUser: String
+
+    private(set) var fileErrors: [ConfigError] = []
+    private(set) var profileErrors: [String: [ConfigError]] = [:]
+    private(set) var profileNames: [String] = []
+    private(set) var profiles: [String: Profile] = [:]
+
+    init(path: String, home: String, defaultUser: String) {
+        self.path = path
+        self.home = home
+        self.defaultUser = defaultUser
+    }
+
+    /// One tunnel's settings as written; nil where absent or invalid.
+    struct Settings {
+        var host: String?
+        var port: UInt16?
+        var user: String?
+        var identity: String?
+        var forwards: [LocatedForward] = []
+        var knownHosts: String?
+        var hostKey: HostKeyPolicy?
+        var keepalive: Int?
+        var keepaliveCount: Int?
+        var connectTimeout: Int?
+        var holdTimeout: Int?
+        var isPublic: Bool?
+        /// Keys that were written, valid or not: an invalid `host` is not also "missing".
+        var present: Set<String> = []
+    }
+
+    struct LocatedForward {
+        var spec: ForwardSpec
+        var location: SourceLocation
+        var profile: String
+    }
+
+    private struct Candidate {
+        var name: String
+        var location: SourceLocation
+        var settings: Settings
+    }
+
+    private func location(_ position: TOMLPosition) -> SourceLocation {
+        position.location(in: path)
+    }
+
+    // MARK: - Document
+
+    mutating func read(_ root: TOMLTable) {
+        var defaults = Settings()
+        if let entry = root.entry("defaults") {
+            if let table = entry.value.table {
+                defaults = readSettings(table, path: ["defaults"], profile: nil, errors: &fileErrors)
+            } else {
+                fileErrors.append(ConfigError(location: location(entry.value.position),
+                                              message: "defaults: expected a table ([defaults]), found \(entry.value.foundDescription)"))
+            }
+        }
+
+        for entry in root.entries where !Self.topLevelKeys.contains(entry.key) {
+            fileErrors.append(ConfigError(location: location(entry.keyPosition), message: unknownTopLevelKeyMessage(entry)))
+        }
+
+        var candidates: [Candidate] = []
+        if let entry = root.entry("tunnels") {
+            if let tunnels = entry.value.table {
+                for profileEntry in tunnels.entries {
+                    if let candidate = readProfile(profileEntry, defaults: defaults) {
+                        candidates.append(candidate)
+                    }
+                }
+            } else {
+                fileErrors.append(ConfigError(location: location(entry.value.position),
+                                              message: "tunnels: expected a table of profiles ([tunnels.NAME]), found \(entry.value.foundDescription)"))
+            }
+        }
+
+        checkOverlaps(candidates.flatMap(\.settings.forwards))
+
+        for candidate in candidates where (profileErrors[candidate.name] ?? []).isEmpty {
+            profiles[candidate.name] = makeProfile(candidate, defaults: defaults)
+        }
+    }
+
+    private func unknownTopLevelKeyMessage(_ entry: TOMLTable.Entry) -> String {
+        let name = quoted(entry.key)
+        if Self.tunnelKeys.contains(entry.key) {
+            return "unknown key \(name) at the top level (tunnel settings go under [tunnels.NAME] or [defaults])"
+        }
+        if let table = entry.value.table, table["host"] != nil || table["forward"] != nil {
+            return "unknown key \(name) (did you mean [tunnels.\(keyPath([entry.key]))]?)"
+        }
+        return "unknown key \(name)" + didYouMean(entry.key, among: Self.topLevelKeys)
+    }
+
+    // MARK: - Profiles
+
+    /// Validates one entry under `[tunnels]`; records its errors, and returns its
+    /// settings when it is a table (even a broken one, for the overlap check).
+    private mutating func readProfile(_ entry: TOMLTable.Entry, defaults: Settings) -> Candidate? {
+        let name = entry.key
+        profileNames.append(name)
+        let path = ["tunnels", name]
+        let shownPath = keyPath(path)
+        var errors: [ConfigError] = []
+        defer { profileErrors[name] = errors.isEmpty ? nil : errors }
+
+        if !isValidProfileName(name) {
+            errors.append(ConfigError(location: location(entry.keyPosition),
+                                      message: "\(shownPath): profile name \(quoted(name)) may only contain letters, digits, \"_\", \".\" and \"-\""))
+        }
+        guard let table = entry.value.table else {
+            errors.append(ConfigError(location: location(entry.value.position),
+                                      message: "\(shownPath): expected a table ([tunnels.\(keyPath([name]))]), found \(entry.value.foundDescription)"))
+            return nil
+        }
+        let here = location(entry.value.position)
+        let settings = readSettings(table, path: path, profile: name, errors: &errors)
+
+        for key in ["host", "forward"] where !settings.present.contains(key) && !defaults.present.contains(key) {
+            errors.append(ConfigError(location: here, message: "\(shownPath): missing required key \(quoted(key))"))
+        }
+
+        let isPublic = settings.isPublic ?? defaults.isPublic ?? Profile.Defaults.isPublic
+        if !isPublic {
+            for forward in settings.forwards where forward.spec.isPublic {
+                let bind = forward.spec.bind
+                let reach = bind.isWildcard
+                    ? "binds \(bind) (all interfaces), so the service would be reachable from every interface"
+                    : "binds \(bind), so the service would be reachable from the network"
+                errors.append(ConfigError(location: forward.location,
+                                          message: "\(shownPath): forward \(quoted(forward.spec.text)) \(reach); set public = true to allow it"))
+            }
+        }
+        return Candidate(name: name, location: here, settings: settings)
+    }
+
+    private func isValidProfileName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.allSatisfy { isBareKeyByte($0) || $0 == ASCII.dot }
+    }
+
+    /// Two listeners on the same port collide when their addresses overlap. The
+    /// error goes on the later forward, naming the earlier one.
+    private mutating func checkOverlaps(_ forwards: [LocatedForward]) {
+        for (i, later) in forwards.enumerated() where later.spec.localPort != 0 {
+            guard let earlier = forwards[..<i].first(where: {
+                $0.spec.localPort == later.spec.localPort && $0.spec.bind.overlaps(later.spec.bind)
+            }) else { continue }
+            let message = "\(keyPath(["tunnels", later.profile, "forward"])): \(later.spec.localDescription) overlaps "
+                + "\(earlier.spec.localDescription) of \(keyPath(["tunnels", earlier.profile])) (\(earlier.location))"
+            profileErrors[later.profile, default: []].append(ConfigError(location: later.location, message: message))
+        }
+    }
+
+    private func makeProfile(_ candidate: Candidate, defaults: Settings) -> Profile? {
+        let own = candidate.settings
+        guard let host = own.host ?? defaults.host else { return nil }
+        return Profile(
+            name: candidate.name,
+            host: host,
+            port: own.port ?? defaults.port ?? Profile.Defaults.port,
+            user: own.user ?? defaults.user ?? defaultUser,
+            identity: own.identity ?? defaults.identity,
+            forwards: own.forwards.map(\.spec),
+            knownHosts: own.knownHosts ?? defaults.knownHosts ?? expandTilde(Profile.Defaults.knownHosts, home: home),
+            hostKey: own.hostKey ?? defaults.hostKey ?? Profile.Defaults.hostKey,
+            keepalive: own.keepalive ?? defaults.keepalive ?? Profile.Defaults.keepalive,
+            keepaliveCount: own.keepaliveCount ?? defaults.keepaliveCount ?? Profile.Defaults.keepaliveCount,
+            connectTimeout: own.connectTimeout ?? defaults.connectTimeout ?? Profile.Defaults.connectTimeout,
+            holdTimeout: own.holdTimeout ?? defaults.holdTimeout ?? Profile.Defaults.holdTimeout,
+            isPublic: own.isPublic ?? defaults.isPublic ?? Profile.Defaults.isPublic,
+            location: candidate.location
+        )
+    }
+
+    // MARK: - Keys
+
+    /// Reads the tunnel keys of `[defaults]` (profile nil) or one profile.
+    private func readSettings(_ table: TOMLTable, path: [String], profile: String?, errors: inout [ConfigError]) -> Settings {
+        var s = Settings()
+        for entry in table.entries {
+            let value = entry.value
+            let name = keyPath(path + [entry.key])
+            var checker = ValueChecker(name: name, value: value, location: location(value.position))
+            s.present.insert(entry.key)
+            switch entry.key {
+            case "host":
+                s.host = checker.host()
+            case "port":
+                s.port = checker.integer(in: 1...65535).map(UInt16.init)
+            case "user":
+                s.user = checker.word()
+            case "identity":
+                s.identity = checker.nonEmptyString().map { expandTilde($0, home: home) }
+            case "known_hosts":
+                s.knownHosts = checker.nonEmptyString().map { expandTilde($0, home: home) }
+            case "host_key":
+                s.hostKey = checker.hostKeyPolicy()
+            case "keepalive":
+                s.keepalive = checker.integer(in: 0...86400)
+            case "keepalive_count":
+                s.keepaliveCount = checker.integer(in: 1...1000)
+            case "connect_timeout":
+                s.connectTimeout = checker.integer(in: 1...86400)
+            case "hold_timeout":
+                s.holdTimeout = checker.integer(in: 0...86400)
+            case "public":
+                s.isPublic = checker.boolean()
+            case "forward":
+                if let profile {
+                    s.forwards = checker.forwards(profile: profile, profilePath: keyPath(path))
+                } else {
+                    s.present.remove(entry.key)  // so profiles without forwards are still reported
+                    errors.append(ConfigError(location: location(entry.keyPosition),
+                                              message: "\(name): forward is not allowed in [defaults]; list forwards in each [tunnels.NAME]"))
+                }
+            default:
+                s.present.remove(entry.key)
+                let suggestion = didYouMean(entry.key, among: Self.tunnelKeys.filter { profile != nil || $0 != "forward" },
+                                            aliases: Self.sshAliases)
+                errors.append(ConfigError(location: location(entry.keyPosition),
+                                          message: "\(keyPath(path)): unknown key \(quoted(entry.key))\(suggestion)"))
+            }
+            errors += checker.errors
+        }
+        return s
+    }
+}
+
+/// Checks one value's type and range, collecting "name: expected X, found Y" errors.
+private struct ValueChecker {
+    let name: String
+    let value: TOMLValue
+    let location: SourceLocation
+    var errors: [ConfigError] = []
+
+    init(name: String, value: TOMLValue, location: SourceLocation) {
+        self.name = name
+        self.value = value
+        self.location = location
+    }
+
+    private mutating func fail(_ message: String, at location: SourceLocation? = nil, name: String? = nil) {
+        errors.append(ConfigError(location: location ?? self.location, message: "\(name ?? self.name): \(message)"))
+    }
+
+    private mutating func expect(_ expected: String) {
+        fail("expected \(expected), found \(value.foundDescription)")
+    }
+
+    mutating func string() -> String? {
+        guard let s = value.string else { expect("a string"); return nil }
+        return s
+    }
+
+    mutating func nonEmptyString() -> String? {
+        guard let s = string() else { return nil }
+        if s.isEmpty { fail("must not be empty"); return nil }
+        return s
+    }
+
+    /// Non-empty, no whitespace or control characters (user names).
+    mutating func word() -> String? {
+        guard let s = nonEmptyString() else { return nil }
+        if s.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F }) {
+            fail("\(quoted(s)) must not contain whitespace or control characters")
+            return nil
+        }
+        return s
+    }
+
+    /// A hostname or IP address; an IPv6 address may be written in brackets.
+    mutating func host() -> String? {
+        guard var s = word() else { return nil }
+        if s.hasPrefix("[") && s.hasSuffix("]") && s.count > 2 {
+            let inner = String(s.dropFirst().dropLast())
+            guard System.parseIP(inner, ipv6: true) != nil else {
+                fail("\(quoted(s)) is not an IPv6 address")
+                return nil
+            }
+            s = inner
+        }
+        return s
+    }
+
+    mutating func integer(in range: ClosedRange<Int>) -> Int? {
+        guard let n = value.integer else { expect("an integer"); return nil }
+        guard n >= Int64(range.lowerBound) && n <= Int64(range.upperBound) else {
+            fail("\(n) is out of range (\(range.lowerBound)-\(range.upperBound))")
+            return nil
+        }
+        return Int(n)
+    }
+
+    mutating func boolean() -> Bool? {
+        guard let b = value.boolean else { expect("a boolean (true or false)"); return nil }
+        return b
+    }
+
+    mutating func hostKeyPolicy() -> HostKeyPolicy? {
+        guard let s = string() else { return nil }
+        if let policy = HostKeyPolicy(rawValue: s) { return policy }
+        let choices = HostKeyPolicy.allCases.map(\.rawValue)
+        fail("expected \(choices.map(quoted).joined(separator: " or ")), found \(quoted(s))" + didYouMean(s, among: choices))
+        return nil
+    }
+
+    /// A string or a non-empty array of strings, each a valid `ssh -L` spec.
+    /// Returns the valid ones, so overlaps are still checked in a broken profile.
+    mutating func forwards(profile: String, profilePath: String) -> [ConfigReader.LocatedForward] {
+        let items: [TOMLValue]
+        switch value.kind {
+        case .string:
+            items = [value]
+        case .array(let array):
+            if array.isEmpty { fail("expected at least one forward, found an empty array"); return [] }
+            items = array
+        default:
+            expect("a string or an array of strings")
+            return []
+        }
+        var result: [ConfigReader.LocatedForward] = []
+        for (i, item) in items.enumerated() {
+            let itemLocation = SourceLocation(file: location.file, line: item.position.line, column: item.position.column)
+            guard let text = item.string else {
+                fail("expected a string, found \(item.foundDescription)", at: itemLocation, name: "\(name)[\(i)]")
+                continue
+            }
+            do {
+                let spec = try ForwardSpec.parse(text)
+                result.append(.init(spec: spec, location: itemLocation, profile: profile))
+            } catch {
+                errors.append(ConfigError(location: itemLocation, message: "\(profilePath): \(error)"))
+            }
+        }
+        return result
+    }
+}
+
+// MARK: - Suggestions
+
+/// ` (did you mean "host"?)` for a near miss, or "".
+func didYouMean(_ word: String, among candidates: [String], aliases: [String: String] = [:]) -> String {
+    guard let match = closestMatch(word, among: candidates, aliases: aliases) else { return "" }
+    return " (did you mean \(quoted(match))?)"
+}
+
+/// The candidate a mistyped word most likely meant: same letters ignoring case
+/// and "_"/"-", a known alias, or the nearest by edit distance when close enough.
+func closestMatch(_ word: String, among candidates: [String], aliases: [String: String] = [:]) -> String? {
+    func normalized(_ s: String) -> String { String(s.lowercased().filter { $0 != "_" && $0 != "-" }) }
+    let key = normalized(word)
+    if let exact = candidates.first(where: { normalized($0) == key }) { return exact }
+    if let alias = aliases[key], candidates.contains(alias) { return alias }
+    let lowered = word.lowercased()
+    let threshold = max(1, min(3, lowered.count / 3))
+    var best: (candidate: String, distance: Int)?
+    for candidate in candidates {
+        let d = editDistance(lowered, candidate)
+        if d <= threshold && d < (best?.distance ?? .max) { best = (candidate, d) }
+    }
+    return best?.candidate
+}
+
+/// Optimal string alignment distance: Levenshtein plus adjacent transpositions,
+/// so "hots" is one edit from "host".
+func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a.unicodeScalars), b = Array(b.unicodeScalars)
+    if a.isEmpty { return b.count }
+    if b.isEmpty { return a.count }
+    var previous2 = [Int](repeating: 0, count: b.count + 1)
+    var previous = Array(0...b.count)
+    var current = [Int](repeating: 0, count: b.count + 1)
+    for i in 1...a.count {
+        current[0] = i
+        for j in 1...b.count {
+            let cost = a[i - 1] == b[j - 1] ? 0 : 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                current[j] = min(current[j], previous2[j - 2] + 1)
+            }
+        }
+        (previous2, previous, current) = (previous, current, previous2)
+    }
+    return previous[b.count]
+}

@@ -1,0 +1,197 @@
+/// The local address a forward listens on.
+public struct BindAddress: Hashable, Sendable, CustomStringConvertible {
+    /// Canonical text without brackets: "127.0.0.1", "::1", "0.0.0.0".
+    public let host: String
+    public let isIPv6: Bool
+
+    /// 127.0.0.0/8 or ::1: reachable from this machine only.
+    public var isLoopback: Bool {
+        guard let bytes = System.parseIP(host, ipv6: isIPv6)?.bytes else { return false }
+        if isIPv6 { return bytes == [UInt8](repeating: 0, count: 15) + [1] }
+        return bytes[0] == 127
+    }
+
+    /// 0.0.0.0 or ::, i.e. every interface of the family.
+    public var isWildcard: Bool { host == "0.0.0.0" || host == "::" }
+
+    /// "127.0.0.1" or "[::1]", ready to have ":port" appended.
+    public var description: String { isIPv6 ? "[\(host)]" : host }
+
+    static let loopbackIPv4 = BindAddress(host: "127.0.0.1", isIPv6: false)
+    static let anyIPv4 = BindAddress(host: "0.0.0.0", isIPv6: false)
+
+    init(host: String, isIPv6: Bool) {
+        self.host = host
+        self.isIPv6 = isIPv6
+    }
+
+    /// An IPv4 literal, or an IPv6 literal with or without brackets, in canonical form.
+    init?(ipLiteral text: String) {
+        if text.hasPrefix("[") && text.hasSuffix("]") && text.count >= 2 {
+            guard let ip = System.parseIP(String(text.dropFirst().dropLast()), ipv6: true) else { return nil }
+            self.init(host: ip.canonical, isIPv6: true)
+        } else if let ip = System.parseIP(text, ipv6: false) {
+            self.init(host: ip.canonical, isIPv6: false)
+        } else if let ip = System.parseIP(text, ipv6: true) {
+            self.init(host: ip.canonical, isIPv6: true)
+        } else {
+            return nil
+        }
+    }
+
+    /// Whether listeners on both addresses (on the same port) would collide. IPv6
+    /// listeners are V6ONLY, so the families never overlap; a wildcard overlaps
+    /// every address of its family.
+    func overlaps(_ other: BindAddress) -> Bool {
+        isIPv6 == other.isIPv6 && (host == other.host || isWildcard || other.isWildcard)
+    }
+}
+
+/// Why a forward spec is invalid; the description is one line naming the spec.
+public struct ForwardSpecError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The spec as written.
+    public let spec: String
+    /// What is wrong with it, e.g. `remote port 99999 is out of range (1-65535)`.
+    public let reason: String
+
+    public var description: String { "forward \(quoted(spec)): \(reason)" }
+}
+
+/// One `ssh -L` forward: `[bind:]port:host:hostport`.
+public struct ForwardSpec: Hashable, Sendable, CustomStringConvertible {
+    public let bind: BindAddress
+    /// 0 means "let the kernel pick a free port" (written `0` or `auto`).
+    public let localPort: UInt16
+    /// Hostname or IP address, IPv6 without brackets; resolved by the SSH server.
+    public let remoteHost: String
+    public let remotePort: UInt16
+    /// The spec as written in the config.
+    public let text: String
+
+    /// The listener is reachable from other machines (the bind is not loopback).
+    public var isPublic: Bool { !bind.isLoopback }
+
+    /// "127.0.0.1:5433", "[::1]:5433", "127.0.0.1:auto".
+    public var localDescription: String {
+        "\(bind):\(localPort == 0 ? "auto" : String(localPort))"
+    }
+
+    /// "localhost:5432 (postgresql)", "[::1]:8081".
+    public var remoteDescription: String {
+        let host = remoteHost.contains(":") ? "[\(remoteHost)]" : remoteHost
+        let service = ServiceNames.name(forPort: remotePort).map { " (\($0))" } ?? ""
+        return "\(host):\(remotePort)\(service)"
+    }
+
+    /// "127.0.0.1:5433 -> localhost:5432 (postgresql)".
+    public var description: String { "\(localDescription) -> \(remoteDescription)" }
+
+    static let syntax = "expected [bind:]port:host:hostport"
+
+    /// Parses `[bind:]port:host:hostport`. IPv6 addresses must be in brackets, so
+    /// the spec is split into fields with brackets kept whole, never on every ":".
+    public static func parse(_ text: String) throws(ForwardSpecError) -> ForwardSpec {
+        func failure(_ reason: String) -> ForwardSpecError { ForwardSpecError(spec: text, reason: reason) }
+
+        if text.isEmpty { throw failure(syntax) }
+        if text.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F }) {
+            throw failure("a forward must not contain spaces or control characters")
+        }
+        let fields = try splitFields(text, failure: failure)
+        let bindField: Substring?
+        let rest: ArraySlice<Substring>
+        switch fields.count {
+        case 3: (bindField, rest) = (nil, fields[0...])
+        case 4: (bindField, rest) = (fields[0], fields[1...])
+        default:
+            let hint = fields.count > 4 ? " (put IPv6 addresses in brackets, e.g. [::1])" : ""
+            throw failure(syntax + hint)
+        }
+        let (portField, hostField, hostPortField) = (rest[rest.startIndex], rest[rest.startIndex + 1], rest[rest.startIndex + 2])
+
+        let bind = try parseBind(bindField, failure: failure)
+        let localPort = try parseLocalPort(portField, failure: failure)
+        let remoteHost = try parseRemoteHost(hostField, failure: failure)
+        let remotePort = try parseRemotePort(hostPortField, failure: failure)
+        return ForwardSpec(bind: bind, localPort: localPort, remoteHost: remoteHost, remotePort: remotePort, text: text)
+    }
+
+    /// Splits on ":" outside brackets; a bracketed field must be the whole field.
+    private static func splitFields(_ text: String, failure: (String) -> ForwardSpecError) throws(ForwardSpecError) -> [Substring] {
+        var fields: [Substring] = []
+        var fieldStart = text.startIndex
+        var i = text.startIndex
+        while i < text.endIndex {
+            let c = text[i]
+            if c == "[" {
+                guard i == fieldStart else { throw failure("\"[\" may only start a field (an IPv6 address in brackets)") }
+                guard let close = text[i...].firstIndex(of: "]") else { throw failure("\"[\" without a matching \"]\"") }
+                i = text.index(after: close)
+                if i < text.endIndex && text[i] != ":" {
+                    throw failure("expected \":\" after \"]\"")
+                }
+                continue
+            }
+            if c == "]" { throw failure("\"]\" without a matching \"[\"") }
+            if c == ":" {
+                fields.append(text[fieldStart..<i])
+                fieldStart = text.index(after: i)
+            }
+            i = text.index(after: i)
+        }
+        fields.append(text[fieldStart...])
+        return fields
+    }
+
+    private static func parseBind(_ field: Substring?, failure: (String) -> ForwardSpecError) throws(ForwardSpecError) -> BindAddress {
+        guard let field else { return .loopbackIPv4 }
+        if field.isEmpty || field == "*" { return .anyIPv4 }
+        if field.lowercased() == "localhost" { return .loopbackIPv4 }
+        if let address = BindAddress(ipLiteral: String(field)), field.hasPrefix("[") || !address.isIPv6 {
+            return address
+        }
+        throw failure("bind address must be an IP address, localhost or * (found \(quoted(String(field))))")
+    }
+
+    private static func parseLocalPort(_ field: Substring, failure: (String) -> ForwardSpecError) throws(ForwardSpecError) -> UInt16 {
+        if field.isEmpty { throw failure("local port is missing") }
+        if field.lowercased() == "auto" { return 0 }
+        guard field.allSatisfy(\.isASCIIDigit) else {
+            throw failure("local port \(quoted(String(field))) is not a number")
+        }
+        guard let port = Int(field), port <= 65535 else {
+            throw failure("local port \(field) is out of range (1-65535, or 0/auto for any free port)")
+        }
+        return UInt16(port)
+    }
+
+    private static func parseRemoteHost(_ field: Substring, failure: (String) -> ForwardSpecError) throws(ForwardSpecError) -> String {
+        if field.isEmpty { throw failure("remote host is missing") }
+        if field.hasPrefix("[") {
+            let inner = field.dropFirst().dropLast()
+            guard System.parseIP(String(inner), ipv6: true) != nil else {
+                throw failure("remote host \(quoted(String(field))) is not an IPv6 address")
+            }
+            return String(inner)
+        }
+        return String(field)
+    }
+
+    private static func parseRemotePort(_ field: Substring, failure: (String) -> ForwardSpecError) throws(ForwardSpecError) -> UInt16 {
+        if field.isEmpty { throw failure("remote port is missing") }
+        if field.allSatisfy(\.isASCIIDigit) {
+            guard let port = Int(field), (1...65535).contains(port) else {
+                throw failure("remote port \(field) is out of range (1-65535)")
+            }
+            return UInt16(port)
+        }
+        guard let port = ServiceNames.port(named: String(field)) else {
+            throw failure("remote port \(quoted(String(field))) is not a number or a known service name")
+        }
+        return port
+    }
+}
+
+extension Character {
+    fileprivate var isASCIIDigit: Bool { isASCII && isNumber }
+}

@@ -1,0 +1,92 @@
+/// What to do with a server host key that is not in known_hosts.
+public enum HostKeyPolicy: String, Sendable, Equatable, CaseIterable {
+    /// Refuse unknown and changed keys (the default).
+    case strict
+    /// Record unknown keys on first connect; still refuse changed ones.
+    case acceptNew = "accept-new"
+}
+
+/// One validated `[tunnels.NAME]` entry, with `[defaults]` and built-in defaults applied.
+public struct Profile: Equatable, Sendable {
+    public let name: String
+    public let host: String
+    public let port: UInt16
+    public let user: String
+    /// Private key path, `~` expanded; nil means ssh-agent keys, then the default key files.
+    public let identity: String?
+    public let forwards: [ForwardSpec]
+    /// `~` expanded.
+    public let knownHosts: String
+    public let hostKey: HostKeyPolicy
+    /// Seconds between keepalives; 0 turns them off.
+    public let keepalive: Int
+    /// The link is dead after keepalive × keepaliveCount seconds with nothing received.
+    public let keepaliveCount: Int
+    /// Seconds for TCP connect, handshake and authentication.
+    public let connectTimeout: Int
+    /// Seconds a client waits for a reconnecting link before it is closed.
+    public let holdTimeout: Int
+    /// `public = true`: binding non-loopback addresses is allowed.
+    public let isPublic: Bool
+    /// The `[tunnels.NAME]` header. Not part of `==`, so a reload that only moved
+    /// a profile within the file does not count as a change.
+    public let location: SourceLocation
+
+    /// The documented defaults, in one place for the validator and the tests.
+    public enum Defaults {
+        public static let port: UInt16 = 22
+        public static let knownHosts = "~/.ssh/known_hosts"
+        public static let hostKey = HostKeyPolicy.strict
+        public static let keepalive = 15
+        public static let keepaliveCount = 3
+        public static let connectTimeout = 10
+        public static let holdTimeout = 10
+        public static let isPublic = false
+    }
+
+    /// Mainly for other modules' tests; configs are read with `Config.load`.
+    public init(
+        name: String,
+        host: String,
+        port: UInt16 = Defaults.port,
+        user: String,
+        identity: String? = nil,
+        forwards: [ForwardSpec],
+        knownHosts: String,
+        hostKey: HostKeyPolicy = Defaults.hostKey,
+        keepalive: Int = Defaults.keepalive,
+        keepaliveCount: Int = Defaults.keepaliveCount,
+        connectTimeout: Int = Defaults.connectTimeout,
+        holdTimeout: Int = Defaults.holdTimeout,
+        isPublic: Bool = Defaults.isPublic,
+        location: SourceLocation
+    ) {
+        self.name = name
+        self.host = host
+        self.port = port
+        self.user = user
+        self.identity = identity
+        self.forwards = forwards
+        self.knownHosts = knownHosts
+        self.hostKey = hostKey
+        self.keepalive = keepalive
+        self.keepaliveCount = keepaliveCount
+        self.connectTimeout = connectTimeout
+        self.holdTimeout = holdTimeout
+        self.isPublic = isPublic
+        self.location = location
+    }
+
+    /// "user@host:port", with an IPv6 host in brackets.
+    public var via: String {
+        let shownHost = host.contains(":") ? "[\(host)]" : host
+        return "\(user)@\(shownHost):\(port)"
+    }
+
+    public static func == (a: Profile, b: Profile) -> Bool {
+        a.name == b.name && a.host == b.host && a.port == b.port && a.user == b.user
+            && a.identity == b.identity && a.forwards == b.forwards && a.knownHosts == b.knownHosts
+            && a.hostKey == b.hostKey && a.keepalive == b.keepalive && a.keepaliveCount == b.keepaliveCount
+            && a.connectTimeout == b.connectTimeout && a.holdTimeout == b.holdTimeout && a.isPublic == b.isPublic
+    }
+}

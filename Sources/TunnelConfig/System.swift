@@ -1,0 +1,79 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Small libc wrappers; the rest of the module stays free of unsafe code.
+enum System {
+    /// Reads a whole file, or returns the errno text (e.g. "No such file or directory").
+    static func readFile(_ path: String) -> Result<[UInt8], SystemError> {
+        let fd = path.withCString { open($0, O_RDONLY | O_CLOEXEC) }
+        if fd < 0 { return .failure(SystemError(errno)) }
+        defer { close(fd) }
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return .failure(SystemError(errno))
+            }
+            if n == 0 { return .success(data) }
+            data.append(contentsOf: buffer[0..<n])
+        }
+    }
+
+    /// $HOME, else the password database, else "/".
+    static func homeDirectory(_ environment: [String: String]) -> String {
+        if let home = environment["HOME"], !home.isEmpty { return home }
+        if let pw = getpwuid(getuid()), let dir = pw.pointee.pw_dir {
+            let home = String(cString: dir)
+            if !home.isEmpty { return home }
+        }
+        return "/"
+    }
+
+    /// $USER, else the password database, else the numeric uid.
+    static func userName(_ environment: [String: String]) -> String {
+        if let user = environment["USER"], !user.isEmpty { return user }
+        if let pw = getpwuid(getuid()), let name = pw.pointee.pw_name {
+            let user = String(cString: name)
+            if !user.isEmpty { return user }
+        }
+        return String(getuid())
+    }
+
+    /// Parses an IP literal with inet_pton; returns its bytes (4 or 16) and canonical text.
+    static func parseIP(_ text: String, ipv6: Bool) -> (bytes: [UInt8], canonical: String)? {
+        let family = ipv6 ? AF_INET6 : AF_INET
+        var address = [UInt8](repeating: 0, count: 16)
+        let ok = text.withCString { cText in
+            address.withUnsafeMutableBytes { inet_pton(family, cText, $0.baseAddress) }
+        }
+        guard ok == 1 else { return nil }
+        var out = [CChar](repeating: 0, count: 64)
+        let converted = address.withUnsafeBytes { raw in
+            out.withUnsafeMutableBufferPointer { inet_ntop(family, raw.baseAddress, $0.baseAddress, socklen_t($0.count)) }
+        }
+        guard converted != nil else { return nil }
+        let canonical = String(decoding: out.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return (Array(address.prefix(ipv6 ? 16 : 4)), canonical)
+    }
+}
+
+struct SystemError: Error, Equatable, CustomStringConvertible {
+    let code: Int32
+
+    init(_ code: Int32) { self.code = code }
+
+    var description: String { String(cString: strerror(code)) }
+}
+
+/// Expands `~` and `~/...` with the home directory; other paths are returned unchanged.
+func expandTilde(_ path: String, home: String) -> String {
+    if path == "~" { return home }
+    guard path.hasPrefix("~/") else { return path }
+    let rest = path.dropFirst(2)
+    return home.hasSuffix("/") ? home + rest : home + "/" + rest
+}

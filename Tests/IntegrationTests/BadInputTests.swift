@@ -1,0 +1,115 @@
+import Foundation
+import XCTest
+
+/// Every row of the engine's bad-input table: a one-line error naming the
+/// file:line or the argument, a non-zero exit, no hang, nothing left bound.
+final class BadInputTests: XCTestCase {
+    var harness: TunnelHarness!
+
+    override func setUp() { harness = TunnelHarness() }
+
+    /// Runs `tunnel up NAME --foreground`; asserts a quick failure with one error line.
+    @discardableResult
+    private func expectError(_ name: String = "db", contains needles: [String], within seconds: Double = 10,
+                             file: StaticString = #filePath, line: UInt = #line) -> String {
+        let result = harness.tunnel(["up", name, "--foreground"], timeout: seconds + 5, file: file, line: line)
+        XCTAssertNotEqual(result.status, 0, result.output, file: file, line: line)
+        XCTAssertLessThan(result.seconds, seconds, "took too long: \(result.output)", file: file, line: line)
+        let errors = result.stderr.split(separator: "\n").filter { $0.hasPrefix("tunnel:") }
+        XCTAssertEqual(errors.count, 1, "expected one error line: \(result.stderr)", file: file, line: line)
+        for needle in needles {
+            XCTAssertTrue(result.stderr.contains(needle), "missing \"\(needle)\" in: \(result.stderr)", file: file, line: line)
+        }
+        return result.stderr
+    }
+
+    private func profile(host: String = "127.0.0.1", port: UInt16 = 22, forward: String = "\"15433:localhost:5432\"", extra: String = "") -> String {
+        """
+        [tunnels.db]
+        host = "\(host)"
+        port = \(port)
+        forward = \(forward)
+        known_hosts = "\(harness.knownHosts)"
+        \(extra)
+
+        [tunnels.cache]
+        host = "127.0.0.1"
+        forward = "16379:localhost:6379"
+        """
+    }
+
+    func testUnknownProfile_namesTheProfilesThatExist() {
+        harness.writeConfig(profile())
+        expectError("nosuch", contains: ["nosuch", "db", "cache"])
+    }
+
+    func testTOMLSyntaxError_givesFileLineColumn() {
+        harness.writeConfig("[tunnels.db]\nhost = \"x\"\nforward = [\"1:a:2\"\nport = 22\n")
+        expectError(contains: ["\(harness.configPath):"])
+        let out = harness.tunnel(["up", "db", "--foreground"]).stderr
+        XCTAssertNotNil(out.range(of: #"tunnels\.toml:\d+:\d+"#, options: .regularExpression), out)
+    }
+
+    func testWrongType_givesFileLineColumnAndKey() {
+        harness.writeConfig("[tunnels.db]\nhost = \"10.0.0.1\"\nport = \"abc\"\nforward = \"1:a:2\"\n")
+        expectError(contains: ["\(harness.configPath):3:", "port", "integer"])
+    }
+
+    func testMissingHost_and_missingForward_areNamed() {
+        harness.writeConfig("[tunnels.db]\nforward = \"1:a:2\"\n")
+        expectError(contains: ["\(harness.configPath):1:", "host"])
+        harness.writeConfig("[tunnels.db]\nhost = \"10.0.0.1\"\n")
+        expectError(contains: ["\(harness.configPath):1:", "forward"])
+    }
+
+    func testUnknownKey_isNamedWithASuggestion() {
+        harness.writeConfig("[tunnels.db]\nhots = \"10.0.0.1\"\nhost = \"10.0.0.1\"\nforward = \"1:a:2\"\n")
+        expectError(contains: ["\(harness.configPath):2:", "hots", "host"])
+    }
+
+    func testBadForwardSpecs_nameTheSpecAndWhatIsWrong() {
+        let cases: [(String, String)] = [
+            ("5433:localhost:0", "remote port"),
+            ("5433:localhost:65536", "65536"),
+            ("abc:localhost:5432", "abc"),
+            ("5433:localhost", "5433:localhost"),
+            ("70000:localhost:5432", "70000"),
+        ]
+        for (spec, needle) in cases {
+            harness.writeConfig(profile(forward: "\"\(spec)\""))
+            expectError(contains: [spec, needle, "\(harness.configPath):"])
+        }
+    }
+
+    func testHostThatDoesNotResolve_saysSo() {
+        harness.writeConfig(profile(host: "nonexistent.invalid"))
+        expectError(contains: ["nonexistent.invalid", "does not resolve"])
+    }
+
+    func testHostThatRefuses_saysSoWithTheAddress() {
+        let closed = Net.freePort()
+        harness.writeConfig(profile(port: closed))
+        expectError(contains: ["connection refused", "127.0.0.1:\(closed)"])
+    }
+
+    func testHostThatTimesOut_saysSoWithTheAddress() {
+        let hole = BlackHole()
+        defer { hole.close() }
+        harness.writeConfig(profile(port: hole.port, extra: "connect_timeout = 2"))
+        expectError(contains: ["timed out", "127.0.0.1:\(hole.port)", "2 s"], within: 5)
+    }
+
+    func testServerThatIsNotSSH_timesOutInTheHandshake() {
+        let silent = SilentServer()
+        defer { silent.close() }
+        harness.writeConfig(profile(port: silent.port, extra: "connect_timeout = 2"))
+        expectError(contains: ["handshake", "timed out", "127.0.0.1:\(silent.port)"], within: 5)
+    }
+
+    func testLocalPortAlreadyInUse_namesTheAddressAndPort() {
+        let holder = TestServer(.echo)
+        defer { holder.stop() }
+        harness.writeConfig(profile(forward: "\"\(holder.port):localhost:5432\""))
+        expectError(contains: ["127.0.0.1:\(holder.port)", "already in use"])
+    }
+}

@@ -1,0 +1,195 @@
+import Foundation
+import XCTest
+
+/// End to end through a real sshd: bytes, half-close, concurrency, PostgreSQL.
+final class ForwardingTests: XCTestCase {
+    var server: SSHServer!
+    var harness: TunnelHarness!
+    var foreground: Background?
+
+    override func setUpWithError() throws {
+        server = try SSHServer()
+        harness = TunnelHarness()
+        harness.trust(server)
+    }
+
+    override func tearDown() {
+        foreground?.signal(SIGTERM)
+        _ = foreground?.wait(timeout: 3)
+        foreground?.stop()
+        server?.stop()
+    }
+
+    private func up(_ forwards: [String], name: String = "db", extra: String = "", waitFor port: UInt16) throws {
+        harness.writeConfig(harness.profile(name, server: server, forwards: forwards, extra: extra))
+        foreground = try harness.foreground(name, waitFor: port)
+    }
+
+    func testForeground_psqlQuery_reachesPostgresThroughTheTunnel() throws {
+        let pg = try Postgres()
+        defer { pg.stop() }
+        let local = Net.isListening(5433) ? Net.freePort() : 5433
+        try up(["\(local):localhost:\(pg.port)"], waitFor: local)
+        let result = Postgres.query("select 40 + 2, current_setting('port')", port: local)
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertEqual(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "42|\(pg.port)")
+    }
+
+    func testOneConnection_64MiBEachWay_arrivesByteExact() throws {
+        let echo = TestServer(.echo)
+        defer { echo.stop() }
+        let local = Net.freePort()
+        try up(["\(local):127.0.0.1:\(echo.port)"], waitFor: local)
+        let payload = randomBytes(64 << 20, seed: 7)
+        guard let fd = Net.connect(local, timeout: 60) else { return XCTFail("connect") }
+        defer { close(fd) }
+        var echoed: [UInt8] = []
+        let reader = Thread { echoed = Net.readToEOF(fd).bytes }
+        reader.start()
+        XCTAssertTrue(Net.sendAll(fd, payload))
+        shutdown(fd, Int32(SHUT_WR))
+        XCTAssertTrue(eventually(timeout: 120) { reader.isFinished }, "the echo did not finish")
+        XCTAssertEqual(echoed.count, payload.count)
+        XCTAssertEqual(checksum(echoed), checksum(payload), "the echoed bytes differ")
+    }
+
+    func test200ConcurrentConnections_eachEchoesByteExact() throws {
+        let echo = TestServer(.echo)
+        defer { echo.stop() }
+        let local = Net.freePort()
+        try up(["\(local):127.0.0.1:\(echo.port)"], waitFor: local)
+        let count = 200
+        let lock = NSLock()
+        var failures: [String] = []
+        let group = DispatchGroup()
+        for i in 0..<count {
+            group.enter()
+            let t = Thread {
+                defer { group.leave() }
+                let payload = randomBytes(256 * 1024 + i * 97, seed: UInt64(i + 1))
+                guard let fd = Net.connect(local, timeout: 60) else {
+                    lock.lock(); failures.append("\(i): connect"); lock.unlock(); return
+                }
+                defer { close(fd) }
+                var echoed: [UInt8] = []
+                let reader = Thread { echoed = Net.readToEOF(fd).bytes }
+                reader.start()
+                _ = Net.sendAll(fd, payload)
+                shutdown(fd, Int32(SHUT_WR))
+                while !reader.isFinished { usleep(5_000) }
+                if echoed != payload {
+                    lock.lock(); failures.append("\(i): got \(echoed.count) of \(payload.count) bytes"); lock.unlock()
+                }
+            }
+            t.stackSize = 1 << 20
+            t.start()
+        }
+        XCTAssertEqual(group.wait(timeout: .now() + 120), .success, "connections did not finish")
+        XCTAssertEqual(failures, [])
+    }
+
+    func testHalfClose_clientShutsWriteAfterRequest_stillGetsTheWholeReply() throws {
+        let reply = randomBytes(3 << 20, seed: 11)
+        let server2 = TestServer(.replyAfterEOF(reply: reply))
+        defer { server2.stop() }
+        let local = Net.freePort()
+        try up(["\(local):127.0.0.1:\(server2.port)"], waitFor: local)
+        let request = Array("GET /everything HTTP/1.0\r\n\r\n".utf8)
+        for _ in 0..<3 {
+            guard let fd = Net.connect(local, timeout: 30) else { return XCTFail("connect") }
+            XCTAssertTrue(Net.sendAll(fd, request))
+            shutdown(fd, Int32(SHUT_WR))
+            let (got, clean) = Net.readToEOF(fd)
+            close(fd)
+            XCTAssertTrue(clean, "the reply did not end with a clean EOF")
+            XCTAssertEqual(got.count, reply.count)
+            XCTAssertEqual(checksum(got), checksum(reply))
+        }
+        XCTAssertEqual(server2.received.count, 3)
+        XCTAssertTrue(server2.received.allSatisfy { $0 == request })
+    }
+
+    func testHalfClose_remoteEOF_becomesLocalEOF_whileTheClientCanStillSend() throws {
+        let greeting = randomBytes(1 << 20, seed: 3)
+        let server2 = TestServer(.sendThenRead(data: greeting))
+        defer { server2.stop() }
+        let local = Net.freePort()
+        try up(["\(local):127.0.0.1:\(server2.port)"], waitFor: local)
+        guard let fd = Net.connect(local, timeout: 30) else { return XCTFail("connect") }
+        defer { close(fd) }
+        // The server's EOF arrives after all of its bytes...
+        guard let first = Net.readExactly(fd, greeting.count) else { return XCTFail("short read") }
+        XCTAssertEqual(checksum(first), checksum(greeting))
+        var one: UInt8 = 0
+        XCTAssertEqual(recv(fd, &one, 1, 0), 0, "expected EOF after the server's data")
+        // ...and the other direction is still open.
+        let upload = randomBytes(2 << 20, seed: 5)
+        XCTAssertTrue(Net.sendAll(fd, upload))
+        shutdown(fd, Int32(SHUT_WR))
+        XCTAssertTrue(eventually(timeout: 30) { server2.received.count == 1 })
+        XCTAssertEqual(server2.received.first.map(checksum), checksum(upload))
+    }
+
+    func testTwoForwardsInOneProfile_shareOneSessionAndBothWork() throws {
+        let echo = TestServer(.echo)
+        let replies = TestServer(.replyAfterEOF(reply: Array("pong".utf8)))
+        defer { echo.stop(); replies.stop() }
+        let a = Net.freePort(), b = Net.freePort()
+        try up(["\(a):127.0.0.1:\(echo.port)", "127.0.0.1:\(b):127.0.0.1:\(replies.port)"], waitFor: a)
+        XCTAssertTrue(Net.isListening(b))
+        guard let fa = Net.connect(a), let fb = Net.connect(b) else { return XCTFail("connect") }
+        defer { close(fa); close(fb) }
+        XCTAssertTrue(Net.sendAll(fa, Array("hello".utf8)))
+        XCTAssertEqual(Net.readExactly(fa, 5).map { String(decoding: $0, as: UTF8.self) }, "hello")
+        XCTAssertTrue(Net.sendAll(fb, Array("ping".utf8)))
+        shutdown(fb, Int32(SHUT_WR))
+        XCTAssertEqual(String(decoding: Net.readToEOF(fb).bytes, as: UTF8.self), "pong")
+        // One SSH session carries both forwards.
+        let sessions = server.log.components(separatedBy: "Accepted publickey").count - 1
+        XCTAssertEqual(sessions, 1, server.log)
+    }
+
+    func testRemoteTargetRefuses_thatClientIsClosedAtOnce_andTheTunnelStaysUp() throws {
+        let closedPort = Net.freePort()
+        let echo = TestServer(.echo)
+        defer { echo.stop() }
+        let bad = Net.freePort(), good = Net.freePort()
+        try up(["\(bad):127.0.0.1:\(closedPort)", "\(good):127.0.0.1:\(echo.port)"], waitFor: bad)
+        for _ in 0..<3 {
+            guard let fd = Net.connect(bad, timeout: 10) else { return XCTFail("connect") }
+            let start = Date()
+            let (bytes, _) = Net.readToEOF(fd)
+            close(fd)
+            XCTAssertEqual(bytes.count, 0)
+            XCTAssertLessThan(Date().timeIntervalSince(start), 3, "the refused client was not closed at once")
+        }
+        XCTAssertTrue(eventually(timeout: 5) { self.foreground!.log.contains("refused") }, foreground!.log)
+        XCTAssertTrue(foreground!.log.contains("Connection refused") || foreground!.log.contains("connect failed"), foreground!.log)
+        // Still up: the next connection through the other forward works.
+        guard let fd = Net.connect(good) else { return XCTFail("connect") }
+        defer { close(fd) }
+        XCTAssertTrue(Net.sendAll(fd, Array("still here".utf8)))
+        XCTAssertEqual(Net.readExactly(fd, 10).map { String(decoding: $0, as: UTF8.self) }, "still here")
+        XCTAssertTrue(foreground!.isRunning)
+    }
+
+    func testSIGTERMAndSIGINT_stopWithinTwoSecondsWithExitZero() throws {
+        let echo = TestServer(.echo)
+        defer { echo.stop() }
+        for signo in [SIGTERM, SIGINT] {
+            let local = Net.freePort()
+            try up(["\(local):127.0.0.1:\(echo.port)"], waitFor: local)
+            // An open connection must not hold the exit up.
+            let fd = Net.connect(local)
+            XCTAssertNotNil(fd)
+            let start = Date()
+            foreground!.signal(signo)
+            let status = foreground!.wait(timeout: 5)
+            XCTAssertEqual(status, 0, foreground!.log)
+            XCTAssertLessThan(Date().timeIntervalSince(start), 2.0)
+            XCTAssertFalse(Net.isListening(local))
+            if let fd { close(fd) }
+            foreground = nil
+        }
+    }
+}

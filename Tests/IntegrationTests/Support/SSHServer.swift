@@ -1,0 +1,119 @@
+import Foundation
+import XCTest
+
+/// A real OpenSSH sshd on a free loopback port, with host and user keys
+/// generated into a temp dir. Runs in the foreground (-D) as a child.
+final class SSHServer {
+    let dir: String
+    let port: UInt16
+    let hostKey: String
+    let userKey: String
+    let logPath: String
+    private(set) var process: Background?
+    private var extraConfig: String
+
+    init(extraConfig: String = "", port: UInt16? = nil) throws {
+        guard let keygen = Env.which("ssh-keygen"), Env.which("sshd") != nil else {
+            throw NSError(domain: "sshd", code: 0, userInfo: [NSLocalizedDescriptionKey: "openssh-server is not installed (.ci/run installs it)"])
+        }
+        dir = makeTempDir("sshd")
+        self.port = port ?? Net.freePort()
+        hostKey = dir + "/host_ed25519"
+        userKey = dir + "/id_ed25519"
+        logPath = dir + "/sshd.log"
+        self.extraConfig = extraConfig
+        runCommand(keygen, ["-q", "-t", "ed25519", "-N", "", "-C", "test-host", "-f", hostKey])
+        runCommand(keygen, ["-q", "-t", "ed25519", "-N", "", "-C", "test-user", "-f", userKey])
+        try FileManager.default.copyItem(atPath: userKey + ".pub", toPath: dir + "/authorized_keys")
+        try FileManager.default.createDirectory(atPath: "/run/sshd", withIntermediateDirectories: true)
+        writeConfig()
+        try start()
+    }
+
+    private func writeConfig() {
+        write("""
+        Port \(port)
+        ListenAddress 127.0.0.1
+        HostKey \(hostKey)
+        PidFile \(dir)/sshd.pid
+        AuthorizedKeysFile \(dir)/authorized_keys
+        UsePAM no
+        StrictModes no
+        PermitRootLogin prohibit-password
+        PasswordAuthentication no
+        KbdInteractiveAuthentication no
+        AllowTcpForwarding yes
+        MaxStartups 10000:30:10000
+        MaxSessions 100
+        LogLevel VERBOSE
+        \(extraConfig)
+        """, to: dir + "/sshd_config")
+    }
+
+    /// The known_hosts line for this server.
+    var knownHostsLine: String {
+        let pub = read(hostKey + ".pub").split(separator: " ")
+        return "[127.0.0.1]:\(port) \(pub[0]) \(pub[1])"
+    }
+
+    var hostKeyFingerprint: String {
+        let out = runCommand(Env.which("ssh-keygen")!, ["-l", "-E", "sha256", "-f", hostKey + ".pub"]).stdout
+        return String(out.split(separator: " ")[1])
+    }
+
+    func start() throws {
+        let p = try Background(Env.which("sshd")!, ["-D", "-f", dir + "/sshd_config", "-E", logPath], logPath: dir + "/sshd.stdout")
+        process = p
+        guard eventually(timeout: 10, { Net.isListening(port) }) else {
+            throw NSError(domain: "sshd", code: 1, userInfo: [NSLocalizedDescriptionKey: "sshd did not start: \(read(logPath))"])
+        }
+    }
+
+    /// pids of the sshd processes serving connections (children of the listener).
+    var sessionPIDs: [Int32] {
+        guard let listener = process?.pid else { return [] }
+        return descendants(of: listener)
+    }
+
+    /// Kills every process serving a connection; the listener stays.
+    func killSessions(signal signo: Int32 = SIGKILL) {
+        for pid in sessionPIDs { kill(pid, signo) }
+    }
+
+    /// Stops the listener and every session.
+    func stop() {
+        for pid in sessionPIDs { kill(pid, SIGKILL) }
+        process?.stop()
+        process = nil
+    }
+
+    var log: String { read(logPath) }
+
+    /// Replaces the authorized key (to make authentication fail).
+    func authorize(publicKeyFile: String) throws {
+        try? FileManager.default.removeItem(atPath: dir + "/authorized_keys")
+        try FileManager.default.copyItem(atPath: publicKeyFile, toPath: dir + "/authorized_keys")
+    }
+
+    deinit { stop() }
+}
+
+/// All descendants of `pid`, read from /proc.
+func descendants(of pid: Int32) -> [Int32] {
+    var children: [Int32: [Int32]] = [:]
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    for entry in entries {
+        guard let p = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8) else { continue }
+        // The field after the ")" that closes the command name: state, then ppid.
+        guard let close = stat.lastIndex(of: ")") else { continue }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        if fields.count > 1, let ppid = Int32(fields[1]) { children[ppid, default: []].append(p) }
+    }
+    var out: [Int32] = []
+    var stack = children[pid] ?? []
+    while let next = stack.popLast() {
+        out.append(next)
+        stack += children[next] ?? []
+    }
+    return out
+}

@@ -1,0 +1,245 @@
+import Foundation
+import Glibc
+import XCTest
+
+/// Blocking loopback sockets for test clients and test servers.
+enum Net {
+    static func freePort() -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return UInt16(bigEndian: addr.sin_port)
+    }
+
+    /// Connects to 127.0.0.1:port; nil on failure.
+    static func connect(_ port: UInt16, host: String = "127.0.0.1", timeout: Double = 10) -> Int32? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr(host)
+        addr.sin_port = port.bigEndian
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        if rc != 0 { close(fd); return nil }
+        setTimeout(fd, timeout)
+        return fd
+    }
+
+    static func setTimeout(_ fd: Int32, _ seconds: Double) {
+        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1e6))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Whether a socket is in LISTEN state on the port, read from /proc/net/tcp{,6}
+    /// without connecting (a probe connection would be forwarded like any client).
+    static func isListening(_ port: UInt16) -> Bool {
+        let hexPort = String(format: ":%04X", port)
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            for line in read(table).split(separator: "\n").dropFirst() {
+                let fields = line.split(separator: " ")
+                if fields.count > 3 && fields[1].hasSuffix(hexPort) && fields[3] == "0A" { return true }
+            }
+        }
+        return false
+    }
+
+    static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let n = send(fd, bytes.baseAddress! + offset, bytes.count - offset, Int32(MSG_NOSIGNAL))
+            if n <= 0 { if n < 0 && errno == EINTR { continue }; return false }
+            offset += n
+        }
+        return true
+    }
+
+    static func sendAll(_ fd: Int32, _ data: [UInt8]) -> Bool { data.withUnsafeBytes { sendAll(fd, $0) } }
+
+    /// Reads until EOF (or error/timeout); returns the bytes and whether EOF was clean.
+    static func readToEOF(_ fd: Int32, limit: Int = 1 << 30) -> (bytes: [UInt8], cleanEOF: Bool) {
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while out.count < limit {
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { return (out, true) }
+            if n < 0 { if errno == EINTR { continue }; return (out, false) }
+            out += buf[0..<n]
+        }
+        return (out, false)
+    }
+
+    /// Reads exactly `count` bytes.
+    static func readExactly(_ fd: Int32, _ count: Int) -> [UInt8]? {
+        var out = [UInt8](repeating: 0, count: count)
+        var got = 0
+        while got < count {
+            let n = out.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, count - got, 0) }
+            if n <= 0 { if n < 0 && errno == EINTR { continue }; return nil }
+            got += n
+        }
+        return out
+    }
+}
+
+func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
+    var state = seed | 1
+    var out = [UInt8](repeating: 0, count: count)
+    out.withUnsafeMutableBytes { raw in
+        let words = raw.bindMemory(to: UInt64.self)
+        for i in 0..<words.count {
+            // xorshift64*: fast and reproducible
+            state ^= state >> 12; state ^= state << 25; state ^= state >> 27
+            words[i] = state &* 2685821657736338717
+        }
+    }
+    return out
+}
+
+/// FNV-1a 64-bit: cheap, and any corruption, loss or reordering changes it.
+func checksum(_ bytes: [UInt8]) -> UInt64 {
+    var h: UInt64 = 0xcbf29ce484222325
+    for b in bytes { h = (h ^ UInt64(b)) &* 0x100000001b3 }
+    return h
+}
+
+/// A loopback TCP server in the test process; one thread per connection.
+final class TestServer {
+    enum Behaviour {
+        /// Echo every byte until the client's EOF, then close.
+        case echo
+        /// Read until EOF, then send `reply` and close (half-close test).
+        case replyAfterEOF(reply: [UInt8])
+        /// Send `data`, shut down the write side, then read until EOF; `received` collects it.
+        case sendThenRead(data: [UInt8])
+    }
+
+    let port: UInt16
+    private let fd: Int32
+    private let behaviour: Behaviour
+    private let lock = NSLock()
+    private var _received: [[UInt8]] = []
+    private var _accepted = 0
+    private var stopped = false
+
+    init(_ behaviour: Behaviour, port: UInt16 = 0) {
+        self.behaviour = behaviour
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = port.bigEndian
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        listen(fd, 1024)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        self.port = UInt16(bigEndian: addr.sin_port)
+        let t = Thread { [unowned self] in self.acceptLoop() }
+        t.stackSize = 1 << 20
+        t.start()
+    }
+
+    var received: [[UInt8]] { lock.lock(); defer { lock.unlock() }; return _received }
+    var accepted: Int { lock.lock(); defer { lock.unlock() }; return _accepted }
+
+    private func acceptLoop() {
+        while true {
+            let client = accept(fd, nil, nil)
+            if client < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            lock.lock(); _accepted += 1; let done = stopped; lock.unlock()
+            if done { close(client); return }
+            let t = Thread { [behaviour] in
+                self.serve(client, behaviour)
+            }
+            t.stackSize = 1 << 20
+            t.start()
+        }
+    }
+
+    private func serve(_ client: Int32, _ behaviour: Behaviour) {
+        defer { close(client) }
+        switch behaviour {
+        case .echo:
+            var buf = [UInt8](repeating: 0, count: 65536)
+            while true {
+                let n = buf.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, 0) }
+                if n <= 0 { return }
+                if !buf.withUnsafeBytes({ Net.sendAll(client, UnsafeRawBufferPointer(rebasing: $0[0..<n])) }) { return }
+            }
+        case .replyAfterEOF(let reply):
+            let (request, _) = Net.readToEOF(client)
+            lock.lock(); _received.append(request); lock.unlock()
+            _ = Net.sendAll(client, reply)
+        case .sendThenRead(let data):
+            _ = Net.sendAll(client, data)
+            shutdown(client, Int32(SHUT_WR))
+            let (rest, _) = Net.readToEOF(client)
+            lock.lock(); _received.append(rest); lock.unlock()
+        }
+    }
+
+    func stop() {
+        lock.lock(); stopped = true; lock.unlock()
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+    }
+}
+
+/// A loopback port whose accept queue is full, so a new connection's SYN is
+/// dropped and connect() times out (a black hole the sandbox cannot short-cut).
+final class BlackHole {
+    let port: UInt16
+    private let listener: Int32
+    private let filler: Int32
+
+    init() {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.listener = listener
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        listen(listener, 0)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
+        port = UInt16(bigEndian: addr.sin_port)
+        filler = Net.connect(port, timeout: 2) ?? -1
+    }
+
+    func close() {
+        Glibc.close(filler)
+        Glibc.close(listener)
+    }
+}
+
+/// A TCP server that accepts and then says nothing (not an SSH server).
+final class SilentServer {
+    let port: UInt16
+    private let listener: Int32
+
+    init() {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.listener = listener
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        listen(listener, 16)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
+        port = UInt16(bigEndian: addr.sin_port)
+    }
+
+    func close() { Glibc.close(listener) }
+}

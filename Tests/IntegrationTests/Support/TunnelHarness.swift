@@ -1,0 +1,66 @@
+import Foundation
+import XCTest
+
+/// A profiles file plus helpers to run the `tunnel` binary against it.
+final class TunnelHarness {
+    let dir: String
+    let configPath: String
+    let runtimeDir: String
+    let knownHosts: String
+
+    init() {
+        dir = makeTempDir("tunnel")
+        configPath = dir + "/tunnels.toml"
+        runtimeDir = dir + "/run"
+        knownHosts = dir + "/known_hosts"
+        write("", to: knownHosts, mode: 0o600)
+    }
+
+    /// A profile block for `server`, trusting its key unless told otherwise.
+    func profile(_ name: String, server: SSHServer, forwards: [String], extra: String = "") -> String {
+        """
+        [tunnels.\(name)]
+        host = "127.0.0.1"
+        port = \(server.port)
+        user = "\(Env.userName)"
+        identity = "\(server.userKey)"
+        known_hosts = "\(knownHosts)"
+        forward = [\(forwards.map { "\"\($0)\"" }.joined(separator: ", "))]
+        keepalive = 2
+        keepalive_count = 3
+        connect_timeout = 5
+        \(extra)
+
+        """
+    }
+
+    func trust(_ server: SSHServer) {
+        let existing = read(knownHosts)
+        write(existing + server.knownHostsLine + "\n", to: knownHosts, mode: 0o600)
+    }
+
+    func writeConfig(_ text: String) { write(text, to: configPath) }
+
+    var environment: [String: String] {
+        // No agent: tests pick their keys explicitly.
+        ["TUNNEL_CONFIG": configPath, "TUNNEL_RUNTIME_DIR": runtimeDir, "SSH_AUTH_SOCK": "", "HOME": dir]
+    }
+
+    /// Runs `tunnel ARGS` to completion.
+    @discardableResult
+    func tunnel(_ args: [String], timeout: Double = 60, env: [String: String] = [:], file: StaticString = #filePath, line: UInt = #line) -> Outcome {
+        runCommand(Env.tunnelBinary, args, env: environment.merging(env) { $1 }, timeout: timeout, file: file, line: line)
+    }
+
+    /// Starts `tunnel up NAME --foreground` and waits until the port accepts.
+    func foreground(_ name: String, waitFor port: UInt16?, env: [String: String] = [:]) throws -> Background {
+        let p = try Background(Env.tunnelBinary, ["up", name, "--foreground"], env: environment.merging(env) { $1 },
+                               logPath: dir + "/fg-\(name)-\(UUID().uuidString.prefix(6)).log")
+        if let port {
+            let ok = eventually(timeout: 15) { p.log.contains("(up;") || !p.isRunning }
+            XCTAssertTrue(ok && p.isRunning, "tunnel did not come up: \(p.log)")
+            XCTAssertTrue(Net.isListening(port), "port \(port) is not listening: \(p.log)")
+        }
+        return p
+    }
+}

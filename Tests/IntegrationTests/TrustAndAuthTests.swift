@@ -1,0 +1,135 @@
+import Foundation
+import XCTest
+
+/// Host-key trust and authentication against a real sshd.
+final class TrustAndAuthTests: XCTestCase {
+    var server: SSHServer!
+    var harness: TunnelHarness!
+    var local: UInt16 = 0
+
+    override func setUpWithError() throws {
+        server = try SSHServer()
+        harness = TunnelHarness()
+        local = Net.freePort()
+    }
+
+    override func tearDown() { server?.stop() }
+
+    private func config(extra: String = "", identity: String? = nil) {
+        var block = harness.profile("db", server: server, forwards: ["\(local):127.0.0.1:9"], extra: extra)
+        if let identity { block = block.replacingOccurrences(of: "identity = \"\(server.userKey)\"", with: "identity = \"\(identity)\"") }
+        harness.writeConfig(block)
+    }
+
+    /// `tunnel up db --foreground` that is expected to fail: returns stderr.
+    private func upFails(env: [String: String] = [:], file: StaticString = #filePath, line: UInt = #line) -> String {
+        let result = harness.tunnel(["up", "db", "--foreground"], timeout: 20, env: env, file: file, line: line)
+        XCTAssertNotEqual(result.status, 0, "expected failure: \(result.output)", file: file, line: line)
+        XCTAssertFalse(Net.isListening(local), "the listener was left bound", file: file, line: line)
+        return result.stderr
+    }
+
+    private func upWorks(env: [String: String] = [:], file: StaticString = #filePath, line: UInt = #line) {
+        let p = try? harness.foreground("db", waitFor: local, env: env)
+        XCTAssertNotNil(p, file: file, line: line)
+        p?.signal(SIGTERM)
+        XCTAssertEqual(p?.wait(timeout: 5), 0, p?.log ?? "", file: file, line: line)
+    }
+
+    func testStrict_unknownHostKey_isRefusedWithFingerprintAndTheLineToAdd() {
+        config()
+        let err = upFails()
+        XCTAssertTrue(err.contains("not known"), err)
+        XCTAssertTrue(err.contains(server.hostKeyFingerprint), "fingerprint \(server.hostKeyFingerprint) missing: \(err)")
+        XCTAssertTrue(err.contains(server.knownHostsLine), "line to add missing: \(err)")
+        XCTAssertEqual(read(harness.knownHosts), "", "strict must not write known_hosts")
+        XCTAssertEqual(err.split(separator: "\n").filter { $0.hasPrefix("tunnel:") }.count, 1, err)
+    }
+
+    func testChangedHostKey_isRefusedLoudly_withBothFingerprints_underStrictAndAcceptNew() throws {
+        let other = makeTempDir("otherkey") + "/k"
+        runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", other])
+        let pub = read(other + ".pub").split(separator: " ")
+        write("[127.0.0.1]:\(server.port) \(pub[0]) \(pub[1])\n", to: harness.knownHosts)
+        let oldFingerprint = String(runCommand(Env.which("ssh-keygen")!, ["-l", "-E", "sha256", "-f", other + ".pub"]).stdout.split(separator: " ")[1])
+        for policy in ["strict", "accept-new"] {
+            config(extra: "host_key = \"\(policy)\"")
+            let err = upFails()
+            XCTAssertTrue(err.contains("HOST KEY CHANGED"), err)
+            XCTAssertTrue(err.contains(server.hostKeyFingerprint), err)
+            XCTAssertTrue(err.contains(oldFingerprint), err)
+        }
+        XCTAssertFalse(read(harness.knownHosts).contains(server.knownHostsLine.split(separator: " ")[2]), "the changed key was written")
+    }
+
+    func testAcceptNew_writesTheUnknownKey_andTrustsItNextTime() {
+        config(extra: "host_key = \"accept-new\"")
+        upWorks()
+        XCTAssertTrue(read(harness.knownHosts).contains(server.knownHostsLine), read(harness.knownHosts))
+        // Now known: strict accepts it, and nothing is appended twice.
+        config(extra: "host_key = \"strict\"")
+        upWorks()
+        XCTAssertEqual(read(harness.knownHosts).components(separatedBy: "\n").filter { !$0.isEmpty }.count, 1)
+    }
+
+    func testHashedKnownHostsEntry_isTrusted() {
+        harness.trust(server)
+        runCommand(Env.which("ssh-keygen")!, ["-H", "-f", harness.knownHosts])
+        XCTAssertTrue(read(harness.knownHosts).hasPrefix("|1|"))
+        config()
+        upWorks()
+    }
+
+    func testKeyTheServerRefuses_failsWithTheMethodsTriedAndWhy() {
+        harness.trust(server)
+        let other = makeTempDir("wrongkey") + "/id_ed25519"
+        runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", other])
+        config(identity: other)
+        let err = upFails()
+        XCTAssertTrue(err.contains("authentication failed"), err)
+        XCTAssertTrue(err.contains(other) && err.contains("refused by the server"), err)
+        XCTAssertTrue(err.contains("publickey"), "the server's methods are named: \(err)")
+    }
+
+    func testEncryptedKeyWithoutAgent_saysToAddItToSSHAgent() throws {
+        harness.trust(server)
+        let key = makeTempDir("enc") + "/id_ed25519"
+        runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "secret phrase", "-f", key])
+        try server.authorize(publicKeyFile: key + ".pub")
+        config(identity: key)
+        let err = upFails()
+        XCTAssertTrue(err.contains("encrypted"), err)
+        XCTAssertTrue(err.contains("ssh-agent") && err.contains("ssh-add"), err)
+    }
+
+    func testEncryptedKeyInSSHAgent_authenticatesThroughTheAgent() throws {
+        harness.trust(server)
+        let dir = makeTempDir("agent")
+        let key = dir + "/id_ed25519"
+        runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "secret phrase", "-f", key])
+        try server.authorize(publicKeyFile: key + ".pub")
+        let socketPath = dir + "/agent.sock"
+        let agent = try Background(Env.which("ssh-agent")!, ["-D", "-a", socketPath], logPath: dir + "/agent.log")
+        defer { agent.stop() }
+        XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: socketPath) })
+        write("#!/bin/sh\necho 'secret phrase'\n", to: dir + "/askpass", mode: 0o755)
+        let add = runCommand(Env.which("ssh-add")!, [key], env: ["SSH_AUTH_SOCK": socketPath, "SSH_ASKPASS": dir + "/askpass", "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"])
+        XCTAssertEqual(add.status, 0, add.output)
+        config(identity: key)
+        let p = try harness.foreground("db", waitFor: local, env: ["SSH_AUTH_SOCK": socketPath])
+        XCTAssertTrue(p.log.contains("agent key"), p.log)
+        p.signal(SIGTERM)
+        XCTAssertEqual(p.wait(timeout: 5), 0)
+    }
+
+    func testRSAKeyRefusedByTheServer_explainsLibssh2SHA1AndSuggestsEd25519() throws {
+        harness.trust(server)
+        let key = makeTempDir("rsa") + "/id_rsa"
+        runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", key])
+        try server.authorize(publicKeyFile: key + ".pub")
+        config(identity: key)
+        let err = upFails()
+        XCTAssertTrue(err.contains("SHA-1"), err)
+        XCTAssertTrue(err.contains("ed25519"), err)
+    }
+}
