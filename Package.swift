@@ -43,6 +43,7 @@ let package = Package(
         .executableTarget(name: "tunnel", dependencies: ["TunnelCLI"]),
 
         .testTarget(name: "TunnelConfigTests", dependencies: ["TunnelConfig"]),
+        .testTarget(name: "TunnelSSHTests", dependencies: ["TunnelSSH", "TunnelPOSIX"]),
         .testTarget(name: "TunnelEngineTests", dependencies: ["TunnelEngine", "TunnelPOSIX", "TunnelSupervisor"]),
         .testTarget(name: "IntegrationTests", dependencies: ["TunnelPOSIX", "TunnelConfig"]),
     ],

@@ -20,6 +20,9 @@
 #include <string.h>
 #include <errno.h>
 #include <pthread.h>
+#include <spawn.h>
+#include <sys/file.h>
+#include <sys/resource.h>
 
 // epoll_event is packed on x86_64; reading and writing it here keeps Swift
 // away from the packed layout.
@@ -46,6 +49,7 @@ static inline void tunnel_epoll_event_at(const void *buffer, int index, uint32_t
 extern int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 extern int pthread_setname_np(pthread_t thread, const char *name);
 #define TUNNEL_EAI_NODATA (-5)
+#define TUNNEL_POSIX_SPAWN_SETSID 0x80
 
 // Same layout as the kernel's struct ucred, which glibc hides behind _GNU_SOURCE.
 struct tunnel_ucred { pid_t pid; uid_t uid; gid_t gid; };

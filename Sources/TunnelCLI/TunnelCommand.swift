@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import TunnelConfig
 import TunnelPOSIX
+import TunnelSupervisor
 
 public struct TunnelCommand: ParsableCommand {
     public static let configuration = CommandConfiguration(
@@ -14,7 +15,6 @@ public struct TunnelCommand: ParsableCommand {
     public init() {}
 }
 
-public let tunnelVersion = "0.1.0"
 
 /// Options every command takes.
 struct GlobalOptions: ParsableArguments {

@@ -124,7 +124,7 @@ final class Link {
             case .local(let e):
                 logger.debug("local connection failed: \(e)")
             case .channel(let e):
-                if e.isTransportFailure { return die("connection to the server lost: \(e.message)") }
+                if e.isTransportFailure { return die(lost(e)) }
                 logger.info("channel failed: \(e.message)")
             }
             finish(c, aborted: true)
@@ -168,10 +168,10 @@ final class Link {
             do {
                 try drainTransport()
             } catch {
-                return die("connection to the server lost: \(error.message)")
+                return die(lost(error))
             }
         }
-        if let failure = transport.failure { return die("connection to the server lost: \(failure)") }
+        if let failure = transport.failure { return die("connection to the server lost: \(failure.errno)") }
         if transport.peerClosed { return die("the server closed the connection") }
 
         session.reapChannels()
@@ -199,7 +199,7 @@ final class Link {
             }
         }
         transport.flush()
-        if let failure = transport.failure { return die("connection to the server lost: \(failure)") }
+        if let failure = transport.failure { return die("connection to the server lost: \(failure.errno)") }
         if let registration {
             var events: IOEvents = .readable
             if transport.pendingOutbound > 0 { events.insert(.writable) }
@@ -215,7 +215,7 @@ final class Link {
                 down = channel.readAvailable > 0
                 if !down { down = try channel.probeEOF() }
             } catch {
-                if error.isTransportFailure { return die("connection to the server lost: \(error.message)") }
+                if error.isTransportFailure { return die(lost(error)) }
                 return finish(c, aborted: true)
             }
         }
@@ -252,7 +252,7 @@ final class Link {
                     pingChannel = channel
                     ping = .idle
                 } catch {
-                    if error.isTransportFailure { return die("connection to the server lost: \(error.message)") }
+                    if error.isTransportFailure { return die(lost(error)) }
                     ping = .unavailable
                     logger.warning("the server refused a session channel (\(error.message)); dead links are detected by TCP timeouts only")
                 }
@@ -267,7 +267,7 @@ final class Link {
                                                      originHost: c.peer?.host ?? "127.0.0.1", originPort: c.peer?.port ?? 0)
             } catch {
                 opening = nil
-                if error.isTransportFailure { return die("connection to the server lost: \(error.message)") }
+                if error.isTransportFailure { return die(lost(error)) }
                 // The target refused, or the server prohibits forwarding: this
                 // client is closed at once; the tunnel stays up.
                 logger.warning("channel to \(target.remoteDescription) refused: \(error.message); closing that client", metadata: ["local": "\(c.listener.address)"])
@@ -285,6 +285,14 @@ final class Link {
     }
 
     // MARK: ending
+
+    /// Why the session died, from what the socket saw rather than libssh2's
+    /// generic "transport read".
+    private func lost(_ error: SSHError) -> String {
+        if transport.peerClosed { return "the server closed the connection" }
+        if let failure = transport.failure { return "connection to the server lost: \(failure.errno)" }
+        return "connection to the server lost: \(error.message)"
+    }
 
     private func die(_ reason: String) {
         guard !isDead else { return }

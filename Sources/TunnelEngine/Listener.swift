@@ -8,6 +8,12 @@ public struct BindFailure: Error, Equatable, Sendable, CustomStringConvertible {
     public let errno: Errno
     public let message: String
     public var description: String { message }
+
+    public init(address: String, errno: Errno, message: String) {
+        self.address = address
+        self.errno = errno
+        self.message = message
+    }
 }
 
 /// Explains why a bind failed. Replaced by the supervisor with one that also

@@ -41,5 +41,8 @@ public struct TunnelStatus: Sendable, Equatable {
     public var everUp = false
     /// How the session authenticated, once up.
     public var authMethod: String?
+    /// Connection attempts finished (succeeded or failed): lets a waiter tell
+    /// a fresh result from an old one.
+    public var attempts = 0
     public init() {}
 }

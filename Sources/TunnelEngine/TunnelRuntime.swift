@@ -175,6 +175,7 @@ public final class TunnelRuntime: @unchecked Sendable {
             status.since = wallClockSeconds()
             status.everUp = true
             status.authMethod = connected.authMethod
+            status.attempts += 1
         }
         setAccepting(true)
     }
@@ -195,6 +196,7 @@ public final class TunnelRuntime: @unchecked Sendable {
             status.phase = failure.isPermanent ? .failed : .reconnecting
             status.since = wallClockSeconds()
             status.lastError = failure.message
+            status.attempts += 1
         }
         startHolding()
     }

@@ -6,21 +6,20 @@ import TunnelPOSIX
 /// Where log lines go: stderr in the foreground, the runtime directory's log
 /// file for the daemon.
 public final class LogSink: Sendable {
-    private let fd: Mutex<Int32>
+    private let fds: Mutex<[Int32]>
     public let minimumLevel: Logger.Level
 
-    public init(fd: Int32, minimumLevel: Logger.Level) {
-        self.fd = Mutex(fd)
+    public init(fds: [Int32], minimumLevel: Logger.Level) {
+        self.fds = Mutex(fds)
         self.minimumLevel = minimumLevel
     }
 
-    public func write(_ line: String) {
-        fd.withLock { writeLine($0, line) }
+    public convenience init(fd: Int32, minimumLevel: Logger.Level) {
+        self.init(fds: [fd], minimumLevel: minimumLevel)
     }
 
-    /// Points the sink at another descriptor (the daemon's log after setsid).
-    public func redirect(to newFD: Int32) {
-        fd.withLock { $0 = newFD }
+    public func write(_ line: String) {
+        fds.withLock { for fd in $0 { writeLine(fd, line) } }
     }
 }
 

@@ -64,3 +64,52 @@ final class TunnelHarness {
         return p
     }
 }
+
+/// `tunnel ls --json`, as the contract names its fields.
+struct ListedTunnel: Decodable {
+    struct Forward: Decodable {
+        let local: String
+        let remote: String
+        let active: Int
+        let total: Int
+        let bytes_in: UInt64
+        let bytes_out: UInt64
+    }
+    let name: String
+    let state: String
+    let via: String
+    let since: String
+    let restarts: Int
+    let last_error: String?
+    let forwards: [Forward]
+}
+
+extension TunnelHarness {
+    /// `tunnel ls --json`, decoded.
+    func list(file: StaticString = #filePath, line: UInt = #line) -> [ListedTunnel] {
+        let result = tunnel(["ls", "--json"], file: file, line: line)
+        XCTAssertEqual(result.status, 0, result.output, file: file, line: line)
+        guard let decoded = try? JSONDecoder().decode([ListedTunnel].self, from: Data(result.stdout.utf8)) else {
+            XCTFail("ls --json is not the documented array: \(result.stdout)", file: file, line: line)
+            return []
+        }
+        return decoded
+    }
+
+    func listed(_ name: String) -> ListedTunnel? { list().first { $0.name == name } }
+
+    var supervisorPID: Int32? {
+        Int32(read(runtimeDir + "/supervisor.pid").trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// Stops the supervisor, forcefully if it does not go.
+    func stopSupervisor() {
+        let pid = supervisorPID
+        tunnel(["daemon", "stop"], timeout: 10)
+        if let pid, kill(pid, 0) == 0 {
+            kill(pid, SIGKILL)
+        }
+    }
+
+    var supervisorLog: String { read(runtimeDir + "/supervisor.log") }
+}

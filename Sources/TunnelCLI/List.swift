@@ -1,0 +1,87 @@
+import ArgumentParser
+import FoundationEssentials
+import TunnelPOSIX
+import TunnelSupervisor
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ls", abstract: "List active forwards with state and stats.")
+
+    @OptionGroup var global: GlobalOptions
+    @Flag(name: .long, help: "Print a JSON array of tunnels.") var json = false
+
+    func run() throws {
+        let tunnels = try global.ask(ControlRequest(command: .list))?.tunnels ?? []
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            let data = (try? encoder.encode(tunnels)) ?? Data("[]".utf8)
+            say(String(decoding: data, as: UTF8.self))
+            return
+        }
+        say(ListTable.render(tunnels, now: wallClockSeconds()))
+    }
+}
+
+/// The `tunnel ls` table: one row per forward.
+enum ListTable {
+    static let headers = ["NAME", "LOCAL", "REMOTE", "VIA", "STATE", "UPTIME", "CONN", "IN", "OUT", "RESTARTS", "LAST ERROR"]
+
+    static func render(_ tunnels: [TunnelInfo], now: Double) -> String {
+        var rows: [[String]] = [headers]
+        var anyPublic = false
+        for t in tunnels {
+            let age = duration(now - (parseISO8601(t.since) ?? now))
+            for f in t.forwards {
+                anyPublic = anyPublic || f.public
+                rows.append([t.name, f.local + (f.public ? " !" : ""), f.remote, t.via, t.state, t.state == "up" ? age : "(\(age))",
+                             "\(f.active)/\(f.total)", bytes(f.bytes_in), bytes(f.bytes_out), "\(t.restarts)", t.last_error ?? "-"])
+            }
+        }
+        var widths = [Int](repeating: 0, count: headers.count)
+        for row in rows { for (i, cell) in row.enumerated() where i < headers.count - 1 { widths[i] = max(widths[i], cell.count) } }
+        var out = rows.map { row in
+            row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(widths[i]) }.joined(separator: "  ")
+        }
+        if anyPublic { out.append("! listens on a non-loopback address: reachable from the network; protect it with a firewall") }
+        return out.joined(separator: "\n")
+    }
+
+    static func duration(_ seconds: Double) -> String {
+        let s = max(0, Int(seconds))
+        if s < 60 { return "\(s)s" }
+        if s < 3600 { return "\(s / 60)m\(s % 60)s" }
+        if s < 86400 { return "\(s / 3600)h\((s % 3600) / 60)m" }
+        return "\(s / 86400)d\((s % 86400) / 3600)h"
+    }
+
+    static func bytes(_ n: UInt64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var value = Double(n)
+        var unit = 0
+        while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
+        return unit == 0 ? "\(n) B" : "\(Double(Int(value * 10)) / 10) \(units[unit])"
+    }
+
+    /// Parses the supervisor's "YYYY-MM-DDTHH:MM:SSZ".
+    static func parseISO8601(_ text: String) -> Double? {
+        let digits = text.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+        guard digits.count >= 6 else { return nil }
+        return utcSeconds(year: digits[0], month: digits[1], day: digits[2], hour: digits[3], minute: digits[4], second: digits[5])
+    }
+
+    /// Days-from-civil (Howard Hinnant), so no calendar library is needed.
+    static func utcSeconds(year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int) -> Double {
+        let y = month <= 2 ? year - 1 : year
+        let era = (y >= 0 ? y : y - 399) / 400
+        let yoe = y - era * 400
+        let mp = (month + 9) % 12
+        let doy = (153 * mp + 2) / 5 + day - 1
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
+        let days = era * 146097 + doe - 719468
+        return Double(days * 86400 + hour * 3600 + minute * 60 + second)
+    }
+}
+
+extension String {
+    func padding(_ width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
+}

@@ -1,0 +1,95 @@
+import Glibc
+import CLibSSH2
+
+/// Process-level helpers: pids, locks, spawning the daemon.
+public enum ProcessControl {
+    public static var pid: pid_t { getpid() }
+    public static var uid: uid_t { getuid() }
+
+    /// Whether a process with this pid exists (and we may signal it).
+    public static func isAlive(_ pid: pid_t) -> Bool {
+        pid > 0 && (kill(pid, 0) == 0 || errno == EPERM)
+    }
+
+    public static func signal(_ pid: pid_t, _ signo: Int32) -> Bool { kill(pid, signo) == 0 }
+
+    /// The executable of the running process.
+    public static var executablePath: String {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        return n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "/proc/self/exe"
+    }
+
+    /// Starts `path args` in a new session (setsid), detached from the
+    /// terminal, with stdin/stdout/stderr on /dev/null. Returns its pid.
+    public static func spawnDetached(_ path: String, _ args: [String], environment: [String: String]) throws(SystemError) -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var none = sigset_t(); sigemptyset(&none)
+        var all = sigset_t(); sigfillset(&all)
+        posix_spawnattr_setsigmask(&attr, &none)
+        posix_spawnattr_setsigdefault(&attr, &all)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | TUNNEL_POSIX_SPAWN_SETSID))
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
+        var child: pid_t = 0
+        let rc = posix_spawn(&child, path, &actions, &attr, argv, envp)
+        if rc != 0 { throw SystemError("posix_spawn(\(path))", Errno(rc)) }
+        return child
+    }
+
+    /// Reaps `pid` if it has exited; returns its exit status then.
+    public static func reap(_ pid: pid_t) -> Int32? {
+        var status: Int32 = 0
+        guard waitpid(pid, &status, WNOHANG) == pid else { return nil }
+        let sig = status & 0x7f
+        return sig == 0 ? (status >> 8) & 0xff : 128 + sig
+    }
+
+    public static func exitNow(_ code: Int32) -> Never { _exit(code) }
+
+    public static func ignoreSIGPIPE() { _ = Glibc.signal(SIGPIPE, SIG_IGN) }
+
+    /// Raises the soft open-files limit to the hard limit.
+    @discardableResult
+    public static func raiseFileLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+            _ = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        return Int(limit.rlim_cur)
+    }
+}
+
+/// An exclusive advisory lock on a file, held while the object lives. Only one
+/// supervisor per runtime directory can hold it; it vanishes with the process,
+/// so a killed supervisor never leaves a stale lock.
+public final class FileLock {
+    private let descriptor: FileDescriptor
+
+    /// Nil when another process holds the lock.
+    public init?(path: String) throws(SystemError) {
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SystemError("open(\(path))", .current) }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let err = errno
+            _ = close(fd)
+            if err == EWOULDBLOCK { return nil }
+            throw SystemError("flock(\(path))", Errno(err))
+        }
+        descriptor = FileDescriptor(owning: fd)
+    }
+
+    public func release() { descriptor.close() }
+}

@@ -1,0 +1,117 @@
+import FoundationEssentials
+import Glibc
+
+/// The control protocol: one JSON request per connection, one JSON reply,
+/// each on one line. `v` is checked on both sides so a CLI and a supervisor
+/// of different versions say so instead of misreading each other.
+public enum ControlProtocol {
+    public static let version = 1
+}
+
+/// The release, shown by `tunnel --version` and reported by the supervisor.
+public let tunnelVersion = "0.1.0"
+
+public struct ControlRequest: Codable, Sendable {
+    public enum Command: String, Codable, Sendable {
+        case hello, up, down, list, reload, stop
+    }
+    public var v: Int = ControlProtocol.version
+    public var command: Command
+    public var names: [String] = []
+    public var all: Bool = false
+    /// Absolute path of the profiles file the CLI read.
+    public var config: String?
+    /// The CLI's ssh-agent socket, so the supervisor uses the caller's agent.
+    public var agentSocket: String?
+    public var home: String?
+    public var clientVersion: String?
+
+    public init(command: Command) { self.command = command }
+}
+
+/// The outcome for one tunnel named in a request.
+public struct TunnelOutcome: Codable, Sendable, Equatable {
+    public enum Result: String, Codable, Sendable {
+        case up, alreadyUp = "already-up", down, notUp = "not-up", failed, retrying, restarted, unchanged, removed
+    }
+    public var name: String
+    public var result: Result
+    public var message: String?
+    /// Local addresses, as bound (with the kernel's port for `auto`).
+    public var local: [String] = []
+
+    public init(name: String, result: Result, message: String? = nil, local: [String] = []) {
+        self.name = name
+        self.result = result
+        self.message = message
+        self.local = local
+    }
+
+    public var isFailure: Bool { result == .failed || result == .retrying }
+}
+
+/// One forward as `tunnel ls --json` shows it.
+public struct ForwardInfo: Codable, Sendable, Equatable {
+    public var local: String
+    public var remote: String
+    public var active: Int
+    public var total: Int
+    public var bytes_in: UInt64
+    public var bytes_out: UInt64
+    public var `public`: Bool
+}
+
+/// One tunnel as `tunnel ls --json` shows it.
+public struct TunnelInfo: Codable, Sendable, Equatable {
+    public var name: String
+    public var state: String
+    public var via: String
+    /// ISO 8601 (UTC) time the current state began.
+    public var since: String
+    public var restarts: Int
+    public var last_error: String?
+    public var forwards: [ForwardInfo]
+}
+
+public struct ControlResponse: Codable, Sendable {
+    public var v: Int = ControlProtocol.version
+    public var ok: Bool
+    public var error: String?
+    public var supervisorVersion: String?
+    public var pid: Int32?
+    public var outcomes: [TunnelOutcome] = []
+    public var tunnels: [TunnelInfo] = []
+
+    public init(ok: Bool, error: String? = nil) {
+        self.ok = ok
+        self.error = error
+    }
+}
+
+enum JSONLine {
+    static func encode<T: Encodable>(_ value: T) -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        return Array(data) + [UInt8(ascii: "\n")]
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8]) -> T? {
+        try? JSONDecoder().decode(type, from: Data(bytes))
+    }
+
+    /// Just the version field, to tell a version mismatch from garbage.
+    struct Versioned: Decodable { var v: Int? }
+    static func version(of bytes: [UInt8]) -> Int? {
+        (try? JSONDecoder().decode(Versioned.self, from: Data(bytes)))?.v
+    }
+}
+
+/// ISO 8601 UTC from epoch seconds, without Foundation's formatters.
+func iso8601(_ seconds: Double) -> String {
+    var t = Int(seconds)
+    var parts = tm()
+    gmtime_r(&t, &parts)
+    func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+    return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))Z"
+}

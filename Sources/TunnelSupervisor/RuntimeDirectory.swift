@@ -1,0 +1,64 @@
+import Glibc
+import TunnelPOSIX
+
+/// Where one supervisor keeps its control socket, pid file, log and saved
+/// state. Two supervisors with different runtime directories never meet.
+public struct RuntimeDirectory: Sendable, Equatable {
+    public let path: String
+
+    public init(path: String) { self.path = path }
+
+    /// `--runtime-dir`, else $TUNNEL_RUNTIME_DIR, else $XDG_RUNTIME_DIR/tunnel,
+    /// else a per-user directory under /tmp.
+    public static func resolve(explicit: String?, environment: [String: String]) -> RuntimeDirectory {
+        if let explicit, !explicit.isEmpty { return RuntimeDirectory(path: explicit) }
+        if let env = environment["TUNNEL_RUNTIME_DIR"], !env.isEmpty { return RuntimeDirectory(path: env) }
+        if let xdg = environment["XDG_RUNTIME_DIR"], xdg.hasPrefix("/") { return RuntimeDirectory(path: xdg + "/tunnel") }
+        return RuntimeDirectory(path: "/tmp/tunnel-\(getuid())")
+    }
+
+    public var socketPath: String { path + "/control.sock" }
+    public var pidPath: String { path + "/supervisor.pid" }
+    public var lockPath: String { path + "/supervisor.lock" }
+    public var logPath: String { path + "/supervisor.log" }
+    public var statePath: String { path + "/state.json" }
+
+    /// Why the directory cannot be used, worded for the user.
+    public struct Problem: Error, Equatable, Sendable, CustomStringConvertible {
+        public let message: String
+        public var description: String { message }
+    }
+
+    /// Creates the directory (0700) if needed and checks that it is ours,
+    /// private and writable: a socket in a directory others can write to
+    /// could be replaced by theirs.
+    public func prepare() throws(Problem) {
+        if Files.status(path) == nil {
+            do { try Files.makeDirectories(path, mode: 0o700) } catch {
+                throw Problem(message: "cannot create runtime directory \(path): \(error.errno)")
+            }
+        }
+        guard let status = Files.status(path) else {
+            throw Problem(message: "runtime directory \(path) vanished")
+        }
+        guard status.isDirectory else { throw Problem(message: "runtime directory \(path) is not a directory") }
+        guard status.uid == getuid() else {
+            throw Problem(message: "runtime directory \(path) belongs to uid \(status.uid), not to you (uid \(getuid())); use --runtime-dir or $TUNNEL_RUNTIME_DIR")
+        }
+        if status.mode & 0o077 != 0 {
+            // Ours but too open: tighten it rather than fail.
+            if chmod(path, 0o700) != 0 {
+                throw Problem(message: "runtime directory \(path) is accessible to others (mode \(String(status.mode, radix: 8))) and cannot be made private")
+            }
+        }
+        guard Files.isWritableDirectory(path) else {
+            throw Problem(message: "runtime directory \(path) is not writable")
+        }
+    }
+
+    /// The pid recorded by the running (or last) supervisor.
+    public func recordedPID() -> pid_t? {
+        guard let text = try? Files.readText(pidPath) else { return nil }
+        return pid_t(text.split(separator: "\n").first ?? "")
+    }
+}

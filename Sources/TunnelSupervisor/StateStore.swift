@@ -1,0 +1,26 @@
+import FoundationEssentials
+import TunnelPOSIX
+
+/// The tunnels the user wants up, saved so a restarted supervisor (crash,
+/// upgrade, reboot under systemd) brings them back.
+struct DesiredState: Codable, Equatable {
+    struct Entry: Codable, Equatable {
+        var name: String
+        var config: String
+    }
+    var version = 1
+    var tunnels: [Entry] = []
+}
+
+struct StateStore {
+    let path: String
+
+    func load() -> DesiredState {
+        guard let bytes = try? Files.read(path), let state = JSONLine.decode(DesiredState.self, bytes) else { return DesiredState() }
+        return state
+    }
+
+    func save(_ state: DesiredState) throws(SystemError) {
+        try Files.replace(path, with: String(decoding: JSONLine.encode(state), as: UTF8.self))
+    }
+}

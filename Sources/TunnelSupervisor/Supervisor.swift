@@ -1,0 +1,466 @@
+import Glibc
+import Logging
+import TunnelConfig
+import TunnelEngine
+import TunnelPOSIX
+
+/// The background daemon: runs every tunnel (each on its own thread), serves
+/// the control socket, saves the desired state, drains on SIGTERM.
+public final class Supervisor {
+    private let dir: RuntimeDirectory
+    private let loop: EventLoop
+    private let logger: Logger
+    private let environment: [String: String]
+    private var tunnels: [String: TunnelHost] = [:]
+    /// Tunnels being restarted by a reload: the new profile starts once the old thread exits.
+    private var onExit: [String: () -> Void] = [:]
+    /// Names whose thread is starting, with what to do once it has.
+    private var starting: [String: [() -> Void]] = [:]
+    private var desired = DesiredState()
+    private let store: StateStore
+    private var control: ControlServer?
+    private var signals: SignalFD?
+    private var signalRegistration: EventLoop.Registration?
+    private var shuttingDown = false
+    private var exitCode: Int32 = 0
+
+    private init(dir: RuntimeDirectory, loop: EventLoop, logger: Logger, environment: [String: String]) {
+        self.dir = dir
+        self.loop = loop
+        self.logger = logger
+        self.environment = environment
+        self.store = StateStore(path: dir.statePath)
+    }
+
+    /// Runs a supervisor until it is stopped. `alsoStderr`: log to stderr too
+    /// (`tunnel daemon` in the foreground, e.g. under systemd).
+    public static func run(dir: RuntimeDirectory, alsoStderr: Bool, environment: [String: String]) -> Int32 {
+        ProcessControl.ignoreSIGPIPE()
+        ProcessControl.raiseFileLimit()
+        do { try dir.prepare() } catch {
+            writeLine(2, "tunnel: \(error)")
+            return 1
+        }
+        let lock: FileLock
+        do {
+            guard let held = try FileLock(path: dir.lockPath) else {
+                let pid = dir.recordedPID().map { " (pid \($0))" } ?? ""
+                writeLine(2, "tunnel: a supervisor is already running for \(dir.path)\(pid)")
+                return 1
+            }
+            lock = held
+        } catch {
+            writeLine(2, "tunnel: cannot lock \(dir.lockPath): \(error)")
+            return 1
+        }
+        defer { lock.release() }
+        rotateLog(dir.logPath)
+        let logFD = open(dir.logPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard logFD >= 0 else {
+            writeLine(2, "tunnel: cannot open the log \(dir.logPath)")
+            return 1
+        }
+        defer { close(logFD) }
+        let sink = LogSink(fds: alsoStderr ? [logFD, 2] : [logFD], minimumLevel: environment["TUNNEL_DEBUG"] != nil ? .debug : .info)
+        let logger = Logger(label: "tunnel") { LineLogHandler(label: $0, sink: sink) }
+
+        let loop: EventLoop
+        let signals: SignalFD
+        do {
+            // Blocked before any tunnel thread starts, so only the signalfd sees them.
+            signals = try SignalFD(signals: [SIGTERM, SIGINT, SIGHUP])
+            loop = try EventLoop()
+        } catch {
+            logger.critical("cannot start: \(error)")
+            writeLine(2, "tunnel: cannot start the supervisor: \(error)")
+            return 1
+        }
+        let supervisor = Supervisor(dir: dir, loop: loop, logger: logger, environment: environment)
+        supervisor.signals = signals
+        do {
+            // We hold the lock, so any socket file left here is stale.
+            Files.remove(dir.socketPath)
+            supervisor.control = try ControlServer(path: dir.socketPath, loop: loop, logger: logger) { [unowned supervisor] request, reply in
+                supervisor.handle(request, reply: reply)
+            }
+            try Files.replace(dir.pidPath, with: "\(ProcessControl.pid)\n")
+            supervisor.signalRegistration = try loop.register(fd: signals.fd, events: .readable) { [unowned supervisor] _ in
+                supervisor.signalled()
+            }
+        } catch {
+            logger.critical("cannot start: \(error)")
+            writeLine(2, "tunnel: cannot start the supervisor: \(error)")
+            return 1
+        }
+        logger.info("supervisor \(tunnelVersion) started (pid \(ProcessControl.pid), runtime directory \(dir.path))")
+        loop.execute { supervisor.restoreDesiredState() }
+        loop.run()
+        supervisor.control?.close()
+        if let registration = supervisor.signalRegistration { loop.deregister(registration) }
+        signals.close()
+        Files.remove(dir.socketPath)
+        Files.remove(dir.pidPath)
+        logger.info("supervisor stopped")
+        return supervisor.exitCode
+    }
+
+    private static func rotateLog(_ path: String) {
+        if let status = Files.status(path), status.isDirectory == false,
+           let bytes = try? Files.read(path), bytes.count > 10 << 20 {
+            _ = rename(path, path + ".1")
+        }
+    }
+
+    // MARK: signals and shutdown
+
+    private func signalled() {
+        while let signo = signals?.next() {
+            switch signo {
+            case SIGHUP:
+                logger.info("SIGHUP: reloading profiles")
+                reload { outcomes in
+                    for o in outcomes { self.logger.info("reload: \(o.name): \(o.result.rawValue)\(o.message.map { " (\($0))" } ?? "")") }
+                }
+            default:
+                if shuttingDown {
+                    logger.warning("second signal: exiting now")
+                    ProcessControl.exitNow(1)
+                }
+                logger.info("signal \(signo): stopping every tunnel")
+                shutdown()
+            }
+        }
+    }
+
+    /// Stops every tunnel (keeping the desired state for the next start) and
+    /// ends the loop within 2 s.
+    private func shutdown() {
+        guard !shuttingDown else { return }
+        shuttingDown = true
+        control?.close()
+        control = nil
+        Files.remove(dir.socketPath)
+        if tunnels.isEmpty { return loop.stop() }
+        for host in tunnels.values { host.stop(graceful: true) }
+        loop.schedule(after: 2) { [weak self] in
+            guard let self, !self.tunnels.isEmpty else { return }
+            self.logger.warning("\(self.tunnels.count) tunnel(s) did not stop within 2 s; exiting anyway")
+            self.loop.stop()
+        }
+    }
+
+    // MARK: requests
+
+    private func handle(_ request: ControlRequest, reply: @escaping (ControlResponse) -> Void) {
+        switch request.command {
+        case .hello:
+            reply(ControlResponse(ok: true))
+        case .list:
+            var response = ControlResponse(ok: true)
+            response.tunnels = tunnels.keys.sorted().compactMap { tunnels[$0].map(info) }
+            reply(response)
+        case .up:
+            up(request) { outcomes in
+                var response = ControlResponse(ok: true)
+                response.outcomes = outcomes
+                reply(response)
+            }
+        case .down:
+            down(names: request.all ? Array(tunnels.keys).sorted() : request.names) { outcomes in
+                var response = ControlResponse(ok: true)
+                response.outcomes = outcomes
+                reply(response)
+            }
+        case .reload:
+            reload { outcomes in
+                var response = ControlResponse(ok: true)
+                response.outcomes = outcomes
+                reply(response)
+            }
+        case .stop:
+            reply(ControlResponse(ok: true))
+            // Let the reply leave before the socket closes.
+            loop.schedule(after: 0.05) { [weak self] in self?.shutdown() }
+        }
+    }
+
+    /// Collects one outcome per name, then calls `done` once.
+    private final class Gather {
+        private var outcomes: [String: TunnelOutcome] = [:]
+        private let order: [String]
+        private let done: ([TunnelOutcome]) -> Void
+        init(_ order: [String], _ done: @escaping ([TunnelOutcome]) -> Void) {
+            self.order = order
+            self.done = done
+            if order.isEmpty { done([]) }
+        }
+        func add(_ o: TunnelOutcome) {
+            guard outcomes[o.name] == nil else { return }
+            outcomes[o.name] = o
+            if outcomes.count == order.count { done(order.compactMap { outcomes[$0] }) }
+        }
+    }
+
+    private func options(_ request: ControlRequest?) -> Connector.Options {
+        let agent = request?.agentSocket ?? environment["SSH_AUTH_SOCK"]
+        return Connector.Options(agentSocket: agent?.isEmpty == true ? nil : agent,
+                                 home: request?.home ?? homeDirectory(environment))
+    }
+
+    private func up(_ request: ControlRequest, done: @escaping ([TunnelOutcome]) -> Void) {
+        var names: [String] = []
+        for n in request.names where !names.contains(n) { names.append(n) }
+        let gather = Gather(names, done)
+        guard let configPath = request.config else {
+            for n in names { gather.add(TunnelOutcome(name: n, result: .failed, message: "no profiles file given")) }
+            return
+        }
+        let config: Config
+        do {
+            config = try Config.load(path: configPath, environment: environment)
+        } catch {
+            for n in names { gather.add(TunnelOutcome(name: n, result: .failed, message: error.description)) }
+            return
+        }
+        for name in names {
+            if starting[name] != nil {
+                // A second request while the first still binds: answer it like an existing tunnel.
+                starting[name]!.append { [unowned self] in
+                    if let host = self.tunnels[name] { self.bringUpExisting(host, gather: gather) }
+                    else { gather.add(TunnelOutcome(name: name, result: .failed, message: "\(name) failed to start")) }
+                }
+                continue
+            }
+            if let host = tunnels[name] {
+                bringUpExisting(host, gather: gather)
+                continue
+            }
+            let profile: Profile
+            do { profile = try config.profile(named: name) } catch {
+                gather.add(TunnelOutcome(name: name, result: .failed, message: error.description))
+                continue
+            }
+            start(profile, configPath: configPath, options: options(request)) { outcome in gather.add(outcome) }
+        }
+    }
+
+    private func bringUpExisting(_ host: TunnelHost, gather: Gather) {
+        if host.isStopping {
+            return gather.add(TunnelOutcome(name: host.name, result: .failed, message: "\(host.name) is stopping; try again"))
+        }
+        switch host.status.phase {
+        case .up:
+            gather.add(TunnelOutcome(name: host.name, result: .alreadyUp, message: "already up", local: host.status.boundAddresses))
+        case .failed:
+            // Asked again: retry now instead of waiting out the 5-minute pause.
+            wait(host) { gather.add(self.outcome(host, $0)) }
+            host.retryNow()
+        default:
+            wait(host) { gather.add(self.outcome(host, $0)) }
+        }
+    }
+
+    /// Calls `resolve` after the tunnel's next connection attempt (or at once if up).
+    private func wait(_ host: TunnelHost, _ resolve: @escaping (TunnelStatus) -> Void) {
+        host.waiters.append((host.status.attempts, resolve))
+    }
+
+    private func outcome(_ host: TunnelHost, _ status: TunnelStatus) -> TunnelOutcome {
+        switch status.phase {
+        case .up:
+            return TunnelOutcome(name: host.name, result: .up, local: status.boundAddresses)
+        case .failed:
+            return TunnelOutcome(name: host.name, result: .failed, message: status.lastError, local: status.boundAddresses)
+        default:
+            return TunnelOutcome(name: host.name, result: .retrying, message: status.lastError, local: status.boundAddresses)
+        }
+    }
+
+    /// Binds and starts one tunnel; `done` gets its first result.
+    private func start(_ profile: Profile, configPath: String, options: Connector.Options, done: @escaping (TunnelOutcome) -> Void) {
+        if let clash = clash(with: profile) {
+            return done(TunnelOutcome(name: profile.name, result: .failed, message: clash))
+        }
+        // Reserve the name while the thread starts, so a second request waits.
+        starting[profile.name] = []
+        TunnelHost.start(profile: profile, configPath: configPath, options: options, logger: logger, supervisorLoop: loop,
+                         onStatus: { [weak self] host, status in self?.statusChanged(host, status) },
+                         onExit: { [weak self] host in self?.hostExited(host) },
+                         completion: { [weak self] result in
+            guard let self else { return }
+            let queued = self.starting.removeValue(forKey: profile.name) ?? []
+            defer { queued.forEach { $0() } }
+            switch result {
+            case .failure(let failure):
+                var message = failure.message
+                if failure.errno == .addressInUse, let holder = self.holder(of: failure.address) {
+                    message += " by tunnel \(holder) (running in this supervisor)"
+                }
+                done(TunnelOutcome(name: profile.name, result: .failed, message: message))
+            case .success(let host):
+                self.tunnels[profile.name] = host
+                self.remember(profile.name, configPath: configPath)
+                self.wait(host) { done(self.outcome(host, $0)) }
+            }
+        })
+    }
+
+    /// Another running tunnel already listening where this profile wants to.
+    private func clash(with profile: Profile) -> String? {
+        for (name, host) in tunnels where name != profile.name {
+            for mine in profile.forwards where mine.localPort != 0 {
+                for theirs in host.profile.forwards where theirs.localPort == mine.localPort && theirs.bind.isIPv6 == mine.bind.isIPv6 {
+                    if theirs.bind == mine.bind || theirs.bind.isWildcard || mine.bind.isWildcard {
+                        return "\(mine.localDescription) is already used by tunnel \(name) (\(theirs.localDescription)); tunnels \(name) and \(profile.name) claim the same local address"
+                    }
+                }
+            }
+        }
+        return nil
+    }
+
+    private func holder(of address: String) -> String? {
+        tunnels.first { $0.value.status.boundAddresses.contains(address) }?.key
+    }
+
+    private func statusChanged(_ host: TunnelHost, _ status: TunnelStatus) {
+        host.status = status
+        guard !host.waiters.isEmpty else { return }
+        let decisive = status.phase == .up || status.phase == .failed || status.phase == .stopped
+        var still: [(attempts: Int, resolve: (TunnelStatus) -> Void)] = []
+        for waiter in host.waiters {
+            if decisive || status.attempts > waiter.attempts { waiter.resolve(status) } else { still.append(waiter) }
+        }
+        host.waiters = still
+    }
+
+    private func hostExited(_ host: TunnelHost) {
+        guard tunnels[host.name] === host else { return }
+        tunnels.removeValue(forKey: host.name)
+        for waiter in host.waiters {
+            var status = host.status
+            status.phase = .stopped
+            waiter.resolve(status)
+        }
+        host.waiters = []
+        if let next = onExit.removeValue(forKey: host.name) { next() }
+        if shuttingDown && tunnels.isEmpty { loop.stop() }
+    }
+
+    private func down(names: [String], done: @escaping ([TunnelOutcome]) -> Void) {
+        let gather = Gather(names, done)
+        for name in names {
+            forget(name)
+            guard let host = tunnels[name] else {
+                gather.add(TunnelOutcome(name: name, result: .notUp, message: "\(name) is not up"))
+                continue
+            }
+            stop(host) { gather.add(TunnelOutcome(name: name, result: .down)) }
+        }
+    }
+
+    /// Stops a host; `then` runs once its listeners are closed.
+    private func stop(_ host: TunnelHost, then: @escaping () -> Void) {
+        let previous = onExit[host.name]
+        onExit[host.name] = { previous?(); then() }
+        host.stop(graceful: true)
+    }
+
+    // MARK: reload
+
+    private func reload(done: @escaping ([TunnelOutcome]) -> Void) {
+        let names = tunnels.keys.sorted()
+        let gather = Gather(names, done)
+        var configs: [String: Result<Config, ConfigErrors>] = [:]
+        for name in names {
+            guard let host = tunnels[name] else { continue }
+            let path = host.configPath
+            if configs[path] == nil {
+                do throws(ConfigErrors) { configs[path] = .success(try Config.load(path: path, environment: environment)) } catch { configs[path] = .failure(error) }
+            }
+            let profile: Profile
+            switch configs[path]! {
+            case .failure(let errors):
+                gather.add(TunnelOutcome(name: name, result: .failed, message: "kept running: \(errors.description)"))
+                continue
+            case .success(let config):
+                guard config.profileNames.contains(name) else {
+                    forget(name)
+                    stop(host) { gather.add(TunnelOutcome(name: name, result: .removed, message: "no longer in \(path)")) }
+                    continue
+                }
+                do { profile = try config.profile(named: name) } catch {
+                    gather.add(TunnelOutcome(name: name, result: .failed, message: "kept running: \(error.description)"))
+                    continue
+                }
+            }
+            if profile == host.profile {
+                gather.add(TunnelOutcome(name: name, result: .unchanged))
+                continue
+            }
+            logger.info("reload: \(name) changed; restarting it")
+            let options = self.options(nil)
+            stop(host) { [weak self] in
+                self?.start(profile, configPath: path, options: options) { outcome in
+                    var o = outcome
+                    if !o.isFailure && o.result != .failed { o.result = .restarted }
+                    gather.add(o)
+                }
+            }
+        }
+    }
+
+    // MARK: desired state
+
+    private func remember(_ name: String, configPath: String) {
+        desired.tunnels.removeAll { $0.name == name }
+        desired.tunnels.append(.init(name: name, config: configPath))
+        saveDesired()
+    }
+
+    private func forget(_ name: String) {
+        let before = desired.tunnels.count
+        desired.tunnels.removeAll { $0.name == name }
+        if desired.tunnels.count != before { saveDesired() }
+    }
+
+    private func saveDesired() {
+        do { try store.save(desired) } catch { logger.error("cannot save the desired state to \(dir.statePath): \(error)") }
+    }
+
+    private func restoreDesiredState() {
+        let saved = store.load()
+        desired = saved
+        for entry in saved.tunnels {
+            let profile: Profile
+            do {
+                profile = try Config.load(path: entry.config, environment: environment).profile(named: entry.name)
+            } catch {
+                logger.error("cannot restore \(entry.name) from \(entry.config): \(error.description)")
+                continue
+            }
+            logger.info("restoring \(entry.name) (was up before the supervisor restarted)")
+            start(profile, configPath: entry.config, options: options(nil)) { [weak self] outcome in
+                if outcome.result == .failed && self?.tunnels[entry.name] == nil {
+                    self?.logger.error("cannot restore \(entry.name): \(outcome.message ?? "failed")")
+                }
+            }
+        }
+    }
+
+    // MARK: listing
+
+    private func info(_ host: TunnelHost) -> TunnelInfo {
+        let status = host.status
+        var forwards: [ForwardInfo] = []
+        for (index, spec) in host.profile.forwards.enumerated() {
+            let stats = host.runtime.forwardStats[index].snapshot()
+            let local = index < status.boundAddresses.count ? status.boundAddresses[index] : spec.localDescription
+            forwards.append(ForwardInfo(local: local, remote: spec.remoteDescription, active: stats.active, total: stats.total,
+                                        bytes_in: stats.bytesIn, bytes_out: stats.bytesOut, public: spec.isPublic))
+        }
+        let phase = status.phase == .stopped ? "reconnecting" : status.phase.rawValue
+        return TunnelInfo(name: host.name, state: phase, via: host.profile.via, since: iso8601(status.since),
+                          restarts: status.restarts, last_error: status.lastError, forwards: forwards)
+    }
+}

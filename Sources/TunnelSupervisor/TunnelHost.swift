@@ -1,0 +1,80 @@
+import Logging
+import TunnelConfig
+import TunnelEngine
+import TunnelPOSIX
+
+/// One tunnel's runtime on its own event-loop thread, so tunnels use every
+/// core. The supervisor talks to it only through `loop.execute`; it reports
+/// back through the supervisor loop's `execute`.
+final class TunnelHost: @unchecked Sendable {
+    let name: String
+    let configPath: String
+    let profile: Profile
+    let loop: EventLoop
+    let runtime: TunnelRuntime
+
+    // Touched only on the supervisor's loop:
+    var status = TunnelStatus()
+    var waiters: [(attempts: Int, resolve: (TunnelStatus) -> Void)] = []
+    var isStopping = false
+
+    private init(name: String, configPath: String, profile: Profile, loop: EventLoop, runtime: TunnelRuntime) {
+        self.name = name
+        self.configPath = configPath
+        self.profile = profile
+        self.loop = loop
+        self.runtime = runtime
+    }
+
+    /// Starts the thread, binds the listeners there and reports the result on
+    /// `supervisorLoop`. `onStatus` receives every status change, also there.
+    static func start(profile: Profile, configPath: String, options: Connector.Options, logger: Logger,
+                      supervisorLoop: EventLoop,
+                      onStatus: @escaping @Sendable (TunnelHost, TunnelStatus) -> Void,
+                      onExit: @escaping @Sendable (TunnelHost) -> Void,
+                      completion: @escaping @Sendable (Result<TunnelHost, BindFailure>) -> Void) {
+        let loop: EventLoop
+        do {
+            loop = try EventLoop()
+        } catch {
+            completion(.failure(BindFailure(address: "", errno: error.errno, message: "cannot start an event loop: \(error)")))
+            return
+        }
+        var tunnelLogger = logger
+        tunnelLogger[metadataKey: "tunnel"] = "\(profile.name)"
+        let runtime = TunnelRuntime(profile: profile, loop: loop, options: options, logger: tunnelLogger)
+        let host = TunnelHost(name: profile.name, configPath: configPath, profile: profile, loop: loop, runtime: runtime)
+        runtime.onStatusChange = { status in
+            supervisorLoop.execute { onStatus(host, status) }
+        }
+        startThread(name: "tunnel-\(profile.name)") {
+            loop.execute {
+                do throws(BindFailure) {
+                    try runtime.start()
+                    supervisorLoop.execute { completion(.success(host)) }
+                } catch {
+                    loop.stop()
+                    supervisorLoop.execute { completion(.failure(error)) }
+                }
+            }
+            loop.run()
+            supervisorLoop.execute { onExit(host) }
+        }
+    }
+
+    /// Stops the runtime and ends the thread; `onExit` follows.
+    func stop(graceful: Bool) {
+        guard !isStopping else { return }
+        isStopping = true
+        let runtime = self.runtime, loop = self.loop
+        loop.execute {
+            runtime.stop(graceful: graceful)
+            loop.stop()
+        }
+    }
+
+    func retryNow() {
+        let runtime = self.runtime
+        loop.execute { runtime.retryNow() }
+    }
+}

@@ -1,0 +1,238 @@
+import Foundation
+import XCTest
+
+/// The background supervisor against a real sshd: many tunnels, restarts,
+/// reload, saved state, the control socket.
+final class SupervisorTests: XCTestCase {
+    var server: SSHServer!
+    var harness: TunnelHarness!
+    var echo: TestServer!
+
+    override func setUpWithError() throws {
+        server = try SSHServer()
+        harness = TunnelHarness()
+        harness.trust(server)
+        echo = TestServer(.echo)
+    }
+
+    override func tearDown() {
+        harness?.stopSupervisor()
+        server?.stop()
+        echo?.stop()
+    }
+
+    /// Sends `text` through `port` on a fresh connection and returns the echo.
+    private func roundTrip(_ port: UInt16, _ text: String = "ping", timeout: Double = 20) -> String? {
+        guard let fd = Net.connect(port, timeout: timeout) else { return nil }
+        defer { close(fd) }
+        guard Net.sendAll(fd, Array(text.utf8)) else { return nil }
+        return Net.readExactly(fd, text.utf8.count).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    func testTwoProfilesThreeForwards_upInTheBackground_lsShowsTheFieldsAndCountersMove() throws {
+        let a1 = Net.freePort(), a2 = Net.freePort(), b1 = Net.freePort()
+        harness.writeConfig(harness.profile("alpha", server: server, forwards: ["\(a1):127.0.0.1:\(echo.port)", "\(a2):127.0.0.1:\(echo.port)"])
+                            + harness.profile("beta", server: server, forwards: ["\(b1):127.0.0.1:\(echo.port)"]))
+        XCTAssertTrue(harness.list().isEmpty, "no supervisor yet: ls shows nothing and succeeds")
+        let up = harness.tunnel(["up", "alpha", "beta"], timeout: 30)
+        XCTAssertEqual(up.status, 0, up.output)
+        XCTAssertTrue(up.stdout.contains("alpha: up") && up.stdout.contains("beta: up"), up.stdout)
+        // `tunnel up` returned: the tunnels are usable at once.
+        XCTAssertEqual(roundTrip(a1, "hello"), "hello")
+        XCTAssertEqual(roundTrip(b1, "world!"), "world!")
+
+        let listed = harness.list()
+        XCTAssertEqual(listed.map(\.name), ["alpha", "beta"])
+        XCTAssertEqual(listed.flatMap(\.forwards).count, 3)
+        let alpha = try XCTUnwrap(listed.first)
+        XCTAssertEqual(alpha.state, "up")
+        XCTAssertEqual(alpha.via, "\(Env.userName)@127.0.0.1:\(server.port)")
+        XCTAssertEqual(alpha.restarts, 0)
+        XCTAssertNil(alpha.last_error)
+        XCTAssertNotNil(alpha.since.range(of: #"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"#, options: .regularExpression), alpha.since)
+        XCTAssertEqual(alpha.forwards[0].local, "127.0.0.1:\(a1)")
+        XCTAssertEqual(alpha.forwards[0].remote, "127.0.0.1:\(echo.port)")
+        XCTAssertEqual(alpha.forwards[0].total, 1)
+        XCTAssertEqual(alpha.forwards[0].bytes_out, 5)
+        XCTAssertEqual(alpha.forwards[0].bytes_in, 5)
+        XCTAssertEqual(alpha.forwards[1].total, 0)
+
+        // Counters move with traffic, and an open connection shows as active.
+        guard let fd = Net.connect(a2) else { return XCTFail("connect") }
+        let payload = randomBytes(100_000, seed: 9)
+        XCTAssertTrue(Net.sendAll(fd, payload))
+        XCTAssertEqual(Net.readExactly(fd, payload.count).map(checksum), checksum(payload))
+        let during = try XCTUnwrap(harness.listed("alpha")).forwards[1]
+        XCTAssertEqual(during.active, 1)
+        XCTAssertEqual(during.total, 1)
+        XCTAssertEqual(during.bytes_out, 100_000)
+        XCTAssertEqual(during.bytes_in, 100_000)
+        close(fd)
+        XCTAssertTrue(eventually(timeout: 5) { self.harness.listed("alpha")?.forwards[1].active == 0 })
+
+        let table = harness.tunnel(["ls"]).stdout
+        for needle in ["NAME", "STATE", "alpha", "beta", "127.0.0.1:\(b1)", "up"] {
+            XCTAssertTrue(table.contains(needle), table)
+        }
+    }
+
+    func testKilledSessionProcess_reconnects_countsOneRestart_keepsTheListenerBound_andServesAClientFromTheOutage() throws {
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"]))
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        XCTAssertEqual(roundTrip(port), "ping")
+
+        // Watch the listener the whole time.
+        let watching = Atomic(true), unbound = Atomic(false)
+        let watcher = Thread {
+            while watching.value { if !Net.isListening(port) { unbound.value = true }; usleep(2_000) }
+        }
+        watcher.start()
+        defer { watching.value = false }
+
+        server.killSessions()
+        // A client arriving during the outage waits and is served after recovery.
+        var reply: String?
+        let client = Thread { reply = self.roundTrip(port, "during the outage") }
+        client.start()
+        XCTAssertTrue(eventually(timeout: 15) { client.isFinished }, "the client was not served")
+        XCTAssertEqual(reply, "during the outage")
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.listed("db")?.state == "up" })
+        let db = try XCTUnwrap(harness.listed("db"))
+        XCTAssertEqual(db.restarts, 1)
+        XCTAssertNotNil(db.last_error)
+        watching.value = false
+        XCTAssertFalse(unbound.value, "the listener was closed during the outage")
+    }
+
+    func testHungServer_SIGSTOP_isDetectedWithinFiveSeconds_andTheTunnelRecovers() throws {
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"])
+            .replacingOccurrences(of: "keepalive = 2", with: "keepalive = 1"))
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        let hung = server.sessionPIDs
+        XCTAssertFalse(hung.isEmpty)
+        for pid in hung { kill(pid, SIGSTOP) }
+        let start = Date()
+        XCTAssertTrue(eventually(timeout: 5) { self.harness.listed("db")?.restarts == 1 }, "the hung link was not detected within 5 s: \(harness.supervisorLog)")
+        let detected = Date().timeIntervalSince(start)
+        print("hung link detected after \(String(format: "%.2f", detected)) s")
+        for pid in hung { kill(pid, SIGKILL) }
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.listed("db")?.state == "up" })
+        XCTAssertTrue(harness.listed("db")?.last_error?.contains("no data from the server") ?? false)
+        XCTAssertEqual(roundTrip(port, "alive"), "alive")
+    }
+
+    func testSSHDStoppedForFiveSeconds_theTunnelRecoversOnItsOwn() throws {
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"]))
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        server.stop()
+        XCTAssertTrue(eventually(timeout: 5) { self.harness.listed("db")?.state == "reconnecting" })
+        sleep(5)
+        XCTAssertTrue(Net.isListening(port), "the listener must stay bound while the server is away")
+        try server.start()
+        XCTAssertTrue(eventually(timeout: 40) { self.harness.listed("db")?.state == "up" }, harness.supervisorLog)
+        XCTAssertEqual(roundTrip(port, "back"), "back")
+    }
+
+    func testKeyTheServerRefuses_upFailsWithinConnectTimeout_stateFailed_noReconnectStorm() throws {
+        let wrong = makeTempDir("wrongkey") + "/id_ed25519"
+        runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", wrong])
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"])
+            .replacingOccurrences(of: "identity = \"\(server.userKey)\"", with: "identity = \"\(wrong)\""))
+        let up = harness.tunnel(["up", "db"], timeout: 30)
+        XCTAssertNotEqual(up.status, 0)
+        XCTAssertLessThan(up.seconds, 5 + 2, "connect_timeout is 5 s")
+        XCTAssertTrue(up.stderr.contains("authentication failed") && up.stderr.contains("refused by the server"), up.stderr)
+        let db = try XCTUnwrap(harness.listed("db"))
+        XCTAssertEqual(db.state, "failed")
+        XCTAssertTrue(db.last_error?.contains("authentication failed") ?? false)
+        sleep(4)
+        let attempts = server.log.components(separatedBy: "Connection from 127.0.0.1").count - 1
+        XCTAssertEqual(attempts, 1, "the server saw \(attempts) connections: \(server.log)")
+        // Asking again retries at once (and fails again, quickly).
+        XCTAssertNotEqual(harness.tunnel(["up", "db"], timeout: 30).status, 0)
+        XCTAssertEqual(server.log.components(separatedBy: "Connection from 127.0.0.1").count - 1, 2)
+    }
+
+    func testReload_restartsTheChangedProfile_andAConnectionThroughTheUnchangedOneSurvives() throws {
+        let keep = Net.freePort(), change = Net.freePort(), changed = Net.freePort(), gone = Net.freePort()
+        let keepBlock = harness.profile("keep", server: server, forwards: ["\(keep):127.0.0.1:\(echo.port)"])
+        harness.writeConfig(keepBlock + harness.profile("change", server: server, forwards: ["\(change):127.0.0.1:\(echo.port)"])
+                            + harness.profile("gone", server: server, forwards: ["\(gone):127.0.0.1:\(echo.port)"]))
+        XCTAssertEqual(harness.tunnel(["up", "keep", "change", "gone"]).status, 0)
+        guard let open = Net.connect(keep) else { return XCTFail("connect") }
+        defer { close(open) }
+        XCTAssertTrue(Net.sendAll(open, Array("before".utf8)))
+        XCTAssertEqual(Net.readExactly(open, 6).map { String(decoding: $0, as: UTF8.self) }, "before")
+
+        harness.writeConfig(keepBlock + harness.profile("change", server: server, forwards: ["\(changed):127.0.0.1:\(echo.port)"]))
+        let reload = harness.tunnel(["reload"], timeout: 30)
+        XCTAssertEqual(reload.status, 0, reload.output)
+        XCTAssertTrue(reload.stdout.contains("keep: unchanged"), reload.stdout)
+        XCTAssertTrue(reload.stdout.contains("change: restarted"), reload.stdout)
+        XCTAssertTrue(reload.stdout.contains("gone: removed"), reload.stdout)
+
+        // The unchanged tunnel's open connection still works.
+        XCTAssertTrue(Net.sendAll(open, Array("after".utf8)))
+        XCTAssertEqual(Net.readExactly(open, 5).map { String(decoding: $0, as: UTF8.self) }, "after")
+        XCTAssertEqual(harness.listed("keep")?.restarts, 0)
+        XCTAssertTrue(Net.isListening(changed))
+        XCTAssertFalse(Net.isListening(change))
+        XCTAssertFalse(Net.isListening(gone))
+        XCTAssertEqual(roundTrip(changed), "ping")
+        XCTAssertEqual(harness.list().map(\.name), ["change", "keep"])
+    }
+
+    func testSIGHUP_reloadsToo() throws {
+        let before = Net.freePort(), after = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(before):127.0.0.1:\(echo.port)"]))
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(after):127.0.0.1:\(echo.port)"]))
+        kill(try XCTUnwrap(harness.supervisorPID), SIGHUP)
+        XCTAssertTrue(eventually(timeout: 10) { Net.isListening(after) && !Net.isListening(before) })
+    }
+
+    func testControlSocket_refusesAClientOfAnotherUid() throws {
+        guard getuid() == 0 else { return XCTFail("this test runs a client as nobody and needs root (CI runs as root)") }
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"]))
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        let asNobody = ["/usr/bin/setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", Env.tunnelBinary,
+                        "ls", "--runtime-dir", harness.runtimeDir]
+        // The 0700 directory keeps nobody out...
+        let blocked = runCommand(asNobody[0], Array(asNobody.dropFirst()), env: ["HOME": "/tmp"])
+        XCTAssertNotEqual(blocked.status, 0)
+        XCTAssertTrue(blocked.stderr.contains("permission denied") || blocked.stderr.contains("not yours") || blocked.stderr.contains("belongs to"), blocked.stderr)
+        // ...and with the directory opened up, the supervisor itself refuses by
+        // uid (SO_PEERCRED): a raw client speaking the protocol, run as nobody.
+        chmod(harness.runtimeDir, 0o711)
+        chmod(harness.runtimeDir + "/control.sock", 0o666)
+        let script = """
+        import socket, sys
+        s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+        try: s.sendall(b'{"v":1,"command":"down","names":["db"],"all":false}\\n')
+        except OSError: pass
+        print(s.makefile().readline())
+        """
+        let refused = runCommand("/usr/bin/setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--",
+                                                      "/usr/bin/python3", "-c", script, harness.runtimeDir + "/control.sock"])
+        chmod(harness.runtimeDir, 0o700)
+        XCTAssertTrue(refused.stdout.contains("\"ok\":false") && refused.stdout.contains("permission denied"), refused.output)
+        XCTAssertTrue(harness.supervisorLog.contains("refused a control connection from uid 65534"), harness.supervisorLog)
+        XCTAssertEqual(harness.listed("db")?.state, "up", "the refused client changed nothing")
+    }
+}
+
+/// A tiny lock-protected value for test threads.
+final class Atomic<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _value: T
+    init(_ value: T) { _value = value }
+    var value: T {
+        get { lock.lock(); defer { lock.unlock() }; return _value }
+        set { lock.lock(); _value = newValue; lock.unlock() }
+    }
+}

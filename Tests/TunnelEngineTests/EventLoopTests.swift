@@ -1,0 +1,364 @@
+import Glibc
+import Synchronization
+import XCTest
+import TunnelEngine
+import TunnelPOSIX
+
+/// A value shared between the loop thread and the test thread.
+private final class Shared<Value>: @unchecked Sendable {
+    private let lock = Mutex<Void>(())
+    private var _value: Value
+    init(_ value: Value) { _value = value }
+    var value: Value {
+        get { lock.withLock { _ in _value } }
+        set { lock.withLock { _ in _value = newValue } }
+    }
+    func mutate(_ body: (inout Value) -> Void) { lock.withLock { _ in body(&_value) } }
+}
+
+final class EventLoopTests: XCTestCase {
+    private var loop: EventLoop!
+    private var finished: XCTestExpectation!
+    private var fds: [Int32] = []
+
+    override func setUpWithError() throws {
+        loop = try EventLoop()
+        finished = expectation(description: "run() returned")
+        let loop = self.loop!, finished = self.finished!
+        startThread(name: "test-loop") {
+            loop.run()
+            finished.fulfill()
+        }
+    }
+
+    override func tearDown() {
+        if let loop {
+            loop.execute { loop.stop() }
+            wait(for: [finished], timeout: 5)
+        }
+        for fd in fds { close(fd) }
+        fds = []
+        loop = nil
+    }
+
+    /// A connected AF_UNIX stream pair; closed in tearDown after the loop stopped.
+    private func socketPair() -> (Int32, Int32) {
+        var pair: [Int32] = [-1, -1]
+        let rc = socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair)
+        XCTAssertEqual(rc, 0, "socketpair failed: errno \(errno)")
+        fds += pair
+        return (pair[0], pair[1])
+    }
+
+    private func send(_ fd: Int32, _ text: String) {
+        let bytes = Array(text.utf8)
+        XCTAssertEqual(write(fd, bytes, bytes.count), bytes.count)
+    }
+
+    /// Runs `body` on the loop thread and waits for it.
+    private func onLoop<T>(_ body: @escaping () -> T) -> T {
+        let result = Shared<T?>(nil)
+        let done = expectation(description: "ran on loop")
+        loop.execute {
+            result.value = body()
+            done.fulfill()
+        }
+        wait(for: [done], timeout: 5)
+        return result.value!
+    }
+
+    func testEventLoop_executeFromAnotherThread_runsTheTaskOnTheLoopThread() {
+        let loop = self.loop!
+        let ran = expectation(description: "task ran")
+        let onLoopThread = Shared(false)
+        XCTAssertFalse(loop.inLoopThread, "the test thread is not the loop thread")
+        loop.execute {
+            onLoopThread.value = loop.inLoopThread
+            ran.fulfill()
+        }
+        wait(for: [ran], timeout: 5)
+        XCTAssertTrue(onLoopThread.value)
+    }
+
+    func testEventLoop_manyExecutesFromSeveralThreads_allRunInSubmissionOrderPerThread() {
+        let loop = self.loop!
+        let seen = Shared<[Int: [Int]]>([:])
+        let all = expectation(description: "all tasks ran")
+        all.expectedFulfillmentCount = 4 * 250
+        for t in 0..<4 {
+            startThread(name: "submitter\(t)") {
+                for i in 0..<250 {
+                    loop.execute {
+                        seen.mutate { $0[t, default: []].append(i) }
+                        all.fulfill()
+                    }
+                }
+            }
+        }
+        wait(for: [all], timeout: 10)
+        for t in 0..<4 { XCTAssertEqual(seen.value[t], Array(0..<250)) }
+    }
+
+    func testEventLoop_scheduleAfter50ms_firesRoughlyOnTime() {
+        let loop = self.loop!
+        let fired = expectation(description: "timer fired")
+        let elapsed = Shared<Double>(-1)
+        loop.execute {
+            let start = Instant.now()
+            loop.schedule(after: 0.05) {
+                elapsed.value = Instant.now().seconds(since: start)
+                XCTAssertTrue(loop.inLoopThread)
+                fired.fulfill()
+            }
+        }
+        wait(for: [fired], timeout: 5)
+        XCTAssertGreaterThanOrEqual(elapsed.value, 0.04)
+        XCTAssertLessThanOrEqual(elapsed.value, 2.0)
+    }
+
+    func testEventLoop_timersScheduledOutOfOrder_fireInDeadlineOrder() {
+        let loop = self.loop!
+        let order = Shared<[Int]>([])
+        let fired = expectation(description: "timers fired")
+        fired.expectedFulfillmentCount = 3
+        loop.execute {
+            for (delay, tag) in [(0.12, 3), (0.02, 1), (0.07, 2)] {
+                loop.schedule(after: delay) {
+                    order.mutate { $0.append(tag) }
+                    fired.fulfill()
+                }
+            }
+        }
+        wait(for: [fired], timeout: 5)
+        XCTAssertEqual(order.value, [1, 2, 3])
+    }
+
+    func testEventLoop_cancelledTimer_neverFires() {
+        let loop = self.loop!
+        let cancelledFired = expectation(description: "cancelled timer fired")
+        cancelledFired.isInverted = true
+        let later = expectation(description: "later timer fired")
+        loop.execute {
+            let id = loop.schedule(after: 0.05) { cancelledFired.fulfill() }
+            loop.schedule(after: 0.2) { later.fulfill() }
+            loop.cancel(id)
+        }
+        wait(for: [later], timeout: 5)
+        wait(for: [cancelledFired], timeout: 0.2)
+    }
+
+    func testEventLoop_cancelNil_isHarmless() {
+        let loop = self.loop!
+        let fired = expectation(description: "timer fired")
+        loop.execute {
+            loop.cancel(nil)
+            loop.schedule(after: 0) { fired.fulfill() }
+        }
+        wait(for: [fired], timeout: 5)
+    }
+
+    func testEventLoop_registeredSocket_handlerRunsWhenReadable() {
+        let loop = self.loop!
+        let (a, b) = socketPair()
+        let received = Shared<String>("")
+        let readable = expectation(description: "handler saw readable")
+        let sawEvents = Shared<IOEvents>([])
+        _ = onLoop {
+            try! loop.register(fd: a, events: .readable) { events in
+                sawEvents.value = events
+                var buf = [UInt8](repeating: 0, count: 64)
+                let n = read(a, &buf, buf.count)
+                if n > 0 {
+                    received.mutate { $0 += String(decoding: buf[0..<n], as: UTF8.self) }
+                    readable.fulfill()
+                }
+            }
+        }
+        send(b, "ping")
+        wait(for: [readable], timeout: 5)
+        XCTAssertEqual(received.value, "ping")
+        XCTAssertTrue(sawEvents.value.contains(.readable))
+    }
+
+    func testEventLoop_registeredSocket_handlerRunsOnTheLoopThread() {
+        let loop = self.loop!
+        let (a, b) = socketPair()
+        let onLoopThread = Shared(false)
+        let called = expectation(description: "handler called")
+        _ = onLoop {
+            try! loop.register(fd: a, events: .readable) { _ in
+                var byte: UInt8 = 0
+                _ = read(a, &byte, 1)
+                onLoopThread.value = loop.inLoopThread
+                called.fulfill()
+            }
+        }
+        send(b, "x")
+        wait(for: [called], timeout: 5)
+        XCTAssertTrue(onLoopThread.value)
+    }
+
+    func testEventLoop_registerForWritable_reportsAnEmptySocketAsWritable() {
+        let loop = self.loop!
+        let (a, _) = socketPair()
+        let writable = expectation(description: "writable")
+        writable.assertForOverFulfill = false
+        let registration = Shared<EventLoop.Registration?>(nil)
+        _ = onLoop {
+            // Stored on the loop thread before the loop can report any event.
+            registration.value = try! loop.register(fd: a, events: .writable) { events in
+                if events.contains(.writable) {
+                    loop.deregister(registration.value!)
+                    writable.fulfill()
+                }
+            }
+        }
+        wait(for: [writable], timeout: 5)
+    }
+
+    func testEventLoop_setInterest_changesTheEventsReported() {
+        let loop = self.loop!
+        let (a, b) = socketPair()
+        let writable = expectation(description: "writable after adding it to the interest")
+        let readable = expectation(description: "readable after data arrived")
+        let registration = Shared<EventLoop.Registration?>(nil)
+        _ = onLoop {
+            registration.value = try! loop.register(fd: a, events: .readable) { events in
+                if events.contains(.writable) {
+                    // Back to readable only, or a writable socket would spin the loop.
+                    loop.setInterest(registration.value!, .readable)
+                    writable.fulfill()
+                }
+                if events.contains(.readable) {
+                    var buf = [UInt8](repeating: 0, count: 16)
+                    _ = read(a, &buf, buf.count)
+                    readable.fulfill()
+                }
+            }
+        }
+        let reg = registration.value!
+        XCTAssertEqual(onLoop { loop.interest(reg) }, .readable)
+        _ = onLoop { loop.setInterest(reg, [.readable, .writable]) }
+        wait(for: [writable], timeout: 5)
+        XCTAssertEqual(onLoop { loop.interest(reg) }, .readable)
+        send(b, "z")
+        wait(for: [readable], timeout: 5)
+        _ = onLoop { loop.deregister(reg) }
+        XCTAssertNil(onLoop { loop.interest(reg) })
+    }
+
+    func testEventLoop_deregisteredSocket_handlerIsNoLongerCalled() {
+        let loop = self.loop!
+        let (a, b) = socketPair()
+        let called = expectation(description: "handler called after deregister")
+        called.isInverted = true
+        _ = onLoop {
+            let reg = try! loop.register(fd: a, events: .readable) { _ in called.fulfill() }
+            loop.deregister(reg)
+            return true
+        }
+        send(b, "data that nobody should hear about")
+        // Let the loop go round a few times with the data pending.
+        let settled = expectation(description: "loop settled")
+        loop.execute { loop.schedule(after: 0.2) { settled.fulfill() } }
+        wait(for: [settled], timeout: 5)
+        wait(for: [called], timeout: 0.1)
+    }
+
+    func testEventLoop_deregisterTwice_isHarmless() {
+        let loop = self.loop!
+        let (a, b) = socketPair()
+        let second = expectation(description: "second registration called")
+        _ = onLoop {
+            let reg = try! loop.register(fd: a, events: .readable) { _ in }
+            loop.deregister(reg)
+            loop.deregister(reg)
+            // The fd can be registered again after being deregistered.
+            _ = try! loop.register(fd: a, events: .readable) { _ in
+                var buf = [UInt8](repeating: 0, count: 16)
+                _ = read(a, &buf, buf.count)
+                second.fulfill()
+            }
+            return true
+        }
+        send(b, "again")
+        wait(for: [second], timeout: 5)
+    }
+
+    func testEventLoop_registerInvalidDescriptor_throws() {
+        let loop = self.loop!
+        let threw = onLoop { () -> Bool in
+            do {
+                _ = try loop.register(fd: 987_654, events: .readable) { _ in }
+                return false
+            } catch {
+                return true
+            }
+        }
+        XCTAssertTrue(threw)
+    }
+
+    func testEventLoop_iterationHook_runsAfterEventsAndStopsAfterRemoval() {
+        let loop = self.loop!
+        let count = Shared(0)
+        let ranOnce = expectation(description: "hook ran")
+        ranOnce.assertForOverFulfill = false
+        let hookID: UInt64 = onLoop {
+            loop.addIterationHook {
+                count.mutate { $0 += 1 }
+                ranOnce.fulfill()
+            }
+        }
+        loop.execute {}
+        wait(for: [ranOnce], timeout: 5)
+        _ = onLoop { loop.removeIterationHook(hookID) }
+        let after = count.value
+        // Several more iterations: the count must not move.
+        for _ in 0..<3 { _ = onLoop { true } }
+        XCTAssertGreaterThanOrEqual(after, 1)
+        XCTAssertEqual(count.value, after)
+    }
+
+    func testEventLoop_stop_makesRunReturn() {
+        let loop = self.loop!
+        loop.execute { loop.stop() }
+        wait(for: [finished], timeout: 5)
+        XCTAssertFalse(loop.inLoopThread)
+        self.loop = nil // tearDown must not wait again
+    }
+
+    func testEventLoop_stopFromATimer_makesRunReturnAndLaterTasksWaitForTheNextRun() {
+        let loop = self.loop!
+        let ran = Shared(false)
+        loop.execute {
+            loop.schedule(after: 0.01) {
+                loop.stop()
+            }
+        }
+        wait(for: [finished], timeout: 5)
+        // After run() returned, a task queued now is not run by anyone.
+        loop.execute { ran.value = true }
+        usleep(50_000)
+        XCTAssertFalse(ran.value)
+        self.loop = nil
+    }
+
+    func testEventLoop_runAgainAfterStop_processesWorkAgain() {
+        let loop = self.loop!
+        loop.execute { loop.stop() }
+        wait(for: [finished], timeout: 5)
+
+        let pendingRan = Shared(false)
+        loop.execute { pendingRan.value = true }
+        finished = expectation(description: "second run() returned")
+        let finishedAgain = finished!
+        startThread(name: "test-loop-2") {
+            loop.run()
+            finishedAgain.fulfill()
+        }
+        let ran = expectation(description: "task on restarted loop")
+        loop.execute { ran.fulfill() }
+        wait(for: [ran], timeout: 5)
+        XCTAssertTrue(pendingRan.value, "a task queued while stopped runs once the loop runs again")
+    }
+}
