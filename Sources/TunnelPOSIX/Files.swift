@@ -30,7 +30,8 @@ public enum Files {
     /// Appends to a file, creating it with `mode`. If the file does not end in
     /// a newline and `separateLines` is set, one is added first.
     public static func append(_ text: String, to path: String, mode: mode_t = 0o600, separateLines: Bool = true) throws(SystemError) {
-        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode)
+        // Read-write: pread of the last byte needs it.
+        let fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, mode)
         guard fd >= 0 else { throw SystemError("open(\(path))", .current) }
         defer { _ = close(fd) }
         var bytes = Array(text.utf8)

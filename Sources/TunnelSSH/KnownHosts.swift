@@ -28,7 +28,8 @@ public struct KnownHosts: Sendable {
         self.path = path
         var entries: [Entry] = []
         var lineNumber = 0
-        for raw in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        // "\r\n" is one Character in Swift: split on both so CRLF files parse.
+        for raw in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             lineNumber += 1
             var fields = raw.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).map(String.init)
             guard let first = fields.first, !first.hasPrefix("#") else { continue }
@@ -39,7 +40,8 @@ public struct KnownHosts: Sendable {
                 revoked = true
                 fields.removeFirst()
             }
-            guard fields.count >= 3, let key = Base64.decode(fields[2]), !key.isEmpty else { continue }
+            // Like OpenSSH, a line whose key is not a key blob of the named type is skipped.
+            guard fields.count >= 3, let key = Base64.decode(fields[2]), Fingerprint.keyType(ofBlob: key) == fields[1] else { continue }
             entries.append(Entry(line: lineNumber, patterns: fields[0].split(separator: ",").map(String.init),
                                  keyType: fields[1], key: key, isRevoked: revoked))
         }

@@ -27,6 +27,19 @@ public struct ControlRequest: Codable, Sendable {
     public var clientVersion: String?
 
     public init(command: Command) { self.command = command }
+
+    // Absent fields take their defaults, so older or newer peers still decode.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        v = try c.decodeIfPresent(Int.self, forKey: .v) ?? 0
+        command = try c.decode(Command.self, forKey: .command)
+        names = try c.decodeIfPresent([String].self, forKey: .names) ?? []
+        all = try c.decodeIfPresent(Bool.self, forKey: .all) ?? false
+        config = try c.decodeIfPresent(String.self, forKey: .config)
+        agentSocket = try c.decodeIfPresent(String.self, forKey: .agentSocket)
+        home = try c.decodeIfPresent(String.self, forKey: .home)
+        clientVersion = try c.decodeIfPresent(String.self, forKey: .clientVersion)
+    }
 }
 
 /// The outcome for one tunnel named in a request.
@@ -85,6 +98,17 @@ public struct ControlResponse: Codable, Sendable {
     public init(ok: Bool, error: String? = nil) {
         self.ok = ok
         self.error = error
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        v = try c.decodeIfPresent(Int.self, forKey: .v) ?? 0
+        ok = try c.decodeIfPresent(Bool.self, forKey: .ok) ?? false
+        error = try c.decodeIfPresent(String.self, forKey: .error)
+        supervisorVersion = try c.decodeIfPresent(String.self, forKey: .supervisorVersion)
+        pid = try c.decodeIfPresent(Int32.self, forKey: .pid)
+        outcomes = try c.decodeIfPresent([TunnelOutcome].self, forKey: .outcomes) ?? []
+        tunnels = try c.decodeIfPresent([TunnelInfo].self, forKey: .tunnels) ?? []
     }
 }
 

@@ -76,7 +76,7 @@ final class Base64Tests: XCTestCase {
         XCTAssertNil(Base64.decode("Zm9v\0"))
     }
 
-    func testBase64_decodeSubstring_works() {
+    func testBase64_decodeOfASubstringField_decodesJustThatField() {
         let line = "ssh-ed25519 Zm9vYmFy comment"
         let field = line.split(separator: " ")[1]
         XCTAssertEqual(Base64.decode(field), Array("foobar".utf8))

@@ -1,0 +1,226 @@
+import Foundation
+import XCTest
+
+/// The supervisor's bad-input and fault table.
+final class SupervisorFaultTests: XCTestCase {
+    var server: SSHServer!
+    var harness: TunnelHarness!
+    var echo: TestServer!
+
+    override func setUpWithError() throws {
+        server = try SSHServer()
+        harness = TunnelHarness()
+        harness.trust(server)
+        echo = TestServer(.echo)
+    }
+
+    override func tearDown() {
+        harness?.stopSupervisor()
+        server?.stop()
+        echo?.stop()
+    }
+
+    private func profile(_ name: String, _ port: UInt16, extra: String = "") -> String {
+        harness.profile(name, server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"], extra: extra)
+    }
+
+    func testUpOfAnUnknownOrBrokenProfile_failsWithTheReason_andLeavesOtherTunnelsAlone() throws {
+        let good = Net.freePort()
+        harness.writeConfig(profile("good", good) + "[tunnels.broken]\nhost = \"127.0.0.1\"\nforward = \"99999:a:1\"\n")
+        XCTAssertEqual(harness.tunnel(["up", "good"]).status, 0)
+        let unknown = harness.tunnel(["up", "nosuch"])
+        XCTAssertNotEqual(unknown.status, 0)
+        XCTAssertTrue(unknown.stderr.contains("nosuch") && unknown.stderr.contains("good"), unknown.stderr)
+        let broken = harness.tunnel(["up", "broken"])
+        XCTAssertNotEqual(broken.status, 0)
+        XCTAssertTrue(broken.stderr.contains("99999") && broken.stderr.contains("tunnels.toml:"), broken.stderr)
+        XCTAssertEqual(harness.list().map(\.name), ["good"])
+        XCTAssertEqual(harness.listed("good")?.state, "up")
+    }
+
+    func testUpTwice_saysAlreadyUp_andSucceeds() {
+        harness.writeConfig(profile("db", Net.freePort()))
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        let again = harness.tunnel(["up", "db"])
+        XCTAssertEqual(again.status, 0, again.output)
+        XCTAssertTrue(again.stdout.contains("already up"), again.stdout)
+        XCTAssertEqual(harness.listed("db")?.restarts, 0)
+    }
+
+    func testTwoProfilesClaimingTheSameLocalAddress_theSecondFailsNamingBoth_theFirstKeepsRunning() throws {
+        let port = Net.freePort()
+        harness.writeConfig(profile("first", port))
+        XCTAssertEqual(harness.tunnel(["up", "first"]).status, 0)
+        // Same address from another profiles file (one file would be rejected when read).
+        let other = harness.dir + "/other.toml"
+        write(profile("second", port), to: other)
+        let second = harness.tunnel(["up", "second", "--config", other])
+        XCTAssertNotEqual(second.status, 0)
+        XCTAssertTrue(second.stderr.contains("first") && second.stderr.contains("second") && second.stderr.contains("127.0.0.1:\(port)"), second.stderr)
+        XCTAssertEqual(harness.list().map(\.name), ["first"])
+        guard let fd = Net.connect(port) else { return XCTFail("connect") }
+        defer { close(fd) }
+        XCTAssertTrue(Net.sendAll(fd, Array("x".utf8)))
+        XCTAssertEqual(Net.readExactly(fd, 1), Array("x".utf8))
+    }
+
+    func testDownOfATunnelThatIsNotUp_saysSo_andSucceeds() {
+        harness.writeConfig(profile("db", Net.freePort()))
+        let none = harness.tunnel(["down", "db"])
+        XCTAssertEqual(none.status, 0)
+        XCTAssertTrue(none.stdout.contains("not up"), none.stdout)
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        let other = harness.tunnel(["down", "nosuch"])
+        XCTAssertEqual(other.status, 0)
+        XCTAssertTrue(other.stdout.contains("nosuch: not up"), other.stdout)
+        XCTAssertEqual(harness.tunnel(["down", "db"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines), "db: down")
+        XCTAssertTrue(harness.list().isEmpty)
+    }
+
+    func testDownAll_closesEveryListener() {
+        let a = Net.freePort(), b = Net.freePort()
+        harness.writeConfig(profile("a", a) + profile("b", b))
+        XCTAssertEqual(harness.tunnel(["up", "a", "b"]).status, 0)
+        XCTAssertEqual(harness.tunnel(["down", "--all"]).status, 0)
+        XCTAssertFalse(Net.isListening(a) || Net.isListening(b))
+        XCTAssertTrue(harness.list().isEmpty)
+    }
+
+    func testUnusableRuntimeDirectory_givesAClearMessage() {
+        harness.writeConfig(profile("db", Net.freePort()))
+        write("not a directory", to: harness.dir + "/afile")
+        let underFile = harness.tunnel(["up", "db", "--runtime-dir", harness.dir + "/afile/run"])
+        XCTAssertNotEqual(underFile.status, 0)
+        XCTAssertTrue(underFile.stderr.contains("runtime directory") && underFile.stderr.contains("afile/run"), underFile.stderr)
+        let foreign = harness.dir + "/foreign"
+        mkdir(foreign, 0o700)
+        chown(foreign, 65534, 65534)
+        let notOurs = harness.tunnel(["up", "db", "--runtime-dir", foreign])
+        XCTAssertNotEqual(notOurs.status, 0)
+        XCTAssertTrue(notOurs.stderr.contains("belongs to uid 65534"), notOurs.stderr)
+    }
+
+    func testStaleSocketAndPidFileFromAKilledSupervisor_areReplaced() throws {
+        harness.writeConfig(profile("db", Net.freePort()))
+        mkdir(harness.runtimeDir, 0o700)
+        // A socket file nobody listens on, and the pid of a process that is gone.
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let path = harness.runtimeDir + "/control.sock"
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in raw.copyBytes(from: Array(path.utf8) + [0]) }
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        close(fd)
+        write("999999\n", to: harness.runtimeDir + "/supervisor.pid")
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output)
+        XCTAssertNotEqual(harness.supervisorPID, 999999)
+        XCTAssertEqual(harness.listed("db")?.state, "up")
+    }
+
+    func testSupervisorKilledWithSIGKILL_theNextUpStartsAFreshOne_andSavedTunnelsComeBack() throws {
+        let a = Net.freePort(), b = Net.freePort()
+        harness.writeConfig(profile("a", a) + profile("b", b))
+        XCTAssertEqual(harness.tunnel(["up", "a", "b"]).status, 0)
+        let old = try XCTUnwrap(harness.supervisorPID)
+        kill(old, SIGKILL)
+        XCTAssertTrue(eventually(timeout: 5) { kill(old, 0) != 0 && !Net.isListening(a) })
+        let up = harness.tunnel(["up", "a"])
+        XCTAssertEqual(up.status, 0, up.output)
+        XCTAssertNotEqual(harness.supervisorPID, old)
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.list().filter { $0.state == "up" }.map(\.name) == ["a", "b"] },
+                      "b was not restored: \(harness.supervisorLog)")
+        XCTAssertTrue(Net.isListening(b))
+    }
+
+    func testDaemonStop_thenTheNextStart_restoresTheTunnels() throws {
+        let a = Net.freePort()
+        harness.writeConfig(profile("a", a))
+        XCTAssertEqual(harness.tunnel(["up", "a"]).status, 0)
+        let stop = harness.tunnel(["daemon", "stop"])
+        XCTAssertEqual(stop.status, 0, stop.output)
+        XCTAssertFalse(Net.isListening(a))
+        XCTAssertTrue(harness.list().isEmpty, "no supervisor: ls is empty, not an error")
+        // `tunnel daemon` in the foreground (as systemd runs it) brings `a` back.
+        let daemon = try Background(Env.tunnelBinary, ["daemon"], env: harness.environment, logPath: harness.dir + "/daemon.out")
+        defer { daemon.signal(SIGTERM); _ = daemon.wait(timeout: 5) }
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.listed("a")?.state == "up" }, daemon.log)
+        XCTAssertTrue(daemon.log.contains("restoring a"), daemon.log)
+    }
+
+    func testSIGTERM_drainsWithinTwoSeconds_andASecondDaemonRefusesToStart() throws {
+        let a = Net.freePort()
+        harness.writeConfig(profile("a", a))
+        let daemon = try Background(Env.tunnelBinary, ["daemon"], env: harness.environment, logPath: harness.dir + "/daemon.out")
+        XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: self.harness.runtimeDir + "/control.sock") })
+        let second = harness.tunnel(["daemon"], timeout: 10)
+        XCTAssertNotEqual(second.status, 0)
+        XCTAssertTrue(second.stderr.contains("already running"), second.stderr)
+        XCTAssertEqual(harness.tunnel(["up", "a"]).status, 0)
+        let open = Net.connect(a)
+        XCTAssertNotNil(open)
+        let start = Date()
+        daemon.signal(SIGTERM)
+        XCTAssertEqual(daemon.wait(timeout: 5), 0, daemon.log)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 2.0)
+        XCTAssertFalse(Net.isListening(a))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: harness.runtimeDir + "/control.sock"))
+        if let open { close(open) }
+    }
+
+    func testHoldTimeout_clientsWaitingForADownLink_areClosedAfterIt() throws {
+        let port = Net.freePort()
+        harness.writeConfig(profile("db", port, extra: "hold_timeout = 2"))
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        server.stop()
+        XCTAssertTrue(eventually(timeout: 5) { self.harness.listed("db")?.state == "reconnecting" })
+        guard let fd = Net.connect(port, timeout: 10) else { return XCTFail("the listener must still accept into its queue") }
+        defer { close(fd) }
+        let start = Date()
+        let (bytes, _) = Net.readToEOF(fd)
+        let waited = Date().timeIntervalSince(start)
+        XCTAssertEqual(bytes.count, 0)
+        XCTAssertGreaterThan(waited, 1.5, "closed before hold_timeout")
+        XCTAssertLessThan(waited, 6, "held much longer than hold_timeout")
+        XCTAssertTrue(Net.isListening(port))
+    }
+
+    func testLogs_filtersByTunnel() {
+        harness.writeConfig(profile("a", Net.freePort()) + profile("b", Net.freePort()))
+        XCTAssertEqual(harness.tunnel(["up", "a", "b"]).status, 0)
+        let logs = harness.tunnel(["logs", "a"])
+        XCTAssertEqual(logs.status, 0)
+        XCTAssertTrue(logs.stdout.contains("[a]"), logs.stdout)
+        XCTAssertFalse(logs.stdout.contains("[b]"), logs.stdout)
+        XCTAssertTrue(harness.tunnel(["logs"]).stdout.contains("[b]"))
+    }
+
+    func testProtocolVersionMismatch_isNamedOnBothSides() throws {
+        harness.writeConfig(profile("a", Net.freePort()))
+        XCTAssertEqual(harness.tunnel(["up", "a"]).status, 0)
+        // A client from the future, to this supervisor:
+        let script = """
+        import socket, sys
+        s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+        s.sendall(b'{"v":99,"command":"list"}\\n')
+        print(s.makefile().readline())
+        """
+        let reply = runCommand("/usr/bin/python3", ["-c", script, harness.runtimeDir + "/control.sock"])
+        XCTAssertTrue(reply.stdout.contains("v99") && reply.stdout.contains("v1"), reply.output)
+        // A supervisor from the future, to this CLI:
+        harness.stopSupervisor()
+        let fake = """
+        import socket, sys, os
+        p = sys.argv[1]
+        s = socket.socket(socket.AF_UNIX); s.bind(p); s.listen(1)
+        c, _ = s.accept(); c.makefile().readline()
+        c.sendall(b'{"v":2,"ok":true,"supervisorVersion":"9.9.9"}\\n'); c.close()
+        """
+        let server = try Background("/usr/bin/python3", ["-c", fake, harness.runtimeDir + "/control.sock"], logPath: harness.dir + "/fake.log")
+        defer { server.stop() }
+        XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: self.harness.runtimeDir + "/control.sock") })
+        let ls = harness.tunnel(["ls"])
+        XCTAssertNotEqual(ls.status, 0)
+        XCTAssertTrue(ls.stderr.contains("v2") && ls.stderr.contains("9.9.9"), ls.stderr)
+    }
+}
