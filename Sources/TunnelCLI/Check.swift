@@ -1,14 +1,90 @@
 import ArgumentParser
+import FoundationEssentials
+import TunnelConfig
+import TunnelEngine
+import TunnelPOSIX
+import TunnelSupervisor
 
 struct Check: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Preflight a profile step by step.")
+    static let configuration = CommandConfiguration(
+        abstract: "Preflight tunnels step by step: profile, local ports, privileges, TCP reach, host key, authentication, remote targets. Changes nothing.")
+
     @OptionGroup var global: GlobalOptions
-    @Argument var names: [String] = []
-    func run() throws { throw fail("not implemented yet") }
+    @Argument(help: "Profile names.") var names: [String]
+    @Flag(name: .long, help: "Print the steps as JSON.") var json = false
+
+    struct Report: Codable {
+        let name: String
+        let ok: Bool
+        let steps: [CheckStep]
+    }
+
+    func run() throws {
+        let environment = global.environment
+        let config = try global.loadConfig()
+        // Which ports the supervisor holds, so they are not reported as foreign.
+        let supervisor = try? global.client.request(ControlRequest(command: .list), timeout: 5)
+        var reports: [Report] = []
+        for name in names {
+            var steps: [CheckStep] = []
+            let profile: Profile
+            do {
+                profile = try config.profile(named: name)
+                steps.append(CheckStep("profile", .ok, "\(profile.location) parses and validates"))
+            } catch {
+                steps.append(CheckStep("profile", .fail, error.description, fix: "run `tunnel config check` and fix the file"))
+                reports.append(Report(name: name, ok: false, steps: steps))
+                continue
+            }
+            let isUp = supervisor?.tunnels.contains { $0.name == name && $0.state == "up" } ?? false
+            let context = Preflight.Context(
+                options: Connector.Options(agentSocket: environment["SSH_AUTH_SOCK"].flatMap { $0.isEmpty ? nil : $0 }, home: homeDirectory(environment)),
+                supervisorPID: supervisor?.pid, profileIsUp: isUp)
+            steps += Preflight.run(profile, context: context)
+            reports.append(Report(name: name, ok: !steps.contains { $0.outcome == .fail }, steps: steps))
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            say(String(decoding: (try? encoder.encode(reports)) ?? Data("[]".utf8), as: UTF8.self))
+        } else {
+            for report in reports {
+                say("\(report.name):")
+                let width = report.steps.map(\.step.count).max() ?? 0
+                for step in report.steps {
+                    let mark = step.outcome == .ok ? "ok  " : step.outcome == .fail ? "FAIL" : "skip"
+                    say("  [\(mark)] \(step.step.padding(width))  \(step.detail)")
+                    if let fix = step.fix, step.outcome == .fail { say("         \(String(repeating: " ", count: width))  fix: \(fix)") }
+                }
+            }
+        }
+        if reports.contains(where: { !$0.ok }) { throw ExitCode(1) }
+    }
 }
 
 struct ConfigCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "config", abstract: "Work with the profiles file.")
+    static let configuration = CommandConfiguration(commandName: "config", abstract: "Work with the profiles file.",
+                                                    subcommands: [ConfigCheck.self])
+}
+
+struct ConfigCheck: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "check",
+        abstract: "Validate the whole profiles file: syntax, types, unknown keys, duplicates, overlapping forwards.")
+
     @OptionGroup var global: GlobalOptions
-    func run() throws { throw fail("not implemented yet") }
+
+    func run() throws {
+        let config = try global.loadConfig()
+        guard config.errors.isEmpty else {
+            for error in config.errors { writeLine(2, error.description) }
+            throw fail("\(config.errors.count) problem\(config.errors.count == 1 ? "" : "s") in \(config.path)")
+        }
+        let names = config.profileNames
+        say("\(config.path): ok, \(names.count) profile\(names.count == 1 ? "" : "s")\(names.isEmpty ? "" : ": " + names.joined(separator: ", "))")
+        for profile in config.validProfiles {
+            for spec in profile.forwards where spec.isPublic {
+                writeLine(2, "warning: \(profile.location): \(profile.name) listens on \(spec.localDescription): reachable from the network (public = true)")
+            }
+        }
+    }
 }

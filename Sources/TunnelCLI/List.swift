@@ -13,7 +13,7 @@ struct List: ParsableCommand {
         let tunnels = try global.ask(ControlRequest(command: .list))?.tunnels ?? []
         if json {
             let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             let data = (try? encoder.encode(tunnels)) ?? Data("[]".utf8)
             say(String(decoding: data, as: UTF8.self))
             return

@@ -54,6 +54,11 @@ func runBackgroundUp(names: [String], config: Config, global: GlobalOptions, tim
         let profile = try? config.profile(named: outcome.name)
         let routes = zip(profile?.forwards ?? [], outcome.local).map { "\($1) -> \($0.remoteDescription)" }.joined(separator: ", ")
         let via = profile.map { " via \($0.via)" } ?? ""
+        if outcome.result == .up || outcome.result == .alreadyUp {
+            for spec in profile?.forwards ?? [] where spec.isPublic {
+                writeLine(2, "warning: \(outcome.name): \(spec.localDescription) is not a loopback address: the service is reachable from the network; protect it with firewall rules")
+            }
+        }
         switch outcome.result {
         case .up:
             say("\(outcome.name): up: \(routes)\(via)")

@@ -229,16 +229,15 @@ public final class Connector {
             }
             let learned: String?
             do {
-                if options.readOnlyKnownHosts {
-                    // check: report what would happen without writing.
-                    let outcome = try HostKeyVerifier.verify(key, knownHosts: knownHosts, host: profile.host, port: profile.port, acceptNew: false)
-                    if case .learned(let line) = outcome { learned = line } else { learned = nil }
-                } else {
-                    let outcome = try HostKeyVerifier.verify(key, knownHosts: knownHosts, host: profile.host, port: profile.port, acceptNew: profile.hostKey == .acceptNew)
-                    if case .learned(let line) = outcome {
-                        learned = line
+                let outcome = try HostKeyVerifier.verify(key, knownHosts: knownHosts, host: profile.host, port: profile.port,
+                                                         acceptNew: profile.hostKey == .acceptNew, record: !options.readOnlyKnownHosts)
+                if case .learned(let line) = outcome {
+                    learned = line
+                    if !options.readOnlyKnownHosts {
                         logger.notice("learned host key (accept-new)", metadata: ["line": "\(line)", "file": "\(profile.knownHosts)"])
-                    } else { learned = nil }
+                    }
+                } else {
+                    learned = nil
                 }
             } catch {
                 return fail(ConnectFailure(kind: .hostKey, message: error.message, isPermanent: true))

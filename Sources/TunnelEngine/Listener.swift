@@ -16,13 +16,44 @@ public struct BindFailure: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Explains why a bind failed. Replaced by the supervisor with one that also
-/// names the process holding the port.
-public nonisolated(unsafe) var describeBindFailure: (SocketAddress, Errno) -> String = { address, errno in
-    switch errno {
-    case .addressInUse: return "local address \(address) is already in use"
-    case .accessDenied: return "binding \(address) needs root or CAP_NET_BIND_SERVICE (ports below 1024 are privileged)"
-    default: return "cannot bind \(address): \(errno)"
+/// Explains a failed bind the way an engineer would find out with
+/// `ss -tlnp` and `id`: who holds the port, or which privilege is missing.
+public enum BindDiagnosis {
+    /// `supervisorPID`: the pid of this user's tunnel supervisor, so a port it
+    /// holds is named as such.
+    public static func describe(_ address: SocketAddress, _ errno: Errno, supervisorPID: pid_t? = nil) -> String {
+        switch errno {
+        case .addressInUse:
+            return "local address \(address) is already in use" + ownerSuffix(port: address.port, supervisorPID: supervisorPID)
+        case .accessDenied:
+            return privilegeProblem(address) ?? "cannot bind \(address): \(errno)"
+        case Errno(EADDRNOTAVAIL):
+            return "cannot bind \(address): that address is not on this machine"
+        default:
+            return "cannot bind \(address): \(errno)"
+        }
+    }
+
+    /// " by pid 123 (postgres): /usr/lib/postgresql/15/bin/postgres -D ..." or a hint.
+    public static func ownerSuffix(port: UInt16, supervisorPID: pid_t?) -> String {
+        let found = PortOwners.owners(ofPort: port)
+        if found.owners.isEmpty {
+            return found.listenerExists
+                ? " by a process this user cannot see (another user's; `sudo ss -tlnp 'sport = :\(port)'` names it)"
+                : ""
+        }
+        let names = found.owners.map { owner -> String in
+            if owner.pid == getpid() || owner.pid == supervisorPID { return "this user's tunnel supervisor (pid \(owner.pid))" }
+            return owner.description
+        }
+        return " by " + names.joined(separator: "; ")
+    }
+
+    /// Why this process may not bind a privileged port, with the two fixes; nil if it may.
+    public static func privilegeProblem(_ address: SocketAddress) -> String? {
+        let start = Privileges.unprivilegedPortStart
+        guard Int(address.port) < start, address.port != 0, !Privileges.isRoot, !Privileges.hasNetBindService else { return nil }
+        return "binding \(address) needs root or CAP_NET_BIND_SERVICE (ports below \(start) are privileged), and this process (uid \(getuid())) has neither; use a local port of \(start) or more, or allow the binary: sudo setcap cap_net_bind_service=+ep \(ProcessControl.executablePath)"
     }
 }
 
@@ -62,7 +93,7 @@ final class Listener {
             self.address = try socket.localAddress()
         } catch {
             socket.close()
-            throw BindFailure(address: requested.description, errno: error.errno, message: describeBindFailure(requested, error.errno))
+            throw BindFailure(address: requested.description, errno: error.errno, message: BindDiagnosis.describe(requested, error.errno))
         }
         self.socket = socket
     }

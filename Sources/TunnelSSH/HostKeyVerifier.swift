@@ -13,7 +13,8 @@ public enum HostKeyVerifier {
         return known.filter { SSHAlgorithms.hostKeys.contains($0) } + SSHAlgorithms.hostKeys.filter { !known.contains($0) }
     }
 
-    public static func verify(_ key: HostKey, knownHosts: KnownHosts, host: String, port: UInt16, acceptNew: Bool) throws(HostKeyFailure) -> Outcome {
+    /// `record: false` (for `tunnel check`) reports what accept-new would add without writing it.
+    public static func verify(_ key: HostKey, knownHosts: KnownHosts, host: String, port: UInt16, acceptNew: Bool, record: Bool = true) throws(HostKeyFailure) -> Outcome {
         let name = KnownHosts.lookupName(host: host, port: port)
         let type = key.type.rawValue
         switch knownHosts.verify(name: name, keyType: type, key: key.blob) {
@@ -30,7 +31,7 @@ public enum HostKeyVerifier {
             guard acceptNew else {
                 throw HostKeyFailure(kind: .unknown, message: "host key for \(name) is not known (\(type) \(key.fingerprint)); refusing under host_key = \"strict\"; to trust it, add this line to \(knownHosts.path): \(line)")
             }
-            try KnownHosts.append(line: line, to: knownHosts.path)
+            if record { try KnownHosts.append(line: line, to: knownHosts.path) }
             return .learned(line: line)
         }
     }

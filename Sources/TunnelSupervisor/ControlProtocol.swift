@@ -115,7 +115,7 @@ public struct ControlResponse: Codable, Sendable {
 enum JSONLine {
     static func encode<T: Encodable>(_ value: T) -> [UInt8] {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
         return Array(data) + [UInt8(ascii: "\n")]
     }

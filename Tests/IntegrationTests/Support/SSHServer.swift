@@ -31,7 +31,9 @@ final class SSHServer {
     }
 
     private func writeConfig() {
+        // sshd keeps the first value it reads for a keyword: extras go first.
         write("""
+        \(extraConfig)
         Port \(port)
         ListenAddress 127.0.0.1
         HostKey \(hostKey)
@@ -46,7 +48,6 @@ final class SSHServer {
         MaxStartups 10000:30:10000
         MaxSessions 100
         LogLevel VERBOSE
-        \(extraConfig)
         """, to: dir + "/sshd_config")
     }
 

@@ -1,0 +1,255 @@
+import Glibc
+import Logging
+import TunnelConfig
+import TunnelPOSIX
+import TunnelSSH
+
+/// One line of `tunnel check`.
+public struct CheckStep: Sendable, Equatable, Codable {
+    public enum Outcome: String, Sendable, Codable { case ok, fail, skipped }
+    public let step: String
+    public let outcome: Outcome
+    public let detail: String
+    public let fix: String?
+
+    public init(_ step: String, _ outcome: Outcome, _ detail: String, fix: String? = nil) {
+        self.step = step
+        self.outcome = outcome
+        self.detail = detail
+        self.fix = fix
+    }
+}
+
+/// `tunnel check`: each step an engineer would run by hand (`ss -tlnp`, `id`,
+/// `nc -zv host 22`, `ssh -v`, a test connection to the target), reported as
+/// passed or failed with the reason and the fix. Changes nothing: no
+/// known_hosts write, no listener left bound.
+public enum Preflight {
+    public struct Context {
+        public var options: Connector.Options
+        /// This user's supervisor, to recognise ports it holds.
+        public var supervisorPID: pid_t?
+        /// Whether this profile is up in that supervisor right now.
+        public var profileIsUp: Bool
+        public init(options: Connector.Options, supervisorPID: pid_t?, profileIsUp: Bool) {
+            self.options = options
+            self.supervisorPID = supervisorPID
+            self.profileIsUp = profileIsUp
+        }
+    }
+
+    /// Steps 2–7 (step 1, the profile itself, is the caller's).
+    public static func run(_ profile: Profile, context: Context) -> [CheckStep] {
+        var steps = localAddressSteps(profile, context)
+        steps.append(privilegeStep(profile))
+        let reach = tcpStep(profile)
+        steps.append(reach)
+        if reach.outcome == .ok {
+            steps += sshSteps(profile, context)
+        } else {
+            for name in ["host key", "authentication"] + profile.forwards.map({ "remote \($0.remoteDescription)" }) {
+                steps.append(CheckStep(name, .skipped, "not checked: the server is not reachable"))
+            }
+        }
+        return steps
+    }
+
+    // MARK: 2. local addresses
+
+    static func localAddressSteps(_ profile: Profile, _ context: Context) -> [CheckStep] {
+        profile.forwards.map { spec in
+            let name = "local \(spec.localDescription)"
+            guard spec.localPort != 0 else { return CheckStep(name, .ok, "the kernel picks a free port when the tunnel starts") }
+            guard let address = SocketAddress(ip: spec.bind.host, port: spec.localPort) else {
+                return CheckStep(name, .fail, "\(spec.bind) is not an IP address", fix: "use an IP address, localhost or * as the bind address")
+            }
+            let found = PortOwners.owners(ofPort: spec.localPort)
+            if found.listenerExists {
+                if context.profileIsUp, let sup = context.supervisorPID, found.owners.contains(where: { $0.pid == sup }) {
+                    return CheckStep(name, .ok, "held by this tunnel's own supervisor (pid \(sup)): \(profile.name) is up")
+                }
+                let who = BindDiagnosis.ownerSuffix(port: spec.localPort, supervisorPID: context.supervisorPID)
+                return CheckStep(name, .fail, "\(address) is already in use\(who)",
+                                 fix: "stop that process, or choose another local port (or 0/auto)")
+            }
+            if BindDiagnosis.privilegeProblem(address) != nil {
+                return CheckStep(name, .ok, "nothing listens on port \(spec.localPort) (binding it is checked below)")
+            }
+            // Nothing listens; a trial bind also catches an address this machine does not have.
+            do throws(SystemError) {
+                let socket = try Socket.tcp(family: address.family)
+                defer { socket.close() }
+                try socket.setReuseAddress()
+                if address.family == AF_INET6 { try socket.setOption(Int32(IPPROTO_IPV6), IPV6_V6ONLY, 1, "IPV6_V6ONLY") }
+                try socket.bind(address)
+            } catch {
+                return CheckStep(name, .fail, BindDiagnosis.describe(address, error.errno, supervisorPID: context.supervisorPID),
+                                 fix: "choose another bind address or port")
+            }
+            return CheckStep(name, .ok, "free" + (spec.isPublic ? " (non-loopback: the service will be reachable from the network; protect it with a firewall)" : ""))
+        }
+    }
+
+    // MARK: 3. privileged ports
+
+    static func privilegeStep(_ profile: Profile) -> CheckStep {
+        let start = Privileges.unprivilegedPortStart
+        let low = profile.forwards.filter { $0.localPort != 0 && Int($0.localPort) < start }
+        guard !low.isEmpty else { return CheckStep("privileged ports", .ok, "no local port below \(start)") }
+        let ports = low.map { String($0.localPort) }.joined(separator: ", ")
+        if Privileges.isRoot { return CheckStep("privileged ports", .ok, "port \(ports) is below \(start); running as root") }
+        if Privileges.hasNetBindService { return CheckStep("privileged ports", .ok, "port \(ports) is below \(start); this process has CAP_NET_BIND_SERVICE") }
+        return CheckStep("privileged ports", .fail,
+                         "port \(ports) is below \(start): binding it needs root or CAP_NET_BIND_SERVICE, and this process (uid \(getuid())) has neither",
+                         fix: "use a local port of \(start) or more, or allow the binary: sudo setcap cap_net_bind_service=+ep \(ProcessControl.executablePath)")
+    }
+
+    // MARK: 4. TCP reachability
+
+    /// What `nc -zv -w TIMEOUT host port` tells: resolves? refused? timed out? no route?
+    static func tcpStep(_ profile: Profile) -> CheckStep {
+        let target = profile.host.contains(":") ? "[\(profile.host)]:\(profile.port)" : "\(profile.host):\(profile.port)"
+        let name = "reach \(target)"
+        let addresses: [SocketAddress]
+        do { addresses = try resolveTCP(host: profile.host, port: profile.port) } catch {
+            if error.kind == .doesNotResolve {
+                return CheckStep(name, .fail, "name does not resolve: \(profile.host) (\(error.message))", fix: "check the host name, or use its IP address")
+            }
+            return CheckStep(name, .fail, error.description, fix: "check DNS (/etc/resolv.conf)")
+        }
+        var failures: [(SocketAddress, String, String)] = []
+        let deadline = Instant.now().adding(seconds: Double(profile.connectTimeout))
+        for address in addresses {
+            let started = Instant.now()
+            do throws(SystemError) {
+                let socket = try Socket.tcp(family: address.family)
+                defer { socket.close() }
+                if case .wouldBlock = try socket.connect(address) {
+                    let left = deadline.seconds(since: Instant.now())
+                    guard left > 0, Poll.wait(fd: socket.fd, writable: true, timeout: left) else {
+                        failures.append((address, "timed out after \(profile.connectTimeout) s", "a firewall drops the packets, or the address is wrong"))
+                        continue
+                    }
+                    if let error = socket.pendingError() { throw SystemError("connect", error) }
+                }
+                let ms = Instant.now().seconds(since: started) * 1000
+                return CheckStep(name, .ok, "TCP connect to \(address) in \(format1(ms)) ms")
+            } catch {
+                switch error.errno {
+                case .connectionRefused:
+                    failures.append((address, "connection refused", "nothing listens on \(address): is sshd running on port \(profile.port)?"))
+                case .hostUnreachable, .networkUnreachable:
+                    failures.append((address, "no route to host (\(error.errno))", "check the network route to \(address.host) (VPN down?)"))
+                case .timedOut:
+                    failures.append((address, "timed out", "a firewall drops the packets, or the address is wrong"))
+                default:
+                    failures.append((address, "\(error.errno)", "check the address and the network"))
+                }
+            }
+        }
+        let detail = failures.map { "\($0.0): \($0.1)" }.joined(separator: "; ")
+        return CheckStep(name, .fail, detail, fix: failures.last?.2)
+    }
+
+    // MARK: 5–7. host key, authentication, remote targets
+
+    static func sshSteps(_ profile: Profile, _ context: Context) -> [CheckStep] {
+        guard let loop = try? EventLoop() else {
+            return [CheckStep("host key", .fail, "cannot start an event loop")]
+        }
+        var options = context.options
+        options.readOnlyKnownHosts = true
+        let logger = Logger(label: "check") { _ in SwiftLogNoOpLogHandler() }
+        let connector = Connector(loop: loop, profile: profile, options: options, logger: logger)
+        var steps: [CheckStep] = []
+        var hostKeyDone = false, authDone = false
+        connector.onProgress = { progress in
+            switch progress {
+            case .tcpConnected:
+                break
+            case .hostKeyVerified(let fingerprint, let learned):
+                hostKeyDone = true
+                if let learned {
+                    steps.append(CheckStep("host key", .ok, "\(fingerprint) is not in \(profile.knownHosts) yet; host_key = \"accept-new\" will add: \(learned)"))
+                } else {
+                    steps.append(CheckStep("host key", .ok, "\(fingerprint) matches \(profile.knownHosts)"))
+                }
+            case .authenticated(let method):
+                authDone = true
+                steps.append(CheckStep("authentication", .ok, "as \(profile.user): \(method)"))
+            }
+        }
+        var session: SSHSession?
+        // The loop is this thread's: start before running it.
+        connector.start { result in
+            switch result {
+            case .success(let connected):
+                session = connected.session
+            case .failure(let failure):
+                switch failure.kind {
+                case .hostKey:
+                    steps.append(CheckStep("host key", .fail, failure.message, fix: hostKeyFix(failure.message, profile)))
+                    steps.append(CheckStep("authentication", .skipped, "not checked: the host key was not accepted"))
+                case .authentication:
+                    steps.append(CheckStep("authentication", .fail, failure.message, fix: authFix(failure.message)))
+                default:
+                    let step = hostKeyDone ? "authentication" : "host key"
+                    steps.append(CheckStep(step, .fail, failure.message))
+                    if !hostKeyDone { steps.append(CheckStep("authentication", .skipped, "not checked")) }
+                }
+            }
+            loop.stop()
+        }
+        loop.run()
+        guard let session, authDone else {
+            for spec in profile.forwards { steps.append(CheckStep("remote \(spec.remoteDescription)", .skipped, "not checked: no SSH session")) }
+            return steps
+        }
+        for spec in profile.forwards {
+            steps.append(remoteStep(spec, session: session, loop: loop, timeout: Double(profile.connectTimeout)))
+        }
+        session.close(graceful: true)
+        return steps
+    }
+
+    /// Opens a direct-tcpip channel to the target and closes it again.
+    static func remoteStep(_ spec: ForwardSpec, session: SSHSession, loop: EventLoop, timeout: Double) -> CheckStep {
+        let name = "remote \(spec.remoteDescription)"
+        let deadline = Instant.now().adding(seconds: timeout)
+        while Instant.now() < deadline {
+            do {
+                if case .done(let channel) = try session.openDirectTCPIP(host: spec.remoteHost, port: spec.remotePort, originHost: "127.0.0.1", originPort: 0) {
+                    _ = try? channel.close()
+                    channel.free()
+                    return CheckStep(name, .ok, "the server connects to \(spec.remoteHost):\(spec.remotePort)")
+                }
+            } catch {
+                if error.message.contains("administratively prohibited") {
+                    return CheckStep(name, .fail, "forwarding prohibited by the server (\(error.message))",
+                                     fix: "the server's sshd_config has AllowTcpForwarding no, DisableForwarding yes or a PermitOpen that excludes this target; ask its admin")
+                }
+                if error.message.contains("connect failed") {
+                    return CheckStep(name, .fail, "refused by the target: the server could not connect to \(spec.remoteHost):\(spec.remotePort) (\(error.message))",
+                                     fix: "is the service running and listening on that address, as seen from the SSH server?")
+                }
+                return CheckStep(name, .fail, error.message)
+            }
+            session.transport.flush()
+            _ = Poll.wait(fd: session.transport.socket.fd, writable: false, timeout: 0.5)
+            session.transport.markReadable()
+        }
+        return CheckStep(name, .fail, "no answer from the server within \(Int(timeout)) s")
+    }
+
+    static func hostKeyFix(_ message: String, _ profile: Profile) -> String {
+        if message.contains("CHANGED") { return "if the server was reinstalled, remove the old line from \(profile.knownHosts); otherwise do not connect" }
+        if message.contains("not known") { return "add the line above to \(profile.knownHosts) after confirming the fingerprint, or set host_key = \"accept-new\"" }
+        return "check \(profile.knownHosts)"
+    }
+
+    static func authFix(_ message: String) -> String {
+        if message.contains("encrypted") { return "ssh-add the key (tunnel never asks for passphrases)" }
+        if message.contains("SHA-1") { return "use an ed25519 key: ssh-keygen -t ed25519, then add its .pub to the server's authorized_keys" }
+        return "add your public key to ~/.ssh/authorized_keys on the server, or set identity = to the right key"
+    }
+}

@@ -1,0 +1,134 @@
+import Glibc
+
+/// Who holds a TCP port, read from /proc the way `ss -tlnp` does: the
+/// listening socket's inode from /proc/net/tcp{,6}, then the process whose
+/// /proc/PID/fd links to that socket.
+public enum PortOwners {
+    public struct Owner: Equatable, Sendable, CustomStringConvertible {
+        public let pid: pid_t
+        public let name: String
+        public let commandLine: String
+        public var description: String { "pid \(pid) (\(name)): \(commandLine)" }
+    }
+
+    /// A listening socket on `port`, with the inode that identifies it.
+    struct Listening: Equatable {
+        let address: String
+        let port: UInt16
+        let inode: UInt64
+    }
+
+    /// Processes holding a listening socket on `port`. Empty when nothing
+    /// listens, or when the holder's /proc entries are not readable (another
+    /// user's process, without root): `listenerExists` tells those apart.
+    public static func owners(ofPort port: UInt16) -> (owners: [Owner], listenerExists: Bool) {
+        let sockets = listening().filter { $0.port == port }
+        guard !sockets.isEmpty else { return ([], false) }
+        let inodes = Set(sockets.map(\.inode))
+        var owners: [Owner] = []
+        for pid in processIDs() {
+            let fdDir = "/proc/\(pid)/fd"
+            guard let dir = opendir(fdDir) else { continue }
+            defer { closedir(dir) }
+            var found = false
+            while let entry = readdir(dir), !found {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+                }
+                guard name.first?.isNumber == true, let link = readLink("\(fdDir)/\(name)"),
+                      link.hasPrefix("socket:["), let inode = UInt64(link.dropFirst(8).dropLast()) else { continue }
+                if inodes.contains(inode) { found = true }
+            }
+            if found { owners.append(describe(pid)) }
+        }
+        return (owners, true)
+    }
+
+    /// The name and command line of a process.
+    public static func describe(_ pid: pid_t) -> Owner {
+        let comm = (try? Files.readText("/proc/\(pid)/comm"))??.split(separator: "\n").first.map(String.init) ?? "?"
+        let raw = (try? Files.read("/proc/\(pid)/cmdline")) ?? nil
+        let args = (raw ?? []).split(separator: 0, omittingEmptySubsequences: true).map { String(decoding: $0, as: UTF8.self) }
+        return Owner(pid: pid, name: comm, commandLine: args.isEmpty ? comm : args.joined(separator: " "))
+    }
+
+    static func listening() -> [Listening] {
+        var out: [Listening] = []
+        for (table, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+            guard let text = (try? Files.readText(table)) ?? nil else { continue }
+            for line in text.split(separator: "\n").dropFirst() {
+                let fields = line.split(separator: " ")
+                // sl local_address rem_address st ... uid timeout inode
+                guard fields.count > 9, fields[3] == "0A" else { continue }
+                let local = fields[1].split(separator: ":")
+                guard local.count == 2, let port = UInt16(local[1], radix: 16), let inode = UInt64(fields[9]) else { continue }
+                out.append(Listening(address: (v6 ? "v6:" : "") + local[0], port: port, inode: inode))
+            }
+        }
+        return out
+    }
+
+    static func processIDs() -> [pid_t] {
+        guard let dir = opendir("/proc") else { return [] }
+        defer { closedir(dir) }
+        var pids: [pid_t] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if let pid = pid_t(name) { pids.append(pid) }
+        }
+        return pids
+    }
+
+    static func readLink(_ path: String) -> String? {
+        var buf = [CChar](repeating: 0, count: 256)
+        let n = readlink(path, &buf, buf.count - 1)
+        return n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
+    }
+}
+
+/// What this process may bind.
+public enum Privileges {
+    /// Ports below this need CAP_NET_BIND_SERVICE (the sysctl, default 1024).
+    public static var unprivilegedPortStart: Int {
+        guard let text = (try? Files.readText("/proc/sys/net/ipv4/ip_unprivileged_port_start")) ?? nil,
+              let value = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { return 1024 }
+        return value
+    }
+
+    public static var isRoot: Bool { geteuid() == 0 }
+
+    /// CAP_NET_BIND_SERVICE (bit 10) in the effective set, from /proc/self/status.
+    public static var hasNetBindService: Bool {
+        guard let text = (try? Files.readText("/proc/self/status")) ?? nil else { return false }
+        for line in text.split(separator: "\n") where line.hasPrefix("CapEff:") {
+            let hex = line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces)
+            if let mask = UInt64(hex, radix: 16) { return mask & (1 << 10) != 0 }
+        }
+        return false
+    }
+
+    public static func mayBind(port: UInt16) -> Bool {
+        Int(port) >= unprivilegedPortStart || port == 0 || hasNetBindService
+    }
+}
+
+extension StringProtocol {
+    func trimmingCharacters(in set: TrimSet) -> String {
+        var s = Substring(self)
+        while let c = s.first, set.contains(c) { s.removeFirst() }
+        while let c = s.last, set.contains(c) { s.removeLast() }
+        return String(s)
+    }
+}
+
+enum TrimSet {
+    case whitespaces, whitespacesAndNewlines
+    func contains(_ c: Character) -> Bool {
+        switch self {
+        case .whitespaces: return c == " " || c == "\t"
+        case .whitespacesAndNewlines: return c == " " || c == "\t" || c == "\n" || c == "\r"
+        }
+    }
+}

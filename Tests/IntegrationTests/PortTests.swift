@@ -1,0 +1,271 @@
+import Foundation
+import XCTest
+
+/// Ports: who holds them, privileged ports, safe binds, service names, auto,
+/// overlaps, `tunnel check` and `tunnel config check`.
+final class PortTests: XCTestCase {
+    var server: SSHServer!
+    var harness: TunnelHarness!
+    var echo: TestServer!
+
+    override func setUpWithError() throws {
+        server = try SSHServer()
+        harness = TunnelHarness()
+        harness.trust(server)
+        echo = TestServer(.echo)
+    }
+
+    override func tearDown() {
+        harness?.stopSupervisor()
+        server?.stop()
+        echo?.stop()
+    }
+
+    private func config(_ forwards: [String], extra: String = "", name: String = "db") {
+        harness.writeConfig(harness.profile(name, server: server, forwards: forwards, extra: extra))
+    }
+
+    private func check(_ name: String = "db", env: [String: String] = [:]) -> (Outcome, [String: (String, String)]) {
+        let result = harness.tunnel(["check", name, "--json"], timeout: 30, env: env)
+        var steps: [String: (String, String)] = [:]
+        if let data = result.stdout.data(using: .utf8),
+           let reports = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]],
+           let list = reports.first?["steps"] as? [[String: Any]] {
+            for step in list {
+                let detail = (step["detail"] as? String ?? "") + " | fix: " + (step["fix"] as? String ?? "")
+                steps[step["step"] as? String ?? "?"] = (step["outcome"] as? String ?? "?", detail)
+            }
+        } else {
+            XCTFail("check --json printed no steps: \(result.output)")
+        }
+        return (result, steps)
+    }
+
+    func testPortHeldByAnotherProcess_theErrorAndCheckNameItsPidAndProgram() throws {
+        let port = Net.freePort()
+        let holder = try Background("/usr/bin/python3", ["-c", "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', \(port))); s.listen(); time.sleep(300)"],
+                                    logPath: harness.dir + "/holder.log")
+        defer { holder.stop() }
+        XCTAssertTrue(eventually(timeout: 5) { Net.isListening(port) })
+        config(["\(port):127.0.0.1:\(echo.port)"])
+        let fg = harness.tunnel(["up", "db", "--foreground"], timeout: 20)
+        XCTAssertNotEqual(fg.status, 0)
+        XCTAssertTrue(fg.stderr.contains("already in use") && fg.stderr.contains("pid \(holder.pid)") && fg.stderr.contains("python3"), fg.stderr)
+        let bg = harness.tunnel(["up", "db"], timeout: 20)
+        XCTAssertNotEqual(bg.status, 0)
+        XCTAssertTrue(bg.stderr.contains("pid \(holder.pid)") && bg.stderr.contains("python3"), bg.stderr)
+        let (result, steps) = check()
+        XCTAssertNotEqual(result.status, 0)
+        let local = try XCTUnwrap(steps["local 127.0.0.1:\(port)"])
+        XCTAssertEqual(local.0, "fail")
+        XCTAssertTrue(local.1.contains("pid \(holder.pid)") && local.1.contains("python3") && local.1.contains("time.sleep"), local.1)
+    }
+
+    func testPortBelow1024_asNobody_namesTheMissingPrivilegeAndBothFixes() throws {
+        guard getuid() == 0 else { return XCTFail("runs a command as nobody: needs root (CI runs as root)") }
+        let ns = try NetworkNamespace()
+        // nobody must be able to read the profile.
+        let dir = makeTempDir("nobody")
+        let path = dir + "/tunnels.toml"
+        write("[tunnels.web]\nhost = \"127.0.0.1\"\nport = \(server.port)\nforward = \"80:127.0.0.1:8080\"\nknown_hosts = \"\(dir)/kh\"\n", to: path)
+        let asNobody = ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", Env.tunnelBinary]
+        let up = ns.run("/usr/bin/setpriv", asNobody + ["up", "web", "--foreground", "--config", path], env: ["HOME": dir])
+        XCTAssertNotEqual(up.status, 0)
+        for needle in ["127.0.0.1:80", "CAP_NET_BIND_SERVICE", "1024", "setcap cap_net_bind_service=+ep"] {
+            XCTAssertTrue(up.stderr.contains(needle), "missing \(needle): \(up.stderr)")
+        }
+        let check = ns.run("/usr/bin/setpriv", asNobody + ["check", "web", "--config", path], env: ["HOME": dir])
+        XCTAssertNotEqual(check.status, 0)
+        XCTAssertTrue(check.stdout.contains("[FAIL] privileged ports") && check.stdout.contains("setcap"), check.stdout)
+        // Root may: the same profile binds.
+        let asRoot = ns.run(Env.tunnelBinary, ["check", "web", "--config", path], env: ["HOME": dir])
+        XCTAssertTrue(asRoot.stdout.contains("[ok  ] privileged ports"), asRoot.stdout)
+    }
+
+    func testWildcardBind_isRefusedWithoutPublic_andWarnedAndMarkedWithIt() throws {
+        let port = Net.freePort()
+        config(["0.0.0.0:\(port):127.0.0.1:\(echo.port)"])
+        let refused = harness.tunnel(["up", "db"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("every interface") && refused.stderr.contains("public = true"), refused.stderr)
+        XCTAssertFalse(Net.isListening(port))
+        for bind in ["[::]", "192.0.2.2"] {
+            config(["\(bind):\(port):127.0.0.1:\(echo.port)"])
+            let other = harness.tunnel(["up", "db"])
+            XCTAssertNotEqual(other.status, 0)
+            XCTAssertTrue(other.stderr.contains("public = true"), other.stderr)
+        }
+
+        config(["0.0.0.0:\(port):127.0.0.1:\(echo.port)"], extra: "public = true")
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output)
+        XCTAssertTrue(up.stderr.contains("reachable from the network"), "tunnel up warns: \(up.output)")
+        XCTAssertTrue(harness.supervisorLog.contains("reachable from the network"), harness.supervisorLog)
+        let table = harness.tunnel(["ls"]).stdout
+        XCTAssertTrue(table.contains("0.0.0.0:\(port) !") && table.contains("reachable from the network"), table)
+        let json = harness.tunnel(["ls", "--json"]).stdout
+        XCTAssertTrue(json.contains("\"public\" : true"), json)
+    }
+
+    func testCheck_tellsTheFourTCPFailuresApart() throws {
+        let ns = try NetworkNamespace()
+        let cases: [(host: String, port: UInt16, timeout: Int, expect: String)] = [
+            ("nonexistent.invalid", 22, 3, "does not resolve"),
+            ("127.0.0.1", Net.freePort(), 3, "connection refused"),
+            ("10.9.9.3", 22, 1, "timed out"),
+            ("10.9.9.2", 22, 8, "no route"),
+            ("10.255.255.1", 22, 3, "no route"),
+        ]
+        for c in cases {
+            // Name resolution needs the machine's own network; the others run in the namespace.
+            let inNamespace = c.host.hasPrefix("10.")
+            write("[tunnels.db]\nhost = \"\(c.host)\"\nport = \(c.port)\nforward = \"15432:localhost:5432\"\nconnect_timeout = \(c.timeout)\nknown_hosts = \"\(harness.knownHosts)\"\n",
+                  to: harness.configPath)
+            let result = inNamespace ? ns.run(Env.tunnelBinary, ["check", "db"], env: harness.environment, timeout: 30)
+                                     : harness.tunnel(["check", "db"], timeout: 30)
+            XCTAssertNotEqual(result.status, 0, result.output)
+            let line = result.stdout.split(separator: "\n").first { $0.contains("reach ") } ?? ""
+            XCTAssertTrue(line.contains("[FAIL]") && line.contains(c.expect), "\(c.host): expected \(c.expect): \(result.stdout)")
+            XCTAssertTrue(result.stdout.contains("[skip] host key"), result.stdout)
+        }
+    }
+
+    func testCheck_passesEveryStepForAGoodProfile_andChangesNothing() throws {
+        let port = Net.freePort()
+        config(["\(port):127.0.0.1:\(echo.port)"])
+        let knownBefore = read(harness.knownHosts)
+        let (result, steps) = check()
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertEqual(steps.count, 7)
+        XCTAssertTrue(steps.values.allSatisfy { $0.0 == "ok" }, "\(steps)")
+        XCTAssertTrue(steps["host key"]?.1.contains(server.hostKeyFingerprint) ?? false)
+        XCTAssertTrue(steps["authentication"]?.1.contains(server.userKey) ?? false)
+        XCTAssertFalse(Net.isListening(port), "check left a listener")
+        XCTAssertEqual(read(harness.knownHosts), knownBefore)
+        // accept-new with an unknown key: reported, not written.
+        write("", to: harness.knownHosts)
+        config(["\(port):127.0.0.1:\(echo.port)"], extra: "host_key = \"accept-new\"")
+        let (again, steps2) = check()
+        XCTAssertEqual(again.status, 0, again.output)
+        XCTAssertTrue(steps2["host key"]?.1.contains("will add") ?? false, "\(steps2)")
+        XCTAssertEqual(read(harness.knownHosts), "", "check must not write known_hosts")
+    }
+
+    func testCheck_hostKeyMismatch_failsWithBothFingerprints() throws {
+        let other = makeTempDir("otherkey") + "/k"
+        runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", other])
+        let pub = read(other + ".pub").split(separator: " ")
+        write("[127.0.0.1]:\(server.port) \(pub[0]) \(pub[1])\n", to: harness.knownHosts)
+        config(["\(Net.freePort()):127.0.0.1:\(echo.port)"])
+        let (result, steps) = check()
+        XCTAssertNotEqual(result.status, 0)
+        let hostKey = try XCTUnwrap(steps["host key"])
+        XCTAssertEqual(hostKey.0, "fail")
+        XCTAssertTrue(hostKey.1.contains("CHANGED") && hostKey.1.contains(server.hostKeyFingerprint), hostKey.1)
+        XCTAssertEqual(steps["authentication"]?.0, "skipped")
+    }
+
+    func testCheck_remoteTargetThatRefuses_isToldApartFromForwardingProhibited() throws {
+        let closed = Net.freePort()
+        config(["\(Net.freePort()):127.0.0.1:\(closed)", "\(Net.freePort()):127.0.0.1:\(echo.port)"])
+        let (result, steps) = check()
+        XCTAssertNotEqual(result.status, 0)
+        let refused = try XCTUnwrap(steps["remote 127.0.0.1:\(closed)"])
+        XCTAssertEqual(refused.0, "fail")
+        XCTAssertTrue(refused.1.contains("refused by the target"), refused.1)
+        XCTAssertEqual(steps["remote 127.0.0.1:\(echo.port)"]?.0, "ok")
+    }
+
+    func testServerWithAllowTcpForwardingNo_isReportedAsForwardingProhibited() throws {
+        server.stop()
+        server = try SSHServer(extraConfig: "AllowTcpForwarding no")
+        harness = TunnelHarness()
+        harness.trust(server)
+        let port = Net.freePort()
+        config(["\(port):127.0.0.1:\(echo.port)"])
+        let (result, steps) = check()
+        XCTAssertNotEqual(result.status, 0)
+        let remote = try XCTUnwrap(steps["remote 127.0.0.1:\(echo.port)"])
+        XCTAssertTrue(remote.1.contains("forwarding prohibited by the server") && remote.1.contains("AllowTcpForwarding"), remote.1)
+        // And a live tunnel closes that client at once, logging the server's reason.
+        let fg = try harness.foreground("db", waitFor: port)
+        defer { fg.signal(SIGTERM); _ = fg.wait(timeout: 5) }
+        guard let fd = Net.connect(port) else { return XCTFail("connect") }
+        XCTAssertEqual(Net.readToEOF(fd).bytes.count, 0)
+        close(fd)
+        XCTAssertTrue(eventually(timeout: 5) { fg.log.contains("administratively prohibited") }, fg.log)
+    }
+
+    func testServiceNames_resolveAndAreShownBesideThePort() throws {
+        config(["\(Net.freePort()):localhost:postgresql", "\(Net.freePort()):127.0.0.1:redis", "\(Net.freePort()):127.0.0.1:\(echo.port)"])
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        let remotes = harness.listed("db")?.forwards.map(\.remote) ?? []
+        XCTAssertEqual(remotes.prefix(2), ["localhost:5432 (postgresql)", "127.0.0.1:6379 (redis)"])
+        XCTAssertTrue(harness.tunnel(["ls"]).stdout.contains("localhost:5432 (postgresql)"))
+        config(["\(Net.freePort()):localhost:nosuchservice"])
+        let bad = harness.tunnel(["config", "check"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("nosuchservice"), bad.stderr)
+    }
+
+    func testAutoPort_theKernelPicks_upPrintsIt_lsShowsIt_andItForwards() throws {
+        config(["auto:127.0.0.1:\(echo.port)", "0:127.0.0.1:\(echo.port)"])
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output)
+        let locals = harness.listed("db")?.forwards.map(\.local) ?? []
+        XCTAssertEqual(locals.count, 2)
+        for local in locals {
+            XCTAssertTrue(up.stdout.contains(local), "tunnel up prints \(local): \(up.stdout)")
+            let port = try XCTUnwrap(UInt16(local.split(separator: ":").last!))
+            XCTAssertNotEqual(port, 0)
+            guard let fd = Net.connect(port) else { return XCTFail("connect \(local)") }
+            XCTAssertTrue(Net.sendAll(fd, Array("auto".utf8)))
+            XCTAssertEqual(Net.readExactly(fd, 4), Array("auto".utf8))
+            close(fd)
+        }
+    }
+
+    func testOverlappingForwardsAcrossTwoProfiles_areCaughtWhenReadNamingBoth() throws {
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("a", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"])
+                            + harness.profile("b", server: server, forwards: ["0.0.0.0:\(port):127.0.0.1:\(echo.port)"], extra: "public = true"))
+        let check = harness.tunnel(["config", "check"])
+        XCTAssertNotEqual(check.status, 0)
+        XCTAssertTrue(check.stderr.contains("tunnels.a") && check.stderr.contains("tunnels.b") && check.stderr.contains("overlaps"), check.stderr)
+        let upB = harness.tunnel(["up", "b"])
+        XCTAssertNotEqual(upB.status, 0)
+        XCTAssertTrue(upB.stderr.contains("overlaps") && upB.stderr.contains("tunnels.a"), upB.stderr)
+        XCTAssertFalse(Net.isListening(port), "nothing was bound")
+        XCTAssertEqual(harness.tunnel(["up", "a"]).status, 0)
+    }
+
+    func testConfigCheck_reportsThreeDifferentMistakesAtTheirLines() throws {
+        harness.writeConfig("""
+        [tunnels.db]
+        host = "10.0.1.50"
+        hots = "10.0.1.51"
+        forward = ["5433:localhost:5432"]
+
+        [tunnels.cache]
+        host = "10.0.1.52"
+        port = "twenty-two"
+        forward = "6380:localhost:6379"
+
+        [tunnels.web]
+        host = "10.0.1.53"
+        forward = ["8080:localhost:99999"]
+        """)
+        let result = harness.tunnel(["config", "check"])
+        XCTAssertNotEqual(result.status, 0)
+        let lines = result.stderr.split(separator: "\n").filter { $0.hasPrefix(harness.configPath + ":") }
+        XCTAssertEqual(lines.count, 3, result.stderr)
+        XCTAssertTrue(lines.contains { $0.hasPrefix("\(harness.configPath):3:") && $0.contains("hots") && $0.contains("did you mean \"host\"") }, result.stderr)
+        XCTAssertTrue(lines.contains { $0.hasPrefix("\(harness.configPath):8:") && $0.contains("port") }, result.stderr)
+        XCTAssertTrue(lines.contains { $0.hasPrefix("\(harness.configPath):13:") && $0.contains("99999") }, result.stderr)
+        // A good file passes and lists its profiles.
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(Net.freePort()):127.0.0.1:\(echo.port)"]))
+        let ok = harness.tunnel(["config", "check"])
+        XCTAssertEqual(ok.status, 0, ok.output)
+        XCTAssertTrue(ok.stdout.contains("ok, 1 profile: db"), ok.stdout)
+    }
+}
