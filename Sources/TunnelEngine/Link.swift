@@ -30,6 +30,8 @@ final class Link {
     private var ping: Ping = .opening
     private var livenessTimer: EventLoop.TimerID?
     private var scannedThrough: UInt64 = 0
+    /// The server shut its side down (EPOLLRDHUP).
+    private var peerHungUp = false
     private(set) var isDead = false
     let upSince = Instant.now()
 
@@ -51,9 +53,10 @@ final class Link {
             // Unacknowledged data fails the socket after the same deadline.
             try? socket.setUserTimeout(milliseconds: Int32(min(keepalive * keepaliveCount * 1000, Int(Int32.max))))
         }
-        registration = try loop.register(fd: socket.fd, events: .readable) { [unowned self] events in
+        registration = try loop.register(fd: socket.fd, events: [.readable, .readHangup]) { [unowned self] events in
             if events.contains(.writable) { self.transport.flush() }
-            if !events.intersection([.readable, .hangup, .error]).isEmpty { self.transport.markReadable() }
+            if !events.intersection([.readable, .hangup, .error, .readHangup]).isEmpty { self.transport.markReadable() }
+            if events.contains(.readHangup) { self.peerHungUp = true }
         }
         scheduleLiveness(keepalive: keepalive, count: keepaliveCount)
     }
@@ -72,6 +75,8 @@ final class Link {
         if idle >= interval && ping == .idle {
             ping = .inFlight
             stepPing()
+        } else if ping == .unavailable {
+            session.sendKeepalive()
         }
         // Next look: when the next ping falls due, or at the deadline.
         let untilPing = interval - idle.truncatingRemainder(dividingBy: interval)
@@ -99,7 +104,7 @@ final class Link {
             }
         } catch {
             logger.warning("cannot watch a local connection: \(error)")
-            finish(c, aborted: true)
+            finish(c, .failed)
             return
         }
         active[ObjectIdentifier(c)] = c
@@ -111,7 +116,7 @@ final class Link {
         let broken = !events.intersection([.hangup, .error]).isEmpty
         service(c, up: events.contains(.readable) || broken, down: events.contains(.writable) || broken)
         // A reset peer with nothing left to read or write would be reported forever.
-        if broken && c.phase == .pumping && c.wantedEvents.isEmpty { finish(c, aborted: true) }
+        if broken && c.phase == .pumping && c.wantedEvents.isEmpty { finish(c, .failed) }
     }
 
     /// Pumps one connection and brings its epoll interest up to date.
@@ -127,16 +132,26 @@ final class Link {
                 if e.isTransportFailure { return die(lost(e)) }
                 logger.info("channel failed: \(e.message)")
             }
-            finish(c, aborted: true)
+            finish(c, .failed)
             return
         }
-        if c.isDone { return finish(c, aborted: false) }
+        if c.isDone { return finish(c, .completed) }
         if c.upWait != .none { upWaiters[ObjectIdentifier(c)] = c }
         if let registration = c.registration { loop.setInterest(registration, c.wantedEvents) }
     }
 
+    enum Ending {
+        /// Both directions ended with EOF: a normal close.
+        case completed
+        /// Closed without error (stop, or the target refused before any byte).
+        case closed
+        /// Cut off mid-stream: the local socket is reset, so the client sees
+        /// an error instead of a clean but truncated stream.
+        case failed
+    }
+
     /// Ends a connection: closes the local socket and the channel.
-    func finish(_ c: Connection, aborted: Bool) {
+    func finish(_ c: Connection, _ ending: Ending) {
         guard c.phase != .finished else { return }
         c.phase = .finished
         let key = ObjectIdentifier(c)
@@ -144,9 +159,10 @@ final class Link {
         upWaiters.removeValue(forKey: key)
         if let registration = c.registration { loop.deregister(registration) }
         c.registration = nil
-        if aborted { c.up.abort(); c.down.abort() }
+        if ending != .completed { c.up.abort(); c.down.abort() }
         c.upPending.release()
         c.downPending.release()
+        if ending == .failed { c.socket.resetOnClose() }
         c.socket.close()
         if let channel = c.channel {
             // CLOSE goes out now; libssh2 may wait for the peer's CLOSE before
@@ -200,8 +216,13 @@ final class Link {
         }
         transport.flush()
         if let failure = transport.failure { return die("connection to the server lost: \(failure.errno)") }
+        // Reading the socket needs a channel to read through. Without one (no
+        // ping channel, no client) EPOLLIN would fire forever: watch only for
+        // the server hanging up until a channel exists.
+        let canDrain = pingChannel != nil || opening != nil || ping == .opening || !active.isEmpty
+        if !canDrain && peerHungUp { return die("the server closed the connection") }
         if let registration {
-            var events: IOEvents = .readable
+            var events: IOEvents = canDrain ? [.readable, .readHangup] : [.readHangup]
             if transport.pendingOutbound > 0 { events.insert(.writable) }
             loop.setInterest(registration, events)
         }
@@ -216,11 +237,11 @@ final class Link {
                 if !down { down = try channel.probeEOF() }
             } catch {
                 if error.isTransportFailure { return die(lost(error)) }
-                return finish(c, aborted: true)
+                return finish(c, .failed)
             }
         }
         if c.eofOwed {
-            do { try pump.sendEOF(c) } catch { return finish(c, aborted: true) }
+            do { try pump.sendEOF(c) } catch { return finish(c, .failed) }
         }
         // The peer closed the channel outright: nothing more can be sent.
         if c.down.isClosed && c.up.isOpen && channel.remoteClosed() {
@@ -273,7 +294,7 @@ final class Link {
                 logger.warning("channel to \(target.remoteDescription) refused: \(error.message); closing that client", metadata: ["local": "\(c.listener.address)"])
                 runtime.recordChannelFailure("\(target.remoteDescription): \(error.message)")
                 c.phase = .pumping
-                finish(c, aborted: true)
+                finish(c, .closed)
                 continue
             }
             guard case .done(let channel) = result else { return }
@@ -311,7 +332,7 @@ final class Link {
             requeue.append(c)
         }
         opening = nil
-        for c in Array(active.values) { finish(c, aborted: !graceful) }
+        for c in Array(active.values) { finish(c, graceful ? .closed : .failed) }
         pingChannel?.free()
         pingChannel = nil
         if let registration { loop.deregister(registration) }

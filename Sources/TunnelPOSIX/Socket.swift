@@ -23,6 +23,13 @@ public final class Socket: @unchecked Sendable {
 
     public func close() { descriptor.close() }
 
+    /// Makes the next close send RST instead of FIN, so the peer sees an
+    /// error rather than a clean end of stream.
+    public func resetOnClose() {
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+    }
+
     // MARK: options
 
     public func setOption(_ level: Int32, _ name: Int32, _ value: Int32, _ label: String) throws(SystemError) {

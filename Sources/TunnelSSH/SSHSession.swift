@@ -148,6 +148,15 @@ public final class SSHSession {
 
     // MARK: keepalive and channels
 
+    /// A keepalive@ global request without want-reply: keeps NAT and
+    /// firewall state alive when no ping channel is available. (With
+    /// want-reply, 1.10 queues every answer forever.)
+    public func sendKeepalive() {
+        libssh2_keepalive_config(handle, 0, 1)
+        var next: Int32 = 0
+        _ = libssh2_keepalive_send(handle, &next)
+    }
+
     /// Opens a channel; one open may be in flight per session and must be
     /// retried with the same arguments while it would block.
     func openChannel(type: String, message: [UInt8], window: UInt32, packetSize: UInt32) throws(SSHError) -> IOResult<SSHChannel> {

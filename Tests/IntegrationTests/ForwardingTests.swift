@@ -192,4 +192,31 @@ final class ForwardingTests: XCTestCase {
             foreground = nil
         }
     }
+
+    func testServerWithoutSessionChannels_stillForwards_warns_andDoesNotSpinWhenIdle() throws {
+        server.stop()
+        server = try SSHServer(extraConfig: "MaxSessions 0")
+        harness = TunnelHarness()
+        harness.trust(server)
+        let echo = TestServer(.echo)
+        defer { echo.stop() }
+        let local = Net.freePort()
+        try up(["\(local):127.0.0.1:\(echo.port)"], waitFor: local)
+        guard let fd = Net.connect(local) else { return XCTFail("connect") }
+        XCTAssertTrue(Net.sendAll(fd, Array("no session channel".utf8)))
+        XCTAssertEqual(Net.readExactly(fd, 18).map { String(decoding: $0, as: UTF8.self) }, "no session channel")
+        close(fd)
+        XCTAssertTrue(eventually(timeout: 5) { self.foreground!.log.contains("refused a session channel") }, foreground!.log)
+        // Idle with no channel at all: the loop must sleep, not spin on the socket.
+        let pid = foreground!.pid
+        func cpuTicks() -> Int {
+            let stat = read("/proc/\(pid)/stat")
+            let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
+            return (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)
+        }
+        let before = cpuTicks()
+        sleep(3)
+        XCTAssertLessThan(cpuTicks() - before, 30, "the idle tunnel used more than 0.3 s of CPU in 3 s")
+        XCTAssertTrue(foreground!.isRunning)
+    }
 }

@@ -105,6 +105,22 @@ final class SupervisorTests: XCTestCase {
         XCTAssertFalse(unbound.value, "the listener was closed during the outage")
     }
 
+    func testConnectionCutOffByALostLink_isResetNotCleanlyClosed() throws {
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"]))
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        guard let fd = Net.connect(port, timeout: 10) else { return XCTFail("connect") }
+        defer { close(fd) }
+        XCTAssertTrue(Net.sendAll(fd, Array("mid-stream".utf8)))
+        XCTAssertNotNil(Net.readExactly(fd, 10))
+        server.killSessions()
+        // A truncated stream must not look like a complete one.
+        var byte: UInt8 = 0
+        let n = recv(fd, &byte, 1, 0)
+        XCTAssertEqual(n, -1, "expected a reset, got a clean end of stream")
+        XCTAssertEqual(errno, ECONNRESET)
+    }
+
     func testHungServer_SIGSTOP_isDetectedWithinFiveSeconds_andTheTunnelRecovers() throws {
         let port = Net.freePort()
         harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"])

@@ -1,0 +1,147 @@
+"""Fan-out client for Scripts/bench.
+
+`python3 fanout_client.py --port P --connections N --size BYTES --timeout S`
+opens N connections to 127.0.0.1:P at once; each sends BYTES of random data
+(a different slice of a random pool per connection), reads BYTES back,
+compares them byte for byte and closes. Prints one JSON object on stdout:
+wall time from the first connect to the last close, failures by kind, and a
+few example errors.
+"""
+import argparse
+import asyncio
+import json
+import os
+import random
+import resource
+import sys
+import time
+
+
+class EchoCheck(asyncio.Protocol):
+    def __init__(self, expected, done):
+        self.expected = expected
+        self.size = len(expected)
+        self.got = 0
+        self.done = done
+        self.transport = None
+        self.closed = done.get_loop().create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        transport.write(self.expected)
+
+    def _finish(self, result):
+        if not self.done.done():
+            self.done.set_result(result)
+
+    def data_received(self, data):
+        if self.done.done():
+            return
+        end = self.got + len(data)
+        if end > self.size:
+            self._finish(("mismatch", f"{end - self.size} bytes more than were sent"))
+            self.transport.abort()
+            return
+        if self.expected[self.got:end] != data:
+            first = next(i for i in range(len(data)) if data[i] != self.expected[self.got + i])
+            self._finish(("mismatch", f"byte {self.got + first} differs"))
+            self.transport.abort()
+            return
+        self.got = end
+        if end == self.size:
+            self._finish(None)
+            self.transport.close()
+
+    def eof_received(self):
+        self._finish(("short", f"EOF after {self.got} of {self.size} bytes"))
+        return False
+
+    def connection_lost(self, exc):
+        self._finish(("short", f"connection lost after {self.got} of {self.size} bytes: {exc or 'closed'}"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+async def one(port, expected, deadline):
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    proto = None
+
+    def factory():
+        nonlocal proto
+        proto = EchoCheck(expected, done)
+        return proto
+
+    t0 = time.perf_counter()
+    try:
+        transport, _ = await asyncio.wait_for(
+            loop.create_connection(factory, "127.0.0.1", port), max(0.001, deadline - time.perf_counter()))
+    except asyncio.TimeoutError:
+        return ("timeout", "no connection before the deadline"), None
+    except OSError as e:
+        return ("connect", f"{type(e).__name__}: {e}"), None
+    try:
+        result = await asyncio.wait_for(asyncio.shield(done), max(0.001, deadline - time.perf_counter()))
+    except asyncio.TimeoutError:
+        got = proto.got if proto else 0
+        transport.abort()
+        return ("timeout", f"{got} of {len(expected)} bytes echoed before the deadline"), None
+    if result is None:
+        try:  # "last close": wait until the socket is really closed
+            await asyncio.wait_for(proto.closed, max(0.001, deadline - time.perf_counter()))
+        except asyncio.TimeoutError:
+            transport.abort()
+        return None, time.perf_counter() - t0
+    return result, None
+
+
+async def main(args):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    size = args.size
+    pool = os.urandom(max(16 << 20, size * 4))
+    view = memoryview(pool)
+    rnd = random.Random(os.urandom(16))
+    slices = []
+    for _ in range(args.connections):
+        off = rnd.randrange(len(pool) - size)
+        slices.append(view[off:off + size])
+    start = time.perf_counter()
+    deadline = start + args.timeout
+    results = await asyncio.gather(*(one(args.port, s, deadline) for s in slices))
+    wall = time.perf_counter() - start
+    failures = {"connect": 0, "short": 0, "mismatch": 0, "timeout": 0}
+    examples = []
+    latencies = []
+    for failure, latency in results:
+        if failure is None:
+            latencies.append(latency)
+        else:
+            failures[failure[0]] += 1
+            if len(examples) < 5:
+                examples.append(f"{failure[0]}: {failure[1]}")
+    latencies.sort()
+
+    def pct(p):
+        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))], 4) if latencies else None
+
+    print(json.dumps({
+        "connections": args.connections,
+        "bytes_each": size,
+        "ok": len(latencies),
+        "failures": sum(failures.values()),
+        "failures_by_kind": failures,
+        "examples": examples,
+        "wall_s": round(wall, 4),
+        "latency_s": {"p50": pct(0.5), "p99": pct(0.99), "max": round(latencies[-1], 4) if latencies else None},
+    }))
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--connections", type=int, default=5000)
+    p.add_argument("--size", type=int, default=65536)
+    p.add_argument("--timeout", type=float, default=120)
+    asyncio.run(main(p.parse_args()))
