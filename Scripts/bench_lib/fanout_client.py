@@ -62,7 +62,8 @@ class EchoCheck(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-async def one(port, expected, deadline):
+async def one(port, expected, start, deadline):
+    """Returns (failure or None, seconds since start when it finished)."""
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     proto = None
@@ -72,27 +73,26 @@ async def one(port, expected, deadline):
         proto = EchoCheck(expected, done)
         return proto
 
-    t0 = time.perf_counter()
     try:
         transport, _ = await asyncio.wait_for(
             loop.create_connection(factory, "127.0.0.1", port), max(0.001, deadline - time.perf_counter()))
     except asyncio.TimeoutError:
-        return ("timeout", "no connection before the deadline"), None
+        return ("timeout", "no connection before the deadline"), time.perf_counter() - start
     except OSError as e:
-        return ("connect", f"{type(e).__name__}: {e}"), None
+        return ("connect", f"{type(e).__name__}: {e}"), time.perf_counter() - start
     try:
         result = await asyncio.wait_for(asyncio.shield(done), max(0.001, deadline - time.perf_counter()))
     except asyncio.TimeoutError:
         got = proto.got if proto else 0
         transport.abort()
-        return ("timeout", f"{got} of {len(expected)} bytes echoed before the deadline"), None
+        return ("timeout", f"{got} of {len(expected)} bytes echoed before the deadline"), time.perf_counter() - start
     if result is None:
         try:  # "last close": wait until the socket is really closed
             await asyncio.wait_for(proto.closed, max(0.001, deadline - time.perf_counter()))
         except asyncio.TimeoutError:
             transport.abort()
-        return None, time.perf_counter() - t0
-    return result, None
+        return None, time.perf_counter() - start
+    return result, time.perf_counter() - start
 
 
 async def main(args):
@@ -109,22 +109,25 @@ async def main(args):
         slices.append(view[off:off + size])
     start = time.perf_counter()
     deadline = start + args.timeout
-    results = await asyncio.gather(*(one(args.port, s, deadline) for s in slices))
+    results = await asyncio.gather(*(one(args.port, s, start, deadline) for s in slices))
     wall = time.perf_counter() - start
     failures = {"connect": 0, "short": 0, "mismatch": 0, "timeout": 0}
     examples = []
     latencies = []
-    for failure, latency in results:
+    failed_at = []
+    for failure, at in results:
         if failure is None:
-            latencies.append(latency)
+            latencies.append(at)
         else:
+            failed_at.append(at)
             failures[failure[0]] += 1
             if len(examples) < 5:
                 examples.append(f"{failure[0]}: {failure[1]}")
     latencies.sort()
+    failed_at.sort()
 
-    def pct(p):
-        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))], 4) if latencies else None
+    def pct(values, p):
+        return round(values[min(len(values) - 1, int(p * len(values)))], 4) if values else None
 
     print(json.dumps({
         "connections": args.connections,
@@ -134,7 +137,8 @@ async def main(args):
         "failures_by_kind": failures,
         "examples": examples,
         "wall_s": round(wall, 4),
-        "latency_s": {"p50": pct(0.5), "p99": pct(0.99), "max": round(latencies[-1], 4) if latencies else None},
+        "done_at_s": {"p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99), "max": pct(latencies, 1.0)},
+        "failed_at_s": {"min": pct(failed_at, 0.0), "p50": pct(failed_at, 0.5), "max": pct(failed_at, 1.0)},
     }))
 
 
