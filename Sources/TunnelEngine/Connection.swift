@@ -98,8 +98,9 @@ struct Pump {
             if transport.isAboveHighWater { c.upWait = .session; return }
             let window = channel.writeWindow
             if window <= 0 { c.upWait = .window; return }
+            let wanted = min(window, scratchSize)
             let received: IOResult<Int>
-            do { received = try c.socket.recv(into: scratch, count: min(window, scratchSize)) } catch { throw .local(error) }
+            do { received = try c.socket.recv(into: scratch, count: wanted) } catch { throw .local(error) }
             guard case .done(let n) = received else { return }
             if n == 0 {
                 if c.up.sourceEnded(pendingBytes: 0) == .propagateEOF { try sendEOF(c) }
@@ -119,6 +120,9 @@ struct Pump {
                     return
                 }
             }
+            // A short read emptied the socket; level-triggered epoll reports
+            // more, so skip the recv that would only say EAGAIN.
+            if n < wanted { return }
         }
     }
 

@@ -49,6 +49,7 @@ final class Link {
 
     func start(keepalive: Int, keepaliveCount: Int) throws(SystemError) {
         let socket = transport.socket
+        transport.coalesce = true
         if keepalive > 0 {
             // Unacknowledged data fails the socket after the same deadline.
             try? socket.setUserTimeout(milliseconds: Int32(min(keepalive * keepaliveCount * 1000, Int(Int32.max))))

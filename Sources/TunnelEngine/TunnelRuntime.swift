@@ -106,7 +106,9 @@ public final class TunnelRuntime: @unchecked Sendable {
         switch state {
         case .stopped: return
         case .connecting(let connector): connector.cancel()
-        case .up(let link): _ = link.close(graceful: graceful)
+        case .up(let link):
+            // A client whose channel was still opening comes back unserved.
+            for c in link.close(graceful: graceful) { closeUnserved(c) }
         case .waiting(let timer), .failed(let timer): loop.cancel(timer)
         case .idle: break
         }

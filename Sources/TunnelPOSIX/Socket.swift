@@ -54,6 +54,13 @@ public final class Socket: @unchecked Sendable {
         try setOption(Int32(IPPROTO_TCP), TCP_KEEPCNT, max(1, count), "TCP_KEEPCNT")
     }
 
+    /// Leaves delayed-ACK mode until the next read (Linux resets it).
+    @inline(__always)
+    public func quickAck() {
+        var one: Int32 = 1
+        _ = setsockopt(fd, Int32(IPPROTO_TCP), TCP_QUICKACK, &one, socklen_t(MemoryLayout<Int32>.size))
+    }
+
     public func setUserTimeout(milliseconds: Int32) throws(SystemError) {
         try setOption(Int32(IPPROTO_TCP), TCP_USER_TIMEOUT, milliseconds, "TCP_USER_TIMEOUT")
     }

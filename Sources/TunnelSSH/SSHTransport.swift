@@ -32,6 +32,18 @@ public final class SSHTransport {
     private var mayHaveInput = true
     private var killed = false
 
+    /// ACK every segment at once. OpenSSH's sshd leaves Nagle on for
+    /// sessions without a tty: its next small packet (a channel-open
+    /// confirmation, a reply) waits for our ACK, which delayed ACK holds up
+    /// to 40 ms. That stall is most of the cost of a new connection through
+    /// `ssh -L`.
+    public var quickAck = true
+
+    /// Queue every packet and let the owner send them with one `flush()` per
+    /// event-loop pass: several channels' packets leave in one send(2), which
+    /// halves the syscalls per request/response and the server's wake-ups.
+    public var coalesce = false
+
     public static let highWater = 1 << 20
     public static let lowWater = 256 << 10
 
@@ -80,7 +92,7 @@ public final class SSHTransport {
     fileprivate func send(_ buffer: UnsafeRawPointer, _ length: Int) -> Int {
         if killed { return -Int(EPIPE) }
         if let failure { return -Int(failure.errno.rawValue) }
-        if outbound.isEmpty {
+        if outbound.isEmpty && !coalesce {
             do {
                 switch try socket.send(buffer, count: length) {
                 case .done(let n):
@@ -111,6 +123,10 @@ public final class SSHTransport {
                 } else {
                     bytesReceived &+= UInt64(n)
                     lastReceive = Instant.now()
+                    // A short read drained the socket: skip the recv that
+                    // would only say EAGAIN (epoll reports anything newer).
+                    if n < length { mayHaveInput = false }
+                    if quickAck { socket.quickAck() }
                 }
                 return n
             case .wouldBlock:
