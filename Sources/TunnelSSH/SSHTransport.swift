@@ -92,7 +92,8 @@ public final class SSHTransport {
     fileprivate func send(_ buffer: UnsafeRawPointer, _ length: Int) -> Int {
         if killed { return -Int(EPIPE) }
         if let failure { return -Int(failure.errno.rawValue) }
-        if outbound.isEmpty && !coalesce {
+        // Bulk packets go out at once (no copy); small ones wait for the pass's flush.
+        if outbound.isEmpty && (!coalesce || length >= 16 * 1024) {
             do {
                 switch try socket.send(buffer, count: length) {
                 case .done(let n):
