@@ -219,4 +219,47 @@ final class ForwardingTests: XCTestCase {
         XCTAssertLessThan(cpuTicks() - before, 30, "the idle tunnel used more than 0.3 s of CPU in 3 s")
         XCTAssertTrue(foreground!.isRunning)
     }
+
+    /// Resident memory of a process, in KiB.
+    private func rssKiB(_ pid: Int32) -> Int {
+        let status = read("/proc/\(pid)/status")
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+    }
+
+    func testSlowReader_backpressureKeepsMemoryBounded_andIdleConnectionsHoldNoBuffers() throws {
+        let echo = TestServer(.echo)
+        defer { echo.stop() }
+        let local = Net.freePort()
+        try up(["\(local):127.0.0.1:\(echo.port)"], waitFor: local)
+        let pid = foreground!.pid
+        let baseline = rssKiB(pid)
+
+        // A client that writes and never reads: the echo fills every buffer
+        // back to it, then everything must stall instead of growing.
+        guard let fd = Net.connect(local, timeout: 3) else { return XCTFail("connect") }
+        defer { close(fd) }
+        let chunk = randomBytes(1 << 20, seed: 1)
+        var sent = 0
+        while sent < 512 << 20 {
+            let ok = chunk.withUnsafeBytes { raw -> Bool in
+                let n = send(fd, raw.baseAddress, raw.count, Int32(MSG_NOSIGNAL))
+                if n > 0 { sent += n }
+                return n > 0
+            }
+            if !ok { break } // SO_SNDTIMEO: the pipeline is full
+        }
+        XCTAssertLessThan(sent, 512 << 20, "512 MiB went in without anyone reading: no backpressure")
+        let stalled = rssKiB(pid)
+        XCTAssertLessThan(stalled - baseline, 48 * 1024, "the tunnel grew by \(stalled - baseline) KiB while \(sent >> 20) MiB were stuck")
+
+        // 500 idle connections hold no buffers.
+        var idle: [Int32] = []
+        for _ in 0..<500 { if let c = Net.connect(local) { idle.append(c) } }
+        defer { idle.forEach { close($0) } }
+        XCTAssertEqual(idle.count, 500)
+        usleep(500_000)
+        let withIdle = rssKiB(pid)
+        XCTAssertLessThan(withIdle - stalled, 16 * 1024, "500 idle connections cost \(withIdle - stalled) KiB")
+    }
 }

@@ -3,23 +3,7 @@ import XCTest
 
 /// Ports: who holds them, privileged ports, safe binds, service names, auto,
 /// overlaps, `tunnel check` and `tunnel config check`.
-final class PortTests: XCTestCase {
-    var server: SSHServer!
-    var harness: TunnelHarness!
-    var echo: TestServer!
-
-    override func setUpWithError() throws {
-        server = try SSHServer()
-        harness = TunnelHarness()
-        harness.trust(server)
-        echo = TestServer(.echo)
-    }
-
-    override func tearDown() {
-        harness?.stopSupervisor()
-        server?.stop()
-        echo?.stop()
-    }
+final class PortTests: SSHTestCase {
 
     private func config(_ forwards: [String], extra: String = "", name: String = "db") {
         harness.writeConfig(harness.profile(name, server: server, forwards: forwards, extra: extra))

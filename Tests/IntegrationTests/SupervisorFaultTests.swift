@@ -2,23 +2,7 @@ import Foundation
 import XCTest
 
 /// The supervisor's bad-input and fault table.
-final class SupervisorFaultTests: XCTestCase {
-    var server: SSHServer!
-    var harness: TunnelHarness!
-    var echo: TestServer!
-
-    override func setUpWithError() throws {
-        server = try SSHServer()
-        harness = TunnelHarness()
-        harness.trust(server)
-        echo = TestServer(.echo)
-    }
-
-    override func tearDown() {
-        harness?.stopSupervisor()
-        server?.stop()
-        echo?.stop()
-    }
+final class SupervisorFaultTests: SSHTestCase {
 
     private func profile(_ name: String, _ port: UInt16, extra: String = "") -> String {
         harness.profile(name, server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"], extra: extra)

@@ -3,23 +3,7 @@ import XCTest
 
 /// The background supervisor against a real sshd: many tunnels, restarts,
 /// reload, saved state, the control socket.
-final class SupervisorTests: XCTestCase {
-    var server: SSHServer!
-    var harness: TunnelHarness!
-    var echo: TestServer!
-
-    override func setUpWithError() throws {
-        server = try SSHServer()
-        harness = TunnelHarness()
-        harness.trust(server)
-        echo = TestServer(.echo)
-    }
-
-    override func tearDown() {
-        harness?.stopSupervisor()
-        server?.stop()
-        echo?.stop()
-    }
+final class SupervisorTests: SSHTestCase {
 
     /// Sends `text` through `port` on a fresh connection and returns the echo.
     private func roundTrip(_ port: UInt16, _ text: String = "ping", timeout: Double = 20) -> String? {
@@ -69,6 +53,12 @@ final class SupervisorTests: XCTestCase {
         XCTAssertEqual(during.bytes_in, 100_000)
         close(fd)
         XCTAssertTrue(eventually(timeout: 5) { self.harness.listed("alpha")?.forwards[1].active == 0 })
+
+        // One event-loop thread per tunnel besides the supervisor's own.
+        let pid = try XCTUnwrap(harness.supervisorPID)
+        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        let names = Set(threads.map { read("/proc/\(pid)/task/\($0)/comm").trimmingCharacters(in: .whitespacesAndNewlines) })
+        XCTAssertTrue(names.contains("tunnel-alpha") && names.contains("tunnel-beta"), "threads: \(names)")
 
         let table = harness.tunnel(["ls"]).stdout
         for needle in ["NAME", "STATE", "alpha", "beta", "127.0.0.1:\(b1)", "up"] {

@@ -1,0 +1,23 @@
+import Foundation
+import XCTest
+
+/// A real sshd, a trusted profiles harness and an echo target, torn down
+/// (supervisor included) after each test.
+class SSHTestCase: XCTestCase {
+    var server: SSHServer!
+    var harness: TunnelHarness!
+    var echo: TestServer!
+
+    override func setUpWithError() throws {
+        server = try SSHServer()
+        harness = TunnelHarness()
+        harness.trust(server)
+        echo = TestServer(.echo)
+    }
+
+    override func tearDown() {
+        harness?.stopSupervisor()
+        server?.stop()
+        echo?.stop()
+    }
+}
