@@ -1,13 +1,15 @@
 /// Reconnect delays: the first retry within 1 s, doubling up to 30 s, with
 /// jitter so many tunnels to one bastion do not retry in step; reset once a
-/// link stayed up for `resetAfter` seconds.
+/// link stayed up for `resetAfter` seconds, so a link that flaps (a server
+/// that drops every session at once) is retried ever more slowly while an
+/// occasional drop is healed within a second.
 public struct Backoff: Sendable, Equatable {
     public let initial: Double
     public let cap: Double
     public let resetAfter: Double
     public private(set) var attempt = 0
 
-    public init(initial: Double = 1, cap: Double = 30, resetAfter: Double = 60) {
+    public init(initial: Double = 1, cap: Double = 30, resetAfter: Double = 10) {
         self.initial = initial
         self.cap = cap
         self.resetAfter = resetAfter

@@ -262,4 +262,61 @@ final class ForwardingTests: XCTestCase {
         let withIdle = rssKiB(pid)
         XCTAssertLessThan(withIdle - stalled, 16 * 1024, "500 idle connections cost \(withIdle - stalled) KiB")
     }
+
+    func testIPv6BindAndTarget_inBrackets_forward() throws {
+        let local = Net.freePort()
+        // Local side on ::1, remote target given as a bracketed IPv6 literal resolved by sshd.
+        let v6Echo = TestServerV6Echo()
+        defer { v6Echo.stop() }
+        try up(["[::1]:\(local):[::1]:\(v6Echo.port)"], waitFor: local)
+        let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in6()
+        addr.sin6_family = sa_family_t(AF_INET6)
+        addr.sin6_port = local.bigEndian
+        inet_pton(AF_INET6, "::1", &addr.sin6_addr)
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+        XCTAssertEqual(rc, 0, "connect to [::1]:\(local)")
+        Net.setTimeout(fd, 10)
+        XCTAssertTrue(Net.sendAll(fd, Array("over IPv6".utf8)))
+        XCTAssertEqual(Net.readExactly(fd, 9).map { String(decoding: $0, as: UTF8.self) }, "over IPv6")
+        XCTAssertTrue(foreground!.log.contains("[::1]:\(local)"), foreground!.log)
+    }
+}
+
+/// A one-connection-at-a-time IPv6 echo server on [::1].
+final class TestServerV6Echo {
+    let port: UInt16
+    private let fd: Int32
+
+    init() {
+        let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        self.fd = fd
+        var addr = sockaddr_in6()
+        addr.sin6_family = sa_family_t(AF_INET6)
+        inet_pton(AF_INET6, "::1", &addr.sin6_addr)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+        listen(fd, 16)
+        var len = socklen_t(MemoryLayout<sockaddr_in6>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        port = UInt16(bigEndian: addr.sin6_port)
+        Thread {
+            while true {
+                let c = accept(fd, nil, nil)
+                if c < 0 { return }
+                var buf = [UInt8](repeating: 0, count: 65536)
+                while true {
+                    let n = buf.withUnsafeMutableBytes { recv(c, $0.baseAddress, $0.count, 0) }
+                    if n <= 0 { break }
+                    _ = buf.withUnsafeBytes { Net.sendAll(c, UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+                }
+                close(c)
+            }
+        }.start()
+    }
+
+    func stop() {
+        shutdown(fd, Int32(SHUT_RDWR))
+        close(fd)
+    }
 }

@@ -2,11 +2,11 @@ import XCTest
 import TunnelEngine
 
 final class BackoffTests: XCTestCase {
-    func testBackoff_defaults_areOneSecondInitialThirtySecondCapSixtySecondReset() {
+    func testBackoff_defaults_areOneSecondInitialThirtySecondCapTenSecondReset() {
         let b = Backoff()
         XCTAssertEqual(b.initial, 1)
         XCTAssertEqual(b.cap, 30)
-        XCTAssertEqual(b.resetAfter, 60)
+        XCTAssertEqual(b.resetAfter, 10)
         XCTAssertEqual(b.attempt, 0)
     }
 
