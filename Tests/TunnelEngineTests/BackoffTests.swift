@@ -69,7 +69,7 @@ final class BackoffTests: XCTestCase {
     func testBackoff_linkDroppedBeforeResetAfter_keepsTheAttemptCount() {
         var b = Backoff()
         for _ in 0..<4 { _ = b.nextDelay(random: 1) }
-        b.linkDropped(afterUpFor: 59.9)
+        b.linkDropped(afterUpFor: 9.9)
         XCTAssertEqual(b.attempt, 4)
         XCTAssertEqual(b.nominalDelay, 16)
         b.linkDropped(afterUpFor: 0)
@@ -79,7 +79,7 @@ final class BackoffTests: XCTestCase {
     func testBackoff_linkDroppedAfterExactlyResetAfter_resetsToTheFirstDelay() {
         var b = Backoff()
         for _ in 0..<4 { _ = b.nextDelay(random: 1) }
-        b.linkDropped(afterUpFor: 60)
+        b.linkDropped(afterUpFor: b.resetAfter)
         XCTAssertEqual(b.attempt, 0)
         XCTAssertEqual(b.nextDelay(random: 1), 1)
     }
