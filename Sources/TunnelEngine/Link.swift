@@ -192,6 +192,7 @@ final class Link {
         if transport.peerClosed { return die("the server closed the connection") }
 
         session.reapChannels()
+        discardPingChannelData()
         stepOpens()
         if isDead { return }
         if ping == .inFlight { stepPing() }
@@ -251,6 +252,13 @@ final class Link {
         if down || c.isDone || (c.upWait == .window && channel.writeWindow > 0) {
             service(c, up: c.upWait == .window, down: down)
         }
+    }
+
+    /// The ping channel runs no command, so nothing should arrive on it; if a
+    /// server sends something anyway, drop it rather than let it queue forever.
+    private func discardPingChannelData() {
+        guard let channel = pingChannel, channel.readAvailable > 0 else { return }
+        while case .data? = try? channel.read(into: pump.scratch, capacity: pump.scratchSize) {}
     }
 
     /// Reads the session socket into libssh2's queues through any channel.

@@ -130,6 +130,31 @@ final class ForwardingTests: XCTestCase {
         XCTAssertEqual(server2.received.first.map(checksum), checksum(upload))
     }
 
+    func testServerRekeyingEveryMiB_keepsEveryByteInOrder() throws {
+        server.stop()
+        server = try SSHServer(extraConfig: "LogLevel DEBUG\nRekeyLimit 1M")
+        harness = TunnelHarness()
+        harness.trust(server)
+        let echo = TestServer(.echo)
+        defer { echo.stop() }
+        let local = Net.freePort()
+        try up(["\(local):127.0.0.1:\(echo.port)"], waitFor: local)
+        let payload = randomBytes(24 << 20, seed: 42)
+        guard let fd = Net.connect(local, timeout: 60) else { return XCTFail("connect") }
+        defer { close(fd) }
+        var echoed: [UInt8] = []
+        let reader = Thread { echoed = Net.readToEOF(fd).bytes }
+        reader.start()
+        XCTAssertTrue(Net.sendAll(fd, payload))
+        shutdown(fd, Int32(SHUT_WR))
+        XCTAssertTrue(eventually(timeout: 120) { reader.isFinished })
+        XCTAssertEqual(echoed.count, payload.count)
+        XCTAssertEqual(checksum(echoed), checksum(payload))
+        let rekeys = server.log.components(separatedBy: "SSH2_MSG_KEXINIT received").count - 1
+        XCTAssertGreaterThan(rekeys, 10, "the server did not rekey: \(server.log.suffix(2000))")
+        XCTAssertTrue(foreground!.isRunning)
+    }
+
     func testTwoForwardsInOneProfile_shareOneSessionAndBothWork() throws {
         let echo = TestServer(.echo)
         let replies = TestServer(.replyAfterEOF(reply: Array("pong".utf8)))
