@@ -61,7 +61,6 @@ final class Connection {
 
 /// Moves bytes for the connections of one link.
 struct Pump {
-    let loop: EventLoop
     let transport: SSHTransport
     let scratch: UnsafeMutableRawPointer
     let scratchSize: Int

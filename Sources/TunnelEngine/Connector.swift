@@ -70,6 +70,8 @@ public final class Connector {
     private var phase: Phase = .idle
     private var timeout: EventLoop.TimerID?
     private var tcpErrors: [String] = []
+    /// Read once per attempt, before the handshake (it orders the host-key algorithms).
+    private var knownHosts: KnownHosts?
     private var completion: ((Result<ConnectedSession, ConnectFailure>) -> Void)?
     public var onProgress: ((ConnectProgress) -> Void)?
 
@@ -200,8 +202,6 @@ public final class Connector {
             fail(ConnectFailure(kind: .network, message: "\(error)", isPermanent: false))
         }
     }
-
-    private var knownHosts: KnownHosts?
 
     private func sessionEvent(_ events: IOEvents) {
         switch phase {

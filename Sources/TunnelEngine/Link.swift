@@ -16,7 +16,6 @@ final class Link {
     }
 
     let session: SSHSession
-    let connected: ConnectedSession
     private unowned let runtime: TunnelRuntime
     private let loop: EventLoop
     private let logger: Logger
@@ -36,16 +35,14 @@ final class Link {
     let upSince = Instant.now()
 
     init(connected: ConnectedSession, runtime: TunnelRuntime, loop: EventLoop, logger: Logger, scratch: UnsafeMutableRawPointer, scratchSize: Int) {
-        self.connected = connected
         self.session = connected.session
         self.runtime = runtime
         self.loop = loop
         self.logger = logger
-        self.pump = Pump(loop: loop, transport: connected.session.transport, scratch: scratch, scratchSize: scratchSize)
+        self.pump = Pump(transport: connected.session.transport, scratch: scratch, scratchSize: scratchSize)
     }
 
     var transport: SSHTransport { session.transport }
-    var activeCount: Int { active.count }
 
     func start(keepalive: Int, keepaliveCount: Int) throws(SystemError) {
         let socket = transport.socket
@@ -301,7 +298,6 @@ final class Link {
                 // The target refused, or the server prohibits forwarding: this
                 // client is closed at once; the tunnel stays up.
                 logger.warning("channel to \(target.remoteDescription) refused: \(error.message); closing that client", metadata: ["local": "\(c.listener.address)"])
-                runtime.recordChannelFailure("\(target.remoteDescription): \(error.message)")
                 c.phase = .pumping
                 finish(c, .closed)
                 continue

@@ -227,10 +227,6 @@ public final class TunnelRuntime: @unchecked Sendable {
         startHolding()
     }
 
-    func recordChannelFailure(_ message: String) {
-        logger.debug("channel open failed: \(message)")
-    }
-
     // MARK: accepting
 
     private func setAccepting(_ on: Bool) {

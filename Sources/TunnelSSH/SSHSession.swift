@@ -213,8 +213,6 @@ public final class SSHSession {
         }
     }
 
-    public var error: SSHError { handle.lastError("libssh2") }
-
     /// Frees the channels, then the session, then closes the socket. A graceful
     /// close sends SSH_MSG_DISCONNECT first (best effort, never waits).
     public func close(graceful: Bool) {
