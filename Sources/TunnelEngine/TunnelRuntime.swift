@@ -118,8 +118,10 @@ public final class TunnelRuntime: @unchecked Sendable {
         if let hook { loop.removeIterationHook(hook) }
         hook = nil
         for c in drainQueue() { closeUnserved(c) }
+        let closed = listeners.map { $0.address.description }
         for listener in listeners { listener.close(loop: loop) }
         listeners = []
+        logger.info("down: closed \(closed.joined(separator: ", "))")
         update { status in
             status.phase = .stopped
             status.since = wallClockSeconds()

@@ -169,7 +169,7 @@ final class SupervisorFaultTests: SSHTestCase {
         XCTAssertTrue(Net.isListening(port))
     }
 
-    func testLogs_filtersByTunnel() {
+    func testLogs_filtersByTunnel() throws {
         harness.writeConfig(profile("a", Net.freePort()) + profile("b", Net.freePort()))
         XCTAssertEqual(harness.tunnel(["up", "a", "b"]).status, 0)
         let logs = harness.tunnel(["logs", "a"])
@@ -177,6 +177,13 @@ final class SupervisorFaultTests: SSHTestCase {
         XCTAssertTrue(logs.stdout.contains("[a]"), logs.stdout)
         XCTAssertFalse(logs.stdout.contains("[b]"), logs.stdout)
         XCTAssertTrue(harness.tunnel(["logs"]).stdout.contains("[b]"))
+        // -f follows new lines, still filtered.
+        let follow = try Background(Env.tunnelBinary, ["logs", "b", "-f", "--lines", "0"], env: harness.environment, logPath: harness.dir + "/follow.log")
+        defer { follow.stop() }
+        usleep(300_000)
+        XCTAssertEqual(harness.tunnel(["down", "a", "b"]).status, 0)
+        XCTAssertTrue(eventually(timeout: 5) { follow.log.contains("[b] info: down") }, follow.log)
+        XCTAssertFalse(follow.log.contains("[a]"), follow.log)
     }
 
     func testProtocolVersionMismatch_isNamedOnBothSides() throws {
