@@ -64,6 +64,7 @@ func runBackgroundUp(names: [String], config: Config, global: GlobalOptions, tim
             say("\(outcome.name): up: \(routes)\(via)")
         case .alreadyUp:
             say("\(outcome.name): already up: \(routes)\(via)")
+            if let note = outcome.message { writeLine(2, "note: \(outcome.name): \(note)") }
         case .retrying:
             writeLine(2, "tunnel: \(outcome.name): \(outcome.message ?? "not connected"); still retrying in the background (`tunnel down \(outcome.name)` to stop)")
             failed = true

@@ -232,7 +232,9 @@ public final class Supervisor {
                 continue
             }
             if let host = tunnels[name] {
-                bringUpExisting(host, gather: gather)
+                let current = try? config.profile(named: name)
+                let stale = current != nil && current != host.profile
+                bringUpExisting(host, gather: gather, note: stale ? "its profile changed since it started; `tunnel reload` applies the change" : nil)
                 continue
             }
             let profile: Profile
@@ -244,13 +246,13 @@ public final class Supervisor {
         }
     }
 
-    private func bringUpExisting(_ host: TunnelHost, gather: Gather) {
+    private func bringUpExisting(_ host: TunnelHost, gather: Gather, note: String? = nil) {
         if host.isStopping {
             return gather.add(TunnelOutcome(name: host.name, result: .failed, message: "\(host.name) is stopping; try again"))
         }
         switch host.status.phase {
         case .up:
-            gather.add(TunnelOutcome(name: host.name, result: .alreadyUp, message: "already up", local: host.status.boundAddresses))
+            gather.add(TunnelOutcome(name: host.name, result: .alreadyUp, message: note, local: host.status.boundAddresses))
         case .failed:
             // Asked again: retry now instead of waiting out the 5-minute pause.
             wait(host) { gather.add(self.outcome(host, $0)) }

@@ -29,6 +29,11 @@ final class SupervisorFaultTests: SSHTestCase {
         XCTAssertEqual(again.status, 0, again.output)
         XCTAssertTrue(again.stdout.contains("already up"), again.stdout)
         XCTAssertEqual(harness.listed("db")?.restarts, 0)
+        // A changed profile is not applied by `up`: it says so and points at reload.
+        harness.writeConfig(profile("db", Net.freePort()))
+        let changed = harness.tunnel(["up", "db"])
+        XCTAssertEqual(changed.status, 0, changed.output)
+        XCTAssertTrue(changed.stderr.contains("tunnel reload"), changed.output)
     }
 
     func testTwoProfilesClaimingTheSameLocalAddress_theSecondFailsNamingBoth_theFirstKeepsRunning() throws {
