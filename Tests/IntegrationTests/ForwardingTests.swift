@@ -40,17 +40,22 @@ final class ForwardingTests: XCTestCase {
         defer { echo.stop() }
         let local = Net.freePort()
         try up(["\(local):127.0.0.1:\(echo.port)"], waitFor: local)
-        let payload = randomBytes(64 << 20, seed: 7)
-        guard let fd = Net.connect(local, timeout: 60) else { return XCTFail("connect") }
+        assertEchoes(randomBytes(64 << 20, seed: 7), through: local)
+    }
+
+    /// Sends `payload` through `port` while reading the echo concurrently,
+    /// then half-closes; the echo must come back whole and in order.
+    private func assertEchoes(_ payload: [UInt8], through port: UInt16, file: StaticString = #filePath, line: UInt = #line) {
+        guard let fd = Net.connect(port, timeout: 60) else { return XCTFail("connect", file: file, line: line) }
         defer { close(fd) }
-        var echoed: [UInt8] = []
-        let reader = Thread { echoed = Net.readToEOF(fd).bytes }
+        let echoed = Atomic<[UInt8]>([])
+        let reader = Thread { echoed.value = Net.readToEOF(fd).bytes }
         reader.start()
-        XCTAssertTrue(Net.sendAll(fd, payload))
+        XCTAssertTrue(Net.sendAll(fd, payload), file: file, line: line)
         shutdown(fd, Int32(SHUT_WR))
-        XCTAssertTrue(eventually(timeout: 120) { reader.isFinished }, "the echo did not finish")
-        XCTAssertEqual(echoed.count, payload.count)
-        XCTAssertEqual(checksum(echoed), checksum(payload), "the echoed bytes differ")
+        XCTAssertTrue(eventually(timeout: 120) { reader.isFinished }, "the echo did not finish", file: file, line: line)
+        XCTAssertEqual(echoed.value.count, payload.count, file: file, line: line)
+        XCTAssertEqual(checksum(echoed.value), checksum(payload), "the echoed bytes differ", file: file, line: line)
     }
 
     func test200ConcurrentConnections_eachEchoesByteExact() throws {
@@ -59,8 +64,7 @@ final class ForwardingTests: XCTestCase {
         let local = Net.freePort()
         try up(["\(local):127.0.0.1:\(echo.port)"], waitFor: local)
         let count = 200
-        let lock = NSLock()
-        var failures: [String] = []
+        let failures = Atomic<[String]>([])
         let group = DispatchGroup()
         for i in 0..<count {
             group.enter()
@@ -68,24 +72,25 @@ final class ForwardingTests: XCTestCase {
                 defer { group.leave() }
                 let payload = randomBytes(256 * 1024 + i * 97, seed: UInt64(i + 1))
                 guard let fd = Net.connect(local, timeout: 60) else {
-                    lock.lock(); failures.append("\(i): connect"); lock.unlock(); return
+                    failures.mutate { $0.append("\(i): connect") }
+                    return
                 }
                 defer { close(fd) }
-                var echoed: [UInt8] = []
-                let reader = Thread { echoed = Net.readToEOF(fd).bytes }
+                let echoed = Atomic<[UInt8]>([])
+                let reader = Thread { echoed.value = Net.readToEOF(fd).bytes }
                 reader.start()
                 _ = Net.sendAll(fd, payload)
                 shutdown(fd, Int32(SHUT_WR))
                 while !reader.isFinished { usleep(5_000) }
-                if echoed != payload {
-                    lock.lock(); failures.append("\(i): got \(echoed.count) of \(payload.count) bytes"); lock.unlock()
+                if echoed.value != payload {
+                    failures.mutate { $0.append("\(i): got \(echoed.value.count) of \(payload.count) bytes") }
                 }
             }
             t.stackSize = 1 << 20
             t.start()
         }
         XCTAssertEqual(group.wait(timeout: .now() + 120), .success, "connections did not finish")
-        XCTAssertEqual(failures, [])
+        XCTAssertEqual(failures.value, [])
     }
 
     func testHalfClose_clientShutsWriteAfterRequest_stillGetsTheWholeReply() throws {
@@ -139,17 +144,7 @@ final class ForwardingTests: XCTestCase {
         defer { echo.stop() }
         let local = Net.freePort()
         try up(["\(local):127.0.0.1:\(echo.port)"], waitFor: local)
-        let payload = randomBytes(24 << 20, seed: 42)
-        guard let fd = Net.connect(local, timeout: 60) else { return XCTFail("connect") }
-        defer { close(fd) }
-        var echoed: [UInt8] = []
-        let reader = Thread { echoed = Net.readToEOF(fd).bytes }
-        reader.start()
-        XCTAssertTrue(Net.sendAll(fd, payload))
-        shutdown(fd, Int32(SHUT_WR))
-        XCTAssertTrue(eventually(timeout: 120) { reader.isFinished })
-        XCTAssertEqual(echoed.count, payload.count)
-        XCTAssertEqual(checksum(echoed), checksum(payload))
+        assertEchoes(randomBytes(24 << 20, seed: 42), through: local)
         let rekeys = server.log.components(separatedBy: "SSH2_MSG_KEXINIT received").count - 1
         XCTAssertGreaterThan(rekeys, 10, "the server did not rekey: \(server.log.suffix(2000))")
         XCTAssertTrue(foreground!.isRunning)

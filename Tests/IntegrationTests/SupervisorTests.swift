@@ -82,11 +82,11 @@ final class SupervisorTests: SSHTestCase {
 
         server.killSessions()
         // A client arriving during the outage waits and is served after recovery.
-        var reply: String?
-        let client = Thread { reply = self.roundTrip(port, "during the outage") }
+        let reply = Atomic<String?>(nil)
+        let client = Thread { reply.value = self.roundTrip(port, "during the outage") }
         client.start()
         XCTAssertTrue(eventually(timeout: 15) { client.isFinished }, "the client was not served")
-        XCTAssertEqual(reply, "during the outage")
+        XCTAssertEqual(reply.value, "during the outage")
         XCTAssertTrue(eventually(timeout: 10) { self.harness.listed("db")?.state == "up" })
         let db = try XCTUnwrap(harness.listed("db"))
         XCTAssertEqual(db.restarts, 1)
@@ -241,4 +241,5 @@ final class Atomic<T>: @unchecked Sendable {
         get { lock.lock(); defer { lock.unlock() }; return _value }
         set { lock.lock(); _value = newValue; lock.unlock() }
     }
+    func mutate(_ body: (inout T) -> Void) { lock.lock(); body(&_value); lock.unlock() }
 }
