@@ -10,6 +10,8 @@ import TunnelSupervisor
 /// first connection fails or a failure that retrying cannot fix happens later.
 func runForeground(profile: Profile, environment: [String: String]) -> Int32 {
     signal(SIGPIPE, SIG_IGN)
+    // Each client costs a descriptor: use all the hard limit allows.
+    ProcessControl.raiseFileLimit()
     let sink = LogSink(fd: 2, minimumLevel: environment["TUNNEL_DEBUG"] != nil ? .debug : .info)
     var logger = Logger(label: "tunnel") { LineLogHandler(label: $0, sink: sink) }
     logger[metadataKey: "tunnel"] = "\(profile.name)"
