@@ -23,7 +23,7 @@ let package = Package(
         // The only module that calls libssh2.
         .target(name: "TunnelSSH", dependencies: ["CLibSSH2", "TunnelPOSIX"]),
         // Profiles: TOML with source positions, forward specs, validation.
-        .target(name: "TunnelConfig"),
+        .target(name: "TunnelConfig", dependencies: ["TunnelPOSIX"]),
         // Event loop, listeners, the byte pump, one tunnel's session lifecycle.
         .target(name: "TunnelEngine", dependencies: [
             "TunnelPOSIX", "TunnelSSH", "TunnelConfig",

@@ -189,12 +189,12 @@ struct Logs: ParsableCommand {
         var partial = ""
         while true {
             usleep(200_000)
-            guard let read = try? Files.read(path), let bytes = Optional(read) else { continue }
-            if bytes.count < consumed { consumed = 0 } // rotated
-            guard bytes.count > consumed else { continue }
-            let fresh = partial + String(decoding: bytes[consumed...], as: UTF8.self)
-            consumed = bytes.count
-            var parts = fresh.split(separator: "\n", omittingEmptySubsequences: false)
+            // Read only what was appended since the last look.
+            guard let size = Files.size(path) else { continue }
+            if size < consumed { consumed = 0; partial = "" } // rotated
+            guard size > consumed, let fresh = (try? Files.read(path, from: consumed)) ?? nil else { continue }
+            consumed += fresh.count
+            var parts = (partial + String(decoding: fresh, as: UTF8.self)).split(separator: "\n", omittingEmptySubsequences: false)
             partial = String(parts.removeLast())
             for line in parts where matches(line) { say(String(line)) }
         }

@@ -1,3 +1,5 @@
+import TunnelPOSIX
+
 /// The user's tunnel profiles, read from one TOML file and validated as a whole.
 ///
 /// Reading never stops at the first problem: every error in the file is in
@@ -40,12 +42,14 @@ public struct Config: Sendable {
     /// Reads and validates the file. Only an unreadable file throws; problems in
     /// its contents are in `errors`.
     public static func load(path: String, environment: [String: String]) throws(ConfigErrors) -> Config {
-        switch System.readFile(path) {
-        case .success(let bytes):
-            return build(bytes: bytes, path: path, environment: environment)
-        case .failure(let error):
-            throw ConfigErrors([ConfigError(location: nil, message: "cannot read config file \(path): \(error)")])
+        let bytes: [UInt8]?
+        do { bytes = try Files.read(path) } catch {
+            throw ConfigErrors([ConfigError(location: nil, message: "cannot read config file \(path): \(error.errno)")])
         }
+        guard let bytes else {
+            throw ConfigErrors([ConfigError(location: nil, message: "cannot read config file \(path): \(Errno.noEntry)")])
+        }
+        return build(bytes: bytes, path: path, environment: environment)
     }
 
     /// Validates config text as if read from `path` (used in messages only).
@@ -56,7 +60,7 @@ public struct Config: Sendable {
     /// `--config PATH`, then `$TUNNEL_CONFIG`, then `$XDG_CONFIG_HOME/tunnel/tunnels.toml`,
     /// then `~/.config/tunnel/tunnels.toml`.
     public static func resolvePath(explicit: String?, environment: [String: String]) -> String {
-        let home = System.homeDirectory(environment)
+        let home = homeDirectory(environment)
         if let explicit, !explicit.isEmpty { return expandTilde(explicit, home: home) }
         if let path = environment["TUNNEL_CONFIG"], !path.isEmpty { return expandTilde(path, home: home) }
         // The XDG spec says to ignore a relative XDG_CONFIG_HOME.
@@ -71,7 +75,7 @@ public struct Config: Sendable {
     }
 
     static func build(bytes: [UInt8], path: String, environment: [String: String]) -> Config {
-        var reader = ConfigReader(path: path, home: System.homeDirectory(environment), defaultUser: System.userName(environment))
+        var reader = ConfigReader(path: path, home: homeDirectory(environment), defaultUser: System.userName(environment))
         let (table, syntaxError) = TOMLParser.parsePartially(bytes: bytes)
         if let syntaxError {
             let error = ConfigError(location: syntaxError.position.location(in: path), message: syntaxError.message)

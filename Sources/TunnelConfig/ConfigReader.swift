@@ -164,10 +164,8 @@ struct ConfigReader {
     /// Two listeners on the same port collide when their addresses overlap. The
     /// error goes on the later forward, naming the earlier one.
     private mutating func checkOverlaps(_ forwards: [LocatedForward]) {
-        for (i, later) in forwards.enumerated() where later.spec.localPort != 0 {
-            guard let earlier = forwards[..<i].first(where: {
-                $0.spec.localPort == later.spec.localPort && $0.spec.bind.overlaps(later.spec.bind)
-            }) else { continue }
+        for (i, later) in forwards.enumerated() {
+            guard let earlier = forwards[..<i].first(where: { $0.spec.collides(with: later.spec) }) else { continue }
             let message = "\(keyPath(["tunnels", later.profile, "forward"])): \(later.spec.localDescription) overlaps "
                 + "\(earlier.spec.localDescription) of \(keyPath(["tunnels", earlier.profile])) (\(earlier.location))"
             profileErrors[later.profile, default: []].append(ConfigError(location: later.location, message: message))

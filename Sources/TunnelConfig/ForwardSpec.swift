@@ -71,6 +71,12 @@ public struct ForwardSpec: Hashable, Sendable, CustomStringConvertible {
     /// The listener is reachable from other machines (the bind is not loopback).
     public var isPublic: Bool { !bind.isLoopback }
 
+    /// Whether both forwards' listeners would claim the same local address.
+    /// Kernel-picked ports (0) never collide.
+    public func collides(with other: ForwardSpec) -> Bool {
+        localPort != 0 && localPort == other.localPort && bind.overlaps(other.bind)
+    }
+
     /// "127.0.0.1:5433", "[::1]:5433", "127.0.0.1:auto".
     public var localDescription: String {
         "\(bind):\(localPort == 0 ? "auto" : String(localPort))"

@@ -1,3 +1,5 @@
+import TunnelPOSIX
+
 /// TCP service names ↔ ports: /etc/services first (as ssh resolves them), then a
 /// built-in table so common names work on systems with a sparse /etc/services.
 public enum ServiceNames {
@@ -15,7 +17,7 @@ public enum ServiceNames {
 
     /// Read once, on first use; a missing or unreadable file just means an empty table.
     static let system: ServiceTable = {
-        guard case .success(let bytes) = System.readFile("/etc/services") else { return ServiceTable() }
+        guard let bytes = try? Files.read("/etc/services") else { return ServiceTable() }
         return ServiceTable(parsingServicesFile: String(decoding: bytes, as: UTF8.self))
     }()
 

@@ -4,36 +4,8 @@ import Glibc
 import Darwin
 #endif
 
-/// Small libc wrappers; the rest of the module stays free of unsafe code.
+/// Small libc wrappers that touch no errno (file reading is TunnelPOSIX's).
 enum System {
-    /// Reads a whole file, or returns the errno text (e.g. "No such file or directory").
-    static func readFile(_ path: String) -> Result<[UInt8], SystemError> {
-        let fd = path.withCString { open($0, O_RDONLY | O_CLOEXEC) }
-        if fd < 0 { return .failure(SystemError(errno)) }
-        defer { close(fd) }
-        var data: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return .failure(SystemError(errno))
-            }
-            if n == 0 { return .success(data) }
-            data.append(contentsOf: buffer[0..<n])
-        }
-    }
-
-    /// $HOME, else the password database, else "/".
-    static func homeDirectory(_ environment: [String: String]) -> String {
-        if let home = environment["HOME"], !home.isEmpty { return home }
-        if let pw = getpwuid(getuid()), let dir = pw.pointee.pw_dir {
-            let home = String(cString: dir)
-            if !home.isEmpty { return home }
-        }
-        return "/"
-    }
-
     /// $USER, else the password database, else the numeric uid.
     static func userName(_ environment: [String: String]) -> String {
         if let user = environment["USER"], !user.isEmpty { return user }
@@ -60,14 +32,6 @@ enum System {
         let canonical = String(decoding: out.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         return (Array(address.prefix(ipv6 ? 16 : 4)), canonical)
     }
-}
-
-struct SystemError: Error, Equatable, CustomStringConvertible {
-    let code: Int32
-
-    init(_ code: Int32) { self.code = code }
-
-    var description: String { String(cString: strerror(code)) }
 }
 
 /// Expands `~` and `~/...` with the home directory; other paths are returned unchanged.

@@ -2,14 +2,15 @@ import Glibc
 
 /// Whole-file helpers for small files (profiles, known_hosts, state, pid files).
 public enum Files {
-    /// The file's bytes, or nil when it does not exist.
-    public static func read(_ path: String) throws(SystemError) -> [UInt8]? {
+    /// The file's bytes from `offset` on, or nil when it does not exist.
+    public static func read(_ path: String, from offset: Int = 0) throws(SystemError) -> [UInt8]? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             if errno == ENOENT || errno == ENOTDIR { return nil }
             throw SystemError("open(\(path))", .current)
         }
         defer { _ = close(fd) }
+        if offset > 0 && lseek(fd, off_t(offset), SEEK_SET) < 0 { throw SystemError("lseek(\(path))", .current) }
         var out: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
@@ -88,6 +89,33 @@ public enum Files {
     }
 
     public static func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }
+
+    /// Size in bytes, or nil if absent.
+    public static func size(_ path: String) -> Int? {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_size) : nil
+    }
+
+    /// A symbolic link's target, or nil.
+    public static func readLink(_ path: String) -> String? {
+        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink(path, &buf, buf.count - 1)
+        return n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
+    }
+
+    /// The names in a directory (without "." and ".."), or [] if unreadable.
+    public static func directoryEntries(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
 
     public static func remove(_ path: String) { _ = unlink(path) }
 

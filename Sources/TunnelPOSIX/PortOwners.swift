@@ -25,22 +25,14 @@ public enum PortOwners {
         let sockets = listening().filter { $0.port == port }
         guard !sockets.isEmpty else { return ([], false) }
         let inodes = Set(sockets.map(\.inode))
-        var owners: [Owner] = []
-        for pid in processIDs() {
-            let fdDir = "/proc/\(pid)/fd"
-            guard let dir = opendir(fdDir) else { continue }
-            defer { closedir(dir) }
-            var found = false
-            while let entry = readdir(dir), !found {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-                }
-                guard name.first?.isNumber == true, let link = readLink("\(fdDir)/\(name)"),
-                      link.hasPrefix("socket:["), let inode = UInt64(link.dropFirst(8).dropLast()) else { continue }
-                if inodes.contains(inode) { found = true }
+        // A process holds the port if one of its descriptors links to "socket:[INODE]".
+        let owners = processIDs().filter { pid in
+            Files.directoryEntries("/proc/\(pid)/fd").contains { fd in
+                guard let link = Files.readLink("/proc/\(pid)/fd/\(fd)"), link.hasPrefix("socket:["),
+                      let inode = UInt64(link.dropFirst(8).dropLast()) else { return false }
+                return inodes.contains(inode)
             }
-            if found { owners.append(describe(pid)) }
-        }
+        }.map(describe)
         return (owners, true)
     }
 
@@ -69,22 +61,7 @@ public enum PortOwners {
     }
 
     static func processIDs() -> [pid_t] {
-        guard let dir = opendir("/proc") else { return [] }
-        defer { closedir(dir) }
-        var pids: [pid_t] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
-            if let pid = pid_t(name) { pids.append(pid) }
-        }
-        return pids
-    }
-
-    static func readLink(_ path: String) -> String? {
-        var buf = [CChar](repeating: 0, count: 256)
-        let n = readlink(path, &buf, buf.count - 1)
-        return n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
+        Files.directoryEntries("/proc").compactMap { pid_t($0) }
     }
 }
 
@@ -93,7 +70,7 @@ public enum Privileges {
     /// Ports below this need CAP_NET_BIND_SERVICE (the sysctl, default 1024).
     public static var unprivilegedPortStart: Int {
         guard let text = (try? Files.readText("/proc/sys/net/ipv4/ip_unprivileged_port_start")) ?? nil,
-              let value = Int(text.trimmingCharacters(in: .whitespacesAndNewlines)) else { return 1024 }
+              let value = Int(text.split(whereSeparator: \.isWhitespace).first ?? "") else { return 1024 }
         return value
     }
 
@@ -103,32 +80,10 @@ public enum Privileges {
     public static var hasNetBindService: Bool {
         guard let text = (try? Files.readText("/proc/self/status")) ?? nil else { return false }
         for line in text.split(separator: "\n") where line.hasPrefix("CapEff:") {
-            let hex = line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces)
-            if let mask = UInt64(hex, radix: 16) { return mask & (1 << 10) != 0 }
+            if let hex = line.split(whereSeparator: \.isWhitespace).last, let mask = UInt64(hex, radix: 16) {
+                return mask & (1 << 10) != 0
+            }
         }
         return false
-    }
-
-    public static func mayBind(port: UInt16) -> Bool {
-        Int(port) >= unprivilegedPortStart || port == 0 || hasNetBindService
-    }
-}
-
-extension StringProtocol {
-    func trimmingCharacters(in set: TrimSet) -> String {
-        var s = Substring(self)
-        while let c = s.first, set.contains(c) { s.removeFirst() }
-        while let c = s.last, set.contains(c) { s.removeLast() }
-        return String(s)
-    }
-}
-
-enum TrimSet {
-    case whitespaces, whitespacesAndNewlines
-    func contains(_ c: Character) -> Bool {
-        switch self {
-        case .whitespaces: return c == " " || c == "\t"
-        case .whitespacesAndNewlines: return c == " " || c == "\t" || c == "\n" || c == "\r"
-        }
     }
 }

@@ -14,11 +14,7 @@ public enum ProcessControl {
     public static func signal(_ pid: pid_t, _ signo: Int32) -> Bool { kill(pid, signo) == 0 }
 
     /// The executable of the running process.
-    public static var executablePath: String {
-        var buf = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
-        return n > 0 ? String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "/proc/self/exe"
-    }
+    public static var executablePath: String { Files.readLink("/proc/self/exe") ?? "/proc/self/exe" }
 
     /// Starts `path args` in a new session (setsid), detached from the
     /// terminal, with stdin/stdout/stderr on /dev/null. Returns its pid.

@@ -105,8 +105,7 @@ public final class Supervisor {
     }
 
     private static func rotateLog(_ path: String) {
-        if let status = Files.status(path), status.isDirectory == false,
-           let bytes = try? Files.read(path), bytes.count > 10 << 20 {
+        if let size = Files.size(path), size > 10 << 20 {
             _ = rename(path, path + ".1")
         }
     }
@@ -310,11 +309,9 @@ public final class Supervisor {
     /// Another running tunnel already listening where this profile wants to.
     private func clash(with profile: Profile) -> String? {
         for (name, host) in tunnels where name != profile.name {
-            for mine in profile.forwards where mine.localPort != 0 {
-                for theirs in host.profile.forwards where theirs.localPort == mine.localPort && theirs.bind.isIPv6 == mine.bind.isIPv6 {
-                    if theirs.bind == mine.bind || theirs.bind.isWildcard || mine.bind.isWildcard {
-                        return "\(mine.localDescription) is already used by tunnel \(name) (\(theirs.localDescription)); tunnels \(name) and \(profile.name) claim the same local address"
-                    }
+            for mine in profile.forwards {
+                if let theirs = host.profile.forwards.first(where: { $0.collides(with: mine) }) {
+                    return "\(mine.localDescription) is already used by tunnel \(name) (\(theirs.localDescription)); tunnels \(name) and \(profile.name) claim the same local address"
                 }
             }
         }

@@ -2,22 +2,14 @@ import Foundation
 import XCTest
 
 /// End to end through a real sshd: bytes, half-close, concurrency, PostgreSQL.
-final class ForwardingTests: XCTestCase {
-    var server: SSHServer!
-    var harness: TunnelHarness!
+final class ForwardingTests: SSHTestCase {
     var foreground: Background?
-
-    override func setUpWithError() throws {
-        server = try SSHServer()
-        harness = TunnelHarness()
-        harness.trust(server)
-    }
 
     override func tearDown() {
         foreground?.signal(SIGTERM)
         _ = foreground?.wait(timeout: 3)
         foreground?.stop()
-        server?.stop()
+        super.tearDown()
     }
 
     private func up(_ forwards: [String], name: String = "db", extra: String = "", waitFor port: UInt16) throws {
@@ -136,10 +128,7 @@ final class ForwardingTests: XCTestCase {
     }
 
     func testServerRekeyingEveryMiB_keepsEveryByteInOrder() throws {
-        server.stop()
-        server = try SSHServer(extraConfig: "LogLevel DEBUG\nRekeyLimit 1M")
-        harness = TunnelHarness()
-        harness.trust(server)
+        try replaceServer(extraConfig: "LogLevel DEBUG\nRekeyLimit 1M")
         let echo = TestServer(.echo)
         defer { echo.stop() }
         let local = Net.freePort()
@@ -214,10 +203,7 @@ final class ForwardingTests: XCTestCase {
     }
 
     func testServerWithoutSessionChannels_stillForwards_warns_andDoesNotSpinWhenIdle() throws {
-        server.stop()
-        server = try SSHServer(extraConfig: "MaxSessions 0")
-        harness = TunnelHarness()
-        harness.trust(server)
+        try replaceServer(extraConfig: "MaxSessions 0")
         let echo = TestServer(.echo)
         defer { echo.stop() }
         let local = Net.freePort()

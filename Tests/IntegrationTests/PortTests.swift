@@ -161,10 +161,7 @@ final class PortTests: SSHTestCase {
     }
 
     func testServerWithAllowTcpForwardingNo_isReportedAsForwardingProhibited() throws {
-        server.stop()
-        server = try SSHServer(extraConfig: "AllowTcpForwarding no")
-        harness = TunnelHarness()
-        harness.trust(server)
+        try replaceServer(extraConfig: "AllowTcpForwarding no")
         let port = Net.freePort()
         config(["\(port):127.0.0.1:\(echo.port)"])
         let (result, steps) = check()

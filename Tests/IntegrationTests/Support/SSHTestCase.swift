@@ -15,6 +15,14 @@ class SSHTestCase: XCTestCase {
         echo = TestServer(.echo)
     }
 
+    /// Swaps in an sshd started with `extraConfig`, with a fresh harness trusting it.
+    func replaceServer(extraConfig: String) throws {
+        server.stop()
+        server = try SSHServer(extraConfig: extraConfig)
+        harness = TunnelHarness()
+        harness.trust(server)
+    }
+
     override func tearDown() {
         harness?.stopSupervisor()
         server?.stop()
