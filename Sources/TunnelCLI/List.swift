@@ -31,9 +31,11 @@ enum ListTable {
         var anyPublic = false
         for t in tunnels {
             let age = duration(now - (parseISO8601(t.since) ?? now))
+            // "up 1/2": with several SSH connections, how many carry clients.
+            let state = (t.sessions ?? 1) > 1 ? "\(t.state) \(t.sessions_up ?? 0)/\(t.sessions ?? 1)" : t.state
             for f in t.forwards {
                 anyPublic = anyPublic || f.public
-                rows.append([t.name, f.local + (f.public ? " !" : ""), f.remote, t.via, t.state, t.state == "up" ? age : "(\(age))",
+                rows.append([t.name, f.local + (f.public ? " !" : ""), f.remote, t.via, state, t.state == "up" ? age : "(\(age))",
                              "\(f.active)/\(f.total)", bytes(f.bytes_in), bytes(f.bytes_out), "\(t.restarts)", t.last_error ?? "-"])
             }
         }

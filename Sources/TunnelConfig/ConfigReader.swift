@@ -3,6 +3,7 @@ struct ConfigReader {
     static let tunnelKeys = [
         "host", "port", "user", "identity", "forward", "known_hosts", "host_key",
         "keepalive", "keepalive_count", "connect_timeout", "hold_timeout", "public",
+        "sessions",
     ]
     static let topLevelKeys = ["defaults", "tunnels"]
 
@@ -46,6 +47,7 @@ struct ConfigReader {
         var connectTimeout: Int?
         var holdTimeout: Int?
         var isPublic: Bool?
+        var sessions: Int?
         /// Keys that were written, valid or not: an invalid `host` is not also "missing".
         var present: Set<String> = []
     }
@@ -189,6 +191,7 @@ struct ConfigReader {
             connectTimeout: own.connectTimeout ?? defaults.connectTimeout ?? Profile.Defaults.connectTimeout,
             holdTimeout: own.holdTimeout ?? defaults.holdTimeout ?? Profile.Defaults.holdTimeout,
             isPublic: own.isPublic ?? defaults.isPublic ?? Profile.Defaults.isPublic,
+            sessions: own.sessions ?? defaults.sessions ?? Profile.Defaults.sessions,
             location: candidate.location
         )
     }
@@ -226,6 +229,8 @@ struct ConfigReader {
                 s.holdTimeout = checker.integer(in: 0...86400)
             case "public":
                 s.isPublic = checker.boolean()
+            case "sessions":
+                s.sessions = checker.integer(in: 1...Profile.Defaults.maxSessions)
             case "forward":
                 if let profile {
                     s.forwards = checker.forwards(profile: profile, profilePath: keyPath(path))

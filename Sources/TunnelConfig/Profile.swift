@@ -28,6 +28,10 @@ public struct Profile: Equatable, Sendable {
     public let holdTimeout: Int
     /// `public = true`: binding non-loopback addresses is allowed.
     public let isPublic: Bool
+    /// SSH connections the tunnel spreads its clients over (each on its own
+    /// thread), so many concurrent clients can use more than one core here
+    /// and on the server.
+    public let sessions: Int
     /// The `[tunnels.NAME]` header. Not part of `==`, so a reload that only moved
     /// a profile within the file does not count as a change.
     public let location: SourceLocation
@@ -42,6 +46,8 @@ public struct Profile: Equatable, Sendable {
         public static let connectTimeout = 10
         public static let holdTimeout = 10
         public static let isPublic = false
+        public static let sessions = 1
+        public static let maxSessions = 8
     }
 
     /// Mainly for other modules' tests; configs are read with `Config.load`.
@@ -59,6 +65,7 @@ public struct Profile: Equatable, Sendable {
         connectTimeout: Int = Defaults.connectTimeout,
         holdTimeout: Int = Defaults.holdTimeout,
         isPublic: Bool = Defaults.isPublic,
+        sessions: Int = Defaults.sessions,
         location: SourceLocation
     ) {
         self.name = name
@@ -74,6 +81,7 @@ public struct Profile: Equatable, Sendable {
         self.connectTimeout = connectTimeout
         self.holdTimeout = holdTimeout
         self.isPublic = isPublic
+        self.sessions = sessions
         self.location = location
     }
 
@@ -88,5 +96,6 @@ public struct Profile: Equatable, Sendable {
             && a.identity == b.identity && a.forwards == b.forwards && a.knownHosts == b.knownHosts
             && a.hostKey == b.hostKey && a.keepalive == b.keepalive && a.keepaliveCount == b.keepaliveCount
             && a.connectTimeout == b.connectTimeout && a.holdTimeout == b.holdTimeout && a.isPublic == b.isPublic
+            && a.sessions == b.sessions
     }
 }

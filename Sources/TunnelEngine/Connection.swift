@@ -38,6 +38,10 @@ final class Connection {
     let upPending = ByteBuffer()
     let downPending = ByteBuffer()
     var upWait: UpstreamWait = .none
+    /// When the connection last moved bytes or sent a request: the link
+    /// checks recently busy channels on every pass, the rest less often.
+    var lastBusy = Instant.now()
+    var isHot = false
     /// EOF owed to the channel but not yet sent (the session was mid-rekey).
     var eofOwed = false
 

@@ -16,7 +16,7 @@ final class Link {
     }
 
     let session: SSHSession
-    private unowned let runtime: TunnelRuntime
+    private unowned let lane: Lane
     private let loop: EventLoop
     private let logger: Logger
     private let pump: Pump
@@ -29,14 +29,23 @@ final class Link {
     private var ping: Ping = .opening
     private var livenessTimer: EventLoop.TimerID?
     private var scannedThrough: UInt64 = 0
+    /// Channels busy within `hotSeconds`: checked on every pass that brought
+    /// bytes. All channels are checked too, but a full check waits twice as
+    /// long as the previous one took, so thousands of quiet clients cost at
+    /// most a third of the loop's time and never starve a busy one.
+    private var hot: [Connection] = []
+    private var fullScanOwed = false
+    private var nextFullScan = Instant(nanoseconds: 0)
+    private var fullScanTimer: EventLoop.TimerID?
+    private static let hotSeconds = 0.5
     /// The server shut its side down (EPOLLRDHUP).
     private var peerHungUp = false
     private(set) var isDead = false
     let upSince = Instant.now()
 
-    init(connected: ConnectedSession, runtime: TunnelRuntime, loop: EventLoop, logger: Logger, scratch: UnsafeMutableRawPointer, scratchSize: Int) {
+    init(connected: ConnectedSession, lane: Lane, loop: EventLoop, logger: Logger, scratch: UnsafeMutableRawPointer, scratchSize: Int) {
         self.session = connected.session
-        self.runtime = runtime
+        self.lane = lane
         self.loop = loop
         self.logger = logger
         self.pump = Pump(transport: connected.session.transport, scratch: scratch, scratchSize: scratchSize)
@@ -106,12 +115,23 @@ final class Link {
             return
         }
         active[ObjectIdentifier(c)] = c
+        markHot(c)
         service(c, up: true, down: true)
+    }
+
+    private func markHot(_ c: Connection) {
+        c.lastBusy = Instant.now()
+        if !c.isHot {
+            c.isHot = true
+            hot.append(c)
+        }
     }
 
     private func localEvent(_ c: Connection, _ events: IOEvents) {
         guard c.phase == .pumping else { return }
         let broken = !events.intersection([.hangup, .error]).isEmpty
+        // A client that sent something probably awaits an answer.
+        if events.contains(.readable) { markHot(c) }
         service(c, up: events.contains(.readable) || broken, down: events.contains(.writable) || broken)
         // A reset peer with nothing left to read or write would be reported forever.
         if broken && c.phase == .pumping && c.wantedEvents.isEmpty { finish(c, .failed) }
@@ -170,6 +190,7 @@ final class Link {
             c.channel = nil
         }
         c.listener.stats.active.subtract(1, ordering: .relaxed)
+        lane.connectionFinished()
     }
 
     // MARK: the per-iteration pass
@@ -195,12 +216,39 @@ final class Link {
         if ping == .inFlight { stepPing() }
         if isDead { return }
 
-        // libssh2's state changes only when bytes arrive: scan then.
+        // libssh2's state changes only when bytes arrive: check channels then.
         if transport.bytesReceived != scannedThrough {
             scannedThrough = transport.bytesReceived
-            for c in Array(active.values) where c.phase == .pumping {
-                serviceIfChanged(c)
-                if isDead { return }
+            fullScanOwed = true
+        }
+        if fullScanOwed {
+            let now = Instant.now()
+            if !(now < nextFullScan) {
+                fullScanOwed = false
+                loop.cancel(fullScanTimer)
+                fullScanTimer = nil
+                for c in Array(active.values) where c.phase == .pumping {
+                    serviceIfChanged(c)
+                    if isDead { return }
+                }
+                let end = Instant.now()
+                hot.removeAll { c in
+                    let cold = c.phase != .pumping || end.seconds(since: c.lastBusy) >= Link.hotSeconds
+                    if cold { c.isHot = false }
+                    return cold
+                }
+                nextFullScan = end.adding(seconds: 2 * end.seconds(since: now))
+            } else {
+                for c in hot where c.phase == .pumping {
+                    serviceIfChanged(c)
+                    if isDead { return }
+                }
+                if fullScanTimer == nil {
+                    // Nothing else may wake the loop before the full check is due.
+                    fullScanTimer = loop.schedule(after: max(0.0001, nextFullScan.seconds(since: now))) { [weak self] in
+                        self?.fullScanTimer = nil
+                    }
+                }
             }
         }
         if !upWaiters.isEmpty && transport.isBelowLowWater {
@@ -231,13 +279,10 @@ final class Link {
         guard let channel = c.channel else { return }
         var down = false
         if c.down.isOpen && c.downPending.isEmpty {
-            do throws(SSHError) {
-                down = channel.readAvailable > 0
-                if !down { down = try channel.probeEOF() }
-            } catch {
-                if error.isTransportFailure { return die(lost(error)) }
-                return finish(c, .failed)
-            }
+            // Runs for every channel whenever bytes arrive: both tests only
+            // walk libssh2's queue of unread packets (short while clients keep
+            // up) and never touch the socket.
+            down = channel.readAvailable > 0 || channel.isAtEOF
         }
         if c.eofOwed {
             do { try pump.sendEOF(c) } catch { return finish(c, .failed) }
@@ -247,6 +292,7 @@ final class Link {
             c.up.abort()
         }
         if down || c.isDone || (c.upWait == .window && channel.writeWindow > 0) {
+            markHot(c)
             service(c, up: c.upWait == .window, down: down)
         }
     }
@@ -285,7 +331,7 @@ final class Link {
                 }
                 continue
             }
-            guard let c = opening ?? runtime.nextConnectionForChannel() else { return }
+            guard let c = opening ?? lane.nextConnectionForChannel() else { return }
             opening = c
             let target = c.listener.spec
             let result: IOResult<SSHChannel>
@@ -323,15 +369,18 @@ final class Link {
     private func die(_ reason: String) {
         guard !isDead else { return }
         isDead = true
-        runtime.linkDied(self, reason: reason)
+        lane.linkDied(self, reason: reason)
     }
 
     /// Closes every connection and the session. Connections still waiting for
-    /// a channel go back to the tunnel's queue for the next link.
+    /// a channel go back to the runtime for another lane.
     func close(graceful: Bool) -> [Connection] {
         isDead = true
         loop.cancel(livenessTimer)
         livenessTimer = nil
+        loop.cancel(fullScanTimer)
+        fullScanTimer = nil
+        hot.removeAll()
         var requeue: [Connection] = []
         if let c = opening, c.channel == nil {
             requeue.append(c)

@@ -44,5 +44,8 @@ public struct TunnelStatus: Sendable, Equatable {
     /// Connection attempts finished (succeeded or failed): lets a waiter tell
     /// a fresh result from an old one.
     public var attempts = 0
+    /// SSH connections configured (`sessions`), and how many are up.
+    public var sessions = 1
+    public var sessionsUp = 0
     public init() {}
 }

@@ -5,21 +5,11 @@ import TunnelConfig
 import TunnelPOSIX
 import TunnelSSH
 
-/// One profile's tunnel: its listeners, its SSH link and the reconnect logic.
-/// Everything here runs on `loop`'s thread; `status` and the forward stats
-/// may be read from any thread.
+/// One profile's tunnel: its listeners, the clients waiting for a link, and
+/// its lanes (one SSH connection each; lane 0 runs on `loop`, the others on
+/// threads of their own). Everything here runs on `loop`'s thread; `status`
+/// and the forward stats may be read from any thread.
 public final class TunnelRuntime: @unchecked Sendable {
-    private enum State {
-        case idle
-        case connecting(Connector)
-        case up(Link)
-        /// Waiting to retry after a transient failure or a dropped link.
-        case waiting(EventLoop.TimerID)
-        /// A failure retrying cannot fix; retried rarely or on request.
-        case failed(EventLoop.TimerID)
-        case stopped
-    }
-
     public let profile: Profile
     public let loop: EventLoop
     public let forwardStats: [ForwardStats]
@@ -27,17 +17,25 @@ public final class TunnelRuntime: @unchecked Sendable {
     private let options: Connector.Options
     private let logger: Logger
     private var listeners: [Listener] = []
-    /// Accepted clients waiting for a channel, oldest first.
+    private var lanes: [Lane] = []
+    /// Each lane's phase as last reported, on `loop`.
+    private var lanePhases: [LinkPhase] = []
+    /// Lanes running on threads of their own, until they have closed everything.
+    private let extraLanesRunning = Atomic<Int>(0)
+    /// Clients accepted earlier whose lane went down while no other lane was
+    /// up, oldest first. They wait for the next lane up, or hold_timeout.
     private var queue: [Connection] = []
-    private var queueHead = 0
-    private var state: State = .idle
-    private var backoff = Backoff()
-    private var hook: UInt64?
+    private var isAccepting = false
+    private var isStopped = false
     private var holdTimer: EventLoop.TimerID?
-    private let scratchSize = 256 * 1024
-    private let scratch: UnsafeMutableRawPointer
-    /// Clients accepted but not yet given a channel; beyond this, new clients
-    /// wait in the kernel's accept queue.
+    /// Lanes that answered (up or failed) since the last counted attempt.
+    private var answered: Set<Int> = []
+    /// Round-robin start among equally loaded lanes.
+    private var nextLane = 0
+    /// Clients handed to lanes that have not asked for a channel yet; beyond
+    /// `maxQueued`, new clients wait in the kernel's accept queue.
+    private let pending = Atomic<Int>(0)
+    private let acceptsPausedForQueue = Atomic<Bool>(false)
     private let maxQueued = 4096
 
     /// Called on the loop thread after every status change.
@@ -49,10 +47,8 @@ public final class TunnelRuntime: @unchecked Sendable {
         self.options = options
         self.logger = logger
         self.forwardStats = profile.forwards.map { _ in ForwardStats() }
-        self.scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchSize, alignment: 16)
+        statusBox.withLock { $0.sessions = profile.sessions }
     }
-
-    deinit { scratch.deallocate() }
 
     public var status: TunnelStatus { statusBox.withLock { $0 } }
 
@@ -66,8 +62,8 @@ public final class TunnelRuntime: @unchecked Sendable {
 
     // MARK: lifecycle
 
-    /// Binds every listener, then starts connecting. A bind failure releases
-    /// whatever was bound and throws: nothing is left half-done.
+    /// Binds every listener, then starts the lanes connecting. A bind failure
+    /// releases whatever was bound and throws: nothing is left half-done.
     public func start() throws(BindFailure) {
         precondition(loop.inLoopThread)
         var bound: [Listener] = []
@@ -91,32 +87,53 @@ public final class TunnelRuntime: @unchecked Sendable {
                 throw BindFailure(address: listener.address.description, errno: error.errno, message: "cannot watch \(listener.address): \(error)")
             }
         }
+        var loops = [loop]
+        do {
+            for _ in 1..<profile.sessions { loops.append(try EventLoop()) }
+        } catch {
+            for l in listeners { l.close(loop: loop) }
+            listeners = []
+            throw BindFailure(address: "", errno: error.errno, message: "cannot start an event loop: \(error)")
+        }
         update { $0.boundAddresses = listeners.map { $0.address.description } }
         for listener in listeners where listener.spec.isPublic {
             logger.warning("\(listener.address) listens on a non-loopback address: the forwarded service is reachable from the network; protect it with firewall rules")
         }
-        hook = loop.addIterationHook { [unowned self] in
-            if case .up(let link) = self.state { link.serviceSession() }
+        lanes = loops.enumerated().map { Lane(index: $0.offset, loop: $0.element, runtime: self, options: options, logger: logger) }
+        lanePhases = lanes.map { _ in .connecting }
+        for lane in lanes.dropFirst() {
+            extraLanesRunning.add(1, ordering: .sequentiallyConsistent)
+            let laneLoop = lane.loop
+            startThread(name: "tunnel-\(profile.name)-\(lane.index + 1)") { [self] in
+                laneLoop.run()
+                self.extraLanesRunning.subtract(1, ordering: .sequentiallyConsistent)
+            }
+            laneLoop.execute { lane.start() }
         }
-        connect()
+        lanes[0].start()
     }
 
-    /// Closes listeners, connections and the session. Idempotent.
+    /// Closes listeners, connections and the sessions. Idempotent. Returns
+    /// once every lane has closed what it held.
     public func stop(graceful: Bool = true) {
-        switch state {
-        case .stopped: return
-        case .connecting(let connector): connector.cancel()
-        case .up(let link):
-            // A client whose channel was still opening comes back unserved.
-            for c in link.close(graceful: graceful) { closeUnserved(c) }
-        case .waiting(let timer), .failed(let timer): loop.cancel(timer)
-        case .idle: break
-        }
-        state = .stopped
+        guard !isStopped else { return }
+        isStopped = true
+        isAccepting = false
         loop.cancel(holdTimer)
         holdTimer = nil
-        if let hook { loop.removeIterationHook(hook) }
-        hook = nil
+        for lane in lanes.dropFirst() {
+            lane.loop.execute {
+                lane.stop(graceful: graceful)
+                lane.loop.stop()
+            }
+        }
+        lanes.first?.stop(graceful: graceful)
+        // The other lanes close their clients on their own threads; wait (briefly)
+        // so `down` means closed.
+        let deadline = Instant.now().adding(seconds: 3)
+        while extraLanesRunning.load(ordering: .sequentiallyConsistent) > 0 && Instant.now() < deadline {
+            usleep(1000)
+        }
         for c in drainQueue() { closeUnserved(c) }
         let closed = listeners.map { $0.address.description }
         for listener in listeners { listener.close(loop: loop) }
@@ -124,138 +141,122 @@ public final class TunnelRuntime: @unchecked Sendable {
         logger.info("down: closed \(closed.joined(separator: ", "))")
         update { status in
             status.phase = .stopped
+            status.sessionsUp = 0
             status.since = wallClockSeconds()
         }
     }
 
     /// Retries at once (a second `tunnel up` of a failed tunnel).
     public func retryNow() {
-        switch state {
-        case .waiting(let timer), .failed(let timer):
-            loop.cancel(timer)
-            backoff.reset()
-            connect()
-        default:
-            break
+        for lane in lanes {
+            if lane.loop === loop { lane.retryNow() } else { lane.loop.execute { lane.retryNow() } }
         }
     }
 
-    // MARK: connecting
+    // MARK: lanes
 
-    private func connect() {
-        let connector = Connector(loop: loop, profile: profile, options: options, logger: logger)
-        state = .connecting(connector)
-        let everUp = status.everUp
-        update { status in
-            status.phase = everUp ? .reconnecting : .connecting
+    func handle(_ event: Lane.Event, from lane: Lane) {
+        if isStopped {
+            if case .returned(let connections) = event { for c in connections { closeUnserved(c) } }
+            return
         }
-        connector.start { [unowned self] result in
-            switch result {
-            case .success(let connected): self.linkUp(connected)
-            case .failure(let failure): self.connectFailed(failure)
+        let i = lane.index
+        switch event {
+        case .connecting:
+            lanePhases[i] = status.everUp ? .reconnecting : .connecting
+            publish { _ in }
+        case .up(let authMethod):
+            lanePhases[i] = .up
+            answered.removeAll()
+            loop.cancel(holdTimer)
+            holdTimer = nil
+            publish { status in
+                status.everUp = true
+                status.authMethod = authMethod
+                status.attempts += 1
             }
+            setAccepting(true)
+            let waiting = drainQueue()
+            if !waiting.isEmpty { assign(waiting) }
+        case .connectFailed(let message, let isPermanent):
+            lanePhases[i] = isPermanent ? .failed : .reconnecting
+            // An attempt counts once every lane has answered: `tunnel up`
+            // waits for that, not for the first lane's failure.
+            answered.insert(i)
+            let roundOver = answered.count == lanes.count
+            if roundOver { answered.removeAll() }
+            publish { status in
+                status.lastError = message
+                if roundOver { status.attempts += 1 }
+            }
+            if !lanePhases.contains(.up) { startHolding() }
+        case .dropped(let reason):
+            lanePhases[i] = .reconnecting
+            publish { status in
+                status.restarts += 1
+                status.lastError = reason
+            }
+            if !lanePhases.contains(.up) {
+                setAccepting(false)
+                startHolding()
+            }
+        case .returned(let connections):
+            assign(connections)
         }
     }
 
-    private func linkUp(_ connected: ConnectedSession) {
-        guard case .connecting = state else {
-            connected.session.close(graceful: false)
-            return
-        }
-        let link = Link(connected: connected, runtime: self, loop: loop, logger: logger, scratch: scratch, scratchSize: scratchSize)
-        do {
-            try link.start(keepalive: profile.keepalive, keepaliveCount: profile.keepaliveCount)
-        } catch {
-            _ = link.close(graceful: false)
-            connectFailed(ConnectFailure(kind: .network, message: "cannot watch the SSH socket: \(error)", isPermanent: false))
-            return
-        }
-        state = .up(link)
-        loop.cancel(holdTimer)
-        holdTimer = nil
-        logger.info("up: \(profile.via) via \(connected.address), \(connected.authMethod); \(connected.session.negotiatedAlgorithms)")
+    /// Updates the status from the lanes' phases plus `change`.
+    private func publish(_ change: (inout TunnelStatus) -> Void) {
+        let phases = lanePhases
         update { status in
-            status.phase = .up
-            status.since = wallClockSeconds()
-            status.everUp = true
-            status.authMethod = connected.authMethod
-            status.attempts += 1
+            change(&status)
+            let phase: LinkPhase
+            if phases.contains(.up) {
+                phase = .up
+            } else if phases.allSatisfy({ $0 == .failed }) {
+                phase = .failed
+            } else if status.everUp {
+                phase = .reconnecting
+            } else {
+                phase = phases.contains(.connecting) ? .connecting : .reconnecting
+            }
+            if phase != status.phase { status.since = wallClockSeconds() }
+            status.phase = phase
+            status.sessionsUp = phases.filter { $0 == .up }.count
         }
-        setAccepting(true)
-    }
-
-    private func connectFailed(_ failure: ConnectFailure) {
-        guard case .connecting = state else { return }
-        let delay: Double
-        if failure.isPermanent {
-            delay = permanentFailureRetryInterval
-            logger.error("\(failure.message); not retrying for \(Int(delay)) s (or until `tunnel up` asks again)")
-        } else {
-            delay = backoff.nextDelay()
-            logger.warning("\(failure.message); retrying in \(String(format1(delay))) s")
-        }
-        let timer = loop.schedule(after: delay) { [unowned self] in self.connect() }
-        state = failure.isPermanent ? .failed(timer) : .waiting(timer)
-        update { status in
-            status.phase = failure.isPermanent ? .failed : .reconnecting
-            status.since = wallClockSeconds()
-            status.lastError = failure.message
-            status.attempts += 1
-        }
-        startHolding()
-    }
-
-    /// The link died (socket error, EOF, keepalive deadline): reconnect soon,
-    /// keeping the listeners bound.
-    func linkDied(_ link: Link, reason: String) {
-        guard case .up(let current) = state, current === link else { return }
-        let upFor = Instant.now().seconds(since: link.upSince)
-        logger.warning("link lost after \(Int(upFor)) s: \(reason)")
-        setAccepting(false)
-        let requeue = link.close(graceful: false)
-        if !requeue.isEmpty {
-            queue.insert(contentsOf: requeue, at: queueHead)
-        }
-        backoff.linkDropped(afterUpFor: upFor)
-        let delay = backoff.nextDelay()
-        let timer = loop.schedule(after: delay) { [unowned self] in self.connect() }
-        state = .waiting(timer)
-        update { status in
-            status.phase = .reconnecting
-            status.since = wallClockSeconds()
-            status.restarts += 1
-            status.lastError = reason
-        }
-        startHolding()
     }
 
     // MARK: accepting
 
     private func setAccepting(_ on: Bool) {
+        isAccepting = on
         for listener in listeners {
             if on { listener.waitingSince.removeAll() }
             if let registration = listener.registration { loop.setInterest(registration, on ? .readable : []) }
         }
     }
 
-    /// Accepts a batch of clients and queues them for channels.
+    /// Accepts a batch of clients and hands them to the lanes.
     private func acceptClients(_ listener: Listener) {
-        guard case .up = state else { return }
+        guard isAccepting else { return }
+        var accepted: [Connection] = []
+        defer { if !accepted.isEmpty { assign(accepted) } }
         for _ in 0..<256 {
-            if queue.count - queueHead >= maxQueued {
+            if pending.load(ordering: .relaxed) + accepted.count >= maxQueued {
+                acceptsPausedForQueue.store(true, ordering: .sequentiallyConsistent)
                 if let registration = listener.registration { loop.setInterest(registration, []) }
                 return
             }
-            let accepted: IOResult<(Socket, SocketAddress?)>
+            let result: IOResult<(Socket, SocketAddress?)>
             do {
-                accepted = try listener.socket.accept()
+                result = try listener.socket.accept()
             } catch {
                 if error.errno == .tooManyFiles || error.errno == .tooManyFilesSystem {
                     // Out of descriptors: leave clients in the kernel queue for a moment.
                     logger.error("accept on \(listener.address): \(error.errno); pausing accepts for 100 ms")
                     if let registration = listener.registration { loop.setInterest(registration, []) }
                     loop.schedule(after: 0.1) { [weak self] in
-                        guard let self, case .up = self.state else { return }
+                        guard let self, self.isAccepting else { return }
                         self.setAccepting(true)
                     }
                 } else {
@@ -263,36 +264,60 @@ public final class TunnelRuntime: @unchecked Sendable {
                 }
                 return
             }
-            guard case .done(let (socket, peer)) = accepted else { return }
+            guard case .done(let (socket, peer)) = result else { return }
             try? socket.setNoDelay()
             listener.stats.total.add(1, ordering: .relaxed)
             listener.stats.active.add(1, ordering: .relaxed)
-            queue.append(Connection(socket: socket, peer: peer, listener: listener, acceptedAt: Instant.now()))
+            accepted.append(Connection(socket: socket, peer: peer, listener: listener, acceptedAt: Instant.now()))
         }
     }
 
-    /// The next queued client for the link to open a channel for.
-    func nextConnectionForChannel() -> Connection? {
-        guard queueHead < queue.count else { return nil }
-        let c = queue[queueHead]
-        queueHead += 1
-        if queueHead > 1024 && queueHead * 2 > queue.count {
-            queue.removeFirst(queueHead)
-            queueHead = 0
+    /// Hands clients to the least-loaded lanes that are up, or keeps them
+    /// until one is.
+    private func assign(_ connections: [Connection]) {
+        let up = lanes.filter { lanePhases[$0.index] == .up }
+        guard !up.isEmpty else {
+            queue.append(contentsOf: connections)
+            startHolding()
+            return
         }
-        if queue.count - queueHead < maxQueued / 2, case .up = state {
-            // Room again: resume accepting on listeners paused for a full queue.
-            for listener in listeners where loop.interest(listener.registration!) == [] {
-                loop.setInterest(listener.registration!, .readable)
+        var loads = up.map { $0.load.load(ordering: .relaxed) }
+        var batches = Array(repeating: [Connection](), count: up.count)
+        for c in connections {
+            var best = nextLane % up.count
+            for k in up.indices where loads[k] < loads[best] { best = k }
+            nextLane &+= 1
+            loads[best] += 1
+            batches[best].append(c)
+        }
+        for (k, lane) in up.enumerated() where !batches[k].isEmpty {
+            lane.load.add(batches[k].count, ordering: .relaxed)
+            pending.add(batches[k].count, ordering: .relaxed)
+            if lane.loop === loop {
+                lane.receive(batches[k])
+            } else {
+                let handoff = Handoff(batches[k])
+                lane.loop.execute { lane.receive(handoff.value) }
             }
         }
-        return c
+    }
+
+    /// A lane took clients off its queue (for a channel, or to give back).
+    func clientsLeftQueue(_ count: Int) {
+        let left = pending.subtract(count, ordering: .relaxed).newValue
+        guard left < maxQueued / 2,
+              acceptsPausedForQueue.compareExchange(expected: true, desired: false, ordering: .sequentiallyConsistent).exchanged
+        else { return }
+        let resume: @Sendable () -> Void = { [weak self] in
+            guard let self, self.isAccepting else { return }
+            self.setAccepting(true)
+        }
+        if loop.inLoopThread { resume() } else { loop.execute(resume) }
     }
 
     private func drainQueue() -> [Connection] {
-        let rest = Array(queue[queueHead...])
+        let rest = queue
         queue.removeAll()
-        queueHead = 0
         return rest
     }
 
@@ -310,10 +335,7 @@ public final class TunnelRuntime: @unchecked Sendable {
         guard holdTimer == nil else { return }
         holdTimer = loop.schedule(after: 0.25) { [unowned self] in
             self.holdTimer = nil
-            switch self.state {
-            case .up, .stopped, .idle: return
-            default: break
-            }
+            if self.isStopped || self.lanePhases.contains(.up) { return }
             self.enforceHold()
             self.startHolding()
         }

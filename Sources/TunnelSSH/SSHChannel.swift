@@ -46,6 +46,12 @@ public final class SSHChannel {
         return Int(avail)
     }
 
+    /// EOF (or CLOSE) arrived and no data is queued before it. Walks the
+    /// session's queued packets, which is short while channels keep up.
+    public var isAtEOF: Bool {
+        libssh2_channel_eof(live) > 0
+    }
+
     /// How much the peer lets us send right now.
     public var writeWindow: Int {
         Int(libssh2_channel_window_write_ex(live, nil))
@@ -58,18 +64,6 @@ public final class SSHChannel {
         if n == Int(LIBSSH2_ERROR_EAGAIN) { return .wouldBlock }
         if n < 0 { throw session.handle.lastError("libssh2_channel_read") }
         return libssh2_channel_eof(live) != 0 ? .eof : .wouldBlock
-    }
-
-    /// O(1) end-of-stream probe for a channel with nothing queued: a zero-length
-    /// read returns 0 once EOF or CLOSE arrived, EAGAIN otherwise, without the
-    /// packet-list scan libssh2_channel_eof does.
-    public func probeEOF() throws(SSHError) -> Bool {
-        var byte: CChar = 0
-        let n = libssh2_channel_read_ex(live, 0, &byte, 0)
-        if n == Int(LIBSSH2_ERROR_EAGAIN) { return false }
-        if n < 0 { throw session.handle.lastError("libssh2_channel_read") }
-        // 0 can also mean "transport read returned 0": confirm with the flag.
-        return readAvailable == 0 && libssh2_channel_eof(live) != 0
     }
 
     /// Drains the session socket into libssh2's queues (a zero-length read

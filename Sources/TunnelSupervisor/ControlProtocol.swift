@@ -84,6 +84,9 @@ public struct TunnelInfo: Codable, Sendable, Equatable {
     public var restarts: Int
     public var last_error: String?
     public var forwards: [ForwardInfo]
+    /// SSH connections configured and up; absent from older supervisors.
+    public var sessions: Int?
+    public var sessions_up: Int?
 }
 
 public struct ControlResponse: Codable, Sendable {

@@ -54,6 +54,7 @@ final class ConfigProfileTests: XCTestCase {
         connect_timeout = 20
         hold_timeout = 0
         public = true
+        sessions = 3
         """))
         XCTAssertEqual(db.host, "bastion.example.com")
         XCTAssertEqual(db.port, 2222)
@@ -67,6 +68,7 @@ final class ConfigProfileTests: XCTestCase {
         XCTAssertEqual(db.connectTimeout, 20)
         XCTAssertEqual(db.holdTimeout, 0)
         XCTAssertTrue(db.isPublic)
+        XCTAssertEqual(db.sessions, 3)
         XCTAssertEqual(db.via, "deploy@bastion.example.com:2222")
     }
 
@@ -94,6 +96,7 @@ final class ConfigProfileTests: XCTestCase {
             XCTAssertEqual(p.keepalive, 5)
             XCTAssertEqual(p.hostKey, .acceptNew)
             XCTAssertEqual(p.keepaliveCount, 3, "keys absent from both come from the built-in defaults")
+            XCTAssertEqual(p.sessions, 1, "one SSH connection unless asked")
         }
     }
 
@@ -252,6 +255,8 @@ final class ConfigProfileTests: XCTestCase {
             ("connect_timeout = 0", "tunnels.db.connect_timeout: 0 is out of range (1-86400)"),
             ("hold_timeout = -5", "tunnels.db.hold_timeout: -5 is out of range (0-86400)"),
             ("hold_timeout = 9223372036854775807", "tunnels.db.hold_timeout: 9223372036854775807 is out of range (0-86400)"),
+            ("sessions = 0", "tunnels.db.sessions: 0 is out of range (1-8)"),
+            ("sessions = 9", "tunnels.db.sessions: 9 is out of range (1-8)"),
         ]
         for (line, message) in cases {
             let column = line.distance(from: line.startIndex, to: line.firstIndex(of: "=")!) + 3
@@ -269,8 +274,9 @@ final class ConfigProfileTests: XCTestCase {
         keepalive_count = 1
         connect_timeout = 1
         hold_timeout = 86400
+        sessions = 8
         """))
-        XCTAssertEqual([Int(p.port), p.keepalive, p.keepaliveCount, p.connectTimeout, p.holdTimeout], [65535, 0, 1, 1, 86400])
+        XCTAssertEqual([Int(p.port), p.keepalive, p.keepaliveCount, p.connectTimeout, p.holdTimeout, p.sessions], [65535, 0, 1, 1, 86400, 8])
     }
 
     func testHost_mustBeNonEmptyWithoutWhitespace() {

@@ -82,6 +82,8 @@ struct ListedTunnel: Decodable {
     let restarts: Int
     let last_error: String?
     let forwards: [Forward]
+    let sessions: Int?
+    let sessions_up: Int?
 }
 
 extension TunnelHarness {

@@ -1,0 +1,130 @@
+import Foundation
+import XCTest
+
+/// `sessions = 2`: one tunnel over two SSH connections, against a real sshd.
+final class SessionsTests: SSHTestCase {
+
+    /// Established connections to the echo target, counted per sshd connection
+    /// (the listener's child serving it, with its privilege-separated descendants).
+    private func targetConnectionsPerSSHConnection() -> [Int32: Int] {
+        let out = runCommand(Env.which("ss")!, ["-tnpH", "state", "established", "dst", "127.0.0.1:\(echo.port)"]).stdout
+        let pids = out.split(separator: "\n").compactMap { line -> Int32? in
+            guard let range = line.range(of: #"pid=\d+"#, options: .regularExpression) else { return nil }
+            return Int32(line[range].dropFirst(4))
+        }
+        guard let listener = server.process?.pid else { return [:] }
+        let children = descendants(of: listener).filter { parent(of: $0) == listener }
+        var counts: [Int32: Int] = [:]
+        for pid in pids {
+            guard let owner = children.first(where: { $0 == pid || descendants(of: $0).contains(pid) }) else { continue }
+            counts[owner, default: 0] += 1
+        }
+        return counts
+    }
+
+    private func parent(of pid: Int32) -> Int32? {
+        let stat = read("/proc/\(pid)/stat")
+        guard let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 1 ? Int32(fields[1]) : nil
+    }
+
+    /// Opens a connection and proves it carries bytes; the caller closes it.
+    private func openEchoing(_ port: UInt16, _ text: String) -> Int32? {
+        guard let fd = Net.connect(port) else { return nil }
+        guard Net.sendAll(fd, Array(text.utf8)), Net.readExactly(fd, text.utf8.count) == Array(text.utf8) else {
+            close(fd)
+            return nil
+        }
+        return fd
+    }
+
+    private func echoes(_ fd: Int32, _ text: String) -> Bool {
+        Net.sendAll(fd, Array(text.utf8)) && Net.readExactly(fd, text.utf8.count) == Array(text.utf8)
+    }
+
+    func testTwoSessions_clientsAreSpreadEvenlyOverTwoSSHConnections_andLsShowsBoth() throws {
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"], extra: "sessions = 2\n"))
+        let up = harness.tunnel(["up", "db"], timeout: 30)
+        XCTAssertEqual(up.status, 0, up.output)
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.listed("db")?.sessions_up == 2 }, "\(harness.list())")
+        let db = try XCTUnwrap(harness.listed("db"))
+        XCTAssertEqual(db.state, "up")
+        XCTAssertEqual(db.sessions, 2)
+        XCTAssertEqual(server.log.components(separatedBy: "Accepted publickey").count - 1, 2, "two SSH logins")
+
+        var fds: [Int32] = []
+        defer { fds.forEach { close($0) } }
+        for i in 0..<8 {
+            fds.append(try XCTUnwrap(openEchoing(port, "client \(i)")))
+        }
+        let spread = targetConnectionsPerSSHConnection()
+        XCTAssertEqual(spread.values.sorted(), [4, 4], "per sshd connection: \(spread)")
+        XCTAssertEqual(harness.listed("db")?.forwards[0].active, 8)
+
+        // Each SSH connection has its own thread in the supervisor.
+        let pid = try XCTUnwrap(harness.supervisorPID)
+        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        let names = Set(threads.map { read("/proc/\(pid)/task/\($0)/comm").trimmingCharacters(in: .whitespacesAndNewlines) })
+        XCTAssertTrue(names.contains("tunnel-db") && names.contains("tunnel-db-2"), "threads: \(names)")
+
+        let table = harness.tunnel(["ls"]).stdout
+        XCTAssertTrue(table.contains("up 2/2"), table)
+
+        // `down` closes the clients of both connections.
+        XCTAssertEqual(harness.tunnel(["down", "db"]).status, 0)
+        for fd in fds {
+            Net.setTimeout(fd, 5)
+            XCTAssertFalse(Net.readToEOF(fd).bytes.count > 0)
+        }
+        XCTAssertFalse(Net.isListening(port))
+        XCTAssertTrue(eventually(timeout: 5) { self.targetConnectionsPerSSHConnection().isEmpty })
+    }
+
+    func testOneOfTwoSessionsKilled_theOtherKeepsServing_newClientsAreServedAtOnce_andItReconnects() throws {
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"], extra: "sessions = 2\n"))
+        XCTAssertEqual(harness.tunnel(["up", "db"], timeout: 30).status, 0)
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.listed("db")?.sessions_up == 2 })
+
+        var fds: [Int32] = []
+        defer { fds.forEach { close($0) } }
+        for i in 0..<4 { fds.append(try XCTUnwrap(openEchoing(port, "before \(i)"))) }
+        let spread = targetConnectionsPerSSHConnection()
+        XCTAssertEqual(spread.values.sorted(), [2, 2], "\(spread)")
+        let victim = try XCTUnwrap(spread.keys.min())
+        let survivor = try XCTUnwrap(spread.keys.max())
+        // A stopped listener keeps the killed connection from coming back until
+        // SIGCONT; the surviving connection's own process keeps running.
+        let listener = try XCTUnwrap(server.process?.pid)
+        kill(listener, SIGSTOP)
+        var resumed = false
+        defer { if !resumed { kill(listener, SIGCONT) } }
+        for pid in [victim] + descendants(of: victim) { kill(pid, SIGKILL) }
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.listed("db")?.sessions_up == 1 }, "\(harness.list())")
+        XCTAssertEqual(harness.listed("db")?.state, "up", "one connection up is still up")
+
+        // Clients of the killed connection are reset; the others keep echoing.
+        var survivors = 0
+        for (i, fd) in fds.enumerated() {
+            Net.setTimeout(fd, 5)
+            if echoes(fd, "after \(i)") { survivors += 1 }
+        }
+        XCTAssertEqual(survivors, 2)
+
+        // New clients do not wait for the reconnect: the live connection takes them.
+        for i in 0..<3 { fds.append(try XCTUnwrap(openEchoing(port, "during the outage \(i)"))) }
+        XCTAssertEqual(targetConnectionsPerSSHConnection(), [survivor: 5])
+
+        kill(listener, SIGCONT)
+        resumed = true
+        XCTAssertTrue(eventually(timeout: 15) { self.harness.listed("db")?.sessions_up == 2 }, "\(harness.list())")
+        let db = try XCTUnwrap(harness.listed("db"))
+        XCTAssertEqual(db.state, "up")
+        XCTAssertEqual(db.restarts, 1)
+        XCTAssertNotNil(db.last_error)
+        XCTAssertTrue(harness.supervisorLog.contains("session=2/2") || harness.supervisorLog.contains("session=1/2"),
+                      "the log names which connection was lost")
+    }
+}
