@@ -85,6 +85,38 @@ final class ForwardingTests: SSHTestCase {
         XCTAssertEqual(failures.value, [])
     }
 
+    /// Channels quiet for a while are checked less often than busy ones: data
+    /// and EOF that arrive for them later must still be delivered, while a
+    /// bulk transfer runs beside them.
+    func testManyQuietConnections_dataAndEOFArrivingLater_reachEveryOne_besideAByteExactBulkTransfer() throws {
+        let greeting = randomBytes(3000, seed: 21)
+        let late = TestServer(.sendLater(delay: 2, data: greeting))
+        defer { late.stop() }
+        let echo = TestServer(.echo)
+        defer { echo.stop() }
+        let quietPort = Net.freePort(), bulkPort = Net.freePort()
+        try up(["\(quietPort):127.0.0.1:\(late.port)", "\(bulkPort):127.0.0.1:\(echo.port)"], waitFor: quietPort)
+
+        let count = 300
+        var fds: [Int32] = []
+        defer { fds.forEach { close($0) } }
+        for _ in 0..<count {
+            fds.append(try XCTUnwrap(Net.connect(quietPort)))
+        }
+        let bulk = Thread { self.assertEchoes(randomBytes(32 << 20, seed: 22), through: bulkPort) }
+        bulk.start()
+        // Each quiet client said nothing; its server speaks after 2 s, then sends EOF.
+        var delivered = 0
+        let deadline = Date().addingTimeInterval(30)
+        for fd in fds {
+            Net.setTimeout(fd, max(0.1, deadline.timeIntervalSinceNow))
+            let (bytes, cleanEOF) = Net.readToEOF(fd)
+            if bytes == greeting && cleanEOF { delivered += 1 }
+        }
+        XCTAssertEqual(delivered, count)
+        XCTAssertTrue(eventually(timeout: 120) { bulk.isFinished })
+    }
+
     func testHalfClose_clientShutsWriteAfterRequest_stillGetsTheWholeReply() throws {
         let reply = randomBytes(3 << 20, seed: 11)
         let server2 = TestServer(.replyAfterEOF(reply: reply))

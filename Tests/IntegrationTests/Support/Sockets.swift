@@ -117,6 +117,8 @@ final class TestServer {
         case replyAfterEOF(reply: [UInt8])
         /// Send `data`, shut down the write side, then read until EOF; `received` collects it.
         case sendThenRead(data: [UInt8])
+        /// Wait `delay` seconds with nothing said, then like `sendThenRead`.
+        case sendLater(delay: Double, data: [UInt8])
     }
 
     let port: UInt16
@@ -182,6 +184,12 @@ final class TestServer {
             lock.lock(); _received.append(request); lock.unlock()
             _ = Net.sendAll(client, reply)
         case .sendThenRead(let data):
+            _ = Net.sendAll(client, data)
+            shutdown(client, Int32(SHUT_WR))
+            let (rest, _) = Net.readToEOF(client)
+            lock.lock(); _received.append(rest); lock.unlock()
+        case .sendLater(let delay, let data):
+            usleep(useconds_t(delay * 1_000_000))
             _ = Net.sendAll(client, data)
             shutdown(client, Int32(SHUT_WR))
             let (rest, _) = Net.readToEOF(client)
