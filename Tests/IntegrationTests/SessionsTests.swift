@@ -127,4 +127,76 @@ final class SessionsTests: SSHTestCase {
         XCTAssertTrue(harness.supervisorLog.contains("session=2/2") || harness.supervisorLog.contains("session=1/2"),
                       "the log names which connection was lost")
     }
+
+    func testBothSessionsKilled_theListenerStaysBound_aClientFromTheOutageIsServedAfterRecovery() throws {
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"], extra: "sessions = 2\n"))
+        XCTAssertEqual(harness.tunnel(["up", "db"], timeout: 30).status, 0)
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.listed("db")?.sessions_up == 2 })
+
+        // Both connections down, and held down until SIGCONT.
+        let listener = try XCTUnwrap(server.process?.pid)
+        kill(listener, SIGSTOP)
+        var resumed = false
+        defer { if !resumed { kill(listener, SIGCONT) } }
+        server.killSessions()
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.listed("db")?.state == "reconnecting" }, "\(harness.list())")
+        XCTAssertEqual(harness.listed("db")?.sessions_up, 0)
+        XCTAssertTrue(Net.isListening(port), "the listener closed during the outage")
+
+        // Clients arriving now wait (hold_timeout is 10 s) and are served once a connection is back.
+        let replies = Atomic<[String]>([])
+        let clients = (0..<3).map { i in
+            Thread {
+                guard let fd = Net.connect(port, timeout: 20) else { return }
+                defer { close(fd) }
+                Net.setTimeout(fd, 20)
+                if self.echoes(fd, "held \(i)") { replies.value.append("held \(i)") }
+            }
+        }
+        clients.forEach { $0.start() }
+        usleep(500_000)
+        kill(listener, SIGCONT)
+        resumed = true
+        XCTAssertTrue(eventually(timeout: 20) { clients.allSatisfy(\.isFinished) })
+        XCTAssertEqual(replies.value.sorted(), ["held 0", "held 1", "held 2"])
+        XCTAssertTrue(eventually(timeout: 15) { self.harness.listed("db")?.sessions_up == 2 }, "\(harness.list())")
+        XCTAssertEqual(harness.listed("db")?.restarts, 2, "one restart per connection")
+    }
+
+    func testKeyTheServerRefuses_withTwoSessions_upFailsOnce_stateFailed_twoAttemptsOnly() throws {
+        let wrong = makeTempDir("wrongkey") + "/id_ed25519"
+        runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", wrong])
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"], extra: "sessions = 2\n")
+            .replacingOccurrences(of: "identity = \"\(server.userKey)\"", with: "identity = \"\(wrong)\""))
+        let up = harness.tunnel(["up", "db"], timeout: 30)
+        XCTAssertNotEqual(up.status, 0)
+        XCTAssertTrue(up.stderr.contains("authentication failed"), up.stderr)
+        let db = try XCTUnwrap(harness.listed("db"))
+        XCTAssertEqual(db.state, "failed")
+        sleep(3)
+        XCTAssertEqual(server.log.components(separatedBy: "Connection from 127.0.0.1").count - 1, 2,
+                       "one attempt per connection, then the 5-minute pause: \(server.log)")
+    }
+
+    func testForeground_withTwoSessions_servesAndStopsOnSIGTERM() throws {
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"], extra: "sessions = 2\n"))
+        let fg = try harness.foreground("db", waitFor: port)
+        defer { fg.stop() }
+        var fds: [Int32] = []
+        defer { fds.forEach { close($0) } }
+        XCTAssertTrue(eventually(timeout: 10) { fg.log.contains("session=1/2") && fg.log.contains("session=2/2") }, fg.log)
+        usleep(200_000)  // the runtime hears of the second connection from its thread
+        for i in 0..<4 { fds.append(try XCTUnwrap(openEchoing(port, "fg \(i)"))) }
+        XCTAssertEqual(targetConnectionsPerSSHConnection().values.sorted(), [2, 2])
+        fg.signal(SIGTERM)
+        XCTAssertEqual(fg.wait(timeout: 3), 0, fg.log)
+        XCTAssertFalse(Net.isListening(port))
+        for fd in fds {
+            Net.setTimeout(fd, 3)
+            XCTAssertEqual(Net.readToEOF(fd).bytes.count, 0)
+        }
+    }
 }
