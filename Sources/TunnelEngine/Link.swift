@@ -263,6 +263,7 @@ final class Link {
         }
         transport.flush()
         if let failure = transport.failure { return die("connection to the server lost: \(failure.errno)") }
+        transport.endPass()
         // Reading the socket needs a channel to read through. Without one (no
         // ping channel, no client) EPOLLIN would fire forever: watch only for
         // the server hanging up until a channel exists.

@@ -42,7 +42,10 @@ public final class SSHTransport {
     /// Queue every packet and let the owner send them with one `flush()` per
     /// event-loop pass: several channels' packets leave in one send(2), which
     /// halves the syscalls per request/response and the server's wake-ups.
+    /// The ACK then waits for the pass too: see `endPass()`.
     public var coalesce = false
+    private var receivedThisPass = false
+    private var sentBeforePass: UInt64 = 0
 
     public static let highWater = 1 << 20
     public static let lowWater = 256 << 10
@@ -82,6 +85,15 @@ public final class SSHTransport {
             }
         }
         return true
+    }
+
+    /// Called once per event-loop pass, after `flush()`. Data we sent this
+    /// pass carried the ACK for what arrived; if we sent nothing, ACK now
+    /// instead of letting delayed ACK hold the server's next small packet.
+    public func endPass() {
+        if receivedThisPass && quickAck && bytesSent == sentBeforePass { socket.quickAck() }
+        receivedThisPass = false
+        sentBeforePass = bytesSent
     }
 
     private func record(_ error: SystemError) {
@@ -127,7 +139,7 @@ public final class SSHTransport {
                     // A short read drained the socket: skip the recv that
                     // would only say EAGAIN (epoll reports anything newer).
                     if n < length { mayHaveInput = false }
-                    if quickAck { socket.quickAck() }
+                    if coalesce { receivedThisPass = true } else if quickAck { socket.quickAck() }
                 }
                 return n
             case .wouldBlock:
