@@ -16,6 +16,7 @@ struct ConfigReader {
         "stricthostkeychecking": "host_key", "hostkeypolicy": "host_key",
         "serveraliveinterval": "keepalive", "serveralivecountmax": "keepalive_count",
         "gatewayports": "public",
+        "connections": "sessions", "lanes": "sessions",
     ]
 
     let path: String

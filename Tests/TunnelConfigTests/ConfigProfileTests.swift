@@ -332,6 +332,8 @@ final class ConfigProfileTests: XCTestCase {
     func testUnknownSSHConfigSpelling_suggestsOurKey() {
         assertSingleError("[tunnels.db]\nhost = \"h\"\nforward = \"1:h:2\"\nIdentityFile = \"~/.ssh/k\"\n",
                           #"4:1: tunnels.db: unknown key "IdentityFile" (did you mean "identity"?)"#)
+        assertSingleError("[tunnels.db]\nhost = \"h\"\nforward = \"1:h:2\"\nconnections = 2\n",
+                          #"4:1: tunnels.db: unknown key "connections" (did you mean "sessions"?)"#)
         XCTAssertEqual(errorLines(parseConfig("[tunnels.db]\nHostName = \"h\"\nforward = \"1:h:2\"\n")), [
             "1:1: tunnels.db: missing required key \"host\"",
             #"2:1: tunnels.db: unknown key "HostName" (did you mean "host"?)"#,
