@@ -31,13 +31,14 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# start_sshd DIR PORT [extra config lines]: a throwaway OpenSSH server with keys in DIR.
-start_sshd() {
+# write_sshd_config DIR PORT [extra config lines]: the throwaway server's
+# sshd_config (host key DIR/host_ed25519, users' keys DIR/authorized_keys),
+# shared by the scripts and the integration tests. sshd keeps the first value
+# it reads for a keyword, so the extra lines go first and win.
+write_sshd_config() {
   local dir=$1 port=$2 extra=${3:-}
-  ssh-keygen -q -t ed25519 -N '' -C demo-host -f "$dir/host_ed25519"
-  ssh-keygen -q -t ed25519 -N '' -C demo-user -f "$dir/id_ed25519"
-  cp "$dir/id_ed25519.pub" "$dir/authorized_keys"
   cat > "$dir/sshd_config" <<CFG
+$extra
 Port $port
 ListenAddress 127.0.0.1
 HostKey $dir/host_ed25519
@@ -52,8 +53,16 @@ AllowTcpForwarding yes
 MaxStartups 10000:30:10000
 MaxSessions 100
 LogLevel VERBOSE
-$extra
 CFG
+}
+
+# start_sshd DIR PORT [extra config lines]: a throwaway OpenSSH server with keys in DIR.
+start_sshd() {
+  local dir=$1 port=$2 extra=${3:-}
+  ssh-keygen -q -t ed25519 -N '' -C demo-host -f "$dir/host_ed25519"
+  ssh-keygen -q -t ed25519 -N '' -C demo-user -f "$dir/id_ed25519"
+  cp "$dir/id_ed25519.pub" "$dir/authorized_keys"
+  write_sshd_config "$dir" "$port" "$extra"
   /usr/sbin/sshd -f "$dir/sshd_config" -E "$dir/sshd.log"
   for _ in $(seq 100); do [ -s "$dir/sshd.pid" ] && break; sleep 0.05; done
   echo "[127.0.0.1]:$port $(cut -d' ' -f1,2 "$dir/host_ed25519.pub")" > "$dir/known_hosts"

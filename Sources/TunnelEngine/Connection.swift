@@ -54,6 +54,12 @@ final class Connection {
 
     var isDone: Bool { up.isClosed && down.isClosed && !eofOwed }
 
+    /// Closes a client that never got a channel (stop, hold_timeout).
+    func closeUnserved() {
+        socket.close()
+        listener.stats.active.subtract(1, ordering: .relaxed)
+    }
+
     /// The events this connection needs from epoll now.
     var wantedEvents: IOEvents {
         var events: IOEvents = []

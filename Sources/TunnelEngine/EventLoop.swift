@@ -113,6 +113,11 @@ public final class EventLoop: @unchecked Sendable {
         wakeup.signal()
     }
 
+    /// Runs `task` now when called on the loop thread, else like `execute`.
+    public func perform(_ task: @escaping @Sendable () -> Void) {
+        if inLoopThread { task() } else { execute(task) }
+    }
+
     // MARK: running
 
     /// Runs until `stop()`. Sleeps in epoll_wait until a descriptor, a timer or

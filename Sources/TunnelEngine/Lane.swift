@@ -217,8 +217,7 @@ final class Lane: @unchecked Sendable {
     }
 
     private func closeUnserved(_ c: Connection) {
-        c.socket.close()
-        c.listener.stats.active.subtract(1, ordering: .relaxed)
+        c.closeUnserved()
         load.subtract(1, ordering: .relaxed)
     }
 }

@@ -134,7 +134,7 @@ public final class TunnelRuntime: @unchecked Sendable {
         while extraLanesRunning.load(ordering: .sequentiallyConsistent) > 0 && Instant.now() < deadline {
             usleep(1000)
         }
-        for c in drainQueue() { closeUnserved(c) }
+        for c in drainQueue() { c.closeUnserved() }
         let closed = listeners.map { $0.address.description }
         for listener in listeners { listener.close(loop: loop) }
         listeners = []
@@ -148,16 +148,14 @@ public final class TunnelRuntime: @unchecked Sendable {
 
     /// Retries at once (a second `tunnel up` of a failed tunnel).
     public func retryNow() {
-        for lane in lanes {
-            if lane.loop === loop { lane.retryNow() } else { lane.loop.execute { lane.retryNow() } }
-        }
+        for lane in lanes { lane.loop.perform { lane.retryNow() } }
     }
 
     // MARK: lanes
 
     func handle(_ event: Lane.Event, from lane: Lane) {
         if isStopped {
-            if case .returned(let connections) = event { for c in connections { closeUnserved(c) } }
+            if case .returned(let connections) = event { for c in connections { c.closeUnserved() } }
             return
         }
         let i = lane.index
@@ -293,12 +291,8 @@ public final class TunnelRuntime: @unchecked Sendable {
         for (k, lane) in up.enumerated() where !batches[k].isEmpty {
             lane.load.add(batches[k].count, ordering: .relaxed)
             pending.add(batches[k].count, ordering: .relaxed)
-            if lane.loop === loop {
-                lane.receive(batches[k])
-            } else {
-                let handoff = Handoff(batches[k])
-                lane.loop.execute { lane.receive(handoff.value) }
-            }
+            let handoff = Handoff(batches[k])
+            lane.loop.perform { lane.receive(handoff.value) }
         }
     }
 
@@ -308,22 +302,16 @@ public final class TunnelRuntime: @unchecked Sendable {
         guard left < maxQueued / 2,
               acceptsPausedForQueue.compareExchange(expected: true, desired: false, ordering: .sequentiallyConsistent).exchanged
         else { return }
-        let resume: @Sendable () -> Void = { [weak self] in
+        loop.perform { [weak self] in
             guard let self, self.isAccepting else { return }
             self.setAccepting(true)
         }
-        if loop.inLoopThread { resume() } else { loop.execute(resume) }
     }
 
     private func drainQueue() -> [Connection] {
         let rest = queue
         queue.removeAll()
         return rest
-    }
-
-    private func closeUnserved(_ c: Connection) {
-        c.socket.close()
-        c.listener.stats.active.subtract(1, ordering: .relaxed)
     }
 
     // MARK: hold_timeout
@@ -347,7 +335,7 @@ public final class TunnelRuntime: @unchecked Sendable {
         // Our own queue first: these clients were accepted before the link dropped.
         var kept: [Connection] = []
         for c in drainQueue() {
-            if now.seconds(since: c.acceptedAt) >= hold { closeUnserved(c) } else { kept.append(c) }
+            if now.seconds(since: c.acceptedAt) >= hold { c.closeUnserved() } else { kept.append(c) }
         }
         queue = kept
         for listener in listeners {

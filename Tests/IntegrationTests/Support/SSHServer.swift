@@ -30,25 +30,11 @@ final class SSHServer {
         try start()
     }
 
+    /// The same sshd_config the scripts use (Scripts/lib.sh), extras first.
     private func writeConfig() {
-        // sshd keeps the first value it reads for a keyword: extras go first.
-        write("""
-        \(extraConfig)
-        Port \(port)
-        ListenAddress 127.0.0.1
-        HostKey \(hostKey)
-        PidFile \(dir)/sshd.pid
-        AuthorizedKeysFile \(dir)/authorized_keys
-        UsePAM no
-        StrictModes no
-        PermitRootLogin prohibit-password
-        PasswordAuthentication no
-        KbdInteractiveAuthentication no
-        AllowTcpForwarding yes
-        MaxStartups 10000:30:10000
-        MaxSessions 100
-        LogLevel VERBOSE
-        """, to: dir + "/sshd_config")
+        let lib = Env.packageRoot.appendingPathComponent("Scripts/lib.sh").path
+        let result = runCommand("/bin/bash", ["-c", #"source "$0" && write_sshd_config "$1" "$2" "$3""#, lib, dir, "\(port)", extraConfig])
+        XCTAssertEqual(result.status, 0, "write_sshd_config: \(result.output)")
     }
 
     /// The known_hosts line for this server.
