@@ -179,7 +179,8 @@ final class PortTests: SSHTestCase {
 
     func testServiceNames_resolveAndAreShownBesideThePort() throws {
         config(["\(Net.freePort()):localhost:postgresql", "\(Net.freePort()):127.0.0.1:redis", "\(Net.freePort()):127.0.0.1:\(echo.port)"])
-        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, "\(up.output)\n\(harness.supervisorLog)")
         let remotes = harness.listed("db")?.forwards.map(\.remote) ?? []
         XCTAssertEqual(remotes.prefix(2), ["localhost:5432 (postgresql)", "127.0.0.1:6379 (redis)"])
         XCTAssertTrue(harness.tunnel(["ls"]).stdout.contains("localhost:5432 (postgresql)"))
