@@ -27,8 +27,23 @@ setup_swift() {
   command -v swift >/dev/null 2>&1 || { echo "swift is not installed (expected at /opt/swift)" >&2; exit 1; }
 }
 
+# free_port: a free loopback port below the ephemeral range when there is room,
+# so no outgoing connection (the tunnel's own, to sshd) can take it before it is bound.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  python3 - <<'PY'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for port in (random.sample(range(10000, low), 200) if low > 12000 else []) + [0]:
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        print(s.getsockname()[1])
+        break
+    except OSError:
+        pass
+    finally:
+        s.close()
+PY
 }
 
 # write_sshd_config DIR PORT [extra config lines]: the throwaway server's

@@ -1,20 +1,62 @@
 import Foundation
 import Glibc
+import Synchronization
 import XCTest
 
 /// Blocking loopback sockets for test clients and test servers.
 enum Net {
+    /// A free loopback port below the kernel's ephemeral range, never the same one twice in a run. A port
+    /// from bind(0) is ephemeral, so an outgoing connection (the tunnel's own, to sshd) could take it between
+    /// this call and the tunnel binding it: `tunnel up` then fails with "address in use".
     static func freePort() -> UInt16 {
+        let low = ephemeralRangeStart()
+        return handedOut.withLock { given in
+            if low > 12_000 {
+                for _ in 0..<1_000 {
+                    let port = UInt16.random(in: 10_000..<low)
+                    if !given.contains(port) && bindable(port) && !isListening(port) {
+                        given.insert(port)
+                        return port
+                    }
+                }
+            }
+            while true {
+                let port = kernelPickedPort()
+                if given.insert(port).inserted { return port }
+            }
+        }
+    }
+
+    private static let handedOut = Mutex<Set<UInt16>>([])
+
+    private static func ephemeralRangeStart() -> UInt16 {
+        let text = read("/proc/sys/net/ipv4/ip_local_port_range")
+        return text.split(whereSeparator: \.isWhitespace).first.flatMap { UInt16($0) } ?? 32_768
+    }
+
+    private static func bindable(_ port: UInt16) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
+        var addr = loopback(port)
+        return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+    }
+
+    private static func kernelPickedPort() -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = loopback(0)
         _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
         return UInt16(bigEndian: addr.sin_port)
+    }
+
+    private static func loopback(_ port: UInt16) -> sockaddr_in {
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = port.bigEndian
+        return addr
     }
 
     /// Connects to 127.0.0.1:port; nil on failure.
