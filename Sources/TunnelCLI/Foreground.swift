@@ -35,7 +35,8 @@ func runForeground(profile: Profile, environment: [String: String]) -> Int32 {
     runtime.onStatusChange = { status in
         switch status.phase {
         case .up:
-            if !run.announced {
+            // Like `tunnel up`: announced once every SSH connection has answered.
+            if !run.announced && status.sessionsConnecting == 0 {
                 run.announced = true
                 for (spec, address) in zip(profile.forwards, status.boundAddresses) {
                     writeLine(2, "tunnel \(profile.name): \(address) -> \(spec.remoteDescription) via \(profile.via) (up; Ctrl-C to stop)")

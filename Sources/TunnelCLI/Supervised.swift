@@ -62,6 +62,7 @@ func runBackgroundUp(names: [String], config: Config, global: GlobalOptions, tim
         switch outcome.result {
         case .up:
             say("\(outcome.name): up: \(routes)\(via)")
+            if let note = outcome.message { writeLine(2, "note: \(outcome.name): \(note)") }
         case .alreadyUp:
             say("\(outcome.name): already up: \(routes)\(via)")
             if let note = outcome.message { writeLine(2, "note: \(outcome.name): \(note)") }

@@ -47,5 +47,9 @@ public struct TunnelStatus: Sendable, Equatable {
     /// SSH connections configured (`sessions`), and how many are up.
     public var sessions = 1
     public var sessionsUp = 0
+    /// SSH connections still on their first attempt. `tunnel up` waits for
+    /// them: clients that connect as soon as it returns (a pool opening)
+    /// then spread over every lane instead of all landing on the first.
+    public var sessionsConnecting = 0
     public init() {}
 }

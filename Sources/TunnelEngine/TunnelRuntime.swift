@@ -221,6 +221,7 @@ public final class TunnelRuntime: @unchecked Sendable {
             if phase != status.phase { status.since = wallClockSeconds() }
             status.phase = phase
             status.sessionsUp = phases.filter { $0 == .up }.count
+            status.sessionsConnecting = phases.filter { $0 == .connecting }.count
         }
     }
 

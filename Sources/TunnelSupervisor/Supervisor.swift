@@ -269,7 +269,10 @@ public final class Supervisor {
     private func outcome(_ host: TunnelHost, _ status: TunnelStatus) -> TunnelOutcome {
         switch status.phase {
         case .up:
-            return TunnelOutcome(name: host.name, result: .up, local: status.boundAddresses)
+            let partial = status.sessionsUp < status.sessions
+                ? "\(status.sessionsUp) of \(status.sessions) SSH connections up: \(status.lastError ?? "the others are not connected")"
+                : nil
+            return TunnelOutcome(name: host.name, result: .up, message: partial, local: status.boundAddresses)
         case .failed:
             return TunnelOutcome(name: host.name, result: .failed, message: status.lastError, local: status.boundAddresses)
         default:
@@ -325,10 +328,19 @@ public final class Supervisor {
     private func statusChanged(_ host: TunnelHost, _ status: TunnelStatus) {
         host.status = status
         guard !host.waiters.isEmpty else { return }
-        let decisive = status.phase == .up || status.phase == .failed || status.phase == .stopped
+        let resolves: (Int) -> Bool
+        switch status.phase {
+        case .up:
+            // Up once every lane has answered its first attempt (each is bounded by connect_timeout).
+            resolves = { _ in status.sessionsConnecting == 0 }
+        case .failed, .stopped:
+            resolves = { _ in true }
+        default:
+            resolves = { status.attempts > $0 }
+        }
         var still: [(attempts: Int, resolve: (TunnelStatus) -> Void)] = []
         for waiter in host.waiters {
-            if decisive || status.attempts > waiter.attempts { waiter.resolve(status) } else { still.append(waiter) }
+            if resolves(waiter.attempts) { waiter.resolve(status) } else { still.append(waiter) }
         }
         host.waiters = still
     }

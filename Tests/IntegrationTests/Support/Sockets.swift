@@ -161,6 +161,9 @@ final class TestServer {
         case sendThenRead(data: [UInt8])
         /// Wait `delay` seconds with nothing said, then like `sendThenRead`.
         case sendLater(delay: Double, data: [UInt8])
+        /// Relay to 127.0.0.1:`port`, the k-th accepted client (from 0) after
+        /// `delays[k]` seconds (none past the end): a slow path to a server.
+        case relay(port: UInt16, delays: [Double])
     }
 
     let port: UInt16
@@ -201,17 +204,17 @@ final class TestServer {
                 if errno == EINTR { continue }
                 return
             }
-            lock.lock(); _accepted += 1; let done = stopped; lock.unlock()
+            lock.lock(); _accepted += 1; let index = _accepted - 1; let done = stopped; lock.unlock()
             if done { close(client); return }
             let t = Thread { [behaviour] in
-                self.serve(client, behaviour)
+                self.serve(client, behaviour, index: index)
             }
             t.stackSize = 1 << 20
             t.start()
         }
     }
 
-    private func serve(_ client: Int32, _ behaviour: Behaviour) {
+    private func serve(_ client: Int32, _ behaviour: Behaviour, index: Int) {
         defer { close(client) }
         switch behaviour {
         case .echo:
@@ -236,6 +239,33 @@ final class TestServer {
             shutdown(client, Int32(SHUT_WR))
             let (rest, _) = Net.readToEOF(client)
             lock.lock(); _received.append(rest); lock.unlock()
+        case .relay(let port, let delays):
+            if index < delays.count { usleep(useconds_t(delays[index] * 1_000_000)) }
+            guard let upstream = Net.connect(port) else { return }
+            defer { close(upstream) }
+            Self.relay(client, upstream)
+        }
+    }
+
+    /// Copies bytes both ways until both sides have sent EOF (or one fails).
+    private static func relay(_ a: Int32, _ b: Int32) {
+        var fds = [pollfd(fd: a, events: Int16(POLLIN), revents: 0), pollfd(fd: b, events: Int16(POLLIN), revents: 0)]
+        var buf = [UInt8](repeating: 0, count: 65536)
+        var open = 2
+        while open > 0 {
+            if poll(&fds, 2, -1) < 0 { if errno == EINTR { continue }; return }
+            for i in 0..<2 where fds[i].revents != 0 {
+                let other = fds[1 - i].fd
+                let n = buf.withUnsafeMutableBytes { recv(fds[i].fd, $0.baseAddress, $0.count, 0) }
+                if n < 0 { return }
+                if n == 0 {
+                    shutdown(other, Int32(SHUT_WR))
+                    fds[i].fd = -1   // poll ignores it from now on
+                    open -= 1
+                    continue
+                }
+                if !buf.withUnsafeBytes({ Net.sendAll(other, UnsafeRawBufferPointer(rebasing: $0[0..<n])) }) { return }
+            }
         }
     }
 
