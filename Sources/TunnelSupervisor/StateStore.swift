@@ -7,6 +7,11 @@ struct DesiredState: Codable, Equatable {
     struct Entry: Codable, Equatable {
         var name: String
         var config: String
+        /// The ssh-agent socket and home of the `tunnel up` that started it:
+        /// a restored tunnel authenticates as it did then, not with whatever
+        /// agent the restarted supervisor happens to inherit.
+        var agentSocket: String?
+        var home: String?
     }
     var version = 1
     var tunnels: [Entry] = []

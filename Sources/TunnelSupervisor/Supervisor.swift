@@ -303,7 +303,7 @@ public final class Supervisor {
                 done(TunnelOutcome(name: profile.name, result: .failed, message: message))
             case .success(let host):
                 self.tunnels[profile.name] = host
-                self.remember(profile.name, configPath: configPath)
+                self.remember(profile.name, configPath: configPath, options: options)
                 self.wait(host) { done(self.outcome(host, $0)) }
             }
         })
@@ -423,10 +423,25 @@ public final class Supervisor {
 
     // MARK: desired state
 
-    private func remember(_ name: String, configPath: String) {
+    private func remember(_ name: String, configPath: String, options: Connector.Options) {
         desired.tunnels.removeAll { $0.name == name }
-        desired.tunnels.append(.init(name: name, config: configPath))
+        desired.tunnels.append(.init(name: name, config: configPath, agentSocket: options.agentSocket, home: options.home))
         saveDesired()
+    }
+
+    /// How a saved tunnel authenticates again: its own agent while that
+    /// socket still exists, else the supervisor's.
+    private func restoredOptions(_ entry: DesiredState.Entry) -> Connector.Options {
+        var restored = options(nil)
+        if let home = entry.home { restored.home = home }
+        if let agent = entry.agentSocket {
+            if Files.status(agent)?.isSocket == true {
+                restored.agentSocket = agent
+            } else {
+                logger.warning("\(entry.name): its ssh-agent socket \(agent) is gone; using \(restored.agentSocket ?? "no agent")")
+            }
+        }
+        return restored
     }
 
     private func forget(_ name: String) {
@@ -451,7 +466,7 @@ public final class Supervisor {
                 continue
             }
             logger.info("restoring \(entry.name) (was up before the supervisor restarted)")
-            start(profile, configPath: entry.config, options: options(nil)) { [weak self] outcome in
+            start(profile, configPath: entry.config, options: restoredOptions(entry)) { [weak self] outcome in
                 if outcome.result == .failed && self?.tunnels[entry.name] == nil {
                     self?.logger.error("cannot restore \(entry.name): \(outcome.message ?? "failed")")
                 }

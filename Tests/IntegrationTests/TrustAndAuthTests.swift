@@ -102,24 +102,64 @@ final class TrustAndAuthTests: XCTestCase {
         XCTAssertTrue(err.contains("ssh-agent") && err.contains("ssh-add"), err)
     }
 
-    func testEncryptedKeyInSSHAgent_authenticatesThroughTheAgent() throws {
-        harness.trust(server)
+    /// An ssh-agent holding a passphrase-protected key the server accepts;
+    /// the key file alone is useless without the agent.
+    private func agentWithEncryptedKey() throws -> (key: String, socket: String, agent: Background) {
         let dir = makeTempDir("agent")
         let key = dir + "/id_ed25519"
         runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "secret phrase", "-f", key])
         try server.authorize(publicKeyFile: key + ".pub")
         let socketPath = dir + "/agent.sock"
         let agent = try Background(Env.which("ssh-agent")!, ["-D", "-a", socketPath], logPath: dir + "/agent.log")
-        defer { agent.stop() }
         XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: socketPath) })
         write("#!/bin/sh\necho 'secret phrase'\n", to: dir + "/askpass", mode: 0o755)
         let add = runCommand(Env.which("ssh-add")!, [key], env: ["SSH_AUTH_SOCK": socketPath, "SSH_ASKPASS": dir + "/askpass", "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"])
         XCTAssertEqual(add.status, 0, add.output)
+        return (key, socketPath, agent)
+    }
+
+    func testEncryptedKeyInSSHAgent_authenticatesThroughTheAgent() throws {
+        harness.trust(server)
+        let (key, socketPath, agent) = try agentWithEncryptedKey()
+        defer { agent.stop() }
         config(identity: key)
         let p = try harness.foreground("db", waitFor: local, env: ["SSH_AUTH_SOCK": socketPath])
         XCTAssertTrue(p.log.contains("agent key"), p.log)
         p.signal(SIGTERM)
         XCTAssertEqual(p.wait(timeout: 5), 0)
+    }
+
+    func testRestoredTunnel_authenticatesWithTheAgentOfTheUpThatStartedIt_notTheSupervisors() throws {
+        harness.trust(server)
+        let (key, socketPath, agent) = try agentWithEncryptedKey()
+        defer { agent.stop() }
+        config(identity: key)
+        let up = harness.tunnel(["up", "db"], env: ["SSH_AUTH_SOCK": socketPath])
+        XCTAssertEqual(up.status, 0, up.output)
+        XCTAssertEqual(harness.tunnel(["daemon", "stop"]).status, 0)
+        XCTAssertFalse(Net.isListening(local))
+        // The next supervisor has no agent of its own (the harness clears SSH_AUTH_SOCK).
+        let daemon = try Background(Env.tunnelBinary, ["daemon"], env: harness.environment, logPath: harness.dir + "/daemon.out")
+        defer { daemon.signal(SIGTERM); _ = daemon.wait(timeout: 5) }
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.listed("db")?.state == "up" }, "\(harness.list())\n\(harness.supervisorLog)")
+        XCTAssertTrue(daemon.log.contains("restoring db"), daemon.log)
+        XCTAssertTrue(Net.isListening(local))
+    }
+
+    func testRestoredTunnel_whoseAgentIsGone_saysSo_andFailsWithTheAgentHint() throws {
+        harness.trust(server)
+        let (key, socketPath, agent) = try agentWithEncryptedKey()
+        config(identity: key)
+        XCTAssertEqual(harness.tunnel(["up", "db"], env: ["SSH_AUTH_SOCK": socketPath]).status, 0)
+        XCTAssertEqual(harness.tunnel(["daemon", "stop"]).status, 0)
+        // As after a reboot or a new login: the agent and its socket are gone.
+        agent.stop()
+        try? FileManager.default.removeItem(atPath: socketPath)
+        let daemon = try Background(Env.tunnelBinary, ["daemon"], env: harness.environment, logPath: harness.dir + "/daemon.out")
+        defer { daemon.signal(SIGTERM); _ = daemon.wait(timeout: 5) }
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.listed("db")?.state == "failed" }, "\(harness.list())")
+        XCTAssertTrue(harness.supervisorLog.contains("its ssh-agent socket \(socketPath) is gone"), harness.supervisorLog)
+        XCTAssertTrue(harness.listed("db")?.last_error?.contains("ssh-add") == true, "\(harness.list())")
     }
 
     func testRSAKeyRefusedByTheServer_explainsLibssh2SHA1AndSuggestsEd25519() throws {
