@@ -227,10 +227,7 @@ final class Link {
                 fullScanOwed = false
                 loop.cancel(fullScanTimer)
                 fullScanTimer = nil
-                for c in Array(active.values) where c.phase == .pumping {
-                    serviceIfChanged(c)
-                    if isDead { return }
-                }
+                if !serviceIfChanged(Array(active.values)) { return }
                 let end = Instant.now()
                 hot.removeAll { c in
                     let cold = c.phase != .pumping || end.seconds(since: c.lastBusy) >= Link.hotSeconds
@@ -239,10 +236,7 @@ final class Link {
                 }
                 nextFullScan = end.adding(seconds: 2 * end.seconds(since: now))
             } else {
-                for c in hot where c.phase == .pumping {
-                    serviceIfChanged(c)
-                    if isDead { return }
-                }
+                if !serviceIfChanged(hot) { return }
                 if fullScanTimer == nil {
                     // Nothing else may wake the loop before the full check is due.
                     fullScanTimer = loop.schedule(after: max(0.0001, nextFullScan.seconds(since: now))) { [weak self] in
@@ -274,6 +268,15 @@ final class Link {
             if transport.pendingOutbound > 0 { events.insert(.writable) }
             loop.setInterest(registration, events)
         }
+    }
+
+    /// Serves each pumping connection whose channel changed; false once the link died.
+    private func serviceIfChanged(_ connections: [Connection]) -> Bool {
+        for c in connections where c.phase == .pumping {
+            serviceIfChanged(c)
+            if isDead { return false }
+        }
+        return true
     }
 
     private func serviceIfChanged(_ c: Connection) {

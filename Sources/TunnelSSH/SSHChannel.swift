@@ -63,7 +63,7 @@ public final class SSHChannel {
         if n > 0 { return .data(n) }
         if n == Int(LIBSSH2_ERROR_EAGAIN) { return .wouldBlock }
         if n < 0 { throw session.handle.lastError("libssh2_channel_read") }
-        return libssh2_channel_eof(live) != 0 ? .eof : .wouldBlock
+        return isAtEOF ? .eof : .wouldBlock
     }
 
     /// Drains the session socket into libssh2's queues (a zero-length read

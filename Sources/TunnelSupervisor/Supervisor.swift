@@ -328,19 +328,16 @@ public final class Supervisor {
     private func statusChanged(_ host: TunnelHost, _ status: TunnelStatus) {
         host.status = status
         guard !host.waiters.isEmpty else { return }
-        let resolves: (Int) -> Bool
-        switch status.phase {
-        case .up:
-            // Up once every lane has answered its first attempt (each is bounded by connect_timeout).
-            resolves = { _ in status.sessionsConnecting == 0 }
-        case .failed, .stopped:
-            resolves = { _ in true }
-        default:
-            resolves = { status.attempts > $0 }
-        }
         var still: [(attempts: Int, resolve: (TunnelStatus) -> Void)] = []
         for waiter in host.waiters {
-            if resolves(waiter.attempts) { waiter.resolve(status) } else { still.append(waiter) }
+            let settled: Bool
+            switch status.phase {
+            // Up once every lane has answered its first attempt (each is bounded by connect_timeout).
+            case .up: settled = status.sessionsConnecting == 0
+            case .failed, .stopped: settled = true
+            default: settled = status.attempts > waiter.attempts
+            }
+            if settled { waiter.resolve(status) } else { still.append(waiter) }
         }
         host.waiters = still
     }

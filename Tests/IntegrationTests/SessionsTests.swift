@@ -39,6 +39,18 @@ final class SessionsTests: SSHTestCase {
         return fd
     }
 
+    /// Opens `count` clients ("label 0", "label 1", ...), each proven to echo; the caller closes them.
+    private func openEchoingClients(_ count: Int, _ port: UInt16, _ label: String) throws -> [Int32] {
+        var fds: [Int32] = []
+        do {
+            for i in 0..<count { fds.append(try XCTUnwrap(openEchoing(port, "\(label) \(i)"), "\(label) \(i)")) }
+        } catch {
+            fds.forEach { close($0) }
+            throw error
+        }
+        return fds
+    }
+
     private func echoes(_ fd: Int32, _ text: String) -> Bool {
         Net.sendAll(fd, Array(text.utf8)) && Net.readExactly(fd, text.utf8.count) == Array(text.utf8)
     }
@@ -56,9 +68,7 @@ final class SessionsTests: SSHTestCase {
 
         var fds: [Int32] = []
         defer { fds.forEach { close($0) } }
-        for i in 0..<8 {
-            fds.append(try XCTUnwrap(openEchoing(port, "client \(i)")))
-        }
+        fds += try openEchoingClients(8, port, "client")
         let spread = targetConnectionsPerSSHConnection()
         XCTAssertEqual(spread.values.sorted(), [4, 4], "per sshd connection: \(spread)")
         XCTAssertEqual(harness.listed("db")?.forwards[0].active, 8)
@@ -107,9 +117,7 @@ final class SessionsTests: SSHTestCase {
         // A pool opening as soon as `up` returns.
         var fds: [Int32] = []
         defer { fds.forEach { close($0) } }
-        for i in 0..<8 {
-            fds.append(try XCTUnwrap(openEchoing(port, "client \(i)")))
-        }
+        fds += try openEchoingClients(8, port, "client")
         let spread = targetConnectionsPerSSHConnection()
         XCTAssertEqual(spread.values.sorted(), [4, 4], "per sshd connection: \(spread)")
     }
@@ -137,7 +145,7 @@ final class SessionsTests: SSHTestCase {
 
         var fds: [Int32] = []
         defer { fds.forEach { close($0) } }
-        for i in 0..<4 { fds.append(try XCTUnwrap(openEchoing(port, "before \(i)"))) }
+        fds += try openEchoingClients(4, port, "before")
         let spread = targetConnectionsPerSSHConnection()
         XCTAssertEqual(spread.values.sorted(), [2, 2], "\(spread)")
         let victim = try XCTUnwrap(spread.keys.min())
@@ -161,7 +169,7 @@ final class SessionsTests: SSHTestCase {
         XCTAssertEqual(survivors, 2)
 
         // New clients do not wait for the reconnect: the live connection takes them.
-        for i in 0..<3 { fds.append(try XCTUnwrap(openEchoing(port, "during the outage \(i)"))) }
+        fds += try openEchoingClients(3, port, "during the outage")
         XCTAssertEqual(targetConnectionsPerSSHConnection(), [survivor: 5])
 
         kill(listener, SIGCONT)
@@ -236,7 +244,7 @@ final class SessionsTests: SSHTestCase {
         defer { fds.forEach { close($0) } }
         XCTAssertTrue(eventually(timeout: 10) { fg.log.contains("session=1/2") && fg.log.contains("session=2/2") }, fg.log)
         usleep(200_000)  // the runtime hears of the second connection from its thread
-        for i in 0..<4 { fds.append(try XCTUnwrap(openEchoing(port, "fg \(i)"))) }
+        fds += try openEchoingClients(4, port, "fg")
         XCTAssertEqual(targetConnectionsPerSSHConnection().values.sorted(), [2, 2])
         fg.signal(SIGTERM)
         XCTAssertEqual(fg.wait(timeout: 3), 0, fg.log)

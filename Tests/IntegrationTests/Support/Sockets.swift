@@ -14,15 +14,14 @@ enum Net {
             if low > 12_000 {
                 for _ in 0..<1_000 {
                     let port = UInt16.random(in: 10_000..<low)
-                    if !given.contains(port) && bindable(port) && !isListening(port) {
+                    if !given.contains(port) && bindAndRelease(port) != nil && !isListening(port) {
                         given.insert(port)
                         return port
                     }
                 }
             }
             while true {
-                let port = kernelPickedPort()
-                if given.insert(port).inserted { return port }
+                if let port = bindAndRelease(0), given.insert(port).inserted { return port }
             }
         }
     }
@@ -34,18 +33,13 @@ enum Net {
         return text.split(whereSeparator: \.isWhitespace).first.flatMap { UInt16($0) } ?? 32_768
     }
 
-    private static func bindable(_ port: UInt16) -> Bool {
+    /// Binds 127.0.0.1:`port` (0: the kernel picks) and releases it; the port it got, or nil if taken.
+    private static func bindAndRelease(_ port: UInt16) -> UInt16? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = loopback(port)
-        return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
-    }
-
-    private static func kernelPickedPort() -> UInt16 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = loopback(0)
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        guard rc == 0 else { return nil }
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
         return UInt16(bigEndian: addr.sin_port)
