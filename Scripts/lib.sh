@@ -3,7 +3,7 @@
 # Packages the demo, the tests and the benchmark use. Installed with apt-get
 # so a fresh Debian 12 machine needs nothing done by hand.
 TUNNEL_APT_PACKAGES="libssh2-1-dev openssh-server openssh-client postgresql postgresql-client postgresql-contrib
-  python3 iperf3 iproute2 util-linux procps psmisc libcap2-bin ca-certificates git"
+  libssl-dev python3 iperf3 iproute2 util-linux procps psmisc libcap2-bin ca-certificates git"
 
 install_packages() {
   local missing=""

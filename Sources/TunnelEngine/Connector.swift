@@ -244,8 +244,8 @@ public final class Connector {
             }
             onProgress?(.hostKeyVerified(fingerprint: key.fingerprint, learnedLine: learned))
             let auth = Authenticator(session: session, user: profile.user, identity: profile.identity.map { ($0, display($0)) },
-                                     defaults: ["id_ed25519", "id_ecdsa"].map { let p = options.home + "/.ssh/" + $0; return (p, display(p)) },
-                                     agentSocket: options.agentSocket)
+                                     defaults: ["id_ed25519", "id_ecdsa", "id_rsa"].map { let p = options.home + "/.ssh/" + $0; return (p, display(p)) },
+                                     agentSocket: options.agentSocket, agentTimeout: Double(profile.connectTimeout))
             phase = .authenticating(address: address, session: session, registration: registration, auth: auth, learned: learned, fingerprint: key.fingerprint)
             advance()
         case .authenticating(let address, let session, let registration, let auth, let learned, let fingerprint):

@@ -130,9 +130,12 @@ public enum Files {
 }
 
 /// Blocking send/recv on a descriptor the caller does not own (libssh2's agent
-/// socket). Return the byte count or -errno, as libssh2's callbacks expect.
+/// socket). Return the byte count or -errno, as libssh2's callbacks expect;
+/// -ETIMEDOUT when the peer does not get ready within `timeout` seconds, so a
+/// stuck ssh-agent fails the attempt instead of hanging the thread.
 public enum RawIO {
-    public static func send(_ fd: Int32, _ buffer: UnsafeRawPointer, _ length: Int) -> Int {
+    public static func send(_ fd: Int32, _ buffer: UnsafeRawPointer, _ length: Int, timeout: Double) -> Int {
+        guard Poll.wait(fd: fd, writable: true, timeout: timeout) else { return -Int(ETIMEDOUT) }
         while true {
             let n = Glibc.send(fd, buffer, length, Int32(MSG_NOSIGNAL))
             if n >= 0 { return n }
@@ -140,7 +143,8 @@ public enum RawIO {
         }
     }
 
-    public static func recv(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ length: Int) -> Int {
+    public static func recv(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ length: Int, timeout: Double) -> Int {
+        guard Poll.wait(fd: fd, writable: false, timeout: timeout) else { return -Int(ETIMEDOUT) }
         while true {
             let n = Glibc.recv(fd, buffer, length, 0)
             if n >= 0 { return n }

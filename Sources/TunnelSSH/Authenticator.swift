@@ -12,6 +12,8 @@ public struct AuthFailure: Error, Equatable, Sendable, CustomStringConvertible {
 /// Public-key authentication, non-blocking: ssh-agent identities first, then
 /// identity files. Agent I/O itself is blocking (a local socket), as libssh2
 /// does it. Passphrases are never asked for: an encrypted key must be in the agent.
+/// RSA keys are signed with rsa-sha2-512 by tunnel itself on OpenSSH servers
+/// (see RSASignatureAlgorithm); libssh2 signs every other key.
 public final class Authenticator {
     public enum Candidate: Equatable, Sendable {
         case agent(index: Int, label: String)
@@ -23,6 +25,11 @@ public final class Authenticator {
     private let explicitIdentity: (path: String, display: String)?
     private let defaultIdentities: [(path: String, display: String)]
     private let agentSocket: String?
+    private let agentTimeout: Double
+    /// nil: the server is not known to take rsa-sha2 this way; libssh2 signs ssh-rsa.
+    private lazy var rsaAlgorithm = RSASignatureAlgorithm.forServer(banner: session.serverBanner)
+    /// The RSA attempt in progress, kept while libssh2 says EAGAIN.
+    private var rsaRequest: RSASigningRequest?
 
     private var agent: OpaquePointer?
     private var agentIdentities: [UnsafeMutablePointer<libssh2_agent_publickey>] = []
@@ -30,6 +37,8 @@ public final class Authenticator {
     private var index = 0
     private var serverMethods: [String]?
     private var attempts: [String] = []
+    /// Why the last rsa-sha2 signature could not be made, if it could not.
+    private var signingFailure: String?
     private var started = false
 
     /// What succeeded: "publickey with ~/.ssh/id_ed25519" or "publickey with agent key ...".
@@ -37,8 +46,10 @@ public final class Authenticator {
 
     /// `identity`: the profile's key file; `defaults`: files tried when it is nil.
     public init(session: SSHSession, user: String, identity: (path: String, display: String)?,
-                defaults: [(path: String, display: String)], agentSocket: String?) {
+                defaults: [(path: String, display: String)], agentSocket: String?, agentTimeout: Double = 10) {
         self.session = session
+        self.agentTimeout = agentTimeout
+        session.transport.agentTimeout = agentTimeout
         self.user = user
         self.explicitIdentity = identity
         self.defaultIdentities = defaults
@@ -79,21 +90,34 @@ public final class Authenticator {
             let candidate = candidates[index]
             switch candidate {
             case .agent(let i, let label):
-                let rc = libssh2_agent_userauth(agent, user, agentIdentities[i])
-                if rc == LIBSSH2_ERROR_EAGAIN { return false }
-                if rc == 0 { return succeed("publickey with agent key \(label)") }
-                try recordFailure(rc, what: "agent key \(label)", keyType: Fingerprint.keyType(ofBlob: blob(agentIdentities[i])))
-            case .file(let path, let display):
+                let keyBlob = blob(agentIdentities[i])
+                let keyType = Fingerprint.keyType(ofBlob: keyBlob)
                 let rc: Int32
-                do {
-                    rc = try session.authenticate(user: user, privateKey: path, passphrase: nil) ? 0 : LIBSSH2_ERROR_EAGAIN
-                } catch {
-                    rc = error.code
+                if keyType == "ssh-rsa", let algorithm = rsaAlgorithm, let socket = agentSocket {
+                    rc = rsaStep(.agent(socketPath: socket, keyBlob: keyBlob), algorithm)
+                } else {
+                    rc = libssh2_agent_userauth(agent, user, agentIdentities[i])
                 }
                 if rc == LIBSSH2_ERROR_EAGAIN { return false }
-                if rc == 0 { return succeed("publickey with \(display)") }
-                let info = (try? Files.readText(path)).flatMap { $0 }.map(PrivateKeyInfo.inspect)
-                try recordFailure(rc, what: display, keyType: info?.keyType)
+                if rc == 0 { return succeed("publickey with agent key \(label)" + rsaSuffix(keyType)) }
+                try recordFailure(rc, what: "agent key \(label)", keyType: keyType)
+            case .file(let path, let display):
+                let text = (try? Files.readText(path)).flatMap { $0 }
+                let rsaKey = rsaAlgorithm == nil ? nil : text.flatMap(rsaPrivateKey)
+                let keyType = rsaKey != nil ? "ssh-rsa" : text.map(PrivateKeyInfo.inspect)?.keyType
+                let rc: Int32
+                if let rsaKey, let algorithm = rsaAlgorithm {
+                    rc = rsaStep(.key(rsaKey), algorithm)
+                } else {
+                    do {
+                        rc = try session.authenticate(user: user, privateKey: path, passphrase: nil) ? 0 : LIBSSH2_ERROR_EAGAIN
+                    } catch {
+                        rc = error.code
+                    }
+                }
+                if rc == LIBSSH2_ERROR_EAGAIN { return false }
+                if rc == 0 { return succeed("publickey with \(display)" + rsaSuffix(keyType)) }
+                try recordFailure(rc, what: display, keyType: keyType)
             }
             index += 1
         }
@@ -101,6 +125,37 @@ public final class Authenticator {
         let methods = serverMethods?.joined(separator: ",") ?? "?"
         let tried = attempts.isEmpty ? "no keys to try" : attempts.joined(separator: "; ")
         throw AuthFailure(isPermanent: true, message: "authentication failed for \(user) (server accepts: \(methods)): \(tried)")
+    }
+
+    /// An unencrypted RSA key file tunnel can sign with; nil for other keys,
+    /// which libssh2 reads itself.
+    private func rsaPrivateKey(_ text: String) -> RSAPrivateKey? {
+        let info = PrivateKeyInfo.inspect(text)
+        guard !info.isEncrypted, info.isRSA || (info.format == .pkcs8 && info.keyType == nil) else { return nil }
+        return RSAPrivateKey(text: text)
+    }
+
+    /// One step of an rsa-sha2 attempt; the request lives until it ends.
+    private func rsaStep(_ signer: RSASigningRequest.Signer, _ algorithm: RSASignatureAlgorithm) -> Int32 {
+        if rsaRequest == nil {
+            rsaRequest = RSASigningRequest(signer: signer, algorithm: algorithm, agentTimeout: agentTimeout)
+        }
+        guard let request = rsaRequest else { return LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED }
+        let rc: Int32
+        do {
+            rc = try session.authenticate(user: user, rsa: request) ? 0 : LIBSSH2_ERROR_EAGAIN
+        } catch {
+            rc = error.code
+        }
+        if rc != LIBSSH2_ERROR_EAGAIN {
+            rsaRequest = nil
+            signingFailure = request.failure
+        }
+        return rc
+    }
+
+    private func rsaSuffix(_ keyType: String?) -> String {
+        keyType == "ssh-rsa" ? ", " + (rsaAlgorithm?.rawValue ?? "ssh-rsa") : ""
     }
 
     private func succeed(_ how: String) -> Bool {
@@ -121,6 +176,11 @@ public final class Authenticator {
             throw AuthFailure(isPermanent: false, message: "authentication failed for \(user): \(attempts.joined(separator: "; "))")
         }
         var reason: String
+        defer { signingFailure = nil }
+        if let signingFailure {
+            attempts.append("\(what): \(signingFailure)")
+            return
+        }
         switch rc {
         case LIBSSH2_ERROR_AUTHENTICATION_FAILED, LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED:
             reason = "refused by the server"
@@ -130,7 +190,12 @@ public final class Authenticator {
             reason = err.message
         }
         if keyType == "ssh-rsa" && (rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED || rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED) {
-            reason += " (libssh2 1.10 signs RSA keys with SHA-1 only, which OpenSSH 8.8 and later refuse; use an ed25519 key: ssh-keygen -t ed25519)"
+            if let algorithm = rsaAlgorithm {
+                reason += " (signed with \(algorithm.rawValue))"
+            } else {
+                let banner = session.serverBanner
+                reason += " (signed with ssh-rsa, i.e. SHA-1, which many servers refuse: this server says \"\(banner.isEmpty ? "?" : banner)\", not OpenSSH 7.2 or later, so the signature was libssh2 1.10's; use an ed25519 key: ssh-keygen -t ed25519)"
+            }
         }
         attempts.append("\(what): \(reason)")
     }
@@ -165,7 +230,7 @@ public final class Authenticator {
                     }
                     if agentIdentities.isEmpty && wantedBlob == nil { attempts.append("ssh-agent: holds no keys") }
                 } else {
-                    attempts.append("ssh-agent at \(socket): not reachable")
+                    attempts.append("ssh-agent at \(socket): " + (session.transport.agentTimedOut ? "did not answer within \(Int(agentTimeout)) s" : "not reachable"))
                 }
             }
         }

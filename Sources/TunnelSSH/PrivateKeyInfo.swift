@@ -51,7 +51,7 @@ public struct PrivateKeyInfo: Equatable, Sendable {
         return PrivateKeyInfo(format: .openssh, keyType: keyType, isEncrypted: cipher != "none")
     }
 
-    private static func pemBody(_ text: String, label: String) -> Substring? {
+    static func pemBody(_ text: String, label: String) -> Substring? {
         guard let start = text.firstRange(of: "-----BEGIN \(label)-----"),
               let end = text[start.upperBound...].firstRange(of: "-----END \(label)-----") else { return nil }
         return text[start.upperBound..<end.lowerBound]

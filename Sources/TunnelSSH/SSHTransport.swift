@@ -47,6 +47,12 @@ public final class SSHTransport {
     private var receivedThisPass = false
     private var sentBeforePass: UInt64 = 0
 
+    /// How long libssh2's own ssh-agent I/O (listing keys, ssh-rsa signing)
+    /// may wait on the agent: the profile's connect_timeout.
+    public var agentTimeout = 10.0
+    /// Set when that I/O gave up on a silent agent.
+    public internal(set) var agentTimedOut = false
+
     public static let highWater = 1 << 20
     public static let lowWater = 256 << 10
 
@@ -152,17 +158,22 @@ public final class SSHTransport {
         }
     }
 
+    private func agentIO(_ result: Int) -> Int {
+        if result == -Int(ETIMEDOUT) { agentTimedOut = true }
+        return result
+    }
+
     func install(on session: OpaquePointer) {
         // libssh2 also talks to ssh-agent through these callbacks, passing the
         // agent's socket: only the session socket gets the buffering.
         tunnel_ssh_set_send(session) { fd, buffer, length, flags, abstract in
             let transport = Unmanaged<SSHTransport>.fromOpaque(tunnel_ssh_abstract(abstract)!).takeUnretainedValue()
-            guard fd == transport.socket.fd else { return RawIO.send(fd, buffer!, length) }
+            guard fd == transport.socket.fd else { return transport.agentIO(RawIO.send(fd, buffer!, length, timeout: transport.agentTimeout)) }
             return transport.send(buffer!, length)
         }
         tunnel_ssh_set_recv(session) { fd, buffer, length, flags, abstract in
             let transport = Unmanaged<SSHTransport>.fromOpaque(tunnel_ssh_abstract(abstract)!).takeUnretainedValue()
-            guard fd == transport.socket.fd else { return RawIO.recv(fd, buffer!, length) }
+            guard fd == transport.socket.fd else { return transport.agentIO(RawIO.recv(fd, buffer!, length, timeout: transport.agentTimeout)) }
             return transport.recv(buffer!, length)
         }
     }

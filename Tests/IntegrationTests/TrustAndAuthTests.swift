@@ -104,10 +104,10 @@ final class TrustAndAuthTests: XCTestCase {
 
     /// An ssh-agent holding a passphrase-protected key the server accepts;
     /// the key file alone is useless without the agent.
-    private func agentWithEncryptedKey() throws -> (key: String, socket: String, agent: Background) {
+    private func agentWithEncryptedKey(type: String = "ed25519") throws -> (key: String, socket: String, agent: Background) {
         let dir = makeTempDir("agent")
-        let key = dir + "/id_ed25519"
-        runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "secret phrase", "-f", key])
+        let key = dir + "/id_\(type)"
+        runCommand(Env.which("ssh-keygen")!, ["-q", "-t", type, "-N", "secret phrase", "-f", key])
         try server.authorize(publicKeyFile: key + ".pub")
         let socketPath = dir + "/agent.sock"
         let agent = try Background(Env.which("ssh-agent")!, ["-D", "-a", socketPath], logPath: dir + "/agent.log")
@@ -162,14 +162,108 @@ final class TrustAndAuthTests: XCTestCase {
         XCTAssertTrue(harness.listed("db")?.last_error?.contains("ssh-add") == true, "\(harness.list())")
     }
 
-    func testRSAKeyRefusedByTheServer_explainsLibssh2SHA1AndSuggestsEd25519() throws {
+    // MARK: RSA keys, signed with rsa-sha2-512 by tunnel (libssh2 1.10 alone signs ssh-rsa, SHA-1)
+
+    /// A server that takes RSA keys only with SHA-2 signatures: written out
+    /// here rather than relying on OpenSSH's default (8.8 and later).
+    private func restartServer(acceptedAlgorithms: String) throws {
+        server.stop()
+        server = try SSHServer(extraConfig: "PubkeyAcceptedAlgorithms \(acceptedAlgorithms)")
         harness.trust(server)
+    }
+
+    private func rsaKey(format: String? = nil, passphrase: String = "") throws -> String {
         let key = makeTempDir("rsa") + "/id_rsa"
-        runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", key])
+        runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "rsa", "-b", "2048", "-N", passphrase, "-f", key] + (format.map { ["-m", $0] } ?? []))
         try server.authorize(publicKeyFile: key + ".pub")
+        return key
+    }
+
+    func testRSAKeyFiles_inOpenSSHPEMAndPKCS8Formats_authenticateWithRSASHA2_512_whereSHA1IsRefused() throws {
+        try restartServer(acceptedAlgorithms: "ssh-ed25519,rsa-sha2-512,rsa-sha2-256")
+        for format in [nil, "PEM", "PKCS8"] {
+            let key = try rsaKey(format: format)
+            config(identity: key)
+            let p = try harness.foreground("db", waitFor: local)
+            XCTAssertTrue(p.log.contains("publickey with \(key), rsa-sha2-512"), "\(format ?? "OpenSSH"): \(p.log)")
+            p.signal(SIGTERM)
+            XCTAssertEqual(p.wait(timeout: 5), 0, p.log)
+        }
+        XCTAssertEqual(server.log.components(separatedBy: "Accepted publickey for").count - 1, 3, server.log)
+    }
+
+    func testRSAKeyInSSHAgent_passphraseProtected_authenticatesWithRSASHA2_512() throws {
+        try restartServer(acceptedAlgorithms: "ssh-ed25519,rsa-sha2-512")
+        let (key, socketPath, agent) = try agentWithEncryptedKey(type: "rsa")
+        defer { agent.stop() }
+        config(identity: key)
+        let p = try harness.foreground("db", waitFor: local, env: ["SSH_AUTH_SOCK": socketPath])
+        XCTAssertTrue(p.log.contains("agent key ssh-rsa") && p.log.contains(", rsa-sha2-512"), p.log)
+        p.signal(SIGTERM)
+        XCTAssertEqual(p.wait(timeout: 5), 0)
+    }
+
+    func testRSAKey_onAServerThatTakesNoRSA_isRefused_sayingWhichSignatureWasSent() throws {
+        try restartServer(acceptedAlgorithms: "ssh-ed25519")
+        let key = try rsaKey()
         config(identity: key)
         let err = upFails()
-        XCTAssertTrue(err.contains("SHA-1"), err)
-        XCTAssertTrue(err.contains("ed25519"), err)
+        XCTAssertTrue(err.contains("\(key): refused by the server (signed with rsa-sha2-512)"), err)
+    }
+
+    /// An ssh-agent that lists an RSA key, then never answers: `hangOn` 11
+    /// (the key list) or 13 (the signature).
+    private func stuckAgent(listing publicKeyFile: String, hangOn request: Int) throws -> (socket: String, agent: Background) {
+        let dir = makeTempDir("stuck-agent")
+        let script = dir + "/agent.py"
+        write("""
+        import base64, socket, struct, sys, threading, time
+        path, pub, hang = sys.argv[1], sys.argv[2], int(sys.argv[3])
+        blob = base64.b64decode(open(pub).read().split()[1])
+        def exact(c, n):
+            b = b""
+            while len(b) < n:
+                d = c.recv(n - len(b))
+                if not d: raise EOFError
+                b += d
+            return b
+        def serve(c):
+            try:
+                while True:
+                    msg = exact(c, struct.unpack(">I", exact(c, 4))[0])
+                    if msg[0] == hang: time.sleep(3600)
+                    if msg[0] == 11:
+                        body = bytes([12]) + struct.pack(">I", 1) + struct.pack(">I", len(blob)) + blob + struct.pack(">I", 5) + b"stuck"
+                    else:
+                        body = bytes([5])
+                    c.sendall(struct.pack(">I", len(body)) + body)
+            except EOFError:
+                pass
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(path)
+        s.listen(8)
+        while True:
+            threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+        """, to: script)
+        let socketPath = dir + "/agent.sock"
+        let agent = try Background(Env.which("python3")!, [script, socketPath, publicKeyFile, "\(request)"], logPath: dir + "/agent.log")
+        XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: socketPath) })
+        return (socketPath, agent)
+    }
+
+    func testStuckSSHAgent_whileListingOrSigning_failsWithinConnectTimeout_insteadOfHanging() throws {
+        try restartServer(acceptedAlgorithms: "ssh-ed25519,rsa-sha2-512")
+        // Passphrase-protected: only the (stuck) agent could sign with it.
+        let key = try rsaKey(passphrase: "secret phrase")
+        for (request, expected) in [(11, "agent.sock: did not answer within 5 s"), (13, "(stuck): ssh-agent did not answer within 5 s")] {
+            let (socketPath, agent) = try stuckAgent(listing: key + ".pub", hangOn: request)
+            defer { agent.stop() }
+            config(identity: key) // connect_timeout = 5
+            let started = Date()
+            let err = upFails(env: ["SSH_AUTH_SOCK": socketPath])
+            let elapsed = Date().timeIntervalSince(started)
+            XCTAssertLessThan(elapsed, 15, "request \(request): took \(elapsed) s: \(err)")
+            XCTAssertTrue(err.contains(expected), "request \(request): \(err)")
+        }
     }
 }
