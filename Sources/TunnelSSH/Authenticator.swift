@@ -30,6 +30,8 @@ public final class Authenticator {
     private lazy var rsaAlgorithm = RSASignatureAlgorithm.forServer(banner: session.serverBanner)
     /// The RSA attempt in progress, kept while libssh2 says EAGAIN.
     private var rsaRequest: RSASigningRequest?
+    /// Identity files that are unencrypted RSA keys, read once: tunnel signs with these.
+    private var rsaKeys: [String: RSAPrivateKey] = [:]
 
     private var agent: OpaquePointer?
     private var agentIdentities: [UnsafeMutablePointer<libssh2_agent_publickey>] = []
@@ -37,7 +39,9 @@ public final class Authenticator {
     private var index = 0
     private var serverMethods: [String]?
     private var attempts: [String] = []
-    /// Why the last rsa-sha2 signature could not be made, if it could not.
+    /// The finished attempt's rsa-sha2 signature (nil: libssh2 signed), and
+    /// why it could not be made, if it could not.
+    private var lastRSASignature: RSASignatureAlgorithm?
     private var signingFailure: String?
     private var started = false
 
@@ -102,11 +106,8 @@ public final class Authenticator {
                 if rc == 0 { return succeed("publickey with agent key \(label)" + rsaSuffix(keyType)) }
                 try recordFailure(rc, what: "agent key \(label)", keyType: keyType)
             case .file(let path, let display):
-                let text = (try? Files.readText(path)).flatMap { $0 }
-                let rsaKey = rsaAlgorithm == nil ? nil : text.flatMap(rsaPrivateKey)
-                let keyType = rsaKey != nil ? "ssh-rsa" : text.map(PrivateKeyInfo.inspect)?.keyType
                 let rc: Int32
-                if let rsaKey, let algorithm = rsaAlgorithm {
+                if let rsaKey = rsaKeys[path], let algorithm = rsaAlgorithm {
                     rc = rsaStep(.key(rsaKey), algorithm)
                 } else {
                     do {
@@ -116,6 +117,7 @@ public final class Authenticator {
                     }
                 }
                 if rc == LIBSSH2_ERROR_EAGAIN { return false }
+                let keyType = rsaKeys[path] != nil ? "ssh-rsa" : (try? Files.readText(path)).flatMap { $0 }.map(PrivateKeyInfo.inspect)?.keyType
                 if rc == 0 { return succeed("publickey with \(display)" + rsaSuffix(keyType)) }
                 try recordFailure(rc, what: display, keyType: keyType)
             }
@@ -127,13 +129,6 @@ public final class Authenticator {
         throw AuthFailure(isPermanent: true, message: "authentication failed for \(user) (server accepts: \(methods)): \(tried)")
     }
 
-    /// An unencrypted RSA key file tunnel can sign with; nil for other keys,
-    /// which libssh2 reads itself.
-    private func rsaPrivateKey(_ text: String) -> RSAPrivateKey? {
-        let info = PrivateKeyInfo.inspect(text)
-        guard !info.isEncrypted, info.isRSA || (info.format == .pkcs8 && info.keyType == nil) else { return nil }
-        return RSAPrivateKey(text: text)
-    }
 
     /// One step of an rsa-sha2 attempt; the request lives until it ends.
     private func rsaStep(_ signer: RSASigningRequest.Signer, _ algorithm: RSASignatureAlgorithm) -> Int32 {
@@ -149,13 +144,14 @@ public final class Authenticator {
         }
         if rc != LIBSSH2_ERROR_EAGAIN {
             rsaRequest = nil
+            lastRSASignature = request.algorithm
             signingFailure = request.failure
         }
         return rc
     }
 
     private func rsaSuffix(_ keyType: String?) -> String {
-        keyType == "ssh-rsa" ? ", " + (rsaAlgorithm?.rawValue ?? "ssh-rsa") : ""
+        keyType == "ssh-rsa" ? ", " + (lastRSASignature?.rawValue ?? "ssh-rsa") : ""
     }
 
     private func succeed(_ how: String) -> Bool {
@@ -169,18 +165,21 @@ public final class Authenticator {
     }
 
     private func recordFailure(_ rc: Int32, what: String, keyType: String?) throws(AuthFailure) {
+        defer {
+            signingFailure = nil
+            lastRSASignature = nil
+        }
         let err = session.handle.lastError("userauth")
         if err.isTransportFailure || session.transport.peerClosed || session.transport.failure != nil {
             // The server dropped us (for example after MaxAuthTries).
             attempts.append("\(what): the server closed the connection")
             throw AuthFailure(isPermanent: false, message: "authentication failed for \(user): \(attempts.joined(separator: "; "))")
         }
-        var reason: String
-        defer { signingFailure = nil }
         if let signingFailure {
             attempts.append("\(what): \(signingFailure)")
             return
         }
+        var reason: String
         switch rc {
         case LIBSSH2_ERROR_AUTHENTICATION_FAILED, LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED:
             reason = "refused by the server"
@@ -190,11 +189,12 @@ public final class Authenticator {
             reason = err.message
         }
         if keyType == "ssh-rsa" && (rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED || rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED) {
-            if let algorithm = rsaAlgorithm {
+            if let algorithm = lastRSASignature {
                 reason += " (signed with \(algorithm.rawValue))"
             } else {
                 let banner = session.serverBanner
-                reason += " (signed with ssh-rsa, i.e. SHA-1, which many servers refuse: this server says \"\(banner.isEmpty ? "?" : banner)\", not OpenSSH 7.2 or later, so the signature was libssh2 1.10's; use an ed25519 key: ssh-keygen -t ed25519)"
+                let why = rsaAlgorithm == nil ? "this server says \"\(banner.isEmpty ? "?" : banner)\", not OpenSSH 7.2 or later" : "tunnel could not read this RSA key itself"
+                reason += " (signed with ssh-rsa, i.e. SHA-1, which many servers refuse: \(why), so the signature was libssh2 1.10's; use an ed25519 key: ssh-keygen -t ed25519)"
             }
         }
         attempts.append("\(what): \(reason)")
@@ -261,6 +261,10 @@ public final class Authenticator {
                 continue
             default:
                 break
+            }
+            // PKCS#8 does not say its key type outside the encoded key: OpenSSL reads it.
+            if rsaAlgorithm != nil && (info.isRSA || (info.format == .pkcs8 && info.keyType == nil)), let key = RSAPrivateKey(text: text) {
+                rsaKeys[file.path] = key
             }
             candidates.append(.file(path: file.path, display: file.display))
         }

@@ -29,7 +29,12 @@ public enum HostKeyVerifier {
         case .unknown:
             let line = KnownHosts.line(name: name, keyType: type, key: key.blob)
             guard acceptNew else {
-                throw HostKeyFailure(kind: .unknown, message: "host key for \(name) is not known (\(type) \(key.fingerprint)); refusing under host_key = \"strict\"; to trust it, add this line to \(knownHosts.path): \(line)")
+                var message = "host key for \(name) is not known (\(type) \(key.fingerprint)); refusing under host_key = \"strict\"; to trust it, add this line to \(knownHosts.path): \(line)"
+                let authorities = knownHosts.certAuthorityLines(matching: name)
+                if !authorities.isEmpty {
+                    message += " (line \(authorities.map(String.init).joined(separator: ",")) trusts a @cert-authority for this host, but libssh2 1.10 cannot negotiate host certificates, so tunnel needs the host's own key)"
+                }
+                throw HostKeyFailure(kind: .unknown, message: message)
             }
             if record { try KnownHosts.append(line: line, to: knownHosts.path) }
             return .learned(line: line)

@@ -17,6 +17,9 @@ public struct KnownHosts: Sendable {
 
     public let path: String
     public let entries: [Entry]
+    /// @cert-authority lines: (line, host patterns). Host certificates cannot
+    /// be negotiated with libssh2 1.10, so these only explain a refusal.
+    public let certAuthorityLines: [(line: Int, patterns: [String])]
 
     /// The name OpenSSH looks a server up by.
     public static func lookupName(host: String, port: UInt16) -> String {
@@ -27,6 +30,7 @@ public struct KnownHosts: Sendable {
     public init(path: String, text: String) {
         self.path = path
         var entries: [Entry] = []
+        var authorities: [(line: Int, patterns: [String])] = []
         var lineNumber = 0
         // "\r\n" is one Character in Swift: split on both so CRLF files parse.
         for raw in text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
@@ -35,7 +39,9 @@ public struct KnownHosts: Sendable {
             guard let first = fields.first, !first.hasPrefix("#") else { continue }
             var revoked = false
             if first.hasPrefix("@") {
-                // @cert-authority lines hold CA keys, which this tool does not use.
+                if first == "@cert-authority" && fields.count >= 2 {
+                    authorities.append((lineNumber, fields[1].split(separator: ",").map(String.init)))
+                }
                 guard first == "@revoked" else { continue }
                 revoked = true
                 fields.removeFirst()
@@ -46,6 +52,7 @@ public struct KnownHosts: Sendable {
                                  keyType: fields[1], key: key, isRevoked: revoked))
         }
         self.entries = entries
+        self.certAuthorityLines = authorities
     }
 
     /// Reads the file; a missing file is an empty one.
@@ -60,6 +67,11 @@ public struct KnownHosts: Sendable {
     /// Entries whose host patterns match `name`.
     public func entries(matching name: String) -> [Entry] {
         entries.filter { KnownHosts.matches(patterns: $0.patterns, name: name) }
+    }
+
+    /// Lines of @cert-authority entries whose patterns match `name`.
+    public func certAuthorityLines(matching name: String) -> [Int] {
+        certAuthorityLines.filter { KnownHosts.matches(patterns: $0.patterns, name: name) }.map(\.line)
     }
 
     /// Key types already trusted for this host, to be preferred in the handshake.

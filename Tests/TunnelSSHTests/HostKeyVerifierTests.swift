@@ -136,6 +136,17 @@ final class HostKeyVerifierTests: XCTestCase {
         XCTAssertFalse(Files.exists(dir.file("missing")))
     }
 
+    func testHostKeyVerifier_unknownKeyUnderACertAuthorityLine_saysHostCertificatesCannotBeUsed() throws {
+        let kh = KnownHosts(path: "/kh", text: "\(entry("other", other))\n@cert-authority *.corp.example \(other.publicType) \(other.publicBase64)\n")
+        XCTAssertTrue(kh.entries(matching: "bastion.corp.example").isEmpty, "a CA key is not a host key")
+        let error = failure { _ = try HostKeyVerifier.verify(ed.hostKey, knownHosts: kh, host: "bastion.corp.example", port: 22, acceptNew: false) }
+        XCTAssertEqual(error?.kind, .unknown)
+        XCTAssertTrue(error?.message.contains("line 2 trusts a @cert-authority for this host, but libssh2 1.10 cannot negotiate host certificates") == true, error?.message ?? "")
+        // A host the CA line does not cover gets the plain message.
+        let plain = failure { _ = try HostKeyVerifier.verify(ed.hostKey, knownHosts: kh, host: "db.example", port: 22, acceptNew: false) }
+        XCTAssertEqual(plain?.message.contains("cert-authority"), false, plain?.message ?? "")
+    }
+
     func testHostKeyVerifier_changedKey_throwsChangedMentioningBothFingerprintsAndTheLine() throws {
         let path = dir.file("known_hosts")
         try dir.write("known_hosts", "# one\n# two\n\(entry("example.com", other))\n")
