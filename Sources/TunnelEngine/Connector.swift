@@ -109,7 +109,10 @@ public final class Connector {
         switch result {
         case .failure(let error):
             let kind: ConnectFailure.Kind = error.kind == .doesNotResolve ? .doesNotResolve : .network
-            let what = error.kind == .doesNotResolve ? "host \(profile.host) does not resolve (\(error.message))" : error.description
+            var what = error.kind == .doesNotResolve ? "host \(profile.host) does not resolve (\(error.message))" : error.description
+            if error.kind == .doesNotResolve, let alias = SSHConfigAlias.find(host: profile.host, home: options.home) {
+                what += "; " + alias.hint(for: profile.host)
+            }
             fail(ConnectFailure(kind: kind, message: "cannot connect to \(target): \(what)", isPermanent: false))
         case .success(let addresses):
             connect(addresses, index: 0)

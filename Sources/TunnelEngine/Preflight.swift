@@ -42,7 +42,7 @@ public enum Preflight {
     public static func run(_ profile: Profile, context: Context) -> [CheckStep] {
         var steps = localAddressSteps(profile, context)
         steps.append(privilegeStep(profile))
-        let reach = tcpStep(profile)
+        let reach = tcpStep(profile, home: context.options.home)
         steps.append(reach)
         if reach.outcome == .ok {
             steps += sshSteps(profile, context)
@@ -107,13 +107,14 @@ public enum Preflight {
     // MARK: 4. TCP reachability
 
     /// What `nc -zv -w TIMEOUT host port` tells: resolves? refused? timed out? no route?
-    static func tcpStep(_ profile: Profile) -> CheckStep {
+    static func tcpStep(_ profile: Profile, home: String) -> CheckStep {
         let target = profile.host.contains(":") ? "[\(profile.host)]:\(profile.port)" : "\(profile.host):\(profile.port)"
         let name = "reach \(target)"
         let addresses: [SocketAddress]
         do { addresses = try resolveTCP(host: profile.host, port: profile.port) } catch {
             if error.kind == .doesNotResolve {
-                return CheckStep(name, .fail, "name does not resolve: \(profile.host) (\(error.message))", fix: "check the host name, or use its IP address")
+                let fix = SSHConfigAlias.find(host: profile.host, home: home)?.hint(for: profile.host) ?? "check the host name, or use its IP address"
+                return CheckStep(name, .fail, "name does not resolve: \(profile.host) (\(error.message))", fix: fix)
             }
             return CheckStep(name, .fail, error.description, fix: "check DNS (/etc/resolv.conf)")
         }

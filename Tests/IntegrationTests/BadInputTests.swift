@@ -86,6 +86,14 @@ final class BadInputTests: XCTestCase {
         expectError(contains: ["nonexistent.invalid", "does not resolve"])
     }
 
+    func testHostThatIsAnSSHConfigAlias_saysWhatTheAliasStandsFor() throws {
+        try FileManager.default.createDirectory(atPath: harness.dir + "/.ssh", withIntermediateDirectories: true)
+        write("Host *\n  ServerAliveInterval 30\nHost web bastion.invalid\n  HostName 10.0.1.50\n  User rahul\n  Port 2222\n  IdentityFile ~/.ssh/id_work\n", to: harness.dir + "/.ssh/config")
+        harness.writeConfig(profile(host: "bastion.invalid"))
+        expectError(contains: ["bastion.invalid", "does not resolve", "\"bastion.invalid\" is a Host alias in ~/.ssh/config:3 (HostName 10.0.1.50, User rahul, Port 2222, IdentityFile ~/.ssh/id_work)",
+                               "in the profile, set host = \"10.0.1.50\", user = \"rahul\", port = 2222, identity = \"~/.ssh/id_work\""])
+    }
+
     func testHostThatRefuses_saysSoWithTheAddress() {
         let closed = Net.freePort()
         harness.writeConfig(profile(port: closed))
