@@ -27,6 +27,7 @@
 #include <spawn.h>
 #include <sys/file.h>
 #include <sys/resource.h>
+#include <malloc.h>
 
 // epoll_event is packed on x86_64; reading and writing it here keeps Swift
 // away from the packed layout.
@@ -179,6 +180,18 @@ static inline int tunnel_rsa_sign(EVP_PKEY *pkey, int sha512, const void *data, 
 }
 
 static inline void tunnel_pkey_free(EVP_PKEY *pkey) { EVP_PKEY_free(pkey); }
+
+// glibc hands the free top of the heap back to the kernel past 128 KiB, and
+// libssh2 allocates every received packet: a bulk download grows the heap by
+// up to a channel window (2 MiB), frees it, and then pays one page fault per
+// 4 KiB when it grows again. A fixed 4 MiB trim threshold ends that churn, at
+// the price of up to 4 MiB of free heap kept per thread arena after bulk
+// transfers. Fixing it turns off glibc's adaptive mmap threshold, so that one
+// is fixed too, above the 2 MiB an SSH send queue can reach.
+static inline void tunnel_tune_malloc(void) {
+    mallopt(M_TRIM_THRESHOLD, 4 << 20);
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
+}
 
 static inline int tunnel_set_thread_name(const char *name) {
     return pthread_setname_np(pthread_self(), name);

@@ -13,6 +13,12 @@ public struct TunnelCommand: ParsableCommand {
     )
 
     public init() {}
+
+    /// The executable's entry point.
+    public static func start() {
+        Allocator.keepFreedHeapForStreams()
+        main()
+    }
 }
 
 

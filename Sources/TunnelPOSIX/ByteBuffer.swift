@@ -5,6 +5,11 @@ public final class ByteBuffer {
     private var capacity = 0
     private var head = 0
     private var tail = 0
+    /// Keep the storage when the buffer empties (the owner calls `release()`
+    /// when it goes quiet): for a queue that fills and drains on every pass
+    /// of a bulk transfer, where regrowing it costs a copy per doubling and a
+    /// page fault per 4 KiB of fresh memory.
+    public var keepsStorage = false
 
     public init() {}
 
@@ -12,6 +17,7 @@ public final class ByteBuffer {
 
     public var count: Int { tail - head }
     public var isEmpty: Bool { tail == head }
+    public var hasStorage: Bool { storage != nil }
 
     /// The bytes waiting to be consumed.
     public var readable: UnsafeRawPointer? { storage.map { UnsafeRawPointer($0 + head) } }
@@ -27,7 +33,14 @@ public final class ByteBuffer {
     public func consume(_ n: Int) {
         precondition(n <= count)
         head += n
-        if head == tail { release() }
+        if head == tail {
+            if keepsStorage {
+                head = 0
+                tail = 0
+            } else {
+                release()
+            }
+        }
     }
 
     public func release() {

@@ -56,8 +56,13 @@ public final class SSHTransport {
     public static let highWater = 1 << 20
     public static let lowWater = 256 << 10
 
+    /// When bytes were last queued: the queue's storage is kept through a
+    /// bulk transfer and freed once nothing was queued for a second.
+    private var lastQueued = Instant(nanoseconds: 0)
+
     public init(socket: Socket) {
         self.socket = socket
+        outbound.keepsStorage = true
     }
 
     public var pendingOutbound: Int { outbound.count }
@@ -100,6 +105,7 @@ public final class SSHTransport {
         if receivedThisPass && quickAck && bytesSent == sentBeforePass { socket.quickAck() }
         receivedThisPass = false
         sentBeforePass = bytesSent
+        if outbound.isEmpty && outbound.hasStorage && Instant.now().seconds(since: lastQueued) >= 1 { outbound.release() }
     }
 
     private func record(_ error: SystemError) {
@@ -116,18 +122,23 @@ public final class SSHTransport {
                 switch try socket.send(buffer, count: length) {
                 case .done(let n):
                     bytesSent &+= UInt64(n)
-                    if n < length { outbound.append(buffer + n, count: length - n) }
+                    if n < length { queue(buffer + n, length - n) }
                 case .wouldBlock:
-                    outbound.append(buffer, count: length)
+                    queue(buffer, length)
                 }
             } catch {
                 record(error)
                 return -Int(error.errno.rawValue)
             }
         } else {
-            outbound.append(buffer, count: length)
+            queue(buffer, length)
         }
         return length
+    }
+
+    private func queue(_ bytes: UnsafeRawPointer, _ count: Int) {
+        outbound.append(bytes, count: count)
+        lastQueued = Instant.now()
     }
 
     fileprivate func recv(_ buffer: UnsafeMutableRawPointer, _ length: Int) -> Int {

@@ -1,2 +1,2 @@
 import TunnelCLI
-TunnelCommand.main()
+TunnelCommand.start()

@@ -41,6 +41,7 @@ final class ByteBufferTests: XCTestCase {
     }
 
     func testByteBuffer_consumeEverything_releasesTheStorage() {
+        XCTAssertFalse(ByteBuffer().keepsStorage, "the default frees storage when empty")
         let b = ByteBuffer()
         append(b, pattern(1000))
         b.consume(400)
@@ -48,6 +49,23 @@ final class ByteBufferTests: XCTestCase {
         b.consume(600)
         XCTAssertEqual(b.count, 0)
         XCTAssertTrue(b.isEmpty)
+        XCTAssertNil(b.readable)
+    }
+
+    func testByteBuffer_keepsStorage_reusesTheSameStorageAfterDraining_untilReleased() {
+        let b = ByteBuffer()
+        b.keepsStorage = true
+        append(b, pattern(300_000))
+        let storage = b.readable
+        b.consume(300_000)
+        XCTAssertTrue(b.isEmpty)
+        XCTAssertTrue(b.hasStorage)
+        append(b, pattern(200_000, from: 5))
+        XCTAssertEqual(b.readable, storage, "refilled in place, not regrown")
+        XCTAssertEqual(contents(b), pattern(200_000, from: 5))
+        b.consume(200_000)
+        b.release()
+        XCTAssertFalse(b.hasStorage)
         XCTAssertNil(b.readable)
     }
 
