@@ -25,7 +25,9 @@ public final class Authenticator {
     private let explicitIdentity: (path: String, display: String)?
     private let defaultIdentities: [(path: String, display: String)]
     private let agentSocket: String?
-    private let agentTimeout: Double
+    /// How long any ssh-agent call may take: kept on the transport, whose
+    /// callbacks carry libssh2's own agent I/O.
+    private var agentTimeout: Double { session.transport.agentTimeout }
     /// nil: the server is not known to take rsa-sha2 this way; libssh2 signs ssh-rsa.
     private lazy var rsaAlgorithm = RSASignatureAlgorithm.forServer(banner: session.serverBanner)
     /// The RSA attempt in progress, kept while libssh2 says EAGAIN.
@@ -52,7 +54,6 @@ public final class Authenticator {
     public init(session: SSHSession, user: String, identity: (path: String, display: String)?,
                 defaults: [(path: String, display: String)], agentSocket: String?, agentTimeout: Double = 10) {
         self.session = session
-        self.agentTimeout = agentTimeout
         session.transport.agentTimeout = agentTimeout
         self.user = user
         self.explicitIdentity = identity
@@ -128,7 +129,6 @@ public final class Authenticator {
         let tried = attempts.isEmpty ? "no keys to try" : attempts.joined(separator: "; ")
         throw AuthFailure(isPermanent: true, message: "authentication failed for \(user) (server accepts: \(methods)): \(tried)")
     }
-
 
     /// One step of an rsa-sha2 attempt; the request lives until it ends.
     private func rsaStep(_ signer: RSASigningRequest.Signer, _ algorithm: RSASignatureAlgorithm) -> Int32 {

@@ -117,30 +117,13 @@ enum AgentSigner {
         request.appendUInt32(UInt32(body.count))
         request += body
 
-        let reply: [UInt8]
+        let answer: [UInt8]?
         do {
-            let socket = try Socket.unix()
-            defer { socket.close() }
-            guard case .done = try socket.connect(.unix(path: socketPath), until: deadline),
-                  case .done = try socket.sendAll(request, until: deadline) else {
-                throw Failure(message: "ssh-agent did not answer within \(Int(timeout)) s")
-            }
-            guard case .done(let header) = try socket.receive(exactly: 4, until: deadline) else {
-                throw Failure(message: "ssh-agent did not answer within \(Int(timeout)) s")
-            }
-            var lengthReader = SSHReader(header)
-            let length = Int(lengthReader.uint32() ?? 0)
-            guard length > 0 && length <= 256 * 1024, case .done(let payload) = try socket.receive(exactly: length, until: deadline) else {
-                throw Failure(message: "ssh-agent sent a malformed reply")
-            }
-            reply = payload
-        } catch let error as SystemError {
-            throw Failure(message: "ssh-agent at \(socketPath): \(error.errno)")
-        } catch let error as Failure {
-            throw error
+            answer = try exchange(request, socketPath: socketPath, deadline: deadline)
         } catch {
-            throw Failure(message: "\(error)")
+            throw Failure(message: "ssh-agent at \(socketPath): \(error.errno)")
         }
+        guard let reply = answer else { throw Failure(message: "ssh-agent did not answer within \(Int(timeout)) s") }
         guard reply.first == signResponse else {
             throw Failure(message: "ssh-agent refused to sign with \(algorithm.rawValue)")
         }
@@ -153,6 +136,20 @@ enum AgentSigner {
             throw Failure(message: "ssh-agent signed with \(name), not \(algorithm.rawValue): it is too old for SHA-2 RSA signatures")
         }
         return raw
+    }
+
+    /// One request, one length-prefixed reply; nil if the agent is silent
+    /// until `deadline`, hangs up, or announces an absurd length.
+    private static func exchange(_ request: [UInt8], socketPath: String, deadline: Instant) throws(SystemError) -> [UInt8]? {
+        let socket = try Socket.unix()
+        defer { socket.close() }
+        guard case .done = try socket.connect(.unix(path: socketPath), until: deadline),
+              case .done = try socket.sendAll(request, until: deadline),
+              case .done(let header) = try socket.receive(exactly: 4, until: deadline) else { return nil }
+        var reader = SSHReader(header)
+        let length = Int(reader.uint32() ?? 0)
+        guard length > 0 && length <= 256 * 1024, case .done(let payload) = try socket.receive(exactly: length, until: deadline) else { return nil }
+        return payload
     }
 }
 
@@ -229,11 +226,6 @@ extension SSHSession {
 }
 
 extension Array where Element == UInt8 {
-    mutating func appendSSHBytes(_ bytes: [UInt8]) {
-        appendUInt32(UInt32(bytes.count))
-        append(contentsOf: bytes)
-    }
-
     /// An SSH mpint from a big-endian magnitude: a leading zero keeps it positive.
     mutating func appendMPInt(_ magnitude: ArraySlice<UInt8>) {
         let trimmed = magnitude.drop { $0 == 0 }

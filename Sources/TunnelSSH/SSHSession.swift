@@ -238,7 +238,10 @@ extension Array where Element == UInt8 {
         append(UInt8(v >> 24)); append(UInt8((v >> 16) & 0xff)); append(UInt8((v >> 8) & 0xff)); append(UInt8(v & 0xff))
     }
     mutating func appendSSHString(_ s: String) {
-        appendUInt32(UInt32(s.utf8.count))
-        append(contentsOf: s.utf8)
+        appendSSHBytes(Array(s.utf8))
+    }
+    mutating func appendSSHBytes(_ bytes: [UInt8]) {
+        appendUInt32(UInt32(bytes.count))
+        append(contentsOf: bytes)
     }
 }

@@ -56,9 +56,10 @@ public final class SSHTransport {
     public static let highWater = 1 << 20
     public static let lowWater = 256 << 10
 
-    /// When bytes were last queued: the queue's storage is kept through a
-    /// bulk transfer and freed once nothing was queued for a second.
-    private var lastQueued = Instant(nanoseconds: 0)
+    /// The queue's storage is kept through a bulk transfer and freed once
+    /// nothing was queued for a second: since when it has sat empty.
+    private var queuedThisPass = false
+    private var quietSince: Instant?
 
     public init(socket: Socket) {
         self.socket = socket
@@ -105,7 +106,18 @@ public final class SSHTransport {
         if receivedThisPass && quickAck && bytesSent == sentBeforePass { socket.quickAck() }
         receivedThisPass = false
         sentBeforePass = bytesSent
-        if outbound.isEmpty && outbound.hasStorage && Instant.now().seconds(since: lastQueued) >= 1 { outbound.release() }
+        if queuedThisPass {
+            queuedThisPass = false
+            quietSince = nil
+        } else if outbound.isEmpty && outbound.hasStorage {
+            let now = Instant.now()
+            if let since = quietSince, now.seconds(since: since) >= 1 {
+                outbound.release()
+                quietSince = nil
+            } else if quietSince == nil {
+                quietSince = now
+            }
+        }
     }
 
     private func record(_ error: SystemError) {
@@ -138,7 +150,7 @@ public final class SSHTransport {
 
     private func queue(_ bytes: UnsafeRawPointer, _ count: Int) {
         outbound.append(bytes, count: count)
-        lastQueued = Instant.now()
+        queuedThisPass = true
     }
 
     fileprivate func recv(_ buffer: UnsafeMutableRawPointer, _ length: Int) -> Int {

@@ -22,11 +22,9 @@ public struct ControlClient {
         let socket: Socket
         do { socket = try Socket.unix() } catch { throw Failure(message: "\(error)") }
         do {
-            if case .wouldBlock = try socket.connect(.unix(path: dir.socketPath)) {
-                guard Poll.wait(fd: socket.fd, writable: true, timeout: 2), socket.pendingError() == nil else {
-                    socket.close()
-                    return nil
-                }
+            guard case .done = try socket.connect(.unix(path: dir.socketPath), until: Instant.now().adding(seconds: 2)) else {
+                socket.close()
+                return nil
             }
             return socket
         } catch {

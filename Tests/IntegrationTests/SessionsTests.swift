@@ -92,25 +92,26 @@ final class SessionsTests: SSHTestCase {
         XCTAssertTrue(eventually(timeout: 5) { self.targetConnectionsPerSSHConnection().isEmpty })
     }
 
-    /// A profile whose SSH connections go through a relay that holds the
-    /// second one back `lateBy` seconds, so the two lanes come up apart.
-    private func profileWithOneLateSession(lateBy delay: Double, port: UInt16) -> TestServer {
+    /// `tunnel up` of a profile whose SSH connections go through a relay that
+    /// holds the second one back `lateBy` seconds, so the two lanes come up
+    /// apart. The caller stops the relay.
+    private func upWithOneLateSession(lateBy delay: Double, port: UInt16) -> (relay: TestServer, up: Outcome, seconds: Double) {
         let relay = TestServer(.relay(port: server.port, delays: [0, delay]))
         let key = server.knownHostsLine.split(separator: " ").dropFirst().joined(separator: " ")
         write(read(harness.knownHosts) + "[127.0.0.1]:\(relay.port) \(key)\n", to: harness.knownHosts, mode: 0o600)
         harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"], extra: "sessions = 2\n")
             .replacingOccurrences(of: "port = \(server.port)\n", with: "port = \(relay.port)\n"))
-        return relay
+        let started = Date()
+        let up = harness.tunnel(["up", "db"], timeout: 30)
+        return (relay, up, Date().timeIntervalSince(started))
     }
 
     func testUp_waitsForTheLateSecondSession_soClientsConnectingRightAfterAreSpreadOverBoth() throws {
         let port = Net.freePort()
-        let relay = profileWithOneLateSession(lateBy: 1.5, port: port)
+        let (relay, up, waited) = upWithOneLateSession(lateBy: 1.5, port: port)
         defer { relay.stop() }
-        let started = Date()
-        let up = harness.tunnel(["up", "db"], timeout: 30)
         XCTAssertEqual(up.status, 0, up.output)
-        XCTAssertGreaterThan(Date().timeIntervalSince(started), 1.4, "up waited for the late connection")
+        XCTAssertGreaterThan(waited, 1.4, "up waited for the late connection")
         XCTAssertFalse(up.stderr.contains("SSH connections up"), up.output)
         XCTAssertEqual(harness.listed("db")?.sessions_up, 2, "both SSH connections are up when `up` returns: \(harness.list())")
 
@@ -125,11 +126,8 @@ final class SessionsTests: SSHTestCase {
     func testUp_whenTheSecondSessionTimesOut_reportsUpWithANoteNamingIt_andTheSessionJoinsLater() throws {
         let port = Net.freePort()
         // connect_timeout is 5 s in the harness's profiles: the second connection misses it once.
-        let relay = profileWithOneLateSession(lateBy: 8, port: port)
+        let (relay, up, waited) = upWithOneLateSession(lateBy: 8, port: port)
         defer { relay.stop() }
-        let started = Date()
-        let up = harness.tunnel(["up", "db"], timeout: 30)
-        let waited = Date().timeIntervalSince(started)
         XCTAssertEqual(up.status, 0, up.output)
         XCTAssertTrue(up.stderr.contains("note: db: 1 of 2 SSH connections up:"), up.output)
         XCTAssertTrue(waited > 4.5 && waited < 8, "up waited for the connect timeout, not longer: \(waited) s")
