@@ -1,5 +1,6 @@
 import Glibc
 internal import CLibSSH2
+internal import CKeystream
 import TunnelPOSIX
 
 /// Algorithm preferences. libssh2 1.10 has no AES-GCM or chacha20: the fastest
@@ -69,6 +70,10 @@ public final class SSHSession {
     public let transport: SSHTransport
     private var channels: [ObjectIdentifier: Unmanaged<SSHChannel>] = [:]
     private var closed = false
+    /// This thread's count of batched cipher contexts when the handshake began.
+    private var keystreamBaseline: UInt64?
+    /// Both directions' AES-CTR contexts took the batched keystream (CKeystream).
+    public private(set) var keystreamBatched = false
 
     public init(socket: Socket) throws(SSHError) {
         precondition(SSHLibrary.initialized, "libssh2_init failed")
@@ -105,13 +110,19 @@ public final class SSHSession {
 
     /// One step of the key exchange. True when done.
     public func handshake() throws(SSHError) -> Bool {
-        try step(libssh2_session_handshake(handle, transport.socket.fd), handle, "libssh2_session_handshake")
+        let baseline = keystreamBaseline ?? tunnel_keystream_contexts_on_this_thread()
+        keystreamBaseline = baseline
+        let done = try step(libssh2_session_handshake(handle, transport.socket.fd), handle, "libssh2_session_handshake")
+        // libssh2 creates the two cipher contexts on this thread, inside the last step.
+        if done { keystreamBatched = tunnel_keystream_contexts_on_this_thread() - baseline >= 2 }
+        return done
     }
 
     /// The negotiated algorithms, for the log: "aes128-ctr/hmac-sha2-512".
     public var negotiatedAlgorithms: String {
         func name(_ m: Int32) -> String { libssh2_session_methods(handle, m).map { String(cString: $0) } ?? "?" }
-        return "\(name(LIBSSH2_METHOD_KEX)) \(name(LIBSSH2_METHOD_HOSTKEY)) \(name(LIBSSH2_METHOD_CRYPT_CS))/\(name(LIBSSH2_METHOD_MAC_CS))"
+        let batched = keystreamBatched ? " (batched keystream)" : ""
+        return "\(name(LIBSSH2_METHOD_KEX)) \(name(LIBSSH2_METHOD_HOSTKEY)) \(name(LIBSSH2_METHOD_CRYPT_CS))/\(name(LIBSSH2_METHOD_MAC_CS))\(batched)"
     }
 
     public var serverBanner: String {

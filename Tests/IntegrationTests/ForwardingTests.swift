@@ -35,6 +35,37 @@ final class ForwardingTests: SSHTestCase {
         assertEchoes(randomBytes(64 << 20, seed: 7), through: local)
     }
 
+    /// libssh2 1.10 ciphers 16 bytes per EVP_Cipher call; tunnel answers those
+    /// calls from an AES-CTR keystream made 8 KiB at a time (Sources/CKeystream).
+    /// The server here rekeys every MiB, so the keystream is replaced dozens
+    /// of times mid-transfer; one wrong byte would fail the MAC and drop the link.
+    func testBulkTransfer_throughTheBatchedKeystream_survivesServerRekeysEveryMiB() throws {
+        try replaceServer(extraConfig: "RekeyLimit 1M\nLogLevel DEBUG1")
+        let echo = TestServer(.echo)
+        defer { echo.stop() }
+        let local = Net.freePort()
+        try up(["\(local):127.0.0.1:\(echo.port)"], waitFor: local)
+        assertEchoes(randomBytes(24 << 20, seed: 11), through: local)
+        let log = try XCTUnwrap(foreground?.log)
+        XCTAssertTrue(log.contains("(batched keystream)"), "libssh2's cipher calls did not reach the batching: \(log)")
+        XCTAssertEqual(log.components(separatedBy: "info: up:").count - 1, 1, "the link was re-established: \(log)")
+        let rekeys = read(server.logPath).components(separatedBy: "SSH2_MSG_NEWKEYS received").count - 1
+        XCTAssertGreaterThan(rekeys, 20, "the server did not rekey as configured")
+    }
+
+    /// TUNNEL_CTR_BATCH=0 is the way back to libssh2's own cipher calls.
+    func testBatchedKeystream_switchedOff_bytesStillArriveExact() throws {
+        let echo = TestServer(.echo)
+        defer { echo.stop() }
+        let local = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(local):127.0.0.1:\(echo.port)"]))
+        foreground = try harness.foreground("db", waitFor: local, env: ["TUNNEL_CTR_BATCH": "0"])
+        assertEchoes(randomBytes(8 << 20, seed: 12), through: local)
+        let log = try XCTUnwrap(foreground?.log)
+        XCTAssertTrue(log.contains("aes128-ctr/"), log)
+        XCTAssertFalse(log.contains("batched keystream"), log)
+    }
+
     /// libssh2 allocates every packet it receives, and the SSH send queue
     /// grew afresh for every burst: with glibc's default trim threshold the
     /// freed heap went back to the kernel and was faulted in again (about
