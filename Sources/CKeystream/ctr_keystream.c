@@ -123,17 +123,13 @@ static inline void xor_into(unsigned char *out, const unsigned char *in, const u
     for (; i < n; i++) out[i] = in[i] ^ key[i];
 }
 
-int EVP_Cipher(EVP_CIPHER_CTX *ctx, unsigned char *out, const unsigned char *in, unsigned int len) {
-    struct keystream *ks = ctx != NULL ? batched(ctx) : NULL;
+// Everything but libssh2's common call: kept out of line so that call pays
+// for no register saves or stack frame.
+__attribute__((noinline)) static int cipher_slow_path(EVP_CIPHER_CTX *ctx, struct keystream *ks, unsigned char *out,
+                                                     const unsigned char *in, unsigned int len) {
     if (ks == NULL || in == NULL || len > (unsigned)INT32_MAX) {
         pthread_once(&resolved, resolve);
         return libcrypto.cipher(ctx, out, in, len);
-    }
-    if (len == 16 && ks->used <= KEYSTREAM_SIZE - 16) {
-        // libssh2's every call: one block, keystream on hand.
-        xor_into(out, in, ks->bytes + ks->used, 16);
-        ks->used += 16;
-        return 16;
     }
     unsigned done = 0;
     while (done < len) {
@@ -150,6 +146,17 @@ int EVP_Cipher(EVP_CIPHER_CTX *ctx, unsigned char *out, const unsigned char *in,
         done += n;
     }
     return (int)len;
+}
+
+int EVP_Cipher(EVP_CIPHER_CTX *ctx, unsigned char *out, const unsigned char *in, unsigned int len) {
+    struct keystream *ks = ctx != NULL ? batched(ctx) : NULL;
+    if (ks != NULL && in != NULL && len == 16 && ks->used <= KEYSTREAM_SIZE - 16) {
+        // libssh2's every call: one block, keystream on hand.
+        xor_into(out, in, ks->bytes + ks->used, 16);
+        ks->used += 16;
+        return 16;
+    }
+    return cipher_slow_path(ctx, ks, out, in, len);
 }
 
 int EVP_CIPHER_CTX_reset(EVP_CIPHER_CTX *ctx) {
