@@ -44,11 +44,15 @@ final class ForwardingTests: SSHTestCase {
         let echo = TestServer(.echo)
         defer { echo.stop() }
         let local = Net.freePort()
-        try up(["\(local):127.0.0.1:\(echo.port)"], waitFor: local)
-        assertEchoes(randomBytes(24 << 20, seed: 11), through: local)
+        // Two SSH connections on two threads: their cipher contexts are set
+        // up, used and replaced concurrently.
+        try up(["\(local):127.0.0.1:\(echo.port)"], extra: "sessions = 2", waitFor: local)
+        let upLines = { (self.foreground?.log ?? "").components(separatedBy: "info: up:").count - 1 }
+        XCTAssertTrue(eventually(timeout: 15) { upLines() == 2 }, foreground?.log ?? "")
+        assertEchoes([randomBytes(16 << 20, seed: 11), randomBytes(16 << 20, seed: 13)], through: local)
         let log = try XCTUnwrap(foreground?.log)
-        XCTAssertTrue(log.contains("(batched keystream)"), "libssh2's cipher calls did not reach the batching: \(log)")
-        XCTAssertEqual(log.components(separatedBy: "info: up:").count - 1, 1, "the link was re-established: \(log)")
+        XCTAssertEqual(log.components(separatedBy: "(batched keystream)").count - 1, 2, "libssh2's cipher calls did not reach the batching: \(log)")
+        XCTAssertEqual(upLines(), 2, "a link was re-established: \(log)")
         let rekeys = read(server.logPath).components(separatedBy: "SSH2_MSG_NEWKEYS received").count - 1
         XCTAssertGreaterThan(rekeys, 20, "the server did not rekey as configured")
     }
@@ -94,16 +98,34 @@ final class ForwardingTests: SSHTestCase {
     /// Sends `payload` through `port` while reading the echo concurrently,
     /// then half-closes; the echo must come back whole and in order.
     private func assertEchoes(_ payload: [UInt8], through port: UInt16, file: StaticString = #filePath, line: UInt = #line) {
-        guard let fd = Net.connect(port, timeout: 60) else { return XCTFail("connect", file: file, line: line) }
-        defer { close(fd) }
-        let echoed = Atomic<[UInt8]>([])
-        let reader = Thread { echoed.value = Net.readToEOF(fd).bytes }
-        reader.start()
-        XCTAssertTrue(Net.sendAll(fd, payload), file: file, line: line)
-        shutdown(fd, Int32(SHUT_WR))
-        XCTAssertTrue(eventually(timeout: 120) { reader.isFinished }, "the echo did not finish", file: file, line: line)
-        XCTAssertEqual(echoed.value.count, payload.count, file: file, line: line)
-        XCTAssertEqual(checksum(echoed.value), checksum(payload), "the echoed bytes differ", file: file, line: line)
+        assertEchoes([payload], through: port, file: file, line: line)
+    }
+
+    /// One connection per payload, all sending at once.
+    private func assertEchoes(_ payloads: [[UInt8]], through port: UInt16, file: StaticString = #filePath, line: UInt = #line) {
+        var fds: [Int32] = []
+        defer { fds.forEach { close($0) } }
+        for _ in payloads {
+            guard let fd = Net.connect(port, timeout: 60) else { return XCTFail("connect", file: file, line: line) }
+            fds.append(fd)
+        }
+        let echoed = payloads.map { _ in Atomic<[UInt8]>([]) }
+        let sent = payloads.map { _ in Atomic(false) }
+        var threads: [Thread] = []
+        for (i, fd) in fds.enumerated() {
+            threads.append(Thread { echoed[i].value = Net.readToEOF(fd).bytes })
+            threads.append(Thread {
+                sent[i].value = Net.sendAll(fd, payloads[i])
+                shutdown(fd, Int32(SHUT_WR))
+            })
+        }
+        threads.forEach { $0.start() }
+        XCTAssertTrue(eventually(timeout: 120) { threads.allSatisfy(\.isFinished) }, "the echo did not finish", file: file, line: line)
+        for (i, payload) in payloads.enumerated() {
+            XCTAssertTrue(sent[i].value, "connection \(i): send failed", file: file, line: line)
+            XCTAssertEqual(echoed[i].value.count, payload.count, "connection \(i)", file: file, line: line)
+            XCTAssertEqual(checksum(echoed[i].value), checksum(payload), "connection \(i): the echoed bytes differ", file: file, line: line)
+        }
     }
 
     func test200ConcurrentConnections_eachEchoesByteExact() throws {
