@@ -186,6 +186,7 @@ public enum Preflight {
             switch result {
             case .success(let connected):
                 session = connected.session
+                steps.append(CheckStep("encryption", .ok, connected.session.negotiatedAlgorithms))
             case .failure(let failure):
                 switch failure.kind {
                 case .hostKey:
