@@ -174,11 +174,39 @@ func eventually(timeout: Double, interval: Double = 0.05, _ condition: () -> Boo
     return condition()
 }
 
+/// A directory under /tmp, removed when the test that made it passes (a
+/// failed test keeps its logs and configs for a look).
 func makeTempDir(_ prefix: String = "tunnel-test") -> String {
     var template = Array("/tmp/\(prefix).XXXXXX".utf8CString)
     let path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
     chmod(path, 0o755)
+    TempDirCleaner.shared.track(path)
     return path
+}
+
+final class TempDirCleaner: NSObject, XCTestObservation {
+    static let shared: TempDirCleaner = {
+        let cleaner = TempDirCleaner()
+        XCTestObservationCenter.shared.addTestObserver(cleaner)
+        return cleaner
+    }()
+    private let lock = NSLock()
+    private var paths: [String] = []
+
+    func track(_ path: String) {
+        lock.lock(); defer { lock.unlock() }
+        paths.append(path)
+    }
+
+    // Called after tearDown, when the test's processes are stopped.
+    func testCaseDidFinish(_ testCase: XCTestCase) {
+        lock.lock()
+        let made = paths
+        paths = []
+        lock.unlock()
+        guard testCase.testRun?.hasSucceeded ?? false else { return }
+        for path in made { try? FileManager.default.removeItem(atPath: path) }
+    }
 }
 
 func write(_ text: String, to path: String, mode: Int = 0o644) {
