@@ -12,9 +12,9 @@ final class ForwardingTests: SSHTestCase {
         super.tearDown()
     }
 
-    private func up(_ forwards: [String], name: String = "db", extra: String = "", waitFor port: UInt16) throws {
+    private func up(_ forwards: [String], name: String = "db", extra: String = "", env: [String: String] = [:], waitFor port: UInt16) throws {
         harness.writeConfig(harness.profile(name, server: server, forwards: forwards, extra: extra))
-        foreground = try harness.foreground(name, waitFor: port)
+        foreground = try harness.foreground(name, waitFor: port, env: env)
     }
 
     func testForeground_psqlQuery_reachesPostgresThroughTheTunnel() throws {
@@ -62,8 +62,7 @@ final class ForwardingTests: SSHTestCase {
         let echo = TestServer(.echo)
         defer { echo.stop() }
         let local = Net.freePort()
-        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(local):127.0.0.1:\(echo.port)"]))
-        foreground = try harness.foreground("db", waitFor: local, env: ["TUNNEL_CTR_BATCH": "0"])
+        try up(["\(local):127.0.0.1:\(echo.port)"], env: ["TUNNEL_CTR_BATCH": "0"], waitFor: local)
         assertEchoes(randomBytes(8 << 20, seed: 12), through: local)
         let log = try XCTUnwrap(foreground?.log)
         XCTAssertTrue(log.contains("aes128-ctr/"), log)
