@@ -18,13 +18,14 @@ let package = Package(
             pkgConfig: "libssh2",
             providers: [.apt(["libssh2-1-dev"])]
         ),
-        // libssh2 1.10 ciphers one 16-byte block per EVP_Cipher call; this
-        // answers those calls from an AES-CTR keystream generated 8 KiB at a time.
-        .target(name: "CKeystream", linkerSettings: [.linkedLibrary("crypto")]),
+        // libssh2 1.10 calls libcrypto per 16-byte block and several times per
+        // packet; this answers the costly calls: AES-CTR from a keystream made
+        // 8 KiB at a time, HMAC digests fetched once, padding from a random pool.
+        .target(name: "CCryptoCalls", linkerSettings: [.linkedLibrary("crypto")]),
         // The only module that touches errno: syscall wrappers, fds, sockets, epoll.
         .target(name: "TunnelPOSIX", dependencies: ["CLibSSH2"]),
         // The only module that calls libssh2.
-        .target(name: "TunnelSSH", dependencies: ["CLibSSH2", "CKeystream", "TunnelPOSIX"]),
+        .target(name: "TunnelSSH", dependencies: ["CLibSSH2", "CCryptoCalls", "TunnelPOSIX"]),
         // Profiles: TOML with source positions, forward specs, validation.
         .target(name: "TunnelConfig", dependencies: ["TunnelPOSIX"]),
         // Event loop, listeners, the byte pump, one tunnel's session lifecycle.

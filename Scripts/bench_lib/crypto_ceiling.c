@@ -2,10 +2,10 @@
  * OpenSSH reaches: both use libcrypto's aes128-ctr and hmac-sha2-512, but
  * libssh2 hands AES one 16-byte block per EVP_Cipher call while OpenSSH
  * passes whole packets. Per-core MB/s of crypto alone, one direction.
- * Built with Sources/CKeystream linked in: a context set up with
+ * Built with Sources/CCryptoCalls linked in: a context set up with
  * EVP_CipherInit (as libssh2 does) takes tunnel's batched keystream, one set
  * up with EVP_CipherInit_ex is libssh2's plain path. */
-#include "CKeystream.h"
+#include "CCryptoCalls.h"
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <stdio.h>

@@ -7,6 +7,7 @@
 #include <libssh2.h>
 #include <openssl/sha.h>
 #include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/bn.h>

@@ -1,6 +1,6 @@
 import Glibc
 internal import CLibSSH2
-internal import CKeystream
+internal import CCryptoCalls
 import TunnelPOSIX
 
 /// Algorithm preferences. libssh2 1.10 has no AES-GCM or chacha20: the fastest
@@ -70,10 +70,14 @@ public final class SSHSession {
     public let transport: SSHTransport
     private var channels: [ObjectIdentifier: Unmanaged<SSHChannel>] = [:]
     private var closed = false
-    /// This thread's count of batched cipher contexts when the handshake began.
-    private var keystreamBaseline: UInt64?
-    /// Both directions' AES-CTR contexts took the batched keystream (CKeystream).
+    /// This thread's CCryptoCalls counters when the handshake began.
+    private var shortcutBaseline: (contexts: UInt64, digests: UInt64, randoms: UInt64)?
+    /// Both directions' AES-CTR contexts took the batched keystream (CCryptoCalls).
     public private(set) var keystreamBatched = false
+    /// The handshake's packet MACs were keyed with a digest fetched once.
+    public private(set) var hmacDigestPrefetched = false
+    /// The handshake's packet padding came from the random pool.
+    public private(set) var paddingPooled = false
 
     public init(socket: Socket) throws(SSHError) {
         precondition(SSHLibrary.initialized, "libssh2_init failed")
@@ -110,19 +114,33 @@ public final class SSHSession {
 
     /// One step of the key exchange. True when done.
     public func handshake() throws(SSHError) -> Bool {
-        let baseline = keystreamBaseline ?? tunnel_keystream_contexts_on_this_thread()
-        keystreamBaseline = baseline
+        let baseline = shortcutBaseline ?? (tunnel_keystream_contexts_on_this_thread(),
+                                            tunnel_hmac_prefetched_inits_on_this_thread(),
+                                            tunnel_random_pool_calls_on_this_thread())
+        shortcutBaseline = baseline
         let done = try step(libssh2_session_handshake(handle, transport.socket.fd), handle, "libssh2_session_handshake")
-        // libssh2 creates the two cipher contexts on this thread, inside the last step.
-        if done { keystreamBatched = tunnel_keystream_contexts_on_this_thread() - baseline >= 2 }
+        // libssh2 creates the two cipher contexts on this thread, inside the
+        // last step, and sends its first encrypted packet (the service request).
+        if done {
+            keystreamBatched = tunnel_keystream_contexts_on_this_thread() - baseline.contexts >= 2
+            hmacDigestPrefetched = tunnel_hmac_prefetched_inits_on_this_thread() > baseline.digests
+            paddingPooled = tunnel_random_pool_calls_on_this_thread() > baseline.randoms
+        }
         return done
     }
 
     /// The negotiated algorithms, for the log: "aes128-ctr/hmac-sha2-512".
     public var negotiatedAlgorithms: String {
         func name(_ m: Int32) -> String { libssh2_session_methods(handle, m).map { String(cString: $0) } ?? "?" }
-        let batched = keystreamBatched ? " (batched keystream)" : ""
-        return "\(name(LIBSSH2_METHOD_KEX)) \(name(LIBSSH2_METHOD_HOSTKEY)) \(name(LIBSSH2_METHOD_CRYPT_CS))/\(name(LIBSSH2_METHOD_MAC_CS))\(batched)"
+        return "\(name(LIBSSH2_METHOD_KEX)) \(name(LIBSSH2_METHOD_HOSTKEY)) \(name(LIBSSH2_METHOD_CRYPT_CS))/\(name(LIBSSH2_METHOD_MAC_CS))\(shortcutsTaken)"
+    }
+
+    /// " (batched keystream, prefetched HMAC digest, pooled padding)": which
+    /// of CCryptoCalls' shortcuts libssh2's calls took during the handshake.
+    var shortcutsTaken: String {
+        let taken = [(keystreamBatched, "batched keystream"), (hmacDigestPrefetched, "prefetched HMAC digest"),
+                     (paddingPooled, "pooled padding")].filter(\.0).map(\.1)
+        return taken.isEmpty ? "" : " (\(taken.joined(separator: ", ")))"
     }
 
     public var serverBanner: String {

@@ -6,10 +6,15 @@ final class ForwardingTests: SSHTestCase {
     var foreground: Background?
 
     override func tearDown() {
+        stopForeground()
+        super.tearDown()
+    }
+
+    private func stopForeground() {
         foreground?.signal(SIGTERM)
         _ = foreground?.wait(timeout: 3)
         foreground?.stop()
-        super.tearDown()
+        foreground = nil
     }
 
     private func up(_ forwards: [String], name: String = "db", extra: String = "", env: [String: String] = [:], waitFor port: UInt16) throws {
@@ -36,7 +41,7 @@ final class ForwardingTests: SSHTestCase {
     }
 
     /// libssh2 1.10 ciphers 16 bytes per EVP_Cipher call; tunnel answers those
-    /// calls from an AES-CTR keystream made 8 KiB at a time (Sources/CKeystream).
+    /// calls from an AES-CTR keystream made 8 KiB at a time (Sources/CCryptoCalls).
     /// The server here rekeys every MiB, so the keystream is replaced dozens
     /// of times mid-transfer; one wrong byte would fail the MAC and drop the link.
     func testBulkTransfer_throughTheBatchedKeystream_survivesServerRekeysEveryMiB() throws {
@@ -51,22 +56,32 @@ final class ForwardingTests: SSHTestCase {
         XCTAssertTrue(eventually(timeout: 15) { upLines() == 2 }, foreground?.log ?? "")
         assertEchoes([randomBytes(16 << 20, seed: 11), randomBytes(16 << 20, seed: 13)], through: local)
         let log = try XCTUnwrap(foreground?.log)
-        XCTAssertEqual(log.components(separatedBy: "(batched keystream)").count - 1, 2, "libssh2's cipher calls did not reach the batching: \(log)")
+        let shortcuts = "aes128-ctr/hmac-sha2-512 (batched keystream, prefetched HMAC digest, pooled padding)"
+        XCTAssertEqual(log.components(separatedBy: shortcuts).count - 1, 2, "libssh2's libcrypto calls did not reach CCryptoCalls on both links: \(log)")
         XCTAssertEqual(upLines(), 2, "a link was re-established: \(log)")
         let rekeys = read(server.logPath).components(separatedBy: "SSH2_MSG_NEWKEYS received").count - 1
         XCTAssertGreaterThan(rekeys, 20, "the server did not rekey as configured")
     }
 
-    /// TUNNEL_CTR_BATCH=0 is the way back to libssh2's own cipher calls.
-    func testBatchedKeystream_switchedOff_bytesStillArriveExact() throws {
-        let echo = TestServer(.echo)
-        defer { echo.stop() }
-        let local = Net.freePort()
-        try up(["\(local):127.0.0.1:\(echo.port)"], env: ["TUNNEL_CTR_BATCH": "0"], waitFor: local)
-        assertEchoes(randomBytes(8 << 20, seed: 12), through: local)
-        let log = try XCTUnwrap(foreground?.log)
-        XCTAssertTrue(log.contains("aes128-ctr/"), log)
-        XCTAssertFalse(log.contains("batched keystream"), log)
+    /// TUNNEL_CTR_BATCH=0, TUNNEL_HMAC_PREFETCH=0 and TUNNEL_RANDOM_POOL=0
+    /// are the way back to libssh2's own libcrypto calls, one at a time.
+    func testCryptoShortcuts_switchedOff_bytesStillArriveExact() throws {
+        let switches = ["TUNNEL_CTR_BATCH": "batched keystream", "TUNNEL_HMAC_PREFETCH": "prefetched HMAC digest",
+                        "TUNNEL_RANDOM_POOL": "pooled padding"]
+        for (variable, shortcut) in switches.sorted(by: { $0.key < $1.key }) {
+            let echo = TestServer(.echo)
+            defer { echo.stop() }
+            let local = Net.freePort()
+            try up(["\(local):127.0.0.1:\(echo.port)"], env: [variable: "0"], waitFor: local)
+            assertEchoes(randomBytes(4 << 20, seed: 12), through: local)
+            let log = try XCTUnwrap(foreground?.log)
+            XCTAssertTrue(log.contains("aes128-ctr/hmac-sha2-512 ("), log)
+            XCTAssertFalse(log.contains(shortcut), "\(variable)=0: \(log)")
+            for other in switches.values where other != shortcut {
+                XCTAssertTrue(log.contains(other), "\(variable)=0 switched off \(other) too: \(log)")
+            }
+            stopForeground()
+        }
     }
 
     /// libssh2 allocates every packet it receives, and the SSH send queue

@@ -122,7 +122,7 @@ final class PortTests: SSHTestCase {
         XCTAssertEqual(result.status, 0, result.output)
         XCTAssertEqual(steps.count, 8)
         XCTAssertTrue(steps.values.allSatisfy { $0.0 == "ok" }, "\(steps)")
-        XCTAssertTrue(steps["encryption"]?.1.contains("aes128-ctr/hmac-sha2-512 (batched keystream)") ?? false, "\(steps)")
+        XCTAssertTrue(steps["encryption"]?.1.contains("aes128-ctr/hmac-sha2-512 (batched keystream, prefetched HMAC digest, pooled padding)") ?? false, "\(steps)")
         XCTAssertTrue(steps["host key"]?.1.contains(server.hostKeyFingerprint) ?? false)
         XCTAssertTrue(steps["authentication"]?.1.contains(server.userKey) ?? false)
         XCTAssertFalse(Net.isListening(port), "check left a listener")

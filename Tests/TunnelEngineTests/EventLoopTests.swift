@@ -204,7 +204,7 @@ final class EventLoopTests: XCTestCase {
         let writable = expectation(description: "writable")
         writable.assertForOverFulfill = false
         let registration = Shared<EventLoop.Registration?>(nil)
-        _ = onLoop {
+        onLoop {
             // Stored on the loop thread before the loop can report any event.
             registration.value = try! loop.register(fd: a, events: .writable) { events in
                 if events.contains(.writable) {
@@ -222,7 +222,7 @@ final class EventLoopTests: XCTestCase {
         let writable = expectation(description: "writable after adding it to the interest")
         let readable = expectation(description: "readable after data arrived")
         let registration = Shared<EventLoop.Registration?>(nil)
-        _ = onLoop {
+        onLoop {
             registration.value = try! loop.register(fd: a, events: .readable) { events in
                 if events.contains(.writable) {
                     // Back to readable only, or a writable socket would spin the loop.
@@ -238,12 +238,12 @@ final class EventLoopTests: XCTestCase {
         }
         let reg = registration.value!
         XCTAssertEqual(onLoop { loop.interest(reg) }, .readable)
-        _ = onLoop { loop.setInterest(reg, [.readable, .writable]) }
+        onLoop { loop.setInterest(reg, [.readable, .writable]) }
         wait(for: [writable], timeout: 5)
         XCTAssertEqual(onLoop { loop.interest(reg) }, .readable)
         send(b, "z")
         wait(for: [readable], timeout: 5)
-        _ = onLoop { loop.deregister(reg) }
+        onLoop { loop.deregister(reg) }
         XCTAssertNil(onLoop { loop.interest(reg) })
     }
 
@@ -311,7 +311,7 @@ final class EventLoopTests: XCTestCase {
         }
         loop.execute {}
         wait(for: [ranOnce], timeout: 5)
-        _ = onLoop { loop.removeIterationHook(hookID) }
+        onLoop { loop.removeIterationHook(hookID) }
         let after = count.value
         // Several more iterations: the count must not move.
         for _ in 0..<3 { _ = onLoop { true } }

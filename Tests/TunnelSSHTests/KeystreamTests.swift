@@ -1,8 +1,8 @@
 import XCTest
 import CLibSSH2
-import CKeystream
+import CCryptoCalls
 
-/// The batched AES-CTR keystream (Sources/CKeystream) must give exactly the
+/// The batched AES-CTR keystream (Sources/CCryptoCalls) must give exactly the
 /// bytes OpenSSL gives, whatever the call sizes, and leave other ciphers alone.
 /// Reference output comes from EVP_CipherInit_ex + EVP_CipherUpdate, which
 /// the batching does not touch.

@@ -15,14 +15,13 @@
 // A batched context must be driven by EVP_Cipher alone (libssh2 does): a
 // mix with EVP_CipherUpdate would desynchronise the prefetched keystream.
 #define _GNU_SOURCE
-#include "CKeystream.h"
+#include "CCryptoCalls.h"
+#include "libcrypto_next.h"
 
-#include <dlfcn.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,24 +53,12 @@ static pthread_once_t resolved = PTHREAD_ONCE_INIT;
 static _Atomic uint64_t generated;
 static _Thread_local uint64_t attached_on_this_thread;
 
-static void *next_definition(const char *name) {
-    void *f = dlvsym(RTLD_NEXT, name, "OPENSSL_3.0.0");
-    if (f == NULL) f = dlsym(RTLD_NEXT, name);
-    if (f == NULL) {
-        // Without libcrypto's own function no cipher call can be answered.
-        fprintf(stderr, "tunnel: libcrypto has no %s: %s\n", name, dlerror());
-        abort();
-    }
-    return f;
-}
-
 static void resolve(void) {
-    libcrypto.init = (cipher_init_fn)next_definition("EVP_CipherInit");
-    libcrypto.cipher = (cipher_fn)next_definition("EVP_Cipher");
-    libcrypto.reset = (ctx_reset_fn)next_definition("EVP_CIPHER_CTX_reset");
-    libcrypto.free = (ctx_free_fn)next_definition("EVP_CIPHER_CTX_free");
-    const char *setting = getenv("TUNNEL_CTR_BATCH");
-    libcrypto.enabled = !(setting != NULL && strcmp(setting, "0") == 0);
+    libcrypto.init = (cipher_init_fn)tunnel_libcrypto_next("EVP_CipherInit");
+    libcrypto.cipher = (cipher_fn)tunnel_libcrypto_next("EVP_Cipher");
+    libcrypto.reset = (ctx_reset_fn)tunnel_libcrypto_next("EVP_CIPHER_CTX_reset");
+    libcrypto.free = (ctx_free_fn)tunnel_libcrypto_next("EVP_CIPHER_CTX_free");
+    libcrypto.enabled = tunnel_setting_enabled("TUNNEL_CTR_BATCH");
 }
 
 static struct keystream *batched(const EVP_CIPHER_CTX *ctx) {

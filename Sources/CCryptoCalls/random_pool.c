@@ -1,0 +1,116 @@
+// Random bytes for libssh2 1.10, drawn from libcrypto in bulk.
+//
+// libssh2 asks RAND_bytes for every packet's padding (4 to 19 bytes for
+// AES), and OpenSSL 3 pays a DRBG lock, a generate step and a getpid(2)
+// (its fork check) per call: about 7 % of tunnel's CPU in a request/response
+// workload. This RAND_bytes answers libssh2's calls, and only libssh2's (told
+// apart by the return address), from a per-thread pool refilled with one
+// RAND_bytes call per 1 KiB. The bytes are libcrypto's own, in order; every
+// byte served is wiped from the pool, and a forked child starts with an empty
+// pool, so no two processes or calls ever get the same bytes. Calls from
+// anywhere else, and requests over 256 bytes, go to libcrypto as they came.
+// libssh2's only RAND_bytes uses are padding and the KEXINIT cookie, both
+// public; keys are generated inside libcrypto and never come through here.
+#define _GNU_SOURCE
+#include "CCryptoCalls.h"
+#include "libcrypto_next.h"
+
+#include <dlfcn.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { POOL_SIZE = 1024, LARGEST_POOLED = 256 };
+
+typedef int (*rand_bytes_fn)(unsigned char *, int);
+
+static struct {
+    rand_bytes_fn rand_bytes;
+    int enabled;
+    // libssh2's executable code: calls returning into it are libssh2's.
+    uintptr_t code_start, code_end;
+} libcrypto;
+
+static pthread_once_t resolved = PTHREAD_ONCE_INIT;
+
+static _Thread_local struct {
+    unsigned char bytes[POOL_SIZE];
+    int left; // unserved bytes, at the end of `bytes`; 0 on a new thread
+    uint64_t calls;
+} pool;
+
+static void empty_pool(void) {
+    explicit_bzero(pool.bytes, sizeof pool.bytes);
+    pool.left = 0;
+}
+
+static int find_libssh2_code(struct dl_phdr_info *info, size_t size, void *data) {
+    (void)size;
+    const char *path = data;
+    if (info->dlpi_name == NULL || strcmp(info->dlpi_name, path) != 0) return 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *segment = &info->dlpi_phdr[i];
+        if (segment->p_type != PT_LOAD || !(segment->p_flags & PF_X)) continue;
+        uintptr_t start = info->dlpi_addr + segment->p_vaddr;
+        if (libcrypto.code_end == 0 || start < libcrypto.code_start) libcrypto.code_start = start;
+        if (start + segment->p_memsz > libcrypto.code_end) libcrypto.code_end = start + segment->p_memsz;
+    }
+    return 1;
+}
+
+static void resolve(void) {
+    libcrypto.rand_bytes = (rand_bytes_fn)tunnel_libcrypto_next("RAND_bytes");
+    // The child of a fork must not serve bytes its parent may also serve.
+    pthread_atfork(NULL, NULL, empty_pool);
+    Dl_info where;
+    void *libssh2_function = dlsym(RTLD_DEFAULT, "libssh2_session_init_ex");
+    if (libssh2_function != NULL && dladdr(libssh2_function, &where) != 0 && where.dli_fname != NULL) {
+        dl_iterate_phdr(find_libssh2_code, (void *)where.dli_fname);
+    }
+    libcrypto.enabled = tunnel_setting_enabled("TUNNEL_RANDOM_POOL") && libcrypto.code_end != 0;
+}
+
+int tunnel_random_pool_draw(unsigned char *buffer, int count) {
+    pthread_once(&resolved, resolve);
+    if (buffer == NULL || count <= 0 || count > LARGEST_POOLED) return libcrypto.rand_bytes(buffer, count);
+    if (pool.left < count) {
+        empty_pool();
+        if (libcrypto.rand_bytes(pool.bytes, POOL_SIZE) != 1) {
+            empty_pool();
+            return libcrypto.rand_bytes(buffer, count); // libcrypto reports its own failure
+        }
+        pool.left = POOL_SIZE;
+    }
+    unsigned char *next = pool.bytes + (POOL_SIZE - pool.left);
+    memcpy(buffer, next, (size_t)count);
+    explicit_bzero(next, (size_t)count);
+    pool.left -= count;
+    pool.calls += 1;
+    return 1;
+}
+
+int RAND_bytes(unsigned char *buffer, int count) {
+    pthread_once(&resolved, resolve);
+    uintptr_t caller = (uintptr_t)__builtin_return_address(0);
+    if (libcrypto.enabled && caller >= libcrypto.code_start && caller < libcrypto.code_end) {
+        return tunnel_random_pool_draw(buffer, count);
+    }
+    return libcrypto.rand_bytes(buffer, count);
+}
+
+uint64_t tunnel_random_pool_calls_on_this_thread(void) { return pool.calls; }
+
+int tunnel_random_pool_unserved(void) { return pool.left; }
+
+int tunnel_random_pool_served_bytes_wiped(void) {
+    for (int i = 0; i < POOL_SIZE - pool.left; i++) {
+        if (pool.bytes[i] != 0) return 0;
+    }
+    return 1;
+}
+
+int tunnel_random_pool_enabled(void) {
+    pthread_once(&resolved, resolve);
+    return libcrypto.enabled;
+}
