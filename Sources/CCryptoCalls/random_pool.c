@@ -11,6 +11,8 @@
 // anywhere else, and requests over 256 bytes, go to libcrypto as they came.
 // libssh2's only RAND_bytes uses are padding and the KEXINIT cookie, both
 // public; keys are generated inside libcrypto and never come through here.
+// That is also why the unserved bytes of an exiting thread's pool are simply
+// left to the freed thread memory.
 #define _GNU_SOURCE
 #include "CCryptoCalls.h"
 #include "libcrypto_next.h"
