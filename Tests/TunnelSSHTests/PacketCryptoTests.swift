@@ -2,6 +2,7 @@ import XCTest
 import Glibc
 import CLibSSH2
 import CCryptoCalls
+import CTestSupport
 
 /// libssh2 1.10 keys an HMAC context and draws padding from RAND_bytes for
 /// every packet. CCryptoCalls answers both more cheaply: the HMAC digest is
@@ -17,10 +18,13 @@ final class PacketCryptoTests: XCTestCase {
         defer { EVP_MAC_free(mac) }
         let ctx = try XCTUnwrap(EVP_MAC_CTX_new(mac))
         defer { EVP_MAC_CTX_free(ctx) }
+        // The parameter keeps both C strings' addresses: they must outlive EVP_MAC_init.
         var name = Array(digest.utf8CString)
-        let ok = name.withUnsafeMutableBufferPointer { n -> Int32 in
-            var params = [OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, n.baseAddress, 0), OSSL_PARAM_construct_end()]
-            return EVP_MAC_init(ctx, key, key.count, &params)
+        let ok = OSSL_MAC_PARAM_DIGEST.withCString { parameter in
+            name.withUnsafeMutableBufferPointer { n -> Int32 in
+                var params = [OSSL_PARAM_construct_utf8_string(parameter, n.baseAddress, 0), OSSL_PARAM_construct_end()]
+                return EVP_MAC_init(ctx, key, key.count, &params)
+            }
         }
         XCTAssertEqual(ok, 1)
         XCTAssertEqual(EVP_MAC_update(ctx, data, data.count), 1)
@@ -31,24 +35,24 @@ final class PacketCryptoTests: XCTestCase {
     }
 
     /// libssh2's per-packet sequence: new context, keyed init, update, final, free.
-    private func libssh2StyleMAC(_ md: OpaquePointer?, key: [UInt8]?, data: [UInt8], on ctx: OpaquePointer) -> [UInt8] {
-        XCTAssertEqual(HMAC_Init_ex(ctx, key, Int32(key?.count ?? 0), md, nil), 1)
-        XCTAssertEqual(HMAC_Update(ctx, data, data.count), 1)
+    private func libssh2StyleMAC(_ md: OpaquePointer?, key: [UInt8]?, data: [UInt8], on ctx: test_hmac_ctx) -> [UInt8] {
+        XCTAssertEqual(test_hmac_init_ex(ctx, key, Int32(key?.count ?? 0), md), 1)
+        XCTAssertEqual(test_hmac_update(ctx, data, data.count), 1)
         var out = [UInt8](repeating: 0, count: 64)
         var length: UInt32 = 0
-        XCTAssertEqual(HMAC_Final(ctx, &out, &length), 1)
+        XCTAssertEqual(test_hmac_final(ctx, &out, &length), 1)
         return Array(out[..<Int(length)])
     }
 
     func testHMAC_withABuiltInDigest_usesTheFetchedOne_andGivesTheSameMAC() throws {
         XCTAssertEqual(tunnel_hmac_prefetch_enabled(), 1)
         for (md, name) in [(EVP_sha1(), "SHA1"), (EVP_sha256(), "SHA256"), (EVP_sha512(), "SHA512")] {
-            let ctx = try XCTUnwrap(HMAC_CTX_new())
-            defer { HMAC_CTX_free(ctx) }
+            let ctx = try XCTUnwrap(test_hmac_ctx_new())
+            defer { test_hmac_ctx_free(ctx) }
             let before = tunnel_hmac_prefetched_inits_on_this_thread()
             XCTAssertEqual(libssh2StyleMAC(md, key: key, data: data, on: ctx), try referenceMAC(name, key: key, data: data), name)
             XCTAssertEqual(tunnel_hmac_prefetched_inits_on_this_thread(), before + 1, name)
-            let used = try XCTUnwrap(HMAC_CTX_get_md(ctx))
+            let used = try XCTUnwrap(test_hmac_ctx_get_md(ctx))
             XCTAssertNotEqual(used, md, "\(name): libcrypto got the built-in digest and looked it up again")
             XCTAssertNotNil(EVP_MD_get0_provider(used), name)
             // Restarting with the same key (no key, same or no digest) still works.
@@ -58,8 +62,8 @@ final class PacketCryptoTests: XCTestCase {
     }
 
     func testHMAC_digestsOutsideTheTable_passThroughUntouched() throws {
-        let ctx = try XCTUnwrap(HMAC_CTX_new())
-        defer { HMAC_CTX_free(ctx) }
+        let ctx = try XCTUnwrap(test_hmac_ctx_new())
+        defer { test_hmac_ctx_free(ctx) }
         let before = tunnel_hmac_prefetched_inits_on_this_thread()
         XCTAssertEqual(libssh2StyleMAC(EVP_sha384(), key: key, data: data, on: ctx), try referenceMAC("SHA384", key: key, data: data))
         let fetched = try XCTUnwrap(EVP_MD_fetch(nil, "SHA256", nil))
