@@ -30,9 +30,12 @@ typedef int (*rand_bytes_fn)(unsigned char *, int);
 static struct {
     rand_bytes_fn rand_bytes;
     int enabled;
-    // libssh2's executable code: calls returning into it are libssh2's.
-    uintptr_t code_start, code_end;
 } libcrypto;
+
+// libssh2's executable code: calls returning into it are libssh2's.
+static struct {
+    uintptr_t start, end;
+} libssh2_code;
 
 static pthread_once_t resolved = PTHREAD_ONCE_INIT;
 
@@ -55,8 +58,8 @@ static int find_libssh2_code(struct dl_phdr_info *info, size_t size, void *data)
         const ElfW(Phdr) *segment = &info->dlpi_phdr[i];
         if (segment->p_type != PT_LOAD || !(segment->p_flags & PF_X)) continue;
         uintptr_t start = info->dlpi_addr + segment->p_vaddr;
-        if (libcrypto.code_end == 0 || start < libcrypto.code_start) libcrypto.code_start = start;
-        if (start + segment->p_memsz > libcrypto.code_end) libcrypto.code_end = start + segment->p_memsz;
+        if (libssh2_code.end == 0 || start < libssh2_code.start) libssh2_code.start = start;
+        if (start + segment->p_memsz > libssh2_code.end) libssh2_code.end = start + segment->p_memsz;
     }
     return 1;
 }
@@ -70,14 +73,14 @@ static void resolve(void) {
     if (libssh2_function != NULL && dladdr(libssh2_function, &where) != 0 && where.dli_fname != NULL) {
         dl_iterate_phdr(find_libssh2_code, (void *)where.dli_fname);
     }
-    libcrypto.enabled = tunnel_setting_enabled("TUNNEL_RANDOM_POOL") && libcrypto.code_end != 0;
+    libcrypto.enabled = tunnel_setting_enabled("TUNNEL_RANDOM_POOL") && libssh2_code.end != 0;
 }
 
-int tunnel_random_pool_draw(unsigned char *buffer, int count) {
-    pthread_once(&resolved, resolve);
+// Requires resolve(). Served bytes are already zero, and a refill overwrites
+// the unserved rest, so only a failed refill needs wiping.
+static int draw(unsigned char *buffer, int count) {
     if (buffer == NULL || count <= 0 || count > LARGEST_POOLED) return libcrypto.rand_bytes(buffer, count);
     if (pool.left < count) {
-        empty_pool();
         if (libcrypto.rand_bytes(pool.bytes, POOL_SIZE) != 1) {
             empty_pool();
             return libcrypto.rand_bytes(buffer, count); // libcrypto reports its own failure
@@ -92,12 +95,15 @@ int tunnel_random_pool_draw(unsigned char *buffer, int count) {
     return 1;
 }
 
+int tunnel_random_pool_draw(unsigned char *buffer, int count) {
+    pthread_once(&resolved, resolve);
+    return draw(buffer, count);
+}
+
 int RAND_bytes(unsigned char *buffer, int count) {
     pthread_once(&resolved, resolve);
     uintptr_t caller = (uintptr_t)__builtin_return_address(0);
-    if (libcrypto.enabled && caller >= libcrypto.code_start && caller < libcrypto.code_end) {
-        return tunnel_random_pool_draw(buffer, count);
-    }
+    if (libcrypto.enabled && caller >= libssh2_code.start && caller < libssh2_code.end) return draw(buffer, count);
     return libcrypto.rand_bytes(buffer, count);
 }
 

@@ -72,12 +72,10 @@ public final class SSHSession {
     private var closed = false
     /// This thread's CCryptoCalls counters when the handshake began.
     private var shortcutBaseline: (contexts: UInt64, digests: UInt64, randoms: UInt64)?
-    /// Both directions' AES-CTR contexts took the batched keystream (CCryptoCalls).
-    public private(set) var keystreamBatched = false
-    /// The handshake's packet MACs were keyed with a digest fetched once.
-    public private(set) var hmacDigestPrefetched = false
-    /// The handshake's packet padding came from the random pool.
-    public private(set) var paddingPooled = false
+    /// Which of CCryptoCalls' shortcuts libssh2's calls took during the
+    /// handshake, for the log: both AES-CTR contexts batched, the packet MACs
+    /// keyed with a digest fetched once, the padding drawn from the pool.
+    private var shortcuts: [String] = []
 
     public init(socket: Socket) throws(SSHError) {
         precondition(SSHLibrary.initialized, "libssh2_init failed")
@@ -122,25 +120,20 @@ public final class SSHSession {
         // libssh2 creates the two cipher contexts on this thread, inside the
         // last step, and sends its first encrypted packet (the service request).
         if done {
-            keystreamBatched = tunnel_keystream_contexts_on_this_thread() - baseline.contexts >= 2
-            hmacDigestPrefetched = tunnel_hmac_prefetched_inits_on_this_thread() > baseline.digests
-            paddingPooled = tunnel_random_pool_calls_on_this_thread() > baseline.randoms
+            shortcuts = [(tunnel_keystream_contexts_on_this_thread() - baseline.contexts >= 2, "batched keystream"),
+                         (tunnel_hmac_prefetched_inits_on_this_thread() > baseline.digests, "prefetched HMAC digest"),
+                         (tunnel_random_pool_calls_on_this_thread() > baseline.randoms, "pooled padding")]
+                .filter(\.0).map(\.1)
         }
         return done
     }
 
-    /// The negotiated algorithms, for the log: "aes128-ctr/hmac-sha2-512".
+    /// The negotiated algorithms, for the log: "aes128-ctr/hmac-sha2-512
+    /// (batched keystream, prefetched HMAC digest, pooled padding)".
     public var negotiatedAlgorithms: String {
         func name(_ m: Int32) -> String { libssh2_session_methods(handle, m).map { String(cString: $0) } ?? "?" }
-        return "\(name(LIBSSH2_METHOD_KEX)) \(name(LIBSSH2_METHOD_HOSTKEY)) \(name(LIBSSH2_METHOD_CRYPT_CS))/\(name(LIBSSH2_METHOD_MAC_CS))\(shortcutsTaken)"
-    }
-
-    /// " (batched keystream, prefetched HMAC digest, pooled padding)": which
-    /// of CCryptoCalls' shortcuts libssh2's calls took during the handshake.
-    var shortcutsTaken: String {
-        let taken = [(keystreamBatched, "batched keystream"), (hmacDigestPrefetched, "prefetched HMAC digest"),
-                     (paddingPooled, "pooled padding")].filter(\.0).map(\.1)
-        return taken.isEmpty ? "" : " (\(taken.joined(separator: ", ")))"
+        let taken = shortcuts.isEmpty ? "" : " (\(shortcuts.joined(separator: ", ")))"
+        return "\(name(LIBSSH2_METHOD_KEX)) \(name(LIBSSH2_METHOD_HOSTKEY)) \(name(LIBSSH2_METHOD_CRYPT_CS))/\(name(LIBSSH2_METHOD_MAC_CS))\(taken)"
     }
 
     public var serverBanner: String {
