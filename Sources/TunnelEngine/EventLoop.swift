@@ -1,5 +1,4 @@
 import Glibc
-import Synchronization
 import TunnelPOSIX
 
 /// A single-threaded epoll loop. Everything registered with it is touched only
@@ -23,7 +22,7 @@ public final class EventLoop: @unchecked Sendable {
     private let wakeup: EventFD
     private var watches: [UInt64: Watch] = [:]
     private var nextID: UInt64 = 1
-    private let inbox = Mutex<[() -> Void]>([])
+    private let inbox = Locked<[() -> Void]>([])
     private var timers = TimerQueue()
     private var hooks: [UInt64: () -> Void] = [:]
     private var stopping = false

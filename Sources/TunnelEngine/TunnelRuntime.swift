@@ -13,7 +13,7 @@ public final class TunnelRuntime: @unchecked Sendable {
     public let profile: Profile
     public let loop: EventLoop
     public let forwardStats: [ForwardStats]
-    private let statusBox = Mutex(TunnelStatus())
+    private let statusBox = Locked(TunnelStatus())
     private let options: Connector.Options
     private let logger: Logger
     private var listeners: [Listener] = []

@@ -1,16 +1,15 @@
 import Glibc
 import Logging
-import Synchronization
 import TunnelPOSIX
 
 /// Where log lines go: stderr in the foreground, the runtime directory's log
 /// file for the daemon.
 public final class LogSink: Sendable {
-    private let fds: Mutex<[Int32]>
+    private let fds: Locked<[Int32]>
     public let minimumLevel: Logger.Level
 
     public init(fds: [Int32], minimumLevel: Logger.Level) {
-        self.fds = Mutex(fds)
+        self.fds = Locked(fds)
         self.minimumLevel = minimumLevel
     }
 
