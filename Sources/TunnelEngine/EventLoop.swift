@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import TunnelPOSIX
 
 /// A single-threaded epoll loop. Everything registered with it is touched only
@@ -27,8 +28,9 @@ public final class EventLoop: @unchecked Sendable {
     private var hooks: [UInt64: () -> Void] = [:]
     private var stopping = false
     private let wakeupID: UInt64 = 0
-    /// Set while `run` executes, to check thread confinement in debug builds.
-    private var loopThread: pthread_t?
+    /// The thread inside `run` (0 when none). Atomic: `perform` and the
+    /// confinement checks read it from any thread while `run` sets it.
+    private let loopThread = Atomic<pthread_t>(0)
 
     public init() throws(SystemError) {
         selector = try Selector()
@@ -42,8 +44,8 @@ public final class EventLoop: @unchecked Sendable {
     }
 
     public var inLoopThread: Bool {
-        guard let loopThread else { return false }
-        return pthread_equal(loopThread, pthread_self()) != 0
+        let thread = loopThread.load(ordering: .acquiring)
+        return thread != 0 && pthread_equal(thread, pthread_self()) != 0
     }
 
     // MARK: descriptors
@@ -122,8 +124,8 @@ public final class EventLoop: @unchecked Sendable {
     /// Runs until `stop()`. Sleeps in epoll_wait until a descriptor, a timer or
     /// `execute` wakes it: no polling.
     public func run() {
-        loopThread = pthread_self()
-        defer { loopThread = nil }
+        loopThread.store(pthread_self(), ordering: .releasing)
+        defer { loopThread.store(0, ordering: .releasing) }
         stopping = false
         while !stopping {
             let timeout = timers.millisecondsUntilNext(now: Instant.now())

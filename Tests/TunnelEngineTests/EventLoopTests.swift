@@ -1,19 +1,17 @@
 import Glibc
-import Synchronization
 import XCTest
 import TunnelEngine
 import TunnelPOSIX
 
 /// A value shared between the loop thread and the test thread.
 private final class Shared<Value>: @unchecked Sendable {
-    private let lock = Mutex<Void>(())
-    private var _value: Value
-    init(_ value: Value) { _value = value }
+    private let box: Locked<Value>
+    init(_ value: Value) { box = Locked(value) }
     var value: Value {
-        get { lock.withLock { _ in _value } }
-        set { lock.withLock { _ in _value = newValue } }
+        get { box.withLock { $0 } }
+        set { box.withLock { $0 = newValue } }
     }
-    func mutate(_ body: (inout Value) -> Void) { lock.withLock { _ in body(&_value) } }
+    func mutate(_ body: (inout Value) -> Void) { box.withLock { body(&$0) } }
 }
 
 final class EventLoopTests: XCTestCase {
