@@ -15,7 +15,7 @@ final class LockedTests: XCTestCase {
                 for _ in 0..<rounds {
                     counter.withLock { value in
                         let seen = value
-                        sched_yield_sometimes(seen)
+                        yieldNowAndThen(seen)
                         value = seen + 1
                     }
                 }
@@ -37,6 +37,6 @@ final class LockedTests: XCTestCase {
 
 /// Yields now and then inside the critical section, so that without the lock
 /// another thread would run between the read and the write.
-private func sched_yield_sometimes(_ n: Int) {
+private func yieldNowAndThen(_ n: Int) {
     if n % 64 == 0 { sched_yield() }
 }
