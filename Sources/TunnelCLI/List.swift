@@ -31,8 +31,10 @@ enum ListTable {
         var anyPublic = false
         for t in tunnels {
             let age = duration(now - (parseISO8601(t.since) ?? now))
-            // "up 1/2": with several SSH connections, how many carry clients.
-            let state = (t.sessions ?? 1) > 1 ? "\(t.state) \(t.sessions_up ?? 0)/\(t.sessions ?? 1)" : t.state
+            // "up 1/2": with several SSH connections, how many carry clients;
+            // "+2": extra connections opened while clients queued.
+            var state = (t.sessions ?? 1) > 1 ? "\(t.state) \(t.sessions_up ?? 0)/\(t.sessions ?? 1)" : t.state
+            if let extra = t.sessions_extra, extra > 0 { state += " +\(extra)" }
             for f in t.forwards {
                 anyPublic = anyPublic || f.public
                 rows.append([t.name, f.local + (f.public ? " !" : ""), f.remote, t.via, state, t.state == "up" ? age : "(\(age))",

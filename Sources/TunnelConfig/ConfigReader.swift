@@ -3,7 +3,7 @@ struct ConfigReader {
     static let tunnelKeys = [
         "host", "port", "user", "identity", "forward", "known_hosts", "host_key",
         "keepalive", "keepalive_count", "connect_timeout", "hold_timeout", "public",
-        "sessions",
+        "sessions", "max_sessions",
     ]
     static let topLevelKeys = ["defaults", "tunnels"]
 
@@ -49,6 +49,8 @@ struct ConfigReader {
         var holdTimeout: Int?
         var isPublic: Bool?
         var sessions: Int?
+        var maxSessions: Int?
+        var maxSessionsLocation: SourceLocation?
         /// Keys that were written, valid or not: an invalid `host` is not also "missing".
         var present: Set<String> = []
     }
@@ -146,6 +148,13 @@ struct ConfigReader {
             errors.append(ConfigError(location: here, message: "\(shownPath): missing required key \(quoted(key))"))
         }
 
+        let sessions = settings.sessions ?? defaults.sessions ?? Profile.Defaults.sessions
+        if let most = settings.maxSessions ?? defaults.maxSessions, most < sessions,
+           let at = settings.maxSessionsLocation ?? defaults.maxSessionsLocation {
+            let key = settings.maxSessions != nil ? "\(shownPath).max_sessions" : "defaults.max_sessions"
+            errors.append(ConfigError(location: at, message: "\(key): \(most) is fewer than sessions = \(sessions) of \(shownPath); max_sessions counts those too"))
+        }
+
         let isPublic = settings.isPublic ?? defaults.isPublic ?? Profile.Defaults.isPublic
         if !isPublic {
             for forward in settings.forwards where forward.spec.isPublic {
@@ -193,6 +202,7 @@ struct ConfigReader {
             holdTimeout: own.holdTimeout ?? defaults.holdTimeout ?? Profile.Defaults.holdTimeout,
             isPublic: own.isPublic ?? defaults.isPublic ?? Profile.Defaults.isPublic,
             sessions: own.sessions ?? defaults.sessions ?? Profile.Defaults.sessions,
+            maxSessions: own.maxSessions ?? defaults.maxSessions,
             location: candidate.location
         )
     }
@@ -231,7 +241,10 @@ struct ConfigReader {
             case "public":
                 s.isPublic = checker.boolean()
             case "sessions":
-                s.sessions = checker.integer(in: 1...Profile.Defaults.maxSessions)
+                s.sessions = checker.integer(in: 1...Profile.Defaults.sessionLimit)
+            case "max_sessions":
+                s.maxSessions = checker.integer(in: 1...Profile.Defaults.sessionLimit)
+                s.maxSessionsLocation = checker.location
             case "forward":
                 if let profile {
                     s.forwards = checker.forwards(profile: profile, profilePath: keyPath(path))

@@ -32,6 +32,11 @@ public struct Profile: Equatable, Sendable {
     /// thread), so many concurrent clients can use more than one core here
     /// and on the server.
     public let sessions: Int
+    /// The most SSH connections the tunnel may hold (≥ `sessions`): while
+    /// clients queue for a channel, extra connections are opened up to this
+    /// many and closed again once idle, because libssh2 opens one channel at
+    /// a time per connection.
+    public let maxSessions: Int
     /// The `[tunnels.NAME]` header. Not part of `==`, so a reload that only moved
     /// a profile within the file does not count as a change.
     public let location: SourceLocation
@@ -47,7 +52,10 @@ public struct Profile: Equatable, Sendable {
         public static let holdTimeout = 10
         public static let isPublic = false
         public static let sessions = 1
-        public static let maxSessions = 8
+        /// `max_sessions` when not written: this, or `sessions` if more.
+        public static let maxSessions = 4
+        /// The upper bound of both `sessions` and `max_sessions`.
+        public static let sessionLimit = 8
     }
 
     /// Mainly for other modules' tests; configs are read with `Config.load`.
@@ -66,6 +74,7 @@ public struct Profile: Equatable, Sendable {
         holdTimeout: Int = Defaults.holdTimeout,
         isPublic: Bool = Defaults.isPublic,
         sessions: Int = Defaults.sessions,
+        maxSessions: Int? = nil,
         location: SourceLocation
     ) {
         self.name = name
@@ -82,6 +91,7 @@ public struct Profile: Equatable, Sendable {
         self.holdTimeout = holdTimeout
         self.isPublic = isPublic
         self.sessions = sessions
+        self.maxSessions = max(maxSessions ?? Defaults.maxSessions, sessions)
         self.location = location
     }
 
@@ -96,6 +106,6 @@ public struct Profile: Equatable, Sendable {
             && a.identity == b.identity && a.forwards == b.forwards && a.knownHosts == b.knownHosts
             && a.hostKey == b.hostKey && a.keepalive == b.keepalive && a.keepaliveCount == b.keepaliveCount
             && a.connectTimeout == b.connectTimeout && a.holdTimeout == b.holdTimeout && a.isPublic == b.isPublic
-            && a.sessions == b.sessions
+            && a.sessions == b.sessions && a.maxSessions == b.maxSessions
     }
 }

@@ -8,6 +8,9 @@ import TunnelSSH
 /// event loop. A tunnel has `profile.sessions` lanes; its runtime accepts the
 /// clients and hands each to the least-loaded lane that is up, so busy
 /// tunnels use more than one core here and more than one sshd process there.
+/// While clients queue for channels the runtime adds extra lanes (up to
+/// `profile.maxSessions`); an extra lane never reconnects: it reports its
+/// failure or loss and the runtime retires it.
 final class Lane: @unchecked Sendable {
     private enum State {
         case idle
@@ -31,6 +34,7 @@ final class Lane: @unchecked Sendable {
     }
 
     let index: Int
+    let isExtra: Bool
     let loop: EventLoop
     private unowned let runtime: TunnelRuntime
     private let profile: Profile
@@ -47,14 +51,19 @@ final class Lane: @unchecked Sendable {
     /// Clients handed to this lane and not yet finished: what the runtime balances on.
     let load = Atomic<Int>(0)
 
-    init(index: Int, loop: EventLoop, runtime: TunnelRuntime, options: Connector.Options, logger: Logger) {
+    init(index: Int, isExtra: Bool = false, loop: EventLoop, runtime: TunnelRuntime, options: Connector.Options, logger: Logger) {
         self.index = index
+        self.isExtra = isExtra
         self.loop = loop
         self.runtime = runtime
         self.profile = runtime.profile
         self.options = options
         var logger = logger
-        if runtime.profile.sessions > 1 { logger[metadataKey: "session"] = "\(index + 1)/\(runtime.profile.sessions)" }
+        if isExtra {
+            logger[metadataKey: "session"] = "\(index + 1) (extra)"
+        } else if runtime.profile.sessions > 1 {
+            logger[metadataKey: "session"] = "\(index + 1)/\(runtime.profile.sessions)"
+        }
         self.logger = logger
         self.scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchSize, alignment: 16)
     }
@@ -139,6 +148,12 @@ final class Lane: @unchecked Sendable {
 
     private func connectFailed(_ failure: ConnectFailure) {
         guard case .connecting = state else { return }
+        if isExtra {
+            logger.warning("extra SSH connection failed: \(failure.message)")
+            state = .idle
+            report(.connectFailed(message: failure.message, isPermanent: failure.isPermanent))
+            return
+        }
         let delay: Double
         if failure.isPermanent {
             delay = permanentFailureRetryInterval
@@ -159,6 +174,12 @@ final class Lane: @unchecked Sendable {
         let upFor = Instant.now().seconds(since: link.upSince)
         logger.warning("link lost after \(Int(upFor)) s: \(reason)")
         let requeue = link.close(graceful: false) + takeInbox()
+        if isExtra {
+            state = .idle
+            report(.dropped(reason: reason))
+            giveBack(requeue)
+            return
+        }
         backoff.linkDropped(afterUpFor: upFor)
         let delay = backoff.nextDelay()
         let timer = loop.schedule(after: delay) { [unowned self] in self.connect() }
@@ -200,6 +221,18 @@ final class Lane: @unchecked Sendable {
     /// A client the link had taken ended.
     func connectionFinished() {
         load.subtract(1, ordering: .relaxed)
+    }
+
+    /// A new lane came up: the newer half of the clients still waiting here
+    /// go back to the runtime, which hands them to the least-loaded lane.
+    func shedWaiting() {
+        precondition(loop.inLoopThread)
+        let waiting = inbox.count - inboxHead
+        guard waiting >= 2 else { return }
+        let shed = Array(inbox[(inbox.count - waiting / 2)...])
+        inbox.removeLast(shed.count)
+        runtime.clientsLeftQueue(shed.count)
+        giveBack(shed)
     }
 
     private func takeInbox() -> [Connection] {

@@ -51,5 +51,7 @@ public struct TunnelStatus: Sendable, Equatable {
     /// them: clients that connect as soon as it returns (a pool opening)
     /// then spread over every lane instead of all landing on the first.
     public var sessionsConnecting = 0
+    /// Extra SSH connections up, opened while clients queued for channels.
+    public var extraSessionsUp = 0
     public init() {}
 }

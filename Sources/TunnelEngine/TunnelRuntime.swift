@@ -7,8 +7,10 @@ import TunnelSSH
 
 /// One profile's tunnel: its listeners, the clients waiting for a link, and
 /// its lanes (one SSH connection each; lane 0 runs on `loop`, the others on
-/// threads of their own). Everything here runs on `loop`'s thread; `status`
-/// and the forward stats may be read from any thread.
+/// threads of their own). `profile.sessions` lanes are kept; extra lanes, up
+/// to `profile.maxSessions`, open while clients queue for channels and close
+/// once idle. Everything here runs on `loop`'s thread; `status` and the
+/// forward stats may be read from any thread.
 public final class TunnelRuntime: @unchecked Sendable {
     public let profile: Profile
     public let loop: EventLoop
@@ -17,11 +19,28 @@ public final class TunnelRuntime: @unchecked Sendable {
     private let options: Connector.Options
     private let logger: Logger
     private var listeners: [Listener] = []
+    /// The kept lanes first, then the extra ones.
     private var lanes: [Lane] = []
-    /// Each lane's phase as last reported, on `loop`.
-    private var lanePhases: [LinkPhase] = []
+    /// Each lane's phase as last reported, by lane index; a retired extra lane has none.
+    private var lanePhases: [Int: LinkPhase] = [:]
+    private var nextLaneIndex = 0
     /// Lanes running on threads of their own, until they have closed everything.
-    private let extraLanesRunning = Atomic<Int>(0)
+    private let laneThreadsRunning = Atomic<Int>(0)
+    /// An extra lane is connecting: one at a time, so a slow server is not
+    /// hit by a burst of logins.
+    private var isGrowing = false
+    /// After an extra lane failed, none is tried before this.
+    private var growthPausedUntil = Instant(nanoseconds: 0)
+    /// Each up extra lane's last moment without clients (nil while it has some).
+    private var extraIdleSince: [Int: Instant] = [:]
+    private var extraCheckTimer: EventLoop.TimerID?
+    /// Clients waiting for a channel (over all lanes) that make the tunnel add
+    /// an SSH connection: libssh2 opens one channel at a time per connection,
+    /// one round trip each, so a queue this long waits many round trips.
+    static let growthBacklog = 16
+    static let growthPauseSeconds = 30.0
+    /// How long an extra SSH connection stays without clients before it closes.
+    static let extraIdleSeconds: Double = currentEnvironment()["TUNNEL_EXTRA_SESSION_IDLE"].flatMap(Double.init) ?? 15
     /// Clients accepted earlier whose lane went down while no other lane was
     /// up, oldest first. They wait for the next lane up, or hold_timeout.
     private var queue: [Connection] = []
@@ -100,17 +119,21 @@ public final class TunnelRuntime: @unchecked Sendable {
             logger.warning("\(listener.address) listens on a non-loopback address: the forwarded service is reachable from the network; protect it with firewall rules")
         }
         lanes = loops.enumerated().map { Lane(index: $0.offset, loop: $0.element, runtime: self, options: options, logger: logger) }
-        lanePhases = lanes.map { _ in .connecting }
-        for lane in lanes.dropFirst() {
-            extraLanesRunning.add(1, ordering: .sequentiallyConsistent)
-            let laneLoop = lane.loop
-            startThread(name: "tunnel-\(profile.name)-\(lane.index + 1)") { [self] in
-                laneLoop.run()
-                self.extraLanesRunning.subtract(1, ordering: .sequentiallyConsistent)
-            }
-            laneLoop.execute { lane.start() }
-        }
+        nextLaneIndex = lanes.count
+        for lane in lanes { lanePhases[lane.index] = .connecting }
+        for lane in lanes.dropFirst() { launch(lane) }
         lanes[0].start()
+    }
+
+    /// Runs a lane other than the first on a thread of its own.
+    private func launch(_ lane: Lane) {
+        laneThreadsRunning.add(1, ordering: .sequentiallyConsistent)
+        let laneLoop = lane.loop
+        startThread(name: "tunnel-\(profile.name)-\(lane.index + 1)") { [self] in
+            laneLoop.run()
+            self.laneThreadsRunning.subtract(1, ordering: .sequentiallyConsistent)
+        }
+        laneLoop.execute { lane.start() }
     }
 
     /// Closes listeners, connections and the sessions. Idempotent. Returns
@@ -121,6 +144,8 @@ public final class TunnelRuntime: @unchecked Sendable {
         isAccepting = false
         loop.cancel(holdTimer)
         holdTimer = nil
+        loop.cancel(extraCheckTimer)
+        extraCheckTimer = nil
         for lane in lanes.dropFirst() {
             lane.loop.execute {
                 lane.stop(graceful: graceful)
@@ -131,7 +156,7 @@ public final class TunnelRuntime: @unchecked Sendable {
         // The other lanes close their clients on their own threads; wait (briefly)
         // so `down` means closed.
         let deadline = Instant.now().adding(seconds: 3)
-        while extraLanesRunning.load(ordering: .sequentiallyConsistent) > 0 && Instant.now() < deadline {
+        while laneThreadsRunning.load(ordering: .sequentiallyConsistent) > 0 && Instant.now() < deadline {
             usleep(1000)
         }
         for c in drainQueue() { c.closeUnserved() }
@@ -142,6 +167,7 @@ public final class TunnelRuntime: @unchecked Sendable {
         update { status in
             status.phase = .stopped
             status.sessionsUp = 0
+            status.extraSessionsUp = 0
             status.since = wallClockSeconds()
         }
     }
@@ -157,6 +183,9 @@ public final class TunnelRuntime: @unchecked Sendable {
         if isStopped {
             if case .returned(let connections) = event { for c in connections { c.closeUnserved() } }
             return
+        }
+        if lane.isExtra {
+            return handleExtra(event, from: lane)
         }
         let i = lane.index
         switch event {
@@ -176,25 +205,26 @@ public final class TunnelRuntime: @unchecked Sendable {
             setAccepting(true)
             let waiting = drainQueue()
             if !waiting.isEmpty { assign(waiting) }
+            if lanes.count > 1 { rebalance(onto: lane) }
         case .connectFailed(let message, let isPermanent):
             lanePhases[i] = isPermanent ? .failed : .reconnecting
             // An attempt counts once every lane has answered: `tunnel up`
             // waits for that, not for the first lane's failure.
             answered.insert(i)
-            let roundOver = answered.count == lanes.count
+            let roundOver = answered.count == profile.sessions
             if roundOver { answered.removeAll() }
             publish { status in
                 status.lastError = message
                 if roundOver { status.attempts += 1 }
             }
-            if !lanePhases.contains(.up) { startHolding() }
+            if !anyLaneUp { startHolding() }
         case .dropped(let reason):
             lanePhases[i] = .reconnecting
             publish { status in
                 status.restarts += 1
                 status.lastError = reason
             }
-            if !lanePhases.contains(.up) {
+            if !anyLaneUp {
                 setAccepting(false)
                 startHolding()
             }
@@ -203,9 +233,108 @@ public final class TunnelRuntime: @unchecked Sendable {
         }
     }
 
+    private var anyLaneUp: Bool { lanePhases.values.contains(.up) }
+
+    /// What an extra lane reports: it never reconnects, so a failure or a
+    /// loss retires it (its waiting clients come back as `.returned`).
+    private func handleExtra(_ event: Lane.Event, from lane: Lane) {
+        if case .returned(let connections) = event { return assign(connections) }
+        // Events still in flight from a lane already retired.
+        guard lanePhases[lane.index] != nil else { return }
+        switch event {
+        case .connecting:
+            lanePhases[lane.index] = .connecting
+        case .up:
+            isGrowing = false
+            lanePhases[lane.index] = .up
+            extraIdleSince[lane.index] = Instant.now()
+            logger.info("extra SSH connection \(lane.index + 1) up: \(lanes.count) of at most \(profile.maxSessions)")
+            rebalance(onto: lane)
+            scheduleExtraCheck()
+            publish { _ in }
+            growIfBackedUp()
+        case .connectFailed(let message, _):
+            isGrowing = false
+            growthPausedUntil = Instant.now().adding(seconds: Self.growthPauseSeconds)
+            logger.warning("no extra SSH connection for \(Int(Self.growthPauseSeconds)) s: \(message)")
+            retire(lane)
+        case .dropped:
+            retire(lane)
+        case .returned:
+            break
+        }
+    }
+
+    /// Adds an SSH connection while clients queue for channels.
+    private func growIfBackedUp() {
+        guard !isStopped, !isGrowing, lanes.count < profile.maxSessions, anyLaneUp,
+              pending.load(ordering: .relaxed) >= Self.growthBacklog,
+              !(Instant.now() < growthPausedUntil)
+        else { return }
+        let laneLoop: EventLoop
+        do {
+            laneLoop = try EventLoop()
+        } catch {
+            growthPausedUntil = Instant.now().adding(seconds: Self.growthPauseSeconds)
+            logger.warning("cannot start an event loop for an extra SSH connection: \(error)")
+            return
+        }
+        let lane = Lane(index: nextLaneIndex, isExtra: true, loop: laneLoop, runtime: self, options: options, logger: logger)
+        nextLaneIndex += 1
+        isGrowing = true
+        lanes.append(lane)
+        lanePhases[lane.index] = .connecting
+        logger.info("\(pending.load(ordering: .relaxed)) clients waiting for a channel: opening extra SSH connection \(lane.index + 1)")
+        launch(lane)
+    }
+
+    /// Closes an extra lane; it holds no clients unless its link just died.
+    private func retire(_ lane: Lane) {
+        lanes.removeAll { $0 === lane }
+        lanePhases[lane.index] = nil
+        extraIdleSince[lane.index] = nil
+        lane.loop.execute {
+            lane.stop(graceful: true)
+            lane.loop.stop()
+        }
+        publish { _ in }
+    }
+
+    /// A lane came up: the other lanes give back half of the clients still
+    /// waiting for a channel, to be handed to the least loaded (the new one).
+    private func rebalance(onto newLane: Lane) {
+        for lane in lanes where lane !== newLane && lanePhases[lane.index] == .up {
+            lane.loop.perform { lane.shedWaiting() }
+        }
+    }
+
+    /// Retires extra lanes that have had no client for `extraIdleSeconds`.
+    private func scheduleExtraCheck() {
+        guard extraCheckTimer == nil else { return }
+        extraCheckTimer = loop.schedule(after: min(1, Self.extraIdleSeconds / 2)) { [unowned self] in
+            self.extraCheckTimer = nil
+            guard !self.isStopped else { return }
+            let now = Instant.now()
+            for lane in self.lanes where lane.isExtra && self.lanePhases[lane.index] == .up {
+                if lane.load.load(ordering: .relaxed) > 0 {
+                    self.extraIdleSince[lane.index] = nil
+                } else if let since = self.extraIdleSince[lane.index] {
+                    if now.seconds(since: since) >= Self.extraIdleSeconds {
+                        self.logger.info("extra SSH connection \(lane.index + 1) closed: no clients for \(format1(Self.extraIdleSeconds)) s")
+                        self.retire(lane)
+                    }
+                } else {
+                    self.extraIdleSince[lane.index] = now
+                }
+            }
+            if self.lanes.contains(where: \.isExtra) { self.scheduleExtraCheck() }
+        }
+    }
+
     /// Updates the status from the lanes' phases plus `change`.
     private func publish(_ change: (inout TunnelStatus) -> Void) {
-        let phases = lanePhases
+        let phases = lanes.filter { !$0.isExtra }.compactMap { lanePhases[$0.index] }
+        let extraUp = lanes.filter { $0.isExtra && lanePhases[$0.index] == .up }.count
         update { status in
             change(&status)
             let phase: LinkPhase
@@ -222,6 +351,7 @@ public final class TunnelRuntime: @unchecked Sendable {
             status.phase = phase
             status.sessionsUp = phases.filter { $0 == .up }.count
             status.sessionsConnecting = phases.filter { $0 == .connecting }.count
+            status.extraSessionsUp = extraUp
         }
     }
 
@@ -274,6 +404,7 @@ public final class TunnelRuntime: @unchecked Sendable {
     /// Hands clients to the least-loaded lanes that are up, or keeps them
     /// until one is.
     private func assign(_ connections: [Connection]) {
+        defer { growIfBackedUp() }
         let up = lanes.filter { lanePhases[$0.index] == .up }
         guard !up.isEmpty else {
             queue.append(contentsOf: connections)
@@ -324,7 +455,7 @@ public final class TunnelRuntime: @unchecked Sendable {
         guard holdTimer == nil else { return }
         holdTimer = loop.schedule(after: 0.25) { [unowned self] in
             self.holdTimer = nil
-            if self.isStopped || self.lanePhases.contains(.up) { return }
+            if self.isStopped || self.anyLaneUp { return }
             self.enforceHold()
             self.startHolding()
         }

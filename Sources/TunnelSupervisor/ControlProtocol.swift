@@ -87,6 +87,8 @@ public struct TunnelInfo: Codable, Sendable, Equatable {
     /// SSH connections configured and up; absent from older supervisors.
     public var sessions: Int?
     public var sessions_up: Int?
+    /// Extra SSH connections up, opened while clients queued (`max_sessions`).
+    public var sessions_extra: Int?
 }
 
 public struct ControlResponse: Codable, Sendable {

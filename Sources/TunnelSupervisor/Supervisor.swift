@@ -485,6 +485,7 @@ public final class Supervisor {
         let phase = status.phase == .stopped ? "reconnecting" : status.phase.rawValue
         return TunnelInfo(name: host.name, state: phase, via: host.profile.via, since: iso8601(status.since),
                           restarts: status.restarts, last_error: status.lastError, forwards: forwards,
-                          sessions: status.sessions, sessions_up: status.sessionsUp)
+                          sessions: status.sessions, sessions_up: status.sessionsUp,
+                          sessions_extra: status.extraSessionsUp)
     }
 }

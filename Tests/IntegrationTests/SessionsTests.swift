@@ -252,4 +252,106 @@ final class SessionsTests: SSHTestCase {
             XCTAssertEqual(Net.readToEOF(fd).bytes.count, 0)
         }
     }
+
+    // MARK: extra connections while clients queue (max_sessions)
+
+    /// SSH connections from tunnel to the server, established now.
+    private func sshConnections() -> Int {
+        runCommand(Env.which("ss")!, ["-tnH", "state", "established", "dst", "127.0.0.1:\(server.port)"]).stdout
+            .split(separator: "\n").count
+    }
+
+    /// `count` clients connect at once, then each sends its line and must get
+    /// it back; the caller closes them.
+    private func burstOfEchoingClients(_ count: Int, _ port: UInt16) throws -> [Int32] {
+        var fds: [Int32] = []
+        do {
+            for i in 0..<count { fds.append(try XCTUnwrap(Net.connect(port), "connect \(i)")) }
+            for (i, fd) in fds.enumerated() { XCTAssertTrue(Net.sendAll(fd, Array("burst \(i)\n".utf8)), "send \(i)") }
+            var echoed = 0
+            for (i, fd) in fds.enumerated() {
+                Net.setTimeout(fd, 20)
+                let text = Array("burst \(i)\n".utf8)
+                if Net.readExactly(fd, text.count) == text { echoed += 1 }
+            }
+            XCTAssertEqual(echoed, count, "clients echoed byte-exactly")
+        } catch {
+            fds.forEach { close($0) }
+            throw error
+        }
+        return fds
+    }
+
+    func testClientsQueueingForChannels_openOneExtraConnection_upToMaxSessions_sharingTheQueue_thenItClosesWhenIdle() throws {
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"], extra: "max_sessions = 2\n"))
+        let up = harness.tunnel(["up", "db"], timeout: 30, env: ["TUNNEL_EXTRA_SESSION_IDLE": "2"])
+        XCTAssertEqual(up.status, 0, up.output)
+        XCTAssertEqual(sshConnections(), 1, "one SSH connection while nothing queues")
+
+        // 400 clients at once: libssh2 opens one channel at a time per
+        // connection, so the queue makes the tunnel add a connection, and
+        // only one (max_sessions = 2).
+        var fds = try burstOfEchoingClients(400, port)
+        defer { fds.forEach { close($0) } }
+        XCTAssertEqual(server.log.components(separatedBy: "Accepted publickey").count - 1, 2, "two SSH logins, not more")
+        let spread = targetConnectionsPerSSHConnection()
+        XCTAssertEqual(spread.values.reduce(0, +), 400, "\(spread)")
+        XCTAssertEqual(spread.count, 2, "both connections carry clients: \(spread)")
+        XCTAssertGreaterThanOrEqual(spread.values.min() ?? 0, 40, "the new connection took a share of the queue: \(spread)")
+        let db = try XCTUnwrap(harness.listed("db"))
+        XCTAssertEqual(db.state, "up")
+        XCTAssertEqual(db.sessions_up, 1)
+        XCTAssertEqual(db.sessions_extra, 1)
+        XCTAssertEqual(db.forwards[0].active, 400)
+        XCTAssertTrue(harness.tunnel(["ls"]).stdout.contains("up +1"), harness.tunnel(["ls"]).stdout)
+        XCTAssertTrue(harness.supervisorLog.contains("opening extra SSH connection 2"), harness.supervisorLog)
+
+        // Busy, the extra connection stays past its idle time.
+        sleep(3)
+        XCTAssertEqual(sshConnections(), 2)
+        XCTAssertEqual(targetConnectionsPerSSHConnection().values.reduce(0, +), 400)
+
+        // Idle, it closes; the kept one still serves.
+        fds.forEach { close($0) }
+        fds = []
+        XCTAssertTrue(eventually(timeout: 10) { self.sshConnections() == 1 }, "the extra connection closed once idle")
+        XCTAssertEqual(harness.listed("db")?.sessions_extra, 0)
+        XCTAssertEqual(harness.listed("db")?.restarts, 0, "closing an idle extra connection is not a restart")
+        XCTAssertTrue(harness.supervisorLog.contains("extra SSH connection 2 closed: no clients for 2.0 s"), harness.supervisorLog)
+        fds += try openEchoingClients(2, port, "after")
+        XCTAssertEqual(sshConnections(), 1)
+    }
+
+    func testMaxSessionsOne_aBurstStaysOnOneConnection_andEveryClientIsServed() throws {
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"], extra: "max_sessions = 1\n"))
+        XCTAssertEqual(harness.tunnel(["up", "db"], timeout: 30).status, 0)
+        let fds = try burstOfEchoingClients(400, port)
+        defer { fds.forEach { close($0) } }
+        XCTAssertEqual(server.log.components(separatedBy: "Accepted publickey").count - 1, 1, "one SSH login")
+        XCTAssertEqual(targetConnectionsPerSSHConnection().values.sorted(), [400])
+        XCTAssertEqual(harness.listed("db")?.sessions_extra, 0)
+    }
+
+    func testExtraConnectionRefusedByTheServer_theQueueIsServedByTheKeptOne_andTheTunnelStaysUp() throws {
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"], extra: "max_sessions = 3\n"))
+        XCTAssertEqual(harness.tunnel(["up", "db"], timeout: 30).status, 0)
+        // No new SSH connection gets through from here on: the kept one is
+        // served by its own sshd process.
+        let listener = try XCTUnwrap(server.process?.pid)
+        kill(listener, SIGSTOP)
+        defer { kill(listener, SIGCONT) }
+        let fds = try burstOfEchoingClients(300, port)
+        defer { fds.forEach { close($0) } }
+        XCTAssertEqual(targetConnectionsPerSSHConnection().values.sorted(), [300])
+        let db = try XCTUnwrap(harness.listed("db"))
+        XCTAssertEqual(db.state, "up")
+        XCTAssertEqual(db.restarts, 0)
+        XCTAssertNil(db.last_error, "a missing extra connection is not the tunnel's error")
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.supervisorLog.contains("no extra SSH connection for 30 s") }, harness.supervisorLog)
+        XCTAssertEqual(harness.supervisorLog.components(separatedBy: "opening extra SSH connection").count - 1, 1,
+                       "after a failure, no new attempt for 30 s: \(harness.supervisorLog)")
+    }
 }

@@ -69,6 +69,7 @@ final class ConfigProfileTests: XCTestCase {
         XCTAssertEqual(db.holdTimeout, 0)
         XCTAssertTrue(db.isPublic)
         XCTAssertEqual(db.sessions, 3)
+        XCTAssertEqual(db.maxSessions, 4, "max_sessions defaults to 4")
         XCTAssertEqual(db.via, "deploy@bastion.example.com:2222")
     }
 
@@ -97,6 +98,7 @@ final class ConfigProfileTests: XCTestCase {
             XCTAssertEqual(p.hostKey, .acceptNew)
             XCTAssertEqual(p.keepaliveCount, 3, "keys absent from both come from the built-in defaults")
             XCTAssertEqual(p.sessions, 1, "one SSH connection unless asked")
+            XCTAssertEqual(p.maxSessions, 4, "up to 4 while clients queue for channels")
         }
     }
 
@@ -257,6 +259,9 @@ final class ConfigProfileTests: XCTestCase {
             ("hold_timeout = 9223372036854775807", "tunnels.db.hold_timeout: 9223372036854775807 is out of range (0-86400)"),
             ("sessions = 0", "tunnels.db.sessions: 0 is out of range (1-8)"),
             ("sessions = 9", "tunnels.db.sessions: 9 is out of range (1-8)"),
+            ("max_sessions = 0", "tunnels.db.max_sessions: 0 is out of range (1-8)"),
+            ("max_sessions = 9", "tunnels.db.max_sessions: 9 is out of range (1-8)"),
+            ("max_sessions = \"4\"", "tunnels.db.max_sessions: expected an integer, found a string (\"4\")"),
         ]
         for (line, message) in cases {
             let column = line.distance(from: line.startIndex, to: line.firstIndex(of: "=")!) + 3
@@ -275,8 +280,23 @@ final class ConfigProfileTests: XCTestCase {
         connect_timeout = 1
         hold_timeout = 86400
         sessions = 8
+        max_sessions = 8
         """))
-        XCTAssertEqual([Int(p.port), p.keepalive, p.keepaliveCount, p.connectTimeout, p.holdTimeout, p.sessions], [65535, 0, 1, 1, 86400, 8])
+        XCTAssertEqual([Int(p.port), p.keepalive, p.keepaliveCount, p.connectTimeout, p.holdTimeout, p.sessions, p.maxSessions],
+                       [65535, 0, 1, 1, 86400, 8, 8])
+    }
+
+    func testMaxSessions_defaultsToFourOrSessions_andMayNotBeFewerThanSessions() throws {
+        let wide = try profile("db", in: parseConfig("[tunnels.db]\nhost = \"h\"\nforward = \"1:h:2\"\nsessions = 6\n"))
+        XCTAssertEqual(wide.maxSessions, 6, "never fewer than sessions")
+        let off = try profile("db", in: parseConfig("[tunnels.db]\nhost = \"h\"\nforward = \"1:h:2\"\nmax_sessions = 1\n"))
+        XCTAssertEqual([off.sessions, off.maxSessions], [1, 1], "max_sessions = 1: no extra connections")
+        let inherited = try profile("db", in: parseConfig("[defaults]\nmax_sessions = 2\n[tunnels.db]\nhost = \"h\"\nforward = \"1:h:2\"\n"))
+        XCTAssertEqual(inherited.maxSessions, 2)
+        assertSingleError("[tunnels.db]\nhost = \"h\"\nforward = \"1:h:2\"\nsessions = 3\nmax_sessions = 2\n",
+                          "5:16: tunnels.db.max_sessions: 2 is fewer than sessions = 3 of tunnels.db; max_sessions counts those too")
+        assertSingleError("[defaults]\nmax_sessions = 2\n[tunnels.db]\nhost = \"h\"\nforward = \"1:h:2\"\nsessions = 3\n",
+                          "2:16: defaults.max_sessions: 2 is fewer than sessions = 3 of tunnels.db; max_sessions counts those too")
     }
 
     func testHost_mustBeNonEmptyWithoutWhitespace() {

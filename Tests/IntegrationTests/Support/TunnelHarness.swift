@@ -84,6 +84,7 @@ struct ListedTunnel: Decodable {
     let forwards: [Forward]
     let sessions: Int?
     let sessions_up: Int?
+    let sessions_extra: Int?
 }
 
 extension TunnelHarness {
