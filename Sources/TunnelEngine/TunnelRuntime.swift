@@ -298,6 +298,11 @@ public final class TunnelRuntime: @unchecked Sendable {
             lane.loop.stop()
         }
         publish { _ in }
+        // It may have been the only lane up while the kept ones reconnect.
+        if !anyLaneUp {
+            setAccepting(false)
+            startHolding()
+        }
     }
 
     /// A lane came up: the other lanes give back half of the clients still
