@@ -149,7 +149,7 @@ final class Lane: @unchecked Sendable {
     private func connectFailed(_ failure: ConnectFailure) {
         guard case .connecting = state else { return }
         if isExtra {
-            logger.warning("extra SSH connection failed: \(failure.message)")
+            // The runtime logs it, with the pause it takes before another.
             state = .idle
             report(.connectFailed(message: failure.message, isPermanent: failure.isPermanent))
             return

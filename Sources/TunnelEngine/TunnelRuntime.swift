@@ -205,7 +205,7 @@ public final class TunnelRuntime: @unchecked Sendable {
             setAccepting(true)
             let waiting = drainQueue()
             if !waiting.isEmpty { assign(waiting) }
-            if lanes.count > 1 { rebalance(onto: lane) }
+            rebalance(onto: lane)
         case .connectFailed(let message, let isPermanent):
             lanePhases[i] = isPermanent ? .failed : .reconnecting
             // An attempt counts once every lane has answered: `tunnel up`
