@@ -3,7 +3,6 @@ import PackageDescription
 
 let package = Package(
     name: "tunnel",
-    platforms: [.macOS(.v13)],
     products: [
         .executable(name: "tunnel", targets: ["tunnel"]),
     ],
@@ -12,20 +11,26 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
-        // libssh2 plus the Linux headers Glibc does not export (epoll, eventfd, signalfd, timerfd).
+        // The Linux calls Glibc does not export (epoll, eventfd, signalfd,
+        // timerfd, accept4, SO_PEERCRED, TCP_INFO, mallopt); TunnelPOSIX only.
+        .systemLibrary(name: "CLinuxShim"),
+        // libssh2.h alone; TunnelSSH only.
         .systemLibrary(
             name: "CLibSSH2",
             pkgConfig: "libssh2",
             providers: [.apt(["libssh2-1-dev"])]
         ),
+        // RSA keys signed with SHA-2, SHA-256 and HMAC-SHA1, with OpenSSL's
+        // types kept behind the header; TunnelSSH only.
+        .target(name: "COpenSSLKeys", linkerSettings: [.linkedLibrary("crypto")]),
         // libssh2 1.10 calls libcrypto per 16-byte block and several times per
         // packet; this answers the costly calls: AES-CTR from a keystream made
         // 8 KiB at a time, HMAC digests fetched once, padding from a random pool.
         .target(name: "CCryptoCalls", linkerSettings: [.linkedLibrary("crypto")]),
         // The only module that touches errno: syscall wrappers, fds, sockets, epoll.
-        .target(name: "TunnelPOSIX", dependencies: ["CLibSSH2"]),
+        .target(name: "TunnelPOSIX", dependencies: ["CLinuxShim"]),
         // The only module that calls libssh2.
-        .target(name: "TunnelSSH", dependencies: ["CLibSSH2", "CCryptoCalls", "TunnelPOSIX"]),
+        .target(name: "TunnelSSH", dependencies: ["CLibSSH2", "CCryptoCalls", "COpenSSLKeys", "TunnelPOSIX"]),
         // Profiles: TOML with source positions, forward specs, validation.
         .target(name: "TunnelConfig", dependencies: ["TunnelPOSIX"]),
         // Event loop, listeners, the byte pump, one tunnel's session lifecycle.
@@ -40,7 +45,7 @@ let package = Package(
         ]),
         // Commands; the executable below only calls into this.
         .target(name: "TunnelCLI", dependencies: [
-            "TunnelPOSIX", "TunnelSSH", "TunnelConfig", "TunnelEngine", "TunnelSupervisor",
+            "TunnelPOSIX", "TunnelConfig", "TunnelEngine", "TunnelSupervisor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -48,8 +48,7 @@ func runForeground(profile: Profile, environment: [String: String]) -> Int32 {
             if !status.everUp || status.phase == .failed {
                 writeLine(2, "tunnel: \(profile.name): \(status.lastError ?? "failed")")
                 run.exitCode = 1
-                runtime.stop(graceful: false)
-                loop.stop()
+                runtime.stop(graceful: false) { loop.stop() }
             }
         default:
             break
@@ -62,8 +61,7 @@ func runForeground(profile: Profile, environment: [String: String]) -> Int32 {
             while let signo = signals.next() {
                 if signo == SIGHUP { continue }
                 logger.info("signal \(signo): stopping")
-                runtime.stop(graceful: true)
-                loop.stop()
+                runtime.stop(graceful: true) { loop.stop() }
             }
         }
     } catch {
@@ -82,7 +80,7 @@ func runForeground(profile: Profile, environment: [String: String]) -> Int32 {
         }
     }
     loop.run()
-    if run.started { runtime.stop(graceful: true) }
+    runtime.onStatusChange = nil
     if let signalRegistration { loop.deregister(signalRegistration) }
     return run.exitCode
 }

@@ -20,7 +20,19 @@ public struct ConnectFailure: Error, Equatable, Sendable, CustomStringConvertibl
     public let message: String
     /// Retrying will not fix it (host key, refused keys): do not hammer the server.
     public let isPermanent: Bool
+    /// For a host-key failure: what was wrong with the key.
+    public var hostKeyProblem: HostKeyFailure.Kind?
+    /// For an authentication failure: causes with a known fix.
+    public var authFindings: Set<AuthFinding> = []
     public var description: String { message }
+
+    public init(kind: Kind, message: String, isPermanent: Bool, hostKeyProblem: HostKeyFailure.Kind? = nil, authFindings: Set<AuthFinding> = []) {
+        self.kind = kind
+        self.message = message
+        self.isPermanent = isPermanent
+        self.hostKeyProblem = hostKeyProblem
+        self.authFindings = authFindings
+    }
 }
 
 /// An authenticated session, ready for channels.
@@ -69,7 +81,8 @@ public final class Connector {
     private let logger: Logger
     private var phase: Phase = .idle
     private var timeout: EventLoop.TimerID?
-    private var tcpErrors: [String] = []
+    /// Each address tried, with why it failed.
+    private var tcpErrors: [(address: SocketAddress, errno: Errno)] = []
     /// Read once per attempt, before the handshake (it orders the host-key algorithms).
     private var knownHosts: KnownHosts?
     private var completion: ((Result<ConnectedSession, ConnectFailure>) -> Void)?
@@ -136,7 +149,7 @@ public final class Connector {
                 loop.deregister(registration)
                 socket.close()
             }
-            tcpErrors.append(describeTCP(error.errno, address))
+            tcpErrors.append((address, error.errno))
             connect(addresses, index: index + 1)
         }
     }
@@ -150,12 +163,15 @@ public final class Connector {
         }
     }
 
+    /// All addresses failed: the message names each; a refusal anywhere
+    /// outranks no route, which outranks a timeout.
     private func failTCP() {
-        let message = tcpErrors.joined(separator: "; ")
+        let message = tcpErrors.map { describeTCP($0.errno, $0.address) }.joined(separator: "; ")
+        let errnos = tcpErrors.map(\.errno)
         let kind: ConnectFailure.Kind
-        if message.contains("refused") { kind = .refused }
-        else if message.contains("no route") { kind = .unreachable }
-        else if message.contains("timed out") { kind = .timedOut }
+        if errnos.contains(.connectionRefused) { kind = .refused }
+        else if errnos.contains(where: { $0 == .hostUnreachable || $0 == .networkUnreachable }) { kind = .unreachable }
+        else if errnos.contains(.timedOut) { kind = .timedOut }
         else { kind = .network }
         fail(ConnectFailure(kind: kind, message: message.isEmpty ? "cannot connect to \(target)" : message, isPermanent: false))
     }
@@ -166,7 +182,7 @@ public final class Connector {
         if let error = socket.pendingError() {
             loop.deregister(registration)
             socket.close()
-            tcpErrors.append(describeTCP(error, address))
+            tcpErrors.append((address, error))
             connect(addresses, index: index + 1)
             return
         }
@@ -181,7 +197,7 @@ public final class Connector {
             knownHosts = try KnownHosts.load(path: profile.knownHosts)
         } catch {
             socket.close()
-            fail(ConnectFailure(kind: .hostKey, message: error.message, isPermanent: true))
+            fail(ConnectFailure(kind: .hostKey, message: error.message, isPermanent: true, hostKeyProblem: error.kind))
             return
         }
         let session: SSHSession
@@ -194,7 +210,7 @@ public final class Connector {
             return
         }
         do {
-            let registration = try loop.register(fd: socket.fd, events: .readable) { [weak self] events in
+            let registration = try loop.register(fd: session.socketFD, events: .readable) { [weak self] events in
                 self?.sessionEvent(events)
             }
             phase = .handshaking(address: address, session: session, registration: registration)
@@ -209,8 +225,7 @@ public final class Connector {
     private func sessionEvent(_ events: IOEvents) {
         switch phase {
         case .handshaking(_, let session, _), .authenticating(_, let session, _, _, _, _):
-            if events.contains(.writable) { session.transport.flush() }
-            if !events.intersection([.readable, .hangup, .error]).isEmpty { session.transport.markReadable() }
+            session.socketEvents(events)
             advance()
         default:
             break
@@ -228,7 +243,7 @@ public final class Connector {
             }
             logger.debug("handshake done", metadata: ["algorithms": "\(session.negotiatedAlgorithms)", "server": "\(session.serverBanner)"])
             guard let key = session.hostKey(), let knownHosts else {
-                return fail(ConnectFailure(kind: .hostKey, message: "\(target) presented no host key", isPermanent: true))
+                return fail(ConnectFailure(kind: .hostKey, message: "\(target) presented no host key", isPermanent: true, hostKeyProblem: .noKey))
             }
             let learned: String?
             do {
@@ -243,7 +258,7 @@ public final class Connector {
                     learned = nil
                 }
             } catch {
-                return fail(ConnectFailure(kind: .hostKey, message: error.message, isPermanent: true))
+                return fail(ConnectFailure(kind: .hostKey, message: error.message, isPermanent: true, hostKeyProblem: error.kind))
             }
             onProgress?(.hostKeyVerified(fingerprint: key.fingerprint, learnedLine: learned))
             let auth = Authenticator(session: session, user: profile.user, identity: profile.identity.map { ($0, display($0)) },
@@ -255,7 +270,8 @@ public final class Connector {
             do {
                 guard try auth.step() else { return waitOn(session, registration) }
             } catch {
-                return fail(ConnectFailure(kind: .authentication, message: "\(error.message) [\(profile.via)]", isPermanent: error.isPermanent))
+                return fail(ConnectFailure(kind: .authentication, message: "\(error.message) [\(profile.via)]", isPermanent: error.isPermanent,
+                                           authFindings: error.findings))
             }
             let method = auth.succeededWith ?? "publickey"
             onProgress?(.authenticated(method: method))
@@ -271,17 +287,11 @@ public final class Connector {
     }
 
     private func waitOn(_ session: SSHSession, _ registration: EventLoop.Registration) {
-        var events: IOEvents = .readable
-        if session.transport.pendingOutbound > 0 { events.insert(.writable) }
-        loop.setInterest(registration, events)
-        if session.transport.failure != nil || session.transport.peerClosed {
-            // The step that saw the failure has already reported it, or will on the next event.
-            session.transport.markReadable()
-        }
+        loop.setInterest(registration, session.endPass())
     }
 
     private func handshakeFailure(_ error: SSHError, address: SocketAddress, session: SSHSession) -> ConnectFailure {
-        if session.transport.peerClosed || error.isTransportFailure {
+        if session.connectionLoss == .peerClosed || error.isTransportFailure {
             let banner = session.serverBanner
             let detail = banner.isEmpty ? "the server at \(address) closed the connection during the SSH handshake (is it an SSH server?)" : "the SSH handshake with \(address) failed: \(error.message)"
             return ConnectFailure(kind: .ssh, message: detail, isPermanent: false)

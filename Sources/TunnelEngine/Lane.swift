@@ -5,12 +5,13 @@ import TunnelPOSIX
 import TunnelSSH
 
 /// One SSH connection of a tunnel, with its own reconnect logic, on its own
-/// event loop. A tunnel has `profile.sessions` lanes; its runtime accepts the
-/// clients and hands each to the least-loaded lane that is up, so busy
-/// tunnels use more than one core here and more than one sshd process there.
-/// While clients queue for channels the runtime adds extra lanes (up to
-/// `profile.maxSessions`); an extra lane never reconnects: it reports its
-/// failure or loss and the runtime retires it.
+/// event loop. The runtime accepts the clients and sends each to the
+/// least-loaded lane that is up, so busy tunnels use more than one core here
+/// and more than one sshd process there. An extra lane never reconnects: it
+/// reports its failure or loss and the runtime retires it.
+///
+/// The runtime and its lanes exchange messages only: `send` runs a command on
+/// the lane's loop, and the lane's `report` closure runs on the runtime's.
 final class Lane: @unchecked Sendable {
     private enum State {
         case idle
@@ -23,52 +24,81 @@ final class Lane: @unchecked Sendable {
         case stopped
     }
 
-    /// What a lane tells its runtime, always on the runtime's loop.
+    /// What a lane tells its runtime, on the runtime's loop.
     enum Event {
         case connecting
         case up(authMethod: String)
         case connectFailed(message: String, isPermanent: Bool)
         case dropped(reason: String)
-        /// Clients that were handed to this lane but never got a channel.
+        /// Clients that were sent to this lane but never got a channel.
         case returned([Connection])
+        /// The channel queue fell below the mark at which accepting resumes.
+        case queueDrained
+    }
+
+    /// What the runtime tells a lane, on the lane's loop.
+    enum Command {
+        case clients([Connection])
+        /// A new lane came up: give back the newer half of the waiting clients.
+        case shed
+        case retryNow
+        /// Close everything; with `endLoop`, the lane's own loop returns too.
+        case stop(graceful: Bool, endLoop: Bool)
     }
 
     let index: Int
     let isExtra: Bool
     let loop: EventLoop
-    private unowned let runtime: TunnelRuntime
+    /// Clients sent to this lane and not yet finished: what the runtime balances on.
+    let load = Atomic<Int>(0)
+    private let report: @Sendable (Event) -> Void
+    private let pending: PendingClients
     private let profile: Profile
     private let options: Connector.Options
     private let logger: Logger
     private var state: State = .idle
     private var backoff = Backoff()
     private var hook: UInt64?
-    private let scratchSize = 256 * 1024
-    private let scratch: UnsafeMutableRawPointer
-    /// Clients handed over by the runtime, waiting for a channel, oldest first.
+    private let scratch: Scratch
+    /// Clients sent by the runtime, waiting for a channel, oldest first.
     private var inbox: [Connection] = []
     private var inboxHead = 0
-    /// Clients handed to this lane and not yet finished: what the runtime balances on.
-    let load = Atomic<Int>(0)
 
-    init(index: Int, isExtra: Bool = false, loop: EventLoop, runtime: TunnelRuntime, options: Connector.Options, logger: Logger) {
+    init(index: Int, isExtra: Bool, loop: EventLoop, profile: Profile, options: Connector.Options, logger: Logger,
+         pending: PendingClients, report: @escaping @Sendable (Event) -> Void) {
         self.index = index
         self.isExtra = isExtra
         self.loop = loop
-        self.runtime = runtime
-        self.profile = runtime.profile
+        self.profile = profile
         self.options = options
+        self.pending = pending
+        self.report = report
         var logger = logger
         if isExtra {
             logger[metadataKey: "session"] = "\(index + 1) (extra)"
-        } else if runtime.profile.sessions > 1 {
-            logger[metadataKey: "session"] = "\(index + 1)/\(runtime.profile.sessions)"
+        } else if profile.sessions > 1 {
+            logger[metadataKey: "session"] = "\(index + 1)/\(profile.sessions)"
         }
         self.logger = logger
-        self.scratch = UnsafeMutableRawPointer.allocate(byteCount: scratchSize, alignment: 16)
+        self.scratch = Scratch(size: 256 * 1024)
     }
 
-    deinit { scratch.deallocate() }
+    /// Runs `command` on the lane's loop. Safe from any thread.
+    func send(_ command: Command) {
+        let message = Handoff(command)
+        loop.perform { [self] in handle(message.value) }
+    }
+
+    private func handle(_ command: Command) {
+        switch command {
+        case .clients(let batch): receive(batch)
+        case .shed: shedWaiting()
+        case .retryNow: retryNow()
+        case .stop(let graceful, let endLoop):
+            stop(graceful: graceful)
+            if endLoop { loop.stop() }
+        }
+    }
 
     // MARK: lifecycle (on `loop`)
 
@@ -81,8 +111,7 @@ final class Lane: @unchecked Sendable {
     }
 
     /// Closes the session and every client it holds. Idempotent.
-    func stop(graceful: Bool) {
-        precondition(loop.inLoopThread)
+    private func stop(graceful: Bool) {
         var unserved = takeInbox()
         switch state {
         case .stopped: return
@@ -97,7 +126,7 @@ final class Lane: @unchecked Sendable {
         for c in unserved { closeUnserved(c) }
     }
 
-    func retryNow() {
+    private func retryNow() {
         switch state {
         case .waiting(let timer), .failed(let timer):
             loop.cancel(timer)
@@ -106,12 +135,6 @@ final class Lane: @unchecked Sendable {
         default:
             break
         }
-    }
-
-    private func report(_ event: Event) {
-        let runtime = self.runtime
-        let message = Handoff(event)
-        runtime.loop.execute { [self] in runtime.handle(message.value, from: self) }
     }
 
     // MARK: connecting
@@ -133,7 +156,10 @@ final class Lane: @unchecked Sendable {
             connected.session.close(graceful: false)
             return
         }
-        let link = Link(connected: connected, lane: self, loop: loop, logger: logger, scratch: scratch, scratchSize: scratchSize)
+        let link = Link(session: connected.session, loop: loop, logger: logger, scratch: scratch)
+        link.nextClient = { [unowned self] in self.nextConnectionForChannel() }
+        link.onClientFinished = { [unowned self] in self.load.subtract(1, ordering: .relaxed) }
+        link.onDeath = { [unowned self] link, reason in self.linkDied(link, reason: reason) }
         do {
             try link.start(keepalive: profile.keepalive, keepaliveCount: profile.keepaliveCount)
         } catch {
@@ -169,21 +195,18 @@ final class Lane: @unchecked Sendable {
 
     /// The link died (socket error, EOF, keepalive deadline): reconnect soon.
     /// Clients still waiting for a channel go back to the runtime for another lane.
-    func linkDied(_ link: Link, reason: String) {
+    private func linkDied(_ link: Link, reason: String) {
         guard case .up(let current) = state, current === link else { return }
         let upFor = Instant.now().seconds(since: link.upSince)
         logger.warning("link lost after \(Int(upFor)) s: \(reason)")
         let requeue = link.close(graceful: false) + takeInbox()
         if isExtra {
             state = .idle
-            report(.dropped(reason: reason))
-            giveBack(requeue)
-            return
+        } else {
+            backoff.linkDropped(afterUpFor: upFor)
+            let timer = loop.schedule(after: backoff.nextDelay()) { [unowned self] in self.connect() }
+            state = .waiting(timer)
         }
-        backoff.linkDropped(afterUpFor: upFor)
-        let delay = backoff.nextDelay()
-        let timer = loop.schedule(after: delay) { [unowned self] in self.connect() }
-        state = .waiting(timer)
         report(.dropped(reason: reason))
         giveBack(requeue)
     }
@@ -191,22 +214,21 @@ final class Lane: @unchecked Sendable {
     // MARK: clients
 
     /// Clients from the runtime. A lane that is no longer up gives them back.
-    func receive(_ batch: [Connection]) {
-        precondition(loop.inLoopThread)
+    private func receive(_ batch: [Connection]) {
         switch state {
         case .up:
             inbox.append(contentsOf: batch)
         case .stopped:
-            runtime.clientsLeftQueue(batch.count)
+            leftQueue(batch.count)
             for c in batch { closeUnserved(c) }
         default:
-            runtime.clientsLeftQueue(batch.count)
+            leftQueue(batch.count)
             giveBack(batch)
         }
     }
 
     /// The next client for the link to open a channel for.
-    func nextConnectionForChannel() -> Connection? {
+    private func nextConnectionForChannel() -> Connection? {
         guard inboxHead < inbox.count else { return nil }
         let c = inbox[inboxHead]
         inboxHead += 1
@@ -214,24 +236,18 @@ final class Lane: @unchecked Sendable {
             inbox.removeFirst(inboxHead)
             inboxHead = 0
         }
-        runtime.clientsLeftQueue(1)
+        leftQueue(1)
         return c
     }
 
-    /// A client the link had taken ended.
-    func connectionFinished() {
-        load.subtract(1, ordering: .relaxed)
-    }
-
     /// A new lane came up: the newer half of the clients still waiting here
-    /// go back to the runtime, which hands them to the least-loaded lane.
-    func shedWaiting() {
-        precondition(loop.inLoopThread)
+    /// go back to the runtime, which sends them to the least-loaded lane.
+    private func shedWaiting() {
         let waiting = inbox.count - inboxHead
         guard waiting >= 2 else { return }
         let shed = Array(inbox[(inbox.count - waiting / 2)...])
         inbox.removeLast(shed.count)
-        runtime.clientsLeftQueue(shed.count)
+        leftQueue(shed.count)
         giveBack(shed)
     }
 
@@ -239,8 +255,12 @@ final class Lane: @unchecked Sendable {
         let rest = Array(inbox[inboxHead...])
         inbox.removeAll()
         inboxHead = 0
-        if !rest.isEmpty { runtime.clientsLeftQueue(rest.count) }
+        if !rest.isEmpty { leftQueue(rest.count) }
         return rest
+    }
+
+    private func leftQueue(_ count: Int) {
+        if pending.remove(count) { report(.queueDrained) }
     }
 
     private func giveBack(_ connections: [Connection]) {
@@ -253,6 +273,40 @@ final class Lane: @unchecked Sendable {
         c.closeUnserved()
         load.subtract(1, ordering: .relaxed)
     }
+}
+
+/// Clients sent to lanes that have not asked for a channel yet, counted on
+/// the runtime's thread (sent) and the lanes' (taken). Beyond the accept
+/// gate's cap, new clients wait in the kernel's accept queue; a lane that
+/// takes the count below half the cap while accepting is paused says so.
+final class PendingClients: Sendable {
+    private let count = Atomic<Int>(0)
+    private let acceptsPaused = Atomic<Bool>(false)
+    let resumeBelow: Int
+
+    init(resumeBelow: Int) { self.resumeBelow = resumeBelow }
+
+    var value: Int { count.load(ordering: .relaxed) }
+    func add(_ n: Int) { count.add(n, ordering: .relaxed) }
+    func pauseAccepts() { acceptsPaused.store(true, ordering: .sequentiallyConsistent) }
+
+    /// True when this removal should resume accepting.
+    func remove(_ n: Int) -> Bool {
+        let left = count.subtract(n, ordering: .relaxed).newValue
+        return left < resumeBelow
+            && acceptsPaused.compareExchange(expected: true, desired: false, ordering: .sequentiallyConsistent).exchanged
+    }
+}
+
+/// A lane's byte-pump buffer, shared by its link's connections.
+final class Scratch {
+    let pointer: UnsafeMutableRawPointer
+    let size: Int
+    init(size: Int) {
+        self.size = size
+        pointer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
+    }
+    deinit { pointer.deallocate() }
 }
 
 /// Moves loop-confined values (connections, events) to another loop's thread.

@@ -16,7 +16,6 @@ final class Link {
     }
 
     let session: SSHSession
-    private unowned let lane: Lane
     private let loop: EventLoop
     private let logger: Logger
     private let pump: Pump
@@ -38,32 +37,31 @@ final class Link {
     private var nextFullScan = Instant(nanoseconds: 0)
     private var fullScanTimer: EventLoop.TimerID?
     private static let hotSeconds = 0.5
-    /// The server shut its side down (EPOLLRDHUP).
-    private var peerHungUp = false
     private(set) var isDead = false
     let upSince = Instant.now()
 
-    init(connected: ConnectedSession, lane: Lane, loop: EventLoop, logger: Logger, scratch: UnsafeMutableRawPointer, scratchSize: Int) {
-        self.session = connected.session
-        self.lane = lane
+    /// The lane's next client waiting for a channel (all on the lane's loop).
+    var nextClient: () -> Connection? = { nil }
+    /// A client the link had taken ended.
+    var onClientFinished: () -> Void = {}
+    /// The session died; the lane reconnects.
+    var onDeath: (Link, String) -> Void = { _, _ in }
+
+    init(session: SSHSession, loop: EventLoop, logger: Logger, scratch: Scratch) {
+        self.session = session
         self.loop = loop
         self.logger = logger
-        self.pump = Pump(transport: connected.session.transport, scratch: scratch, scratchSize: scratchSize)
+        self.pump = Pump(session: session, scratch: scratch.pointer, scratchSize: scratch.size)
     }
 
-    var transport: SSHTransport { session.transport }
-
     func start(keepalive: Int, keepaliveCount: Int) throws(SystemError) {
-        let socket = transport.socket
-        transport.coalesce = true
+        session.coalescePackets()
         if keepalive > 0 {
             // Unacknowledged data fails the socket after the same deadline.
-            try? socket.setUserTimeout(milliseconds: Int32(min(keepalive * keepaliveCount * 1000, Int(Int32.max))))
+            session.failUnacknowledgedData(afterMilliseconds: Int32(min(keepalive * keepaliveCount * 1000, Int(Int32.max))))
         }
-        registration = try loop.register(fd: socket.fd, events: [.readable, .readHangup]) { [unowned self] events in
-            if events.contains(.writable) { self.transport.flush() }
-            if !events.intersection([.readable, .hangup, .error, .readHangup]).isEmpty { self.transport.markReadable() }
-            if events.contains(.readHangup) { self.peerHungUp = true }
+        registration = try loop.register(fd: session.socketFD, events: [.readable, .readHangup]) { [unowned self] events in
+            self.session.socketEvents(events)
         }
         scheduleLiveness(keepalive: keepalive, count: keepaliveCount)
     }
@@ -72,7 +70,7 @@ final class Link {
 
     private func scheduleLiveness(keepalive: Int, count: Int) {
         guard keepalive > 0 else { return }
-        let idle = Instant.now().seconds(since: transport.lastReceive)
+        let idle = Instant.now().seconds(since: session.lastReceive)
         let interval = Double(keepalive)
         let deadline = interval * Double(count)
         if idle >= deadline && ping != .unavailable {
@@ -147,7 +145,7 @@ final class Link {
             case .local(let e):
                 logger.debug("local connection failed: \(e)")
             case .channel(let e):
-                if e.isTransportFailure { return die(lost(e)) }
+                if e.isTransportFailure { return die(session.lossReason(e)) }
                 logger.info("channel failed: \(e.message)")
             }
             finish(c, .failed)
@@ -190,7 +188,7 @@ final class Link {
             c.channel = nil
         }
         c.listener.stats.active.subtract(1, ordering: .relaxed)
-        lane.connectionFinished()
+        onClientFinished()
     }
 
     // MARK: the per-iteration pass
@@ -199,15 +197,12 @@ final class Link {
     /// then serves every channel that may have changed, the channel opens, the ping.
     func serviceSession() {
         guard !isDead else { return }
-        if transport.hasUnreadInput {
-            do {
-                try drainTransport()
-            } catch {
-                return die(lost(error))
-            }
+        do {
+            try session.readIncoming()
+        } catch {
+            return die(session.lossReason(error))
         }
-        if let failure = transport.failure { return die("connection to the server lost: \(failure.errno)") }
-        if transport.peerClosed { return die("the server closed the connection") }
+        if let loss = session.connectionLoss { return die(loss.description) }
 
         session.reapChannels()
         discardPingChannelData()
@@ -217,35 +212,12 @@ final class Link {
         if isDead { return }
 
         // libssh2's state changes only when bytes arrive: check channels then.
-        if transport.bytesReceived != scannedThrough {
-            scannedThrough = transport.bytesReceived
+        if session.bytesReceived != scannedThrough {
+            scannedThrough = session.bytesReceived
             fullScanOwed = true
         }
-        if fullScanOwed {
-            let now = Instant.now()
-            if !(now < nextFullScan) {
-                fullScanOwed = false
-                loop.cancel(fullScanTimer)
-                fullScanTimer = nil
-                if !serviceIfChanged(Array(active.values)) { return }
-                let end = Instant.now()
-                hot.removeAll { c in
-                    let cold = c.phase != .pumping || end.seconds(since: c.lastBusy) >= Link.hotSeconds
-                    if cold { c.isHot = false }
-                    return cold
-                }
-                nextFullScan = end.adding(seconds: 2 * end.seconds(since: now))
-            } else {
-                if !serviceIfChanged(hot) { return }
-                if fullScanTimer == nil {
-                    // Nothing else may wake the loop before the full check is due.
-                    fullScanTimer = loop.schedule(after: max(0.0001, nextFullScan.seconds(since: now))) { [weak self] in
-                        self?.fullScanTimer = nil
-                    }
-                }
-            }
-        }
-        if !upWaiters.isEmpty && transport.isBelowLowWater {
+        if fullScanOwed && !scanChannels() { return }
+        if !upWaiters.isEmpty && session.isSendQueueLow {
             for c in Array(upWaiters.values) {
                 guard let channel = c.channel, c.phase == .pumping else { continue }
                 if c.upWait == .session || channel.writeWindow > 0 {
@@ -255,19 +227,42 @@ final class Link {
                 }
             }
         }
-        transport.flush()
-        if let failure = transport.failure { return die("connection to the server lost: \(failure.errno)") }
-        transport.endPass()
         // Reading the socket needs a channel to read through. Without one (no
         // ping channel, no client) EPOLLIN would fire forever: watch only for
         // the server hanging up until a channel exists.
-        let canDrain = pingChannel != nil || opening != nil || ping == .opening || !active.isEmpty
-        if !canDrain && peerHungUp { return die("the server closed the connection") }
-        if let registration {
-            var events: IOEvents = canDrain ? [.readable, .readHangup] : [.readHangup]
-            if transport.pendingOutbound > 0 { events.insert(.writable) }
-            loop.setInterest(registration, events)
+        let canRead = pingChannel != nil || opening != nil || ping == .opening || !active.isEmpty
+        let events = session.endPass(canRead: canRead)
+        if let loss = session.connectionLoss { return die(loss.description) }
+        if !canRead && session.serverHungUp { return die(SSHConnectionLoss.peerClosed.description) }
+        if let registration { loop.setInterest(registration, events) }
+    }
+
+    /// Checks the hot channels on every pass, all of them when the last full
+    /// check's cost allows; false once the link died.
+    private func scanChannels() -> Bool {
+        let now = Instant.now()
+        guard !(now < nextFullScan) else {
+            if !serviceIfChanged(hot) { return false }
+            if fullScanTimer == nil {
+                // Nothing else may wake the loop before the full check is due.
+                fullScanTimer = loop.schedule(after: max(0.0001, nextFullScan.seconds(since: now))) { [weak self] in
+                    self?.fullScanTimer = nil
+                }
+            }
+            return true
         }
+        fullScanOwed = false
+        loop.cancel(fullScanTimer)
+        fullScanTimer = nil
+        if !serviceIfChanged(Array(active.values)) { return false }
+        let end = Instant.now()
+        hot.removeAll { c in
+            let cold = c.phase != .pumping || end.seconds(since: c.lastBusy) >= Link.hotSeconds
+            if cold { c.isHot = false }
+            return cold
+        }
+        nextFullScan = end.adding(seconds: 2 * end.seconds(since: now))
+        return true
     }
 
     /// Serves each pumping connection whose channel changed; false once the link died.
@@ -308,15 +303,6 @@ final class Link {
         while case .data? = try? channel.read(into: pump.scratch, capacity: pump.scratchSize) {}
     }
 
-    /// Reads the session socket into libssh2's queues through any channel.
-    private func drainTransport() throws(SSHError) {
-        if let channel = pingChannel ?? active.values.first(where: { $0.channel != nil })?.channel {
-            try channel.pumpTransport()
-        }
-        // With no channel at all, the open in flight (or the ping open) reads
-        // the socket in stepOpens.
-    }
-
     // MARK: channel opens
 
     /// One channel open may be in flight per session; it is retried with the
@@ -329,13 +315,13 @@ final class Link {
                     pingChannel = channel
                     ping = .idle
                 } catch {
-                    if error.isTransportFailure { return die(lost(error)) }
+                    if error.isTransportFailure { return die(session.lossReason(error)) }
                     ping = .unavailable
                     logger.warning("the server refused a session channel (\(error.message)); dead links are detected by TCP timeouts only")
                 }
                 continue
             }
-            guard let c = opening ?? lane.nextConnectionForChannel() else { return }
+            guard let c = opening ?? nextClient() else { return }
             opening = c
             let target = c.listener.spec
             let result: IOResult<SSHChannel>
@@ -344,7 +330,7 @@ final class Link {
                                                      originHost: c.peer?.host ?? "127.0.0.1", originPort: c.peer?.port ?? 0)
             } catch {
                 opening = nil
-                if error.isTransportFailure { return die(lost(error)) }
+                if error.isTransportFailure { return die(session.lossReason(error)) }
                 // The target refused, or the server prohibits forwarding: this
                 // client is closed at once; the tunnel stays up.
                 logger.warning("channel to \(target.remoteDescription) refused: \(error.message); closing that client", metadata: ["local": "\(c.listener.address)"])
@@ -362,18 +348,10 @@ final class Link {
 
     // MARK: ending
 
-    /// Why the session died, from what the socket saw rather than libssh2's
-    /// generic "transport read".
-    private func lost(_ error: SSHError) -> String {
-        if transport.peerClosed { return "the server closed the connection" }
-        if let failure = transport.failure { return "connection to the server lost: \(failure.errno)" }
-        return "connection to the server lost: \(error.message)"
-    }
-
     private func die(_ reason: String) {
         guard !isDead else { return }
         isDead = true
-        lane.linkDied(self, reason: reason)
+        onDeath(self, reason)
     }
 
     /// Closes every connection and the session. Connections still waiting for

@@ -66,9 +66,6 @@ final class Listener {
     let socket: Socket
     let address: SocketAddress
     var registration: EventLoop.Registration?
-    /// Estimated arrival times of clients waiting in the accept queue while
-    /// not accepting, oldest first (for hold_timeout).
-    var waitingSince: [Instant] = []
 
     init(spec: ForwardSpec, stats: ForwardStats) throws(BindFailure) {
         self.spec = spec

@@ -190,10 +190,10 @@ public enum Preflight {
             case .failure(let failure):
                 switch failure.kind {
                 case .hostKey:
-                    steps.append(CheckStep("host key", .fail, failure.message, fix: hostKeyFix(failure.message, profile)))
+                    steps.append(CheckStep("host key", .fail, failure.message, fix: hostKeyFix(failure.hostKeyProblem, profile)))
                     steps.append(CheckStep("authentication", .skipped, "not checked: the host key was not accepted"))
                 case .authentication:
-                    steps.append(CheckStep("authentication", .fail, failure.message, fix: authFix(failure.message)))
+                    steps.append(CheckStep("authentication", .fail, failure.message, fix: authFix(failure.authFindings)))
                 default:
                     let step = hostKeyDone ? "authentication" : "host key"
                     steps.append(CheckStep(step, .fail, failure.message))
@@ -214,44 +214,69 @@ public enum Preflight {
         return steps
     }
 
-    /// Opens a direct-tcpip channel to the target and closes it again.
+    /// Opens a direct-tcpip channel to the target and closes it again,
+    /// driven by `loop` like a tunnel's channel opens.
     static func remoteStep(_ spec: ForwardSpec, session: SSHSession, loop: EventLoop, timeout: Double) -> CheckStep {
         let name = "remote \(spec.remoteDescription)"
-        let deadline = Instant.now().adding(seconds: timeout)
-        while Instant.now() < deadline {
+        var outcome: CheckStep?
+        func step() {
             do {
-                if case .done(let channel) = try session.openDirectTCPIP(host: spec.remoteHost, port: spec.remotePort, originHost: "127.0.0.1", originPort: 0) {
-                    _ = try? channel.close()
-                    channel.free()
-                    return CheckStep(name, .ok, "the server connects to \(spec.remoteHost):\(spec.remotePort)")
-                }
+                guard case .done(let channel) = try session.openDirectTCPIP(host: spec.remoteHost, port: spec.remotePort, originHost: "127.0.0.1", originPort: 0) else { return }
+                _ = try? channel.close()
+                channel.free()
+                outcome = CheckStep(name, .ok, "the server connects to \(spec.remoteHost):\(spec.remotePort)")
             } catch {
-                if error.message.contains("administratively prohibited") {
-                    return CheckStep(name, .fail, "forwarding prohibited by the server (\(error.message))",
-                                     fix: "the server's sshd_config has AllowTcpForwarding no, DisableForwarding yes or a PermitOpen that excludes this target; ask its admin")
-                }
-                if error.message.contains("connect failed") {
-                    return CheckStep(name, .fail, "refused by the target: the server could not connect to \(spec.remoteHost):\(spec.remotePort) (\(error.message))",
-                                     fix: "is the service running and listening on that address, as seen from the SSH server?")
-                }
-                return CheckStep(name, .fail, error.message)
+                outcome = refusedStep(name, spec, error)
             }
-            session.transport.flush()
-            _ = Poll.wait(fd: session.transport.socket.fd, writable: false, timeout: 0.5)
-            session.transport.markReadable()
         }
-        return CheckStep(name, .fail, "no answer from the server within \(Int(timeout)) s")
+        let registration: EventLoop.Registration
+        do {
+            registration = try loop.register(fd: session.socketFD, events: .readable) { events in
+                session.socketEvents(events)
+                step()
+            }
+        } catch {
+            return CheckStep(name, .fail, "cannot watch the SSH socket: \(error)")
+        }
+        defer { loop.deregister(registration) }
+        let hook = loop.addIterationHook {
+            if outcome != nil { return loop.stop() }
+            loop.setInterest(registration, session.endPass())
+        }
+        defer { loop.removeIterationHook(hook) }
+        let timer = loop.schedule(after: timeout) {
+            outcome = CheckStep(name, .fail, "no answer from the server within \(Int(timeout)) s")
+        }
+        defer { loop.cancel(timer) }
+        step()
+        if outcome == nil { loop.run() }
+        return outcome!
     }
 
-    static func hostKeyFix(_ message: String, _ profile: Profile) -> String {
-        if message.contains("CHANGED") { return "if the server was reinstalled, remove the old line from \(profile.knownHosts); otherwise do not connect" }
-        if message.contains("not known") { return "add the line above to \(profile.knownHosts) after confirming the fingerprint, or set host_key = \"accept-new\"" }
-        return "check \(profile.knownHosts)"
+    private static func refusedStep(_ name: String, _ spec: ForwardSpec, _ error: SSHError) -> CheckStep {
+        switch error.refusal {
+        case .administrativelyProhibited?:
+            return CheckStep(name, .fail, "forwarding prohibited by the server (\(error.message))",
+                             fix: "the server's sshd_config has AllowTcpForwarding no, DisableForwarding yes or a PermitOpen that excludes this target; ask its admin")
+        case .connectFailed?:
+            return CheckStep(name, .fail, "refused by the target: the server could not connect to \(spec.remoteHost):\(spec.remotePort) (\(error.message))",
+                             fix: "is the service running and listening on that address, as seen from the SSH server?")
+        default:
+            return CheckStep(name, .fail, error.message)
+        }
     }
 
-    static func authFix(_ message: String) -> String {
-        if message.contains("encrypted") { return "ssh-add the key (tunnel never asks for passphrases)" }
-        if message.contains("SHA-1") { return "use an ed25519 key: ssh-keygen -t ed25519, then add its .pub to the server's authorized_keys" }
+    static func hostKeyFix(_ problem: HostKeyFailure.Kind?, _ profile: Profile) -> String {
+        switch problem {
+        case .changed?: return "if the server was reinstalled, remove the old line from \(profile.knownHosts); otherwise do not connect"
+        case .unknown?: return "add the line above to \(profile.knownHosts) after confirming the fingerprint, or set host_key = \"accept-new\""
+        default: return "check \(profile.knownHosts)"
+        }
+    }
+
+    static func authFix(_ findings: Set<AuthFinding>) -> String {
+        if findings.contains(.encryptedKey) { return "ssh-add the key (tunnel never asks for passphrases)" }
+        if findings.contains(.sha1Signature) { return "use an ed25519 key: ssh-keygen -t ed25519, then add its .pub to the server's authorized_keys" }
         return "add your public key to ~/.ssh/authorized_keys on the server, or set identity = to the right key"
     }
 }

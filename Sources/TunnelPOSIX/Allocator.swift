@@ -1,4 +1,4 @@
-import CLibSSH2
+import CLinuxShim
 
 public enum Allocator {
     /// Called once at start, before any thread: see tunnel_tune_malloc.

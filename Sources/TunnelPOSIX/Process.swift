@@ -1,5 +1,5 @@
 import Glibc
-import CLibSSH2
+import CLinuxShim
 
 /// Process-level helpers: pids, locks, spawning the daemon.
 public enum ProcessControl {

@@ -1,5 +1,5 @@
 import Glibc
-import CLibSSH2
+import CLinuxShim
 
 /// Readiness bits, as epoll reports them.
 public struct IOEvents: OptionSet, Sendable, Hashable {

@@ -1,5 +1,5 @@
 import Glibc
-import CLibSSH2
+import CLinuxShim
 
 /// A non-blocking, close-on-exec socket. The only owner of its descriptor.
 public final class Socket: @unchecked Sendable {

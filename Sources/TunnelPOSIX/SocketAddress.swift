@@ -1,5 +1,5 @@
 import Glibc
-import CLibSSH2
+import CLinuxShim
 
 /// An IPv4, IPv6 or Unix socket address.
 public enum SocketAddress: Equatable, Hashable, Sendable, CustomStringConvertible {

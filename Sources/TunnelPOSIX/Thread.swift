@@ -1,5 +1,5 @@
 import Glibc
-import CLibSSH2
+import CLinuxShim
 
 private final class ThreadBody {
     let name: String

@@ -6,7 +6,23 @@ public struct AuthFailure: Error, Equatable, Sendable, CustomStringConvertible {
     /// Retrying will not help (refused keys); a transport failure might.
     public let isPermanent: Bool
     public let message: String
+    /// What the attempts ran into that has a known fix.
+    public var findings: Set<AuthFinding> = []
     public var description: String { message }
+
+    init(isPermanent: Bool, message: String, findings: Set<AuthFinding> = []) {
+        self.isPermanent = isPermanent
+        self.message = message
+        self.findings = findings
+    }
+}
+
+/// A cause of failed authentication that `tunnel check` names a fix for.
+public enum AuthFinding: Hashable, Sendable {
+    /// An identity file is encrypted and tunnel never asks for passphrases.
+    case encryptedKey
+    /// An RSA key was signed with SHA-1, which the server may refuse.
+    case sha1Signature
 }
 
 /// Public-key authentication, non-blocking: ssh-agent identities first, then
@@ -32,6 +48,8 @@ public final class Authenticator {
     private lazy var rsaAlgorithm = RSASignatureAlgorithm.forServer(banner: session.serverBanner)
     /// The RSA attempt in progress, kept while libssh2 says EAGAIN.
     private var rsaRequest: RSASigningRequest?
+    /// Causes with a known fix, for the final failure.
+    private var findings: Set<AuthFinding> = []
     /// Identity files that are unencrypted RSA keys, read once: tunnel signs with these.
     private var rsaKeys: [String: RSAPrivateKey] = [:]
 
@@ -127,7 +145,7 @@ public final class Authenticator {
         closeAgent()
         let methods = serverMethods?.joined(separator: ",") ?? "?"
         let tried = attempts.isEmpty ? "no keys to try" : attempts.joined(separator: "; ")
-        throw AuthFailure(isPermanent: true, message: "authentication failed for \(user) (server accepts: \(methods)): \(tried)")
+        throw AuthFailure(isPermanent: true, message: "authentication failed for \(user) (server accepts: \(methods)): \(tried)", findings: findings)
     }
 
     /// One step of an rsa-sha2 attempt; the request lives until it ends.
@@ -170,7 +188,7 @@ public final class Authenticator {
             lastRSASignature = nil
         }
         let err = session.handle.lastError("userauth")
-        if err.isTransportFailure || session.transport.peerClosed || session.transport.failure != nil {
+        if err.isTransportFailure || session.connectionLoss != nil {
             // The server dropped us (for example after MaxAuthTries).
             attempts.append("\(what): the server closed the connection")
             throw AuthFailure(isPermanent: false, message: "authentication failed for \(user): \(attempts.joined(separator: "; "))")
@@ -194,6 +212,7 @@ public final class Authenticator {
             } else {
                 let banner = session.serverBanner
                 let why = rsaAlgorithm == nil ? "this server says \"\(banner.isEmpty ? "?" : banner)\", not OpenSSH 7.2 or later" : "tunnel could not read this RSA key itself"
+                findings.insert(.sha1Signature)
                 reason += " (signed with ssh-rsa, i.e. SHA-1, which many servers refuse: \(why), so the signature was libssh2 1.10's; use an ed25519 key: ssh-keygen -t ed25519)"
             }
         }
@@ -248,6 +267,7 @@ public final class Authenticator {
             }
             let info = PrivateKeyInfo.inspect(text)
             if info.isEncrypted {
+                findings.insert(.encryptedKey)
                 let inAgent = candidates.contains { if case .agent = $0 { return true } else { return false } }
                 attempts.append("\(file.display): is encrypted and tunnel never asks for passphrases; add it to ssh-agent (ssh-add \(file.display))" + (inAgent ? "" : (agentSocket == nil ? " — no agent is running (SSH_AUTH_SOCK is not set)" : "")))
                 continue

@@ -1,4 +1,4 @@
-internal import CLibSSH2
+internal import COpenSSLKeys
 
 public enum Base64 {
     private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
@@ -53,8 +53,8 @@ public enum Base64 {
 public enum Fingerprint {
     /// "SHA256:<unpadded base64>" as ssh-keygen -l prints it.
     public static func sha256(_ blob: [UInt8]) -> String {
-        var digest = [UInt8](repeating: 0, count: Int(SHA256_DIGEST_LENGTH))
-        blob.withUnsafeBufferPointer { _ = SHA256($0.baseAddress, blob.count, &digest) }
+        var digest = [UInt8](repeating: 0, count: 32)
+        blob.withUnsafeBufferPointer { tunnel_sha256($0.baseAddress, blob.count, &digest) }
         return "SHA256:" + Base64.encode(digest, padded: false)
     }
 

@@ -1,4 +1,5 @@
 internal import CLibSSH2
+internal import COpenSSLKeys
 import TunnelPOSIX
 
 /// OpenSSH known_hosts, read with OpenSSH's rules: `[host]:port` names for

@@ -1,4 +1,6 @@
+import Glibc
 internal import CLibSSH2
+internal import COpenSSLKeys
 import TunnelPOSIX
 
 /// RSA public-key authentication with SHA-2 signatures (RFC 8332).
@@ -43,7 +45,7 @@ public enum RSASignatureAlgorithm: String, Sendable {
 
 /// An RSA private key read from an unencrypted file (OpenSSH, PEM or PKCS#8).
 final class RSAPrivateKey {
-    private let pkey: OpaquePointer
+    private let pkey: OpaquePointer  // tunnel_rsa_key
     /// "ssh-rsa", e, n: the key as the server's authorized_keys knows it.
     let publicBlob: [UInt8]
 
@@ -61,7 +63,7 @@ final class RSAPrivateKey {
         let elen = tunnel_rsa_public_field(loaded, "e", &e, Int32(e.count))
         let nlen = tunnel_rsa_public_field(loaded, "n", &n, Int32(n.count))
         guard elen > 0, nlen > 0 else {
-            tunnel_pkey_free(loaded)
+            tunnel_rsa_free(loaded)
             return nil
         }
         var blob: [UInt8] = []
@@ -72,7 +74,7 @@ final class RSAPrivateKey {
         publicBlob = blob
     }
 
-    deinit { tunnel_pkey_free(pkey) }
+    deinit { tunnel_rsa_free(pkey) }
 
     /// openssh-key-v1, unencrypted: after the public blobs comes a section of
     /// check ints, then "ssh-rsa", n, e, d, iqmp, p, q, comment.

@@ -103,7 +103,8 @@ public final class SSHChannel {
         throw session.handle.lastError("libssh2_channel_setenv")
     }
 
-    public var isFreed: Bool { handle == nil }
+    /// Freed, or waiting for the peer's CLOSE to be freed.
+    var isFreeing = false
 
     var liveHandleIfAny: OpaquePointer? { handle }
 
@@ -112,6 +113,7 @@ public final class SSHChannel {
     /// and frees it later (`SSHSession.reapChannels`) or when it closes.
     public func free() {
         guard handle != nil else { return }
+        isFreeing = true
         if tryFree() {
             session.forget(self)
         } else {

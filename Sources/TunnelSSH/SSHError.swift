@@ -5,6 +5,8 @@ public struct SSHError: Error, Equatable, Sendable, CustomStringConvertible {
     public let call: String
     public let code: Int32
     public let message: String
+    /// For a channel open the server refused: its RFC 4254 reason.
+    public internal(set) var refusal: ChannelOpenRefusal?
 
     public init(call: String, code: Int32, message: String) {
         self.call = call
@@ -22,8 +24,27 @@ public struct SSHError: Error, Equatable, Sendable, CustomStringConvertible {
             || code == LIBSSH2_ERROR_BANNER_SEND
     }
 
-    /// A channel open refused by the server (target down, forwarding prohibited, ...).
-    public var isChannelOpenFailure: Bool { code == LIBSSH2_ERROR_CHANNEL_FAILURE }
+}
+
+/// Why the server refused a channel open (RFC 4254 5.1 reason codes).
+public enum ChannelOpenRefusal: Equatable, Sendable {
+    case administrativelyProhibited
+    case connectFailed
+    case unknownChannelType
+    case resourceShortage
+    case unspecified
+
+    /// libssh2 1.10 keeps the reason code to itself and reports it only as
+    /// one of these fixed texts: this is the one place that reads them.
+    init(libssh2Message message: String) {
+        switch message {
+        case "Channel open failure (administratively prohibited)": self = .administrativelyProhibited
+        case "Channel open failure (connect failed)": self = .connectFailed
+        case "Channel open failure (unknown channel type)": self = .unknownChannelType
+        case "Channel open failure (resource shortage)": self = .resourceShortage
+        default: self = .unspecified
+        }
+    }
 }
 
 /// libssh2 is initialised once per process before any thread uses it.

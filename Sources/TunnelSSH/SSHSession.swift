@@ -67,8 +67,10 @@ public enum HostKeyType: String, Sendable, CaseIterable {
 /// it can free them first.
 public final class SSHSession {
     let handle: OpaquePointer
-    public let transport: SSHTransport
+    let transport: SSHTransport
     private var channels: [ObjectIdentifier: Unmanaged<SSHChannel>] = [:]
+    /// The server shut down its sending side (EPOLLRDHUP).
+    var peerHungUp = false
     private var closed = false
     /// This thread's CCryptoCalls counters when the handshake began.
     private var shortcutBaseline: (contexts: UInt64, digests: UInt64, randoms: UInt64)?
@@ -190,7 +192,9 @@ public final class SSHSession {
         guard let raw else {
             let errno = libssh2_session_last_errno(handle)
             if errno == LIBSSH2_ERROR_EAGAIN { return .wouldBlock }
-            throw handle.lastError("libssh2_channel_open(\(type))")
+            var error = handle.lastError("libssh2_channel_open(\(type))")
+            if error.code == LIBSSH2_ERROR_CHANNEL_FAILURE { error.refusal = ChannelOpenRefusal(libssh2Message: error.message) }
+            throw error
         }
         let channel = SSHChannel(handle: raw, session: self)
         channels[ObjectIdentifier(channel)] = .passUnretained(channel)
@@ -214,6 +218,16 @@ public final class SSHSession {
         try openChannel(type: "session", message: [], window: 32 * 1024, packetSize: SSHChannel.packetSize)
     }
 
+    /// A channel that is neither freed nor waiting to be: what
+    /// `readIncoming` reads the socket through.
+    var anyOpenChannel: SSHChannel? {
+        for entry in channels.values {
+            let channel = entry.takeUnretainedValue()
+            if !channel.isFreeing { return channel }
+        }
+        return nil
+    }
+
     func forget(_ channel: SSHChannel) {
         channels.removeValue(forKey: ObjectIdentifier(channel))
     }
@@ -222,6 +236,7 @@ public final class SSHSession {
     private var deferredFrees: [SSHChannel] = []
 
     func deferFree(_ channel: SSHChannel) {
+        channel.isFreeing = true
         deferredFrees.append(channel)
     }
 

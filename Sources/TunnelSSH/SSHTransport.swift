@@ -189,16 +189,19 @@ public final class SSHTransport {
     func install(on session: OpaquePointer) {
         // libssh2 also talks to ssh-agent through these callbacks, passing the
         // agent's socket: only the session socket gets the buffering.
-        tunnel_ssh_set_send(session) { fd, buffer, length, flags, abstract in
-            let transport = Unmanaged<SSHTransport>.fromOpaque(tunnel_ssh_abstract(abstract)!).takeUnretainedValue()
+        let send: @convention(c) (libssh2_socket_t, UnsafeRawPointer?, Int, Int32, UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int = { fd, buffer, length, flags, abstract in
+            let transport = Unmanaged<SSHTransport>.fromOpaque(abstract!.pointee!).takeUnretainedValue()
             guard fd == transport.socket.fd else { return transport.agentIO(RawIO.send(fd, buffer!, length, timeout: transport.agentTimeout)) }
             return transport.send(buffer!, length)
         }
-        tunnel_ssh_set_recv(session) { fd, buffer, length, flags, abstract in
-            let transport = Unmanaged<SSHTransport>.fromOpaque(tunnel_ssh_abstract(abstract)!).takeUnretainedValue()
+        let recv: @convention(c) (libssh2_socket_t, UnsafeMutableRawPointer?, Int, Int32, UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int = { fd, buffer, length, flags, abstract in
+            let transport = Unmanaged<SSHTransport>.fromOpaque(abstract!.pointee!).takeUnretainedValue()
             guard fd == transport.socket.fd else { return transport.agentIO(RawIO.recv(fd, buffer!, length, timeout: transport.agentTimeout)) }
             return transport.recv(buffer!, length)
         }
+        // libssh2 takes its I/O callbacks as void*.
+        libssh2_session_callback_set(session, LIBSSH2_CALLBACK_SEND, unsafeBitCast(send, to: UnsafeMutableRawPointer.self))
+        libssh2_session_callback_set(session, LIBSSH2_CALLBACK_RECV, unsafeBitCast(recv, to: UnsafeMutableRawPointer.self))
     }
 
 }

@@ -53,6 +53,7 @@ final class TunnelHost: @unchecked Sendable {
                     try runtime.start()
                     supervisorLoop.execute { completion(.success(host)) }
                 } catch {
+                    runtime.onStatusChange = nil
                     loop.stop()
                     supervisorLoop.execute { completion(.failure(error)) }
                 }
@@ -62,14 +63,18 @@ final class TunnelHost: @unchecked Sendable {
         }
     }
 
-    /// Stops the runtime and ends the thread; `onExit` follows.
+    /// Stops the runtime and ends the thread once every lane has closed what
+    /// it held; `onExit` follows.
     func stop(graceful: Bool) {
         guard !isStopping else { return }
         isStopping = true
         let runtime = self.runtime, loop = self.loop
         loop.execute {
-            runtime.stop(graceful: graceful)
-            loop.stop()
+            runtime.stop(graceful: graceful) {
+                // The status callback holds this host: let both go.
+                runtime.onStatusChange = nil
+                loop.stop()
+            }
         }
     }
 

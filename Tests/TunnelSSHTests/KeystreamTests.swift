@@ -1,6 +1,7 @@
 import XCTest
-import CLibSSH2
+
 import CCryptoCalls
+import CTestSupport
 
 /// The batched AES-CTR keystream (Sources/CCryptoCalls) must give exactly the
 /// bytes OpenSSL gives, whatever the call sizes, and leave other ciphers alone.

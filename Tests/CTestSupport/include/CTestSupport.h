@@ -7,6 +7,9 @@
 
 #include <stddef.h>
 #include <openssl/evp.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
 
 typedef struct hmac_ctx_st *test_hmac_ctx;
 

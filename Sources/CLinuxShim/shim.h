@@ -1,0 +1,91 @@
+#ifndef TUNNEL_CLINUXSHIM_H
+#define TUNNEL_CLINUXSHIM_H
+
+// The Linux calls Swift's Glibc module does not export, for TunnelPOSIX only.
+// No _GNU_SOURCE here: it would make these headers disagree with Swift's Glibc
+// module. The few GNU extensions needed are declared below.
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <string.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <malloc.h>
+
+// epoll_event is packed on x86_64; reading and writing it here keeps Swift
+// away from the packed layout.
+static inline int tunnel_epoll_ctl(int epfd, int op, int fd, uint32_t events, uint64_t data) {
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.events = events;
+    ev.data.u64 = data;
+    return epoll_ctl(epfd, op, fd, &ev);
+}
+
+static inline size_t tunnel_epoll_event_size(void) { return sizeof(struct epoll_event); }
+
+static inline int tunnel_epoll_wait(int epfd, void *buffer, int maxevents, int timeout) {
+    return epoll_wait(epfd, (struct epoll_event *)buffer, maxevents, timeout);
+}
+
+static inline void tunnel_epoll_event_at(const void *buffer, int index, uint32_t *events, uint64_t *data) {
+    const struct epoll_event *ev = ((const struct epoll_event *)buffer) + index;
+    *events = ev->events;
+    *data = ev->data.u64;
+}
+
+extern int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+extern int pthread_setname_np(pthread_t thread, const char *name);
+#define TUNNEL_EAI_NODATA (-5)
+#define TUNNEL_POSIX_SPAWN_SETSID 0x80
+
+// Same layout as the kernel's struct ucred, which glibc hides behind _GNU_SOURCE.
+struct tunnel_ucred { pid_t pid; uid_t uid; gid_t gid; };
+
+static inline int tunnel_peer_credentials(int fd, uid_t *uid, pid_t *pid) {
+    struct tunnel_ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+    *uid = cred.uid;
+    *pid = cred.pid;
+    return 0;
+}
+
+// For a listening TCP socket the kernel reports its accept queue in tcpi_unacked.
+static inline int tunnel_listen_queue_length(int fd, uint32_t *length) {
+    struct tcp_info info;
+    socklen_t len = sizeof info;
+    memset(&info, 0, sizeof info);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return -1;
+    *length = info.tcpi_unacked;
+    return 0;
+}
+
+static inline int tunnel_accept4(int fd, struct sockaddr *addr, socklen_t *len) {
+    return accept4(fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+// glibc hands the free top of the heap back to the kernel past 128 KiB, and
+// libssh2 allocates every received packet: a bulk download grows the heap by
+// up to a channel window (2 MiB), frees it, and then pays one page fault per
+// 4 KiB when it grows again. A fixed 4 MiB trim threshold ends that churn, at
+// the price of up to 4 MiB of free heap kept per thread arena after bulk
+// transfers. Fixing it turns off glibc's adaptive mmap threshold, so that one
+// is fixed too, above the 2 MiB an SSH send queue can reach.
+static inline void tunnel_tune_malloc(void) {
+    mallopt(M_TRIM_THRESHOLD, 4 << 20);
+    mallopt(M_MMAP_THRESHOLD, 4 << 20);
+}
+
+static inline int tunnel_set_thread_name(const char *name) {
+    return pthread_setname_np(pthread_self(), name);
+}
+
+#endif

@@ -1,0 +1,104 @@
+import TunnelPOSIX
+
+/// Accepting clients and handing them to lanes: the accept gate's actions.
+extension TunnelRuntime {
+    func perform(_ actions: [AcceptGate.Action]) {
+        for action in actions {
+            switch action {
+            case .watchListeners(let on):
+                for listener in listeners {
+                    if let registration = listener.registration { loop.setInterest(registration, on ? .readable : []) }
+                }
+            case .scheduleHoldTick(let after):
+                loop.cancel(holdTimer)
+                holdTimer = loop.schedule(after: after) { [unowned self] in
+                    self.holdTimer = nil
+                    self.holdTick()
+                }
+            case .scheduleAcceptRetry(let after):
+                loop.schedule(after: after) { [weak self] in
+                    guard let self else { return }
+                    self.perform(self.gate.descriptorPauseOver())
+                }
+            }
+        }
+    }
+
+    /// Accepts a batch of clients and hands them to the lanes.
+    func acceptClients(from index: Int) {
+        let listener = listeners[index]
+        var accepted: [Connection] = []
+        defer { if !accepted.isEmpty { assign(accepted) } }
+        for _ in 0..<256 {
+            let (may, actions) = gate.mayAccept(pending: pending.value + accepted.count)
+            if !actions.isEmpty {
+                pending.pauseAccepts()
+                perform(actions)
+            }
+            guard may else { return }
+            let result: IOResult<(Socket, SocketAddress?)>
+            do {
+                result = try listener.socket.accept()
+            } catch {
+                if error.errno == .tooManyFiles || error.errno == .tooManyFilesSystem {
+                    // Out of descriptors: leave clients in the kernel queue for a moment.
+                    logger.error("accept on \(listener.address): \(error.errno); pausing accepts for \(Int(AcceptGate.descriptorPauseSeconds * 1000)) ms")
+                    perform(gate.outOfDescriptors())
+                } else {
+                    logger.warning("accept on \(listener.address): \(error)")
+                }
+                return
+            }
+            guard case .done(let (socket, peer)) = result else { return }
+            try? socket.setNoDelay()
+            listener.stats.total.add(1, ordering: .relaxed)
+            listener.stats.active.add(1, ordering: .relaxed)
+            accepted.append(Connection(socket: socket, peer: peer, listener: listener, acceptedAt: Instant.now()))
+        }
+    }
+
+    /// Hands clients to the least-loaded lanes that are up, or holds them
+    /// until one is; then adds a lane if many clients wait for channels.
+    func assign(_ connections: [Connection]) {
+        guard !isStopped else { return connections.forEach { $0.closeUnserved() } }
+        defer { perform(pool.growIfBackedUp(pending: pending.value, now: Instant.now())) }
+        let up = pool.upLanes.compactMap { lanes[$0] }
+        let choice = pool.assign(count: connections.count, loads: up.map { $0.load.load(ordering: .relaxed) })
+        guard choice.count == connections.count else {
+            held.append(contentsOf: connections)
+            perform(gate.linkDown())
+            return
+        }
+        var batches: [Int: [Connection]] = [:]
+        for (c, index) in zip(connections, choice) { batches[index, default: []].append(c) }
+        for (index, batch) in batches {
+            guard let lane = lanes[index] else { continue }
+            lane.load.add(batch.count, ordering: .relaxed)
+            pending.add(batch.count)
+            lane.send(.clients(batch))
+        }
+    }
+
+    /// While no lane is up, closes clients that have waited out hold_timeout,
+    /// in our queue and in the kernel's.
+    private func holdTick() {
+        let now = Instant.now()
+        held.removeAll { c in
+            guard gate.isExpired(since: c.acceptedAt, now: now) else { return false }
+            c.closeUnserved()
+            return true
+        }
+        var queues: [Int: Int?] = [:]
+        for (index, listener) in listeners.enumerated() { queues[index] = listener.socket.acceptQueueLength() }
+        let expiry = gate.holdTick(now: now, kernelQueue: queues)
+        for (index, count) in expiry.acceptAndClose {
+            let listener = listeners[index]
+            for _ in 0..<count {
+                guard case .done(let (socket, _)) = (try? listener.socket.accept()) ?? .wouldBlock else { break }
+                listener.stats.total.add(1, ordering: .relaxed)
+                socket.close()
+            }
+        }
+        perform(expiry.actions)
+    }
+}
