@@ -1,8 +1,11 @@
 """Echo server for Scripts/bench: plain asyncio, one process, large backlog.
 
-Run as `python3 echo_server.py [PORT]` (0 or nothing: a free port). Prints
-`READY <port>` on stdout once it listens, then echoes every byte back until
-the peer half-closes, then closes after its write buffer is flushed.
+Run as `python3 echo_server.py [PORT] [--backpressure]` (0 or nothing: a
+free port). Prints `READY <port>` on stdout once it listens, then echoes every
+byte back until the peer half-closes, then closes after its write buffer is
+flushed. With --backpressure it stops reading from a connection while its
+writes back are stuck, as a blocking echo server does: a client that never
+reads then stalls the whole path instead of filling this process's memory.
 """
 import asyncio
 import resource
@@ -33,7 +36,15 @@ class Echo(asyncio.Protocol):
         pass
 
 
-async def main(port):
+class BackpressureEcho(Echo):
+    def pause_writing(self):
+        self.transport.pause_reading()
+
+    def resume_writing(self):
+        self.transport.resume_reading()
+
+
+async def main(port, protocol):
     raise_nofile()
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -41,14 +52,16 @@ async def main(port):
     sock.bind(("127.0.0.1", port))
     sock.listen(8192)  # the kernel caps it at net.core.somaxconn
     sock.setblocking(False)
-    server = await loop.create_server(Echo, sock=sock, backlog=8192)
+    server = await loop.create_server(protocol, sock=sock, backlog=8192)
     print(f"READY {sock.getsockname()[1]}", flush=True)
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
+    args = [a for a in sys.argv[1:] if a != "--backpressure"]
     try:
-        asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 0))
+        asyncio.run(main(int(args[0]) if args else 0,
+                         BackpressureEcho if "--backpressure" in sys.argv[1:] else Echo))
     except KeyboardInterrupt:
         pass
