@@ -58,5 +58,5 @@ let package = Package(
         .testTarget(name: "TunnelEngineTests", dependencies: ["TunnelEngine", "TunnelPOSIX", "TunnelSupervisor"]),
         .testTarget(name: "IntegrationTests", dependencies: ["TunnelPOSIX", "TunnelConfig"]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

@@ -26,6 +26,7 @@ public final class EventLoop: @unchecked Sendable {
     private let inbox = Locked<[() -> Void]>([])
     private var timers = TimerQueue()
     private var hooks: [UInt64: () -> Void] = [:]
+    private var callbacks: [UInt64: (any Sendable) -> Void] = [:]
     private var stopping = false
     private let wakeupID: UInt64 = 0
     /// The thread inside `run` (0 when none). Atomic: `perform` and the
@@ -114,6 +115,22 @@ public final class EventLoop: @unchecked Sendable {
         wakeup.signal()
     }
 
+    /// A one-shot callback that stays on the loop thread: another thread
+    /// fires it with a Sendable value, and `body` runs on the loop. Lets
+    /// loop-confined objects hand work to a helper thread without the helper
+    /// ever holding them.
+    public func callback<Value: Sendable>(_ body: @escaping (Value) -> Void) -> LoopCallback<Value> {
+        precondition(inLoopThread || loopThread.load(ordering: .acquiring) == 0)
+        let id = nextID
+        nextID += 1
+        callbacks[id] = { body($0 as! Value) }
+        return LoopCallback(loop: self, id: id)
+    }
+
+    fileprivate func fire(_ id: UInt64, _ value: any Sendable) {
+        callbacks.removeValue(forKey: id)?(value)
+    }
+
     /// Runs `task` now when called on the loop thread, else like `execute`.
     public func perform(_ task: @escaping @Sendable () -> Void) {
         if inLoopThread { task() } else { execute(task) }
@@ -161,4 +178,22 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Makes `run` return after the current iteration. From the loop thread.
     public func stop() { stopping = true }
+}
+
+/// See `EventLoop.callback`.
+public struct LoopCallback<Value: Sendable>: Sendable {
+    fileprivate let loop: EventLoop
+    fileprivate let id: UInt64
+
+    /// From any thread; runs the body on the loop, once.
+    public func callAsFunction(_ value: Value) {
+        loop.execute { [loop, id] in loop.fire(id, value) }
+    }
+}
+
+/// Moves loop-confined values (connections, events) to another loop's thread.
+/// Safe because the sender lets go of them: exactly one thread owns them at a time.
+struct Handoff<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }

@@ -5,7 +5,7 @@ import TunnelSSH
 /// One authenticated SSH session and the channels on it. Lives until the
 /// session dies or the tunnel stops; the tunnel's listeners outlive it.
 final class Link {
-    private enum Ping: Equatable {
+    enum Ping: Equatable {
         /// The ping channel is waiting its turn to open.
         case opening
         case idle
@@ -16,17 +16,17 @@ final class Link {
     }
 
     let session: SSHSession
-    private let loop: EventLoop
-    private let logger: Logger
-    private let pump: Pump
-    private var registration: EventLoop.Registration?
-    private var active: [ObjectIdentifier: Connection] = [:]
+    let loop: EventLoop
+    let logger: Logger
+    let pump: Pump
+    var registration: EventLoop.Registration?
+    var active: [ObjectIdentifier: Connection] = [:]
     /// Connections whose upstream waits for a window or for the session queue.
     private var upWaiters: [ObjectIdentifier: Connection] = [:]
-    private var opening: Connection?
-    private var pingChannel: SSHChannel?
-    private var ping: Ping = .opening
-    private var livenessTimer: EventLoop.TimerID?
+    var opening: Connection?
+    var pingChannel: SSHChannel?
+    var ping: Ping = .opening
+    var livenessTimer: EventLoop.TimerID?
     private var scannedThrough: UInt64 = 0
     /// Channels busy within `hotSeconds`: checked on every pass that brought
     /// bytes. All channels are checked too, but a full check waits twice as
@@ -66,43 +66,9 @@ final class Link {
         scheduleLiveness(keepalive: keepalive, count: keepaliveCount)
     }
 
-    // MARK: liveness
-
-    private func scheduleLiveness(keepalive: Int, count: Int) {
-        guard keepalive > 0 else { return }
-        let idle = Instant.now().seconds(since: session.lastReceive)
-        let interval = Double(keepalive)
-        let deadline = interval * Double(count)
-        if idle >= deadline && ping != .unavailable {
-            die("no data from the server for \(Int(idle)) s (keepalive \(keepalive) s × \(count))")
-            return
-        }
-        if idle >= interval && ping == .idle {
-            ping = .inFlight
-            stepPing()
-        } else if ping == .unavailable {
-            session.sendKeepalive()
-        }
-        // Next look: when the next ping falls due, or at the deadline.
-        let untilPing = interval - idle.truncatingRemainder(dividingBy: interval)
-        let next = ping == .unavailable ? interval : min(untilPing, max(0.05, deadline - idle))
-        livenessTimer = loop.schedule(after: max(0.05, next)) { [weak self] in
-            self?.scheduleLiveness(keepalive: keepalive, count: count)
-        }
-    }
-
-    private func stepPing() {
-        guard ping == .inFlight, let channel = pingChannel else { return }
-        do {
-            if try channel.ping() { ping = .idle }
-        } catch {
-            die("keepalive failed: \(error.message)")
-        }
-    }
-
     // MARK: connections
 
-    private func track(_ c: Connection) {
+    func track(_ c: Connection) {
         do {
             c.registration = try loop.register(fd: c.socket.fd, events: c.wantedEvents) { [unowned self, unowned c] events in
                 self.localEvent(c, events)
@@ -117,7 +83,7 @@ final class Link {
         service(c, up: true, down: true)
     }
 
-    private func markHot(_ c: Connection) {
+    func markHot(_ c: Connection) {
         c.lastBusy = Instant.now()
         if !c.isHot {
             c.isHot = true
@@ -296,59 +262,9 @@ final class Link {
         }
     }
 
-    /// The ping channel runs no command, so nothing should arrive on it; if a
-    /// server sends something anyway, drop it rather than let it queue forever.
-    private func discardPingChannelData() {
-        guard let channel = pingChannel, channel.readAvailable > 0 else { return }
-        while case .data? = try? channel.read(into: pump.scratch, capacity: pump.scratchSize) {}
-    }
-
-    // MARK: channel opens
-
-    /// One channel open may be in flight per session; it is retried with the
-    /// same arguments until the server answers. The ping channel goes first.
-    private func stepOpens() {
-        while !isDead {
-            if ping == .opening {
-                do {
-                    guard case .done(let channel) = try session.openSessionChannel() else { return }
-                    pingChannel = channel
-                    ping = .idle
-                } catch {
-                    if error.isTransportFailure { return die(session.lossReason(error)) }
-                    ping = .unavailable
-                    logger.warning("the server refused a session channel (\(error.message)); dead links are detected by TCP timeouts only")
-                }
-                continue
-            }
-            guard let c = opening ?? nextClient() else { return }
-            opening = c
-            let target = c.listener.spec
-            let result: IOResult<SSHChannel>
-            do {
-                result = try session.openDirectTCPIP(host: target.remoteHost, port: target.remotePort,
-                                                     originHost: c.peer?.host ?? "127.0.0.1", originPort: c.peer?.port ?? 0)
-            } catch {
-                opening = nil
-                if error.isTransportFailure { return die(session.lossReason(error)) }
-                // The target refused, or the server prohibits forwarding: this
-                // client is closed at once; the tunnel stays up.
-                logger.warning("channel to \(target.remoteDescription) refused: \(error.message); closing that client", metadata: ["local": "\(c.listener.address)"])
-                c.phase = .pumping
-                finish(c, .closed)
-                continue
-            }
-            guard case .done(let channel) = result else { return }
-            opening = nil
-            c.channel = channel
-            c.phase = .pumping
-            track(c)
-        }
-    }
-
     // MARK: ending
 
-    private func die(_ reason: String) {
+    func die(_ reason: String) {
         guard !isDead else { return }
         isDead = true
         onDeath(self, reason)

@@ -115,3 +115,14 @@ struct Pump {
         }
     }
 }
+
+/// A lane's byte-pump buffer, shared by its link's connections.
+final class Scratch {
+    let pointer: UnsafeMutableRawPointer
+    let size: Int
+    init(size: Int) {
+        self.size = size
+        pointer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
+    }
+    deinit { pointer.deallocate() }
+}

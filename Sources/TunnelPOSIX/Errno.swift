@@ -7,22 +7,15 @@ public struct Errno: Equatable, Hashable, Sendable, CustomStringConvertible {
 
     public static var current: Errno { Errno(errno) }
 
-    public static let interrupted = Errno(EINTR)
-    public static let wouldBlock = Errno(EAGAIN)
-    public static let inProgress = Errno(EINPROGRESS)
     public static let addressInUse = Errno(EADDRINUSE)
     public static let accessDenied = Errno(EACCES)
     public static let connectionRefused = Errno(ECONNREFUSED)
-    public static let connectionReset = Errno(ECONNRESET)
-    public static let brokenPipe = Errno(EPIPE)
     public static let timedOut = Errno(ETIMEDOUT)
     public static let hostUnreachable = Errno(EHOSTUNREACH)
     public static let networkUnreachable = Errno(ENETUNREACH)
     public static let noEntry = Errno(ENOENT)
     public static let tooManyFiles = Errno(EMFILE)
     public static let tooManyFilesSystem = Errno(ENFILE)
-    public static let notConnected = Errno(ENOTCONN)
-    public static let badFileDescriptor = Errno(EBADF)
 
     public var description: String { String(cString: strerror(rawValue)) }
 }

@@ -24,9 +24,3 @@ public final class FileDescriptor: @unchecked Sendable {
         if raw >= 0 { _ = Glibc.close(raw) }
     }
 }
-
-/// A descriptor that is set close-on-exec and non-blocking.
-func makeNonBlocking(_ fd: Int32) throws(SystemError) {
-    let flags = try checked("fcntl(F_GETFL)") { fcntl(fd, F_GETFL) }
-    _ = try checked("fcntl(F_SETFL)") { fcntl(fd, F_SETFL, flags | O_NONBLOCK) }
-}

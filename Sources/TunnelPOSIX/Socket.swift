@@ -45,15 +45,6 @@ public final class Socket: @unchecked Sendable {
         try setOption(SOL_SOCKET, SO_REUSEADDR, 1, "SO_REUSEADDR")
     }
 
-    /// Dead-peer detection below SSH: unacknowledged data or unanswered probes
-    /// fail the socket after `seconds`.
-    public func setTCPKeepalive(idle: Int32, interval: Int32, count: Int32) throws(SystemError) {
-        try setOption(SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE")
-        try setOption(Int32(IPPROTO_TCP), TCP_KEEPIDLE, max(1, idle), "TCP_KEEPIDLE")
-        try setOption(Int32(IPPROTO_TCP), TCP_KEEPINTVL, max(1, interval), "TCP_KEEPINTVL")
-        try setOption(Int32(IPPROTO_TCP), TCP_KEEPCNT, max(1, count), "TCP_KEEPCNT")
-    }
-
     /// Leaves delayed-ACK mode until the next read (Linux resets it).
     @inline(__always)
     public func quickAck() {

@@ -44,14 +44,6 @@ public enum SocketAddress: Equatable, Hashable, Sendable, CustomStringConvertibl
         }
     }
 
-    public func withPort(_ port: UInt16) -> SocketAddress {
-        switch self {
-        case .v4(let h, _): return .v4(host: h, port: port)
-        case .v6(let h, _): return .v6(host: h, port: port)
-        case .unix: return self
-        }
-    }
-
     public var description: String {
         switch self {
         case .v4(let h, let p): return "\(h):\(p)"

@@ -45,20 +45,6 @@ public enum HostKeyType: String, Sendable, CaseIterable {
         default: self = .unknown
         }
     }
-
-    /// The LIBSSH2_KNOWNHOST_KEY_* bits: without them a known key of another
-    /// type would read as a mismatch.
-    var knownHostBits: Int32 {
-        switch self {
-        case .rsa: return LIBSSH2_KNOWNHOST_KEY_SSHRSA
-        case .dss: return LIBSSH2_KNOWNHOST_KEY_SSHDSS
-        case .ecdsa256: return LIBSSH2_KNOWNHOST_KEY_ECDSA_256
-        case .ecdsa384: return LIBSSH2_KNOWNHOST_KEY_ECDSA_384
-        case .ecdsa521: return LIBSSH2_KNOWNHOST_KEY_ECDSA_521
-        case .ed25519: return LIBSSH2_KNOWNHOST_KEY_ED25519
-        case .unknown: return LIBSSH2_KNOWNHOST_KEY_UNKNOWN
-        }
-    }
 }
 
 /// One libssh2 session in non-blocking mode over a connected TCP socket.

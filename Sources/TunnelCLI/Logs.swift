@@ -1,0 +1,39 @@
+import ArgumentParser
+import Glibc
+import TunnelConfig
+import TunnelPOSIX
+import TunnelSupervisor
+
+struct Logs: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the supervisor's log, optionally for one tunnel.")
+
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Only this tunnel's lines.") var name: String?
+    @Flag(name: .shortAndLong, help: "Keep printing new lines.") var follow = false
+    @Option(name: .shortAndLong, help: "Show the last N lines first.") var lines: Int = 200
+
+    func run() throws {
+        let path = global.runtimeDirectory.logPath
+        let tag = name.map { "[\($0)] " }
+        func matches(_ line: Substring) -> Bool { tag.map { line.contains($0) } ?? true }
+        let initial: [UInt8]?
+        do { initial = try Files.read(path) } catch { throw fail("cannot read \(path): \(error.errno)") }
+        guard initial != nil || follow else { throw fail("no log at \(path) (has a supervisor run with this runtime directory?)") }
+        var consumed = initial?.count ?? 0
+        let all = String(decoding: initial ?? [], as: UTF8.self).split(separator: "\n").filter(matches)
+        for line in all.suffix(lines) { say(String(line)) }
+        guard follow else { return }
+        var partial = ""
+        while true {
+            usleep(200_000)
+            // Read only what was appended since the last look.
+            guard let size = Files.size(path) else { continue }
+            if size < consumed { consumed = 0; partial = "" } // rotated
+            guard size > consumed, let fresh = (try? Files.read(path, from: consumed)) ?? nil else { continue }
+            consumed += fresh.count
+            var parts = (partial + String(decoding: fresh, as: UTF8.self)).split(separator: "\n", omittingEmptySubsequences: false)
+            partial = String(parts.removeLast())
+            for line in parts where matches(line) { say(String(line)) }
+        }
+    }
+}

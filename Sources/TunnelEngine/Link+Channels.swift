@@ -1,0 +1,92 @@
+import Logging
+import TunnelPOSIX
+import TunnelSSH
+
+/// A link's ping channel (the keepalive) and its channel opens: one open may
+/// be in flight per session, the ping channel first.
+extension Link {
+    // MARK: liveness
+
+    func scheduleLiveness(keepalive: Int, count: Int) {
+        guard keepalive > 0 else { return }
+        let idle = Instant.now().seconds(since: session.lastReceive)
+        let interval = Double(keepalive)
+        let deadline = interval * Double(count)
+        if idle >= deadline && ping != .unavailable {
+            die("no data from the server for \(Int(idle)) s (keepalive \(keepalive) s × \(count))")
+            return
+        }
+        if idle >= interval && ping == .idle {
+            ping = .inFlight
+            stepPing()
+        } else if ping == .unavailable {
+            session.sendKeepalive()
+        }
+        // Next look: when the next ping falls due, or at the deadline.
+        let untilPing = interval - idle.truncatingRemainder(dividingBy: interval)
+        let next = ping == .unavailable ? interval : min(untilPing, max(0.05, deadline - idle))
+        livenessTimer = loop.schedule(after: max(0.05, next)) { [weak self] in
+            self?.scheduleLiveness(keepalive: keepalive, count: count)
+        }
+    }
+
+    func stepPing() {
+        guard ping == .inFlight, let channel = pingChannel else { return }
+        do {
+            if try channel.ping() { ping = .idle }
+        } catch {
+            die("keepalive failed: \(error.message)")
+        }
+    }
+
+    /// The ping channel runs no command, so nothing should arrive on it; if a
+    /// server sends something anyway, drop it rather than let it queue forever.
+    func discardPingChannelData() {
+        guard let channel = pingChannel, channel.readAvailable > 0 else { return }
+        while case .data? = try? channel.read(into: pump.scratch, capacity: pump.scratchSize) {}
+    }
+
+    // MARK: channel opens
+
+    /// One channel open may be in flight per session; it is retried with the
+    /// same arguments until the server answers. The ping channel goes first.
+    func stepOpens() {
+        while !isDead {
+            if ping == .opening {
+                do {
+                    guard case .done(let channel) = try session.openSessionChannel() else { return }
+                    pingChannel = channel
+                    ping = .idle
+                } catch {
+                    if error.isTransportFailure { return die(session.lossReason(error)) }
+                    ping = .unavailable
+                    logger.warning("the server refused a session channel (\(error.message)); dead links are detected by TCP timeouts only")
+                }
+                continue
+            }
+            guard let c = opening ?? nextClient() else { return }
+            opening = c
+            let target = c.listener.spec
+            let result: IOResult<SSHChannel>
+            do {
+                result = try session.openDirectTCPIP(host: target.remoteHost, port: target.remotePort,
+                                                     originHost: c.peer?.host ?? "127.0.0.1", originPort: c.peer?.port ?? 0)
+            } catch {
+                opening = nil
+                if error.isTransportFailure { return die(session.lossReason(error)) }
+                // The target refused, or the server prohibits forwarding: this
+                // client is closed at once; the tunnel stays up.
+                logger.warning("channel to \(target.remoteDescription) refused: \(error.message); closing that client", metadata: ["local": "\(c.listener.address)"])
+                c.phase = .pumping
+                finish(c, .closed)
+                continue
+            }
+            guard case .done(let channel) = result else { return }
+            opening = nil
+            c.channel = channel
+            c.phase = .pumping
+            track(c)
+        }
+    }
+
+}
