@@ -55,7 +55,11 @@ let package = Package(
         // The deprecated HMAC_CTX calls libssh2 makes, wrapped for the Swift tests.
         .target(name: "CTestSupport", path: "Tests/CTestSupport", linkerSettings: [.linkedLibrary("crypto")]),
         .testTarget(name: "TunnelSSHTests", dependencies: ["TunnelSSH", "TunnelPOSIX", "CTestSupport"]),
-        .testTarget(name: "TunnelEngineTests", dependencies: ["TunnelEngine", "TunnelPOSIX", "TunnelSupervisor"]),
+        .testTarget(name: "TunnelPOSIXTests", dependencies: ["TunnelPOSIX"]),
+        .testTarget(name: "TunnelEngineTests", dependencies: ["TunnelEngine", "TunnelPOSIX"]),
+        .testTarget(name: "TunnelSupervisorTests", dependencies: [
+            "TunnelSupervisor", "TunnelPOSIX", .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "IntegrationTests", dependencies: ["TunnelPOSIX", "TunnelConfig"]),
     ],
     swiftLanguageModes: [.v6]

@@ -173,8 +173,10 @@ final class PortTests: SSHTestCase {
         let fg = try harness.foreground("db", waitFor: port)
         defer { fg.signal(SIGTERM); _ = fg.wait(timeout: 5) }
         guard let fd = Net.connect(port) else { return XCTFail("connect") }
-        XCTAssertEqual(Net.readToEOF(fd).bytes.count, 0)
+        let (bytes, cleanEOF) = Net.readToEOF(fd)
         close(fd)
+        XCTAssertEqual(bytes.count, 0)
+        XCTAssertTrue(cleanEOF, "closed by the tunnel, not left open until our read timeout")
         XCTAssertTrue(eventually(timeout: 5) { fg.log.contains("administratively prohibited") }, fg.log)
     }
 

