@@ -54,13 +54,16 @@ let package = Package(
         .testTarget(name: "TunnelConfigTests", dependencies: ["TunnelConfig"]),
         // The deprecated HMAC_CTX calls libssh2 makes, wrapped for the Swift tests.
         .target(name: "CTestSupport", path: "Tests/CTestSupport", linkerSettings: [.linkedLibrary("crypto")]),
-        .testTarget(name: "TunnelSSHTests", dependencies: ["TunnelSSH", "TunnelPOSIX", "CTestSupport"]),
-        .testTarget(name: "TunnelPOSIXTests", dependencies: ["TunnelPOSIX"]),
-        .testTarget(name: "TunnelEngineTests", dependencies: ["TunnelEngine", "TunnelPOSIX"]),
+        // Helpers the unit test targets share (test targets cannot share sources).
+        .target(name: "TunnelTestSupport", path: "Tests/TunnelTestSupport"),
+        .testTarget(name: "TunnelSSHTests", dependencies: ["TunnelSSH", "TunnelPOSIX", "CTestSupport", "TunnelTestSupport"]),
+        .testTarget(name: "TunnelPOSIXTests", dependencies: ["TunnelPOSIX", "TunnelTestSupport"]),
+        .testTarget(name: "TunnelEngineTests", dependencies: ["TunnelEngine", "TunnelPOSIX", "TunnelTestSupport"]),
         .testTarget(name: "TunnelSupervisorTests", dependencies: [
             "TunnelSupervisor", "TunnelPOSIX", .product(name: "Logging", package: "swift-log"),
         ]),
-        .testTarget(name: "IntegrationTests", dependencies: ["TunnelPOSIX", "TunnelConfig"]),
+        // Drives the built `tunnel` executable against real sshd and PostgreSQL.
+        .testTarget(name: "IntegrationTests"),
     ],
     swiftLanguageModes: [.v6]
 )

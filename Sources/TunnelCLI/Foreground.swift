@@ -29,7 +29,7 @@ func runForeground(profile: Profile, environment: [String: String]) -> Int32 {
 
     let options = Connector.Options(agentSocket: environment["SSH_AUTH_SOCK"], home: homeDirectory(environment))
     let runtime = TunnelRuntime(profile: profile, loop: loop, options: options, logger: logger)
-    final class RunState { var exitCode: Int32 = 0; var announced = false; var started = true }
+    final class RunState { var exitCode: Int32 = 0; var announced = false }
     let run = RunState()
 
     runtime.onStatusChange = { status in
@@ -69,13 +69,13 @@ func runForeground(profile: Profile, environment: [String: String]) -> Int32 {
         return 1
     }
 
-    loop.execute {
+    // First thing once the loop runs (this thread is the loop's).
+    loop.schedule(after: 0) {
         do {
             try runtime.start()
         } catch {
             writeLine(2, "tunnel: \(profile.name): \(error)")
             run.exitCode = 1
-            run.started = false
             loop.stop()
         }
     }

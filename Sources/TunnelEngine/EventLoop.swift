@@ -26,7 +26,7 @@ public final class EventLoop: @unchecked Sendable {
     private let inbox = Locked<[() -> Void]>([])
     private var timers = TimerQueue()
     private var hooks: [UInt64: () -> Void] = [:]
-    private var callbacks: [UInt64: (any Sendable) -> Void] = [:]
+    private var callbacks: [UInt64: (repeats: Bool, body: (any Sendable) -> Void)] = [:]
     private var stopping = false
     private let wakeupID: UInt64 = 0
     /// The thread inside `run` (0 when none). Atomic: `perform` and the
@@ -119,17 +119,22 @@ public final class EventLoop: @unchecked Sendable {
     /// fires it with a Sendable value, and `body` runs on the loop. Lets
     /// loop-confined objects hand work to a helper thread without the helper
     /// ever holding them.
-    public func callback<Value: Sendable>(_ body: @escaping (Value) -> Void) -> LoopCallback<Value> {
+    /// With `repeats`, it may fire any number of times until cancelled.
+    public func callback<Value: Sendable>(repeats: Bool = false, _ body: @escaping (Value) -> Void) -> LoopCallback<Value> {
         precondition(inLoopThread || loopThread.load(ordering: .acquiring) == 0)
         let id = nextID
         nextID += 1
-        callbacks[id] = { body($0 as! Value) }
+        callbacks[id] = (repeats, { body($0 as! Value) })
         return LoopCallback(loop: self, id: id)
     }
 
     fileprivate func fire(_ id: UInt64, _ value: any Sendable) {
-        callbacks.removeValue(forKey: id)?(value)
+        guard let (repeats, body) = callbacks[id] else { return }
+        if !repeats { callbacks.removeValue(forKey: id) }
+        body(value)
     }
+
+    fileprivate func cancelCallback(_ id: UInt64) { callbacks.removeValue(forKey: id) }
 
     /// Runs `task` now when called on the loop thread, else like `execute`.
     public func perform(_ task: @escaping @Sendable () -> Void) {
@@ -188,6 +193,11 @@ public struct LoopCallback<Value: Sendable>: Sendable {
     /// From any thread; runs the body on the loop, once.
     public func callAsFunction(_ value: Value) {
         loop.execute { [loop, id] in loop.fire(id, value) }
+    }
+
+    /// Drops the body (from any thread); later fires do nothing.
+    public func cancel() {
+        loop.execute { [loop, id] in loop.cancelCallback(id) }
     }
 }
 

@@ -93,7 +93,8 @@ public final class Supervisor {
             return 1
         }
         logger.info("supervisor \(tunnelVersion) started (pid \(ProcessControl.pid), runtime directory \(dir.path))")
-        loop.execute { supervisor.restoreDesiredState() }
+        // First thing once the loop runs (this thread is the loop's).
+        loop.schedule(after: 0) { supervisor.restoreDesiredState() }
         loop.run()
         supervisor.control?.close()
         if let registration = supervisor.signalRegistration { loop.deregister(registration) }

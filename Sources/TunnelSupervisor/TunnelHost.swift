@@ -27,12 +27,14 @@ final class TunnelHost: @unchecked Sendable {
     }
 
     /// Starts the thread, binds the listeners there and reports the result on
-    /// `supervisorLoop`. `onStatus` receives every status change, also there.
+    /// `supervisorLoop` (the caller's). `onStatus` receives every status
+    /// change, also there. The closures stay on that loop: the tunnel's
+    /// thread only fires callbacks into it.
     static func start(profile: Profile, configPath: String, options: Connector.Options, logger: Logger,
                       supervisorLoop: EventLoop,
-                      onStatus: @escaping @Sendable (TunnelHost, TunnelStatus) -> Void,
-                      onExit: @escaping @Sendable (TunnelHost) -> Void,
-                      completion: @escaping @Sendable (Result<TunnelHost, BindFailure>) -> Void) {
+                      onStatus: @escaping (TunnelHost, TunnelStatus) -> Void,
+                      onExit: @escaping (TunnelHost) -> Void,
+                      completion: @escaping (Result<TunnelHost, BindFailure>) -> Void) {
         let loop: EventLoop
         do {
             loop = try EventLoop()
@@ -44,22 +46,26 @@ final class TunnelHost: @unchecked Sendable {
         tunnelLogger[metadataKey: "tunnel"] = "\(profile.name)"
         let runtime = TunnelRuntime(profile: profile, loop: loop, options: options, logger: tunnelLogger)
         let host = TunnelHost(name: profile.name, configPath: configPath, profile: profile, loop: loop, runtime: runtime)
-        runtime.onStatusChange = { status in
-            supervisorLoop.execute { onStatus(host, status) }
+        let statusChanged = supervisorLoop.callback(repeats: true) { (status: TunnelStatus) in onStatus(host, status) }
+        let started = supervisorLoop.callback(completion)
+        let exited = supervisorLoop.callback { (host: TunnelHost) in
+            statusChanged.cancel()
+            onExit(host)
         }
+        runtime.onStatusChange = { status in statusChanged(status) }
         startThread(name: "tunnel-\(profile.name)") {
             loop.execute {
                 do throws(BindFailure) {
                     try runtime.start()
-                    supervisorLoop.execute { completion(.success(host)) }
+                    started(.success(host))
                 } catch {
                     runtime.onStatusChange = nil
                     loop.stop()
-                    supervisorLoop.execute { completion(.failure(error)) }
+                    started(.failure(error))
                 }
             }
             loop.run()
-            supervisorLoop.execute { onExit(host) }
+            exited(host)
         }
     }
 

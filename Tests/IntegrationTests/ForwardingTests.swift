@@ -37,7 +37,7 @@ final class ForwardingTests: SSHTestCase {
         defer { echo.stop() }
         let local = Net.freePort()
         try up(["\(local):127.0.0.1:\(echo.port)"], waitFor: local)
-        assertEchoes(randomBytes(64 << 20, seed: 7), through: local)
+        Self.assertEchoes(randomBytes(64 << 20, seed: 7), through: local)
     }
 
     /// libssh2 1.10 ciphers 16 bytes per EVP_Cipher call; tunnel answers those
@@ -54,7 +54,7 @@ final class ForwardingTests: SSHTestCase {
         try up(["\(local):127.0.0.1:\(echo.port)"], extra: "sessions = 2", waitFor: local)
         let upLines = { (self.foreground?.log ?? "").components(separatedBy: "info: up:").count - 1 }
         XCTAssertTrue(eventually(timeout: 15) { upLines() == 2 }, foreground?.log ?? "")
-        assertEchoes([randomBytes(16 << 20, seed: 11), randomBytes(16 << 20, seed: 13)], through: local)
+        Self.assertEchoes([randomBytes(16 << 20, seed: 11), randomBytes(16 << 20, seed: 13)], through: local)
         let log = try XCTUnwrap(foreground?.log)
         let shortcuts = "aes128-ctr/hmac-sha2-512 (batched keystream, prefetched HMAC digest, pooled padding)"
         XCTAssertEqual(log.components(separatedBy: shortcuts).count - 1, 2, "libssh2's libcrypto calls did not reach CCryptoCalls on both links: \(log)")
@@ -73,7 +73,7 @@ final class ForwardingTests: SSHTestCase {
             defer { echo.stop() }
             let local = Net.freePort()
             try up(["\(local):127.0.0.1:\(echo.port)"], env: [variable: "0"], waitFor: local)
-            assertEchoes(randomBytes(4 << 20, seed: 12), through: local)
+            Self.assertEchoes(randomBytes(4 << 20, seed: 12), through: local)
             let log = try XCTUnwrap(foreground?.log)
             XCTAssertTrue(log.contains("aes128-ctr/hmac-sha2-512 ("), log)
             XCTAssertFalse(log.contains(shortcut), "\(variable)=0: \(log)")
@@ -93,19 +93,19 @@ final class ForwardingTests: SSHTestCase {
         defer { echo.stop() }
         let local = Net.freePort()
         try up(["\(local):127.0.0.1:\(echo.port)"], waitFor: local)
-        assertEchoes(randomBytes(8 << 20, seed: 3), through: local)
-        assertEchoes(randomBytes(64 << 20, seed: 5), through: local)
+        Self.assertEchoes(randomBytes(8 << 20, seed: 3), through: local)
+        Self.assertEchoes(randomBytes(64 << 20, seed: 5), through: local)
         XCTAssertEqual(foreground?.log.components(separatedBy: "info: up:").count, 2, "one link carried both bursts: \(foreground?.log ?? "")")
     }
 
     /// Sends `payload` through `port` while reading the echo concurrently,
     /// then half-closes; the echo must come back whole and in order.
-    private func assertEchoes(_ payload: [UInt8], through port: UInt16, file: StaticString = #filePath, line: UInt = #line) {
-        assertEchoes([payload], through: port, file: file, line: line)
+    private static func assertEchoes(_ payload: [UInt8], through port: UInt16, file: StaticString = #filePath, line: UInt = #line) {
+        Self.assertEchoes([payload], through: port, file: file, line: line)
     }
 
     /// One connection per payload, all sending at once.
-    private func assertEchoes(_ payloads: [[UInt8]], through port: UInt16, file: StaticString = #filePath, line: UInt = #line) {
+    private static func assertEchoes(_ payloads: [[UInt8]], through port: UInt16, file: StaticString = #filePath, line: UInt = #line) {
         var fds: [Int32] = []
         defer { fds.forEach { close($0) } }
         for _ in payloads {
@@ -184,7 +184,7 @@ final class ForwardingTests: SSHTestCase {
         for _ in 0..<count {
             fds.append(try XCTUnwrap(Net.connect(quietPort)))
         }
-        let bulk = Thread { self.assertEchoes(randomBytes(32 << 20, seed: 22), through: bulkPort) }
+        let bulk = Thread { Self.assertEchoes(randomBytes(32 << 20, seed: 22), through: bulkPort) }
         bulk.start()
         // Each quiet client said nothing; its server speaks after 2 s, then sends EOF.
         var delivered = 0
@@ -246,7 +246,7 @@ final class ForwardingTests: SSHTestCase {
         defer { echo.stop() }
         let local = Net.freePort()
         try up(["\(local):127.0.0.1:\(echo.port)"], waitFor: local)
-        assertEchoes(randomBytes(24 << 20, seed: 42), through: local)
+        Self.assertEchoes(randomBytes(24 << 20, seed: 42), through: local)
         let rekeys = server.log.components(separatedBy: "SSH2_MSG_KEXINIT received").count - 1
         XCTAssertGreaterThan(rekeys, 10, "the server did not rekey: \(server.log.suffix(2000))")
         XCTAssertTrue(foreground!.isRunning)

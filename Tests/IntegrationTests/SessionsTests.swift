@@ -67,7 +67,7 @@ final class SessionsTests: SSHTestCase {
         return fds
     }
 
-    private func echoes(_ fd: Int32, _ text: String) -> Bool {
+    private static func echoes(_ fd: Int32, _ text: String) -> Bool {
         Net.sendAll(fd, Array(text.utf8)) && Net.readExactly(fd, text.utf8.count) == Array(text.utf8)
     }
 
@@ -185,7 +185,7 @@ final class SessionsTests: SSHTestCase {
         var survivors = 0
         for (i, fd) in fds.enumerated() {
             Net.setTimeout(fd, 5)
-            if echoes(fd, "after \(i)") { survivors += 1 }
+            if Self.echoes(fd, "after \(i)") { survivors += 1 }
         }
         XCTAssertEqual(survivors, 2)
 
@@ -229,7 +229,7 @@ final class SessionsTests: SSHTestCase {
                 guard let fd = Net.connect(port, timeout: 20) else { return }
                 defer { close(fd) }
                 Net.setTimeout(fd, 20)
-                if self.echoes(fd, "held \(i)") { replies.value.append("held \(i)") }
+                if Self.echoes(fd, "held \(i)") { replies.value.append("held \(i)") }
             }
         }
         clients.forEach { $0.start() }

@@ -6,7 +6,7 @@ import XCTest
 final class SupervisorTests: SSHTestCase {
 
     /// Sends `text` through `port` on a fresh connection and returns the echo.
-    private func roundTrip(_ port: UInt16, _ text: String = "ping", timeout: Double = 20) -> String? {
+    private static func roundTrip(_ port: UInt16, _ text: String = "ping", timeout: Double = 20) -> String? {
         guard let fd = Net.connect(port, timeout: timeout) else { return nil }
         defer { close(fd) }
         guard Net.sendAll(fd, Array(text.utf8)) else { return nil }
@@ -22,8 +22,8 @@ final class SupervisorTests: SSHTestCase {
         XCTAssertEqual(up.status, 0, up.output)
         XCTAssertTrue(up.stdout.contains("alpha: up") && up.stdout.contains("beta: up"), up.stdout)
         // `tunnel up` returned: the tunnels are usable at once.
-        XCTAssertEqual(roundTrip(a1, "hello"), "hello")
-        XCTAssertEqual(roundTrip(b1, "world!"), "world!")
+        XCTAssertEqual(Self.roundTrip(a1, "hello"), "hello")
+        XCTAssertEqual(Self.roundTrip(b1, "world!"), "world!")
 
         let listed = harness.list()
         XCTAssertEqual(listed.map(\.name), ["alpha", "beta"])
@@ -70,7 +70,7 @@ final class SupervisorTests: SSHTestCase {
         let port = Net.freePort()
         harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"]))
         XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
-        XCTAssertEqual(roundTrip(port), "ping")
+        XCTAssertEqual(Self.roundTrip(port), "ping")
 
         // Watch the listener the whole time.
         let watching = Atomic(true), unbound = Atomic(false)
@@ -83,7 +83,7 @@ final class SupervisorTests: SSHTestCase {
         server.killSessions()
         // A client arriving during the outage waits and is served after recovery.
         let reply = Atomic<String?>(nil)
-        let client = Thread { reply.value = self.roundTrip(port, "during the outage") }
+        let client = Thread { reply.value = Self.roundTrip(port, "during the outage") }
         client.start()
         XCTAssertTrue(eventually(timeout: 15) { client.isFinished }, "the client was not served")
         XCTAssertEqual(reply.value, "during the outage")
@@ -129,7 +129,7 @@ final class SupervisorTests: SSHTestCase {
         for pid in hung { kill(pid, SIGKILL) }
         XCTAssertTrue(eventually(timeout: 10) { self.harness.listed("db")?.state == "up" })
         XCTAssertTrue(harness.listed("db")?.last_error?.contains("no data from the server") ?? false)
-        XCTAssertEqual(roundTrip(port, "alive"), "alive")
+        XCTAssertEqual(Self.roundTrip(port, "alive"), "alive")
     }
 
     func testSSHDStoppedForFiveSeconds_theTunnelRecoversOnItsOwn() throws {
@@ -142,7 +142,7 @@ final class SupervisorTests: SSHTestCase {
         XCTAssertTrue(Net.isListening(port), "the listener must stay bound while the server is away")
         try server.start()
         XCTAssertTrue(eventually(timeout: 40) { self.harness.listed("db")?.state == "up" }, harness.supervisorLog)
-        XCTAssertEqual(roundTrip(port, "back"), "back")
+        XCTAssertEqual(Self.roundTrip(port, "back"), "back")
     }
 
     func testKeyTheServerRefuses_upFails_stateFailed_noReconnectStorm() throws {
@@ -190,7 +190,7 @@ final class SupervisorTests: SSHTestCase {
         XCTAssertTrue(Net.isListening(changed))
         XCTAssertFalse(Net.isListening(change))
         XCTAssertFalse(Net.isListening(gone))
-        XCTAssertEqual(roundTrip(changed), "ping")
+        XCTAssertEqual(Self.roundTrip(changed), "ping")
         XCTAssertEqual(harness.list().map(\.name), ["change", "keep"])
     }
 

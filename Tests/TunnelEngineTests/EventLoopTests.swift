@@ -54,7 +54,7 @@ final class EventLoopTests: XCTestCase {
     }
 
     /// Runs `body` on the loop thread and waits for it.
-    private func onLoop<T>(_ body: @escaping () -> T) -> T {
+    private func onLoop<T>(_ body: @escaping @Sendable () -> T) -> T {
         let result = Shared<T?>(nil)
         let done = expectation(description: "ran on loop")
         loop.execute {

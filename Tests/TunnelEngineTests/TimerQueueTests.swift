@@ -1,3 +1,4 @@
+import TunnelTestSupport
 import XCTest
 @testable import TunnelEngine
 import TunnelPOSIX
@@ -169,18 +170,5 @@ final class TimerQueueTests: XCTestCase {
             let expected: Int32 = model.values.min().map { Int32(max(0, $0 - now)) } ?? -1
             XCTAssertEqual(q.millisecondsUntilNext(now: at(ms: now)), expected)
         }
-    }
-}
-
-/// A small deterministic generator so failures reproduce.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE5_E9B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

@@ -1,29 +1,8 @@
+import TunnelTestSupport
 import Foundation
 import XCTest
 @testable import TunnelSSH
 
-/// A private temporary directory, removed when the value goes away.
-final class TemporaryDirectory {
-    let path: String
-
-    init() throws {
-        var template = Array((NSTemporaryDirectory() + "/tunnel-ssh-tests.XXXXXX").utf8CString)
-        guard let made = mkdtemp(&template) else { throw CocoaError(.fileWriteUnknown) }
-        path = String(cString: made)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    func write(_ name: String, _ text: String) throws {
-        try text.write(toFile: file(name), atomically: false, encoding: .utf8)
-    }
-
-    func read(_ name: String) throws -> String {
-        try String(contentsOfFile: file(name), encoding: .utf8)
-    }
-}
 
 struct CommandFailed: Error, CustomStringConvertible {
     let description: String

@@ -1,3 +1,4 @@
+import TunnelTestSupport
 import XCTest
 @testable import TunnelSSH
 

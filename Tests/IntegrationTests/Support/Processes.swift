@@ -184,7 +184,8 @@ func makeTempDir(_ prefix: String = "tunnel-test") -> String {
     return path
 }
 
-final class TempDirCleaner: NSObject, XCTestObservation {
+/// Its list of paths is behind `lock`.
+final class TempDirCleaner: NSObject, XCTestObservation, @unchecked Sendable {
     static let shared: TempDirCleaner = {
         let cleaner = TempDirCleaner()
         XCTestObservationCenter.shared.addTestObserver(cleaner)
@@ -210,7 +211,7 @@ final class TempDirCleaner: NSObject, XCTestObservation {
 }
 
 func write(_ text: String, to path: String, mode: Int = 0o644) {
-    FileManager.default.createFile(atPath: path, contents: text.data(using: .utf8), attributes: [.posixPermissions: mode])
+    _ = FileManager.default.createFile(atPath: path, contents: text.data(using: .utf8), attributes: [.posixPermissions: mode])
 }
 
 func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }

@@ -145,7 +145,8 @@ func checksum(_ bytes: [UInt8]) -> UInt64 {
 }
 
 /// A loopback TCP server in the test process; one thread per connection.
-final class TestServer {
+/// Its state is behind `lock`: the accept and serve threads share it.
+final class TestServer: @unchecked Sendable {
     enum Behaviour {
         /// Echo every byte until the client's EOF, then close.
         case echo
