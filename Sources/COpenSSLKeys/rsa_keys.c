@@ -4,6 +4,7 @@
 #include "COpenSSLKeys.h"
 
 #include <openssl/bn.h>
+#include <openssl/crypto.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -92,3 +93,5 @@ int tunnel_hmac_sha1(const void *key, int keylen, const void *data, size_t datal
 void tunnel_sha256(const void *data, size_t length, uint8_t out[32]) {
     SHA256((const unsigned char *)data, length, out);
 }
+
+void tunnel_cleanse(void *pointer, size_t length) { OPENSSL_cleanse(pointer, length); }

@@ -23,20 +23,23 @@ public func homeDirectory(_ environment: [String: String]) -> String {
 
 /// Writes a whole line to a descriptor with one write(2), so lines from
 /// several threads (or processes appending to one file) never interleave.
-public func writeLine(_ fd: Int32, _ line: String) {
+/// Returns the bytes written.
+@discardableResult
+public func writeLine(_ fd: Int32, _ line: String) -> Int {
     var text = line
     if !text.hasSuffix("\n") { text += "\n" }
-    text.utf8CString.withUnsafeBufferPointer { buf in
+    return text.utf8CString.withUnsafeBufferPointer { buf in
         var offset = 0
         let total = buf.count - 1
         while offset < total {
             let n = write(fd, buf.baseAddress! + offset, total - offset)
             if n < 0 {
                 if errno == EINTR { continue }
-                return
+                return offset
             }
             offset += n
         }
+        return offset
     }
 }
 

@@ -67,6 +67,7 @@ public final class Socket: @unchecked Sendable {
     // MARK: addresses
 
     public func bind(_ address: SocketAddress) throws(SystemError) {
+        guard address.fitsSockaddr else { throw SystemError("bind(\(address))", Errno(ENAMETOOLONG)) }
         let rc = address.withSockAddr { Glibc.bind(fd, $0, $1) }
         if rc != 0 { throw SystemError("bind(\(address))", .current) }
     }
@@ -106,6 +107,7 @@ public final class Socket: @unchecked Sendable {
     /// Starts a connect. `.wouldBlock` means in progress: wait for writable,
     /// then read `pendingError()`.
     public func connect(_ address: SocketAddress) throws(SystemError) -> IOResult<Void> {
+        guard address.fitsSockaddr else { throw SystemError("connect(\(address))", Errno(ENAMETOOLONG)) }
         while true {
             let rc = address.withSockAddr { Glibc.connect(fd, $0, $1) }
             if rc == 0 { return .done(()) }

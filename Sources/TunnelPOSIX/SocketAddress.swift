@@ -79,8 +79,7 @@ public enum SocketAddress: Equatable, Hashable, Sendable, CustomStringConvertibl
             var sun = sockaddr_un()
             sun.sun_family = sa_family_t(AF_UNIX)
             let bytes = Array(path.utf8)
-            let capacity = MemoryLayout.size(ofValue: sun.sun_path)
-            precondition(bytes.count < capacity, "unix socket path too long: \(path)")
+            precondition(bytes.count <= SocketAddress.maxUnixPathBytes, "unix socket path too long: \(path)")
             withUnsafeMutableBytes(of: &sun.sun_path) { raw in
                 raw.copyBytes(from: bytes)
                 raw[bytes.count] = 0
@@ -91,6 +90,15 @@ public enum SocketAddress: Equatable, Hashable, Sendable, CustomStringConvertibl
                 }
             }
         }
+    }
+
+    /// The longest path a Unix socket address holds (sun_path less its NUL).
+    public static let maxUnixPathBytes = MemoryLayout.size(ofValue: sockaddr_un().sun_path) - 1
+
+    /// Whether bind or connect can take this address (a Unix path may be too long).
+    public var fitsSockaddr: Bool {
+        if case .unix(let path) = self { return path.utf8.count <= SocketAddress.maxUnixPathBytes }
+        return true
     }
 
     /// Decodes a sockaddr filled in by the kernel.
@@ -118,14 +126,14 @@ public enum SocketAddress: Equatable, Hashable, Sendable, CustomStringConvertibl
         var a = a
         var buf = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
         inet_ntop(AF_INET, &a, &buf, socklen_t(buf.count))
-        return String(cString: buf)
+        return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 
     static func format(_ a: in6_addr) -> String {
         var a = a
         var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
         inet_ntop(AF_INET6, &a, &buf, socklen_t(buf.count))
-        return String(cString: buf)
+        return buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 }
 

@@ -136,7 +136,7 @@ public final class Authenticator {
                     }
                 }
                 if rc == LIBSSH2_ERROR_EAGAIN { return false }
-                let keyType = rsaKeys[path] != nil ? "ssh-rsa" : (try? Files.readText(path)).flatMap { $0 }.map(PrivateKeyInfo.inspect)?.keyType
+                let keyType = rsaKeys[path] != nil ? "ssh-rsa" : (try? SecretBytes.read(path)).flatMap { $0 }.map { PrivateKeyInfo.inspect($0.bytes) }?.keyType
                 if rc == 0 { return succeed("publickey with \(display)" + rsaSuffix(keyType)) }
                 try recordFailure(rc, what: display, keyType: keyType)
             }
@@ -255,17 +255,17 @@ public final class Authenticator {
         }
         let files = explicitIdentity.map { [$0] } ?? defaultIdentities
         for file in files {
-            let text: String?
-            do { text = try Files.readText(file.path) } catch {
+            let key: SecretBytes?
+            do { key = try SecretBytes.read(file.path) } catch {
                 attempts.append("\(file.display): \(error.errno)")
                 continue
             }
-            guard let text else {
+            guard let key else {
                 // Missing default keys are normal; a missing explicit one is worth saying.
                 attempts.append("\(file.display): not found")
                 continue
             }
-            let info = PrivateKeyInfo.inspect(text)
+            let info = PrivateKeyInfo.inspect(key.bytes)
             if info.isEncrypted {
                 findings.insert(.encryptedKey)
                 let inAgent = candidates.contains { if case .agent = $0 { return true } else { return false } }
@@ -283,8 +283,8 @@ public final class Authenticator {
                 break
             }
             // PKCS#8 does not say its key type outside the encoded key: OpenSSL reads it.
-            if rsaAlgorithm != nil && (info.isRSA || (info.format == .pkcs8 && info.keyType == nil)), let key = RSAPrivateKey(text: text) {
-                rsaKeys[file.path] = key
+            if rsaAlgorithm != nil && (info.isRSA || (info.format == .pkcs8 && info.keyType == nil)), let rsaKey = RSAPrivateKey(file: key) {
+                rsaKeys[file.path] = rsaKey
             }
             candidates.append(.file(path: file.path, display: file.display))
         }

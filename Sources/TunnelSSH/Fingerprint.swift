@@ -25,10 +25,21 @@ public enum Base64 {
 
     /// Decodes standard base64, ignoring whitespace. Nil on any other character.
     public static func decode(_ text: some StringProtocol) -> [UInt8]? {
-        var out: [UInt8] = []
+        var text = String(text)
+        return text.withUTF8 { input in
+            var out = [UInt8](repeating: 0, count: input.count * 3 / 4 + 3)
+            let n = out.withUnsafeMutableBytes { decode(UnsafeRawBufferPointer(input), into: $0) }
+            return n.map { Array(out[0..<$0]) }
+        }
+    }
+
+    /// Decodes into `output` (at least 3/4 of the input long); the bytes
+    /// written, or nil for anything but base64 and white space.
+    static func decode(_ input: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) -> Int? {
+        var count = 0
         var acc: UInt32 = 0
         var bits = 0
-        for c in text.utf8 {
+        for c in input {
             let v: UInt32
             switch c {
             case UInt8(ascii: "A")...UInt8(ascii: "Z"): v = UInt32(c - UInt8(ascii: "A"))
@@ -43,10 +54,12 @@ public enum Base64 {
             bits += 6
             if bits >= 8 {
                 bits -= 8
-                out.append(UInt8((acc >> UInt32(bits)) & 0xff))
+                guard count < output.count else { return nil }
+                output[count] = UInt8((acc >> UInt32(bits)) & 0xff)
+                count += 1
             }
         }
-        return out
+        return count
     }
 }
 

@@ -11,25 +11,27 @@ public struct PrivateKeyInfo: Equatable, Sendable {
     public var isRSA: Bool { keyType == "ssh-rsa" }
 
     public static func inspect(_ text: String) -> PrivateKeyInfo {
-        if text.hasPrefix("PuTTY-User-Key-File") {
-            return PrivateKeyInfo(format: .putty, keyType: nil, isEncrypted: !text.contains("Encryption: none"))
+        var text = text
+        return text.withUTF8 { inspect(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Reads only the headers and, for OpenSSH keys, the clear public part
+    /// (decoded into a buffer wiped on release, as the rest is private).
+    static func inspect(_ file: UnsafeRawBufferPointer) -> PrivateKeyInfo {
+        if file.hasPrefix("PuTTY-User-Key-File") {
+            return PrivateKeyInfo(format: .putty, keyType: nil, isEncrypted: !file.contains("Encryption: none"))
         }
-        if let body = pemBody(text, label: "OPENSSH PRIVATE KEY") {
-            return inspectOpenSSH(Base64.decode(body) ?? [])
+        if let body = file.pemBody(label: "OPENSSH PRIVATE KEY") {
+            guard let decoded = body.base64Decoded() else { return inspectOpenSSH(UnsafeRawBufferPointer(start: nil, count: 0)) }
+            return inspectOpenSSH(decoded.bytes)
         }
-        if text.contains("-----BEGIN RSA PRIVATE KEY-----") {
-            return PrivateKeyInfo(format: .pem, keyType: "ssh-rsa", isEncrypted: text.contains("ENCRYPTED"))
+        for (label, keyType) in [("RSA", "ssh-rsa"), ("EC", "ecdsa"), ("DSA", "ssh-dss")] where file.contains("-----BEGIN \(label) PRIVATE KEY-----") {
+            return PrivateKeyInfo(format: .pem, keyType: keyType, isEncrypted: file.contains("ENCRYPTED"))
         }
-        if text.contains("-----BEGIN EC PRIVATE KEY-----") {
-            return PrivateKeyInfo(format: .pem, keyType: "ecdsa", isEncrypted: text.contains("ENCRYPTED"))
-        }
-        if text.contains("-----BEGIN DSA PRIVATE KEY-----") {
-            return PrivateKeyInfo(format: .pem, keyType: "ssh-dss", isEncrypted: text.contains("ENCRYPTED"))
-        }
-        if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        if file.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
             return PrivateKeyInfo(format: .pkcs8, keyType: nil, isEncrypted: true)
         }
-        if text.contains("-----BEGIN PRIVATE KEY-----") {
+        if file.contains("-----BEGIN PRIVATE KEY-----") {
             return PrivateKeyInfo(format: .pkcs8, keyType: nil, isEncrypted: false)
         }
         return PrivateKeyInfo(format: .unknown, keyType: nil, isEncrypted: false)
@@ -37,23 +39,17 @@ public struct PrivateKeyInfo: Equatable, Sendable {
 
     /// openssh-key-v1: magic, cipher name, kdf name, kdf options, key count,
     /// then the public key blobs in clear even when the private part is encrypted.
-    static func inspectOpenSSH(_ data: [UInt8]) -> PrivateKeyInfo {
-        let magic = Array("openssh-key-v1".utf8) + [0]
-        guard data.count > magic.count, Array(data[0..<magic.count]) == magic else {
+    static func inspectOpenSSH(_ data: UnsafeRawBufferPointer) -> PrivateKeyInfo {
+        let magic = "openssh-key-v1"
+        guard data.count > magic.utf8.count + 1, data.hasPrefix(magic), data[magic.utf8.count] == 0 else {
             return PrivateKeyInfo(format: .openssh, keyType: nil, isEncrypted: false)
         }
-        var reader = SSHReader(Array(data[magic.count...]))
+        var reader = SSHBufferReader(UnsafeRawBufferPointer(rebasing: data[(magic.utf8.count + 1)...]))
         let cipher = reader.string().map { String(decoding: $0, as: UTF8.self) } ?? "none"
         _ = reader.string() // kdf name
         _ = reader.string() // kdf options
         _ = reader.uint32() // number of keys
-        let keyType = reader.string().flatMap { Fingerprint.keyType(ofBlob: $0) }
+        let keyType = reader.string().flatMap { Fingerprint.keyType(ofBlob: Array($0)) }
         return PrivateKeyInfo(format: .openssh, keyType: keyType, isEncrypted: cipher != "none")
-    }
-
-    static func pemBody(_ text: String, label: String) -> Substring? {
-        guard let start = text.firstRange(of: "-----BEGIN \(label)-----"),
-              let end = text[start.upperBound...].firstRange(of: "-----END \(label)-----") else { return nil }
-        return text[start.upperBound..<end.lowerBound]
     }
 }

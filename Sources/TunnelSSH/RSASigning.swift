@@ -49,14 +49,16 @@ final class RSAPrivateKey {
     /// "ssh-rsa", e, n: the key as the server's authorized_keys knows it.
     let publicBlob: [UInt8]
 
-    /// nil when `text` is not an unencrypted RSA private key OpenSSL or this
-    /// parser can read.
-    init?(text: String) {
+    /// nil when `file` is not an unencrypted RSA private key OpenSSL or this
+    /// parser can read. The private numbers are read from `file` (and its
+    /// base64-decoded copy, wiped on release) without other copies.
+    init?(file: SecretBytes) {
         let loaded: OpaquePointer?
-        if let body = PrivateKeyInfo.pemBody(text, label: "OPENSSH PRIVATE KEY") {
-            loaded = Base64.decode(body).flatMap(RSAPrivateKey.fromOpenSSH)
+        if let body = file.bytes.pemBody(label: "OPENSSH PRIVATE KEY") {
+            guard let decoded = body.base64Decoded() else { return nil }
+            loaded = RSAPrivateKey.fromOpenSSH(decoded.bytes)
         } else {
-            loaded = text.utf8CString.withUnsafeBufferPointer { tunnel_rsa_from_pem($0.baseAddress, Int32($0.count - 1)) }
+            loaded = file.bytes.withMemoryRebound(to: CChar.self) { tunnel_rsa_from_pem($0.baseAddress, Int32($0.count)) }
         }
         guard let loaded else { return nil }
         var e = [UInt8](repeating: 0, count: 1024), n = [UInt8](repeating: 0, count: 2048)
@@ -74,21 +76,30 @@ final class RSAPrivateKey {
         publicBlob = blob
     }
 
+    /// From the text of a key file (tests).
+    convenience init?(text: String) {
+        let file = SecretBytes(count: text.utf8.count)
+        file.mutableBytes.copyBytes(from: text.utf8)
+        self.init(file: file)
+    }
+
     deinit { tunnel_rsa_free(pkey) }
 
     /// openssh-key-v1, unencrypted: after the public blobs comes a section of
     /// check ints, then "ssh-rsa", n, e, d, iqmp, p, q, comment.
-    private static func fromOpenSSH(_ data: [UInt8]) -> OpaquePointer? {
-        let magic = Array("openssh-key-v1".utf8) + [0]
-        guard data.starts(with: magic) else { return nil }
-        var reader = SSHReader(Array(data[magic.count...]))
-        guard reader.string() == Array("none".utf8), reader.string() != nil, reader.string() != nil,
+    private static func fromOpenSSH(_ data: UnsafeRawBufferPointer) -> OpaquePointer? {
+        let magic = "openssh-key-v1"
+        guard data.hasPrefix(magic), data.count > magic.utf8.count, data[magic.utf8.count] == 0 else { return nil }
+        var reader = SSHBufferReader(UnsafeRawBufferPointer(rebasing: data[(magic.utf8.count + 1)...]))
+        guard reader.string()?.equals("none") == true, reader.string() != nil, reader.string() != nil,
               reader.uint32() == 1, reader.string() != nil, let section = reader.string() else { return nil }
-        var key = SSHReader(section)
-        guard let check1 = key.uint32(), key.uint32() == check1, key.string() == Array("ssh-rsa".utf8),
+        var key = SSHBufferReader(section)
+        guard let check1 = key.uint32(), key.uint32() == check1, key.string()?.equals("ssh-rsa") == true,
               let n = key.string(), let e = key.string(), let d = key.string(),
               let iqmp = key.string(), let p = key.string(), let q = key.string() else { return nil }
-        return tunnel_rsa_from_fields(n, n.count, e, e.count, d, d.count, iqmp, iqmp.count, p, p.count, q, q.count)
+        func base(_ b: UnsafeRawBufferPointer) -> UnsafePointer<UInt8>? { b.baseAddress?.assumingMemoryBound(to: UInt8.self) }
+        return tunnel_rsa_from_fields(base(n), n.count, base(e), e.count, base(d), d.count,
+                                      base(iqmp), iqmp.count, base(p), p.count, base(q), q.count)
     }
 
     /// The raw PKCS#1 v1.5 signature over `data`.

@@ -1,4 +1,5 @@
 internal import CLibSSH2
+import TunnelPOSIX
 
 /// A failed libssh2 call: which call, its error code and libssh2's message.
 public struct SSHError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -60,7 +61,8 @@ extension OpaquePointer {
         var message: UnsafeMutablePointer<CChar>?
         var length: Int32 = 0
         let code = libssh2_session_last_error(self, &message, &length, 0)
-        let text = message.map { String(cString: $0) } ?? "error \(code)"
+        // May quote the server (a disconnect reason): control characters are made visible.
+        let text = message.map { String(cString: $0).escapingControlCharacters } ?? "error \(code)"
         return SSHError(call: call, code: code, message: text.isEmpty ? "error \(code)" : text)
     }
 }

@@ -124,8 +124,9 @@ public final class SSHSession {
         return "\(name(LIBSSH2_METHOD_KEX)) \(name(LIBSSH2_METHOD_HOSTKEY)) \(name(LIBSSH2_METHOD_CRYPT_CS))/\(name(LIBSSH2_METHOD_MAC_CS))\(taken)"
     }
 
+    /// The server's identification string, with control characters made visible.
     public var serverBanner: String {
-        libssh2_session_banner_get(handle).map { String(cString: $0) } ?? ""
+        (libssh2_session_banner_get(handle).map { String(cString: $0) } ?? "").escapingControlCharacters
     }
 
     public func hostKey() -> HostKey? {

@@ -15,6 +15,7 @@ public struct ControlClient {
     /// Connects to a running supervisor; nil when none is listening.
     /// Throws when one is there but refuses us.
     public func connect() throws(Failure) -> Socket? {
+        if let problem = dir.socketPathProblem { throw Failure(message: problem.message) }
         if let status = Files.status(dir.path), status.uid != ProcessControl.uid {
             throw Failure(message: "permission denied: runtime directory \(dir.path) belongs to uid \(status.uid), not to you (uid \(ProcessControl.uid)); use --runtime-dir")
         }

@@ -3,13 +3,17 @@ import Logging
 import TunnelPOSIX
 
 /// Where log lines go: stderr in the foreground, the runtime directory's log
-/// file for the daemon.
+/// file (rotated by size) for the daemon.
 public final class LogSink: Sendable {
-    private let fds: Locked<[Int32]>
+    private struct Targets {
+        var fds: [Int32]
+        var file: RotatingLogFile?
+    }
+    private let targets: Locked<Targets>
     public let minimumLevel: Logger.Level
 
-    public init(fds: [Int32], minimumLevel: Logger.Level) {
-        self.fds = Locked(fds)
+    public init(fds: [Int32], file: RotatingLogFile? = nil, minimumLevel: Logger.Level) {
+        self.targets = Locked(Targets(fds: fds, file: file))
         self.minimumLevel = minimumLevel
     }
 
@@ -18,7 +22,10 @@ public final class LogSink: Sendable {
     }
 
     public func write(_ line: String) {
-        fds.withLock { for fd in $0 { writeLine(fd, line) } }
+        targets.withLock { targets in
+            targets.file?.write(line)
+            for fd in targets.fds { writeLine(fd, line) }
+        }
     }
 }
 
@@ -47,6 +54,7 @@ public struct LineLogHandler: LogHandler {
         let level = event.level, message = event.message
         let tunnel = all.removeValue(forKey: "tunnel").map { "[\($0)] " } ?? ""
         let extra = all.isEmpty ? "" : " " + all.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        sink.write("\(localTimestamp()) \(tunnel)\(level): \(message)\(extra)")
+        // One event is one line: nothing in it may start another or drive the terminal.
+        sink.write("\(localTimestamp()) \(tunnel)\(level): \(message)\(extra)".escapingControlCharacters)
     }
 }

@@ -29,10 +29,18 @@ public struct RuntimeDirectory: Sendable, Equatable {
         public var description: String { message }
     }
 
+    /// The control socket's path does not fit a Unix socket address.
+    public var socketPathProblem: Problem? {
+        let length = socketPath.utf8.count
+        guard length > SocketAddress.maxUnixPathBytes else { return nil }
+        return Problem(message: "runtime directory \(path) is too long: its control socket \(socketPath) is \(length) bytes, and a Unix socket path holds at most \(SocketAddress.maxUnixPathBytes); use --runtime-dir or $TUNNEL_RUNTIME_DIR with a shorter path")
+    }
+
     /// Creates the directory (0700) if needed and checks that it is ours,
     /// private and writable: a socket in a directory others can write to
     /// could be replaced by theirs.
     public func prepare() throws(Problem) {
+        if let socketPathProblem { throw socketPathProblem }
         if Files.status(path) == nil {
             do { try Files.makeDirectories(path, mode: 0o700) } catch {
                 throw Problem(message: "cannot create runtime directory \(path): \(error.errno)")

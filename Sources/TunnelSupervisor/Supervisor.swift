@@ -54,14 +54,12 @@ public final class Supervisor {
             return 1
         }
         defer { lock.release() }
-        rotateLog(dir.logPath)
-        let logFD = open(dir.logPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
-        guard logFD >= 0 else {
-            writeLine(2, "tunnel: cannot open the log \(dir.logPath)")
+        let logFile: RotatingLogFile
+        do { logFile = try RotatingLogFile(path: dir.logPath) } catch {
+            writeLine(2, "tunnel: cannot open the log \(dir.logPath): \(error.errno)")
             return 1
         }
-        defer { close(logFD) }
-        let sink = LogSink(fds: alsoStderr ? [logFD, 2] : [logFD], minimumLevel: environment["TUNNEL_DEBUG"] != nil ? .debug : .info)
+        let sink = LogSink(fds: alsoStderr ? [2] : [], file: logFile, minimumLevel: environment["TUNNEL_DEBUG"] != nil ? .debug : .info)
         let logger = Logger(label: "tunnel") { LineLogHandler(label: $0, sink: sink) }
 
         let loop: EventLoop
@@ -103,12 +101,6 @@ public final class Supervisor {
         Files.remove(dir.pidPath)
         logger.info("supervisor stopped")
         return supervisor.exitCode
-    }
-
-    private static func rotateLog(_ path: String) {
-        if let size = Files.size(path), size > 10 << 20 {
-            _ = rename(path, path + ".1")
-        }
     }
 
     // MARK: signals and shutdown
@@ -408,7 +400,8 @@ public final class Supervisor {
                 continue
             }
             logger.info("reload: \(name) changed; restarting it")
-            let options = self.options(nil)
+            // Its own agent and home, as it was brought up with.
+            let options = host.options
             stop(host) { [weak self] in
                 self?.start(profile, configPath: path, options: options) { outcome in
                     var o = outcome
@@ -428,15 +421,15 @@ public final class Supervisor {
     }
 
     /// How a saved tunnel authenticates again: its own agent while that
-    /// socket still exists, else the supervisor's.
+    /// socket still exists and is still this user's, else the supervisor's.
     private func restoredOptions(_ entry: DesiredState.Entry) -> Connector.Options {
         var restored = options(nil)
         if let home = entry.home { restored.home = home }
         if let agent = entry.agentSocket {
-            if Files.status(agent)?.isSocket == true {
-                restored.agentSocket = agent
+            if let problem = AgentSocket.problem(agent, uid: ProcessControl.uid) {
+                logger.warning("\(entry.name): not using its saved ssh-agent socket (\(problem)); using \(restored.agentSocket ?? "no agent")")
             } else {
-                logger.warning("\(entry.name): its ssh-agent socket \(agent) is gone; using \(restored.agentSocket ?? "no agent")")
+                restored.agentSocket = agent
             }
         }
         return restored

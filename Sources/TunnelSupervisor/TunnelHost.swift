@@ -10,6 +10,8 @@ final class TunnelHost: @unchecked Sendable {
     let name: String
     let configPath: String
     let profile: Profile
+    /// The agent and home it authenticates with; a reload keeps them.
+    let options: Connector.Options
     let loop: EventLoop
     let runtime: TunnelRuntime
 
@@ -18,10 +20,11 @@ final class TunnelHost: @unchecked Sendable {
     var waiters: [(attempts: Int, resolve: (TunnelStatus) -> Void)] = []
     var isStopping = false
 
-    private init(name: String, configPath: String, profile: Profile, loop: EventLoop, runtime: TunnelRuntime) {
+    private init(name: String, configPath: String, profile: Profile, options: Connector.Options, loop: EventLoop, runtime: TunnelRuntime) {
         self.name = name
         self.configPath = configPath
         self.profile = profile
+        self.options = options
         self.loop = loop
         self.runtime = runtime
     }
@@ -45,7 +48,7 @@ final class TunnelHost: @unchecked Sendable {
         var tunnelLogger = logger
         tunnelLogger[metadataKey: "tunnel"] = "\(profile.name)"
         let runtime = TunnelRuntime(profile: profile, loop: loop, options: options, logger: tunnelLogger)
-        let host = TunnelHost(name: profile.name, configPath: configPath, profile: profile, loop: loop, runtime: runtime)
+        let host = TunnelHost(name: profile.name, configPath: configPath, profile: profile, options: options, loop: loop, runtime: runtime)
         let statusChanged = supervisorLoop.callback(repeats: true) { (status: TunnelStatus) in onStatus(host, status) }
         let started = supervisorLoop.callback(completion)
         let exited = supervisorLoop.callback { (host: TunnelHost) in

@@ -158,7 +158,7 @@ final class TrustAndAuthTests: XCTestCase {
         let daemon = try Background(Env.tunnelBinary, ["daemon"], env: harness.environment, logPath: harness.dir + "/daemon.out")
         defer { daemon.signal(SIGTERM); _ = daemon.wait(timeout: 5) }
         XCTAssertTrue(eventually(timeout: 10) { self.harness.listed("db")?.state == "failed" }, "\(harness.list())")
-        XCTAssertTrue(harness.supervisorLog.contains("its ssh-agent socket \(socketPath) is gone"), harness.supervisorLog)
+        XCTAssertTrue(harness.supervisorLog.contains("db: not using its saved ssh-agent socket (\(socketPath) is gone); using no agent"), harness.supervisorLog)
         XCTAssertTrue(harness.listed("db")?.last_error?.contains("ssh-add") == true, "\(harness.list())")
     }
 

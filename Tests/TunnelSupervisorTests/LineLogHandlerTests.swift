@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Logging
 import XCTest
@@ -101,5 +102,37 @@ final class LineLogHandlerTests: XCTestCase {
         var buf = [UInt8](repeating: 0, count: 64)
         let n = read(other[0], &buf, buf.count)
         XCTAssertEqual(String(decoding: buf[0..<max(0, n)], as: UTF8.self), "first\nsecond\n")
+    }
+
+    func testControlCharactersInAMessage_staySingleLineAndInert() {
+        logger().warning("server said \u{1b}[2Jhello\nforged 2026-01-01 [db] error: x\u{9b}31m")
+        let out = written()
+        XCTAssertEqual(out.filter { $0 == "\n" }.count, 1, out)
+        XCTAssertTrue(out.hasSuffix("warning: server said \\x1b[2Jhello\\nforged 2026-01-01 [db] error: x\\u{9b}31m\n"), out)
+    }
+
+    func testLogFile_rotatesBySizeWhileWriting_keepingThree() throws {
+        let dir = NSTemporaryDirectory() + "/tunnel-rotate-\(getpid())-\(Int.random(in: 0..<1_000_000))"
+        XCTAssertEqual(mkdir(dir, 0o700), 0)
+        defer { for suffix in ["", ".1", ".2", ".3", ".4"] { unlink(dir + "/log" + suffix) }; rmdir(dir) }
+        let file = try RotatingLogFile(path: dir + "/log", limit: 1000, keep: 3)
+        let sink = LogSink(fds: [], file: file, minimumLevel: .info)
+        let logger = Logger(label: "test") { LineLogHandler(label: $0, sink: sink) }
+        for i in 0..<100 { logger.info("line \(i) \(String(repeating: "x", count: 60))") }
+        func lines(_ suffix: String) -> [String] {
+            ((try? String(contentsOfFile: dir + "/log" + suffix, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/log.4"), "only three rotated files are kept")
+        for suffix in ["", ".1", ".2", ".3"] {
+            var st = stat()
+            XCTAssertEqual(stat(dir + "/log" + suffix, &st), 0, suffix)
+            XCTAssertLessThanOrEqual(Int(st.st_size), 1000 + 120, "a file ends at the first line past the limit: \(suffix)")
+        }
+        // Newest last: the four files hold the latest lines, in order, without a gap.
+        let kept = lines(".3") + lines(".2") + lines(".1") + lines("")
+        let numbers = kept.compactMap { line in line.split(separator: " ").firstIndex(of: "line").map { Int(line.split(separator: " ")[$0 + 1])! } }
+        XCTAssertEqual(numbers.last, 99)
+        XCTAssertEqual(numbers, Array((numbers.first ?? 0)...99), "lines lost or reordered across rotations")
+        XCTAssertGreaterThan(numbers.count, 30, "four files of 1000 bytes hold more than 30 of these lines")
     }
 }

@@ -34,6 +34,9 @@ void tunnel_rsa_free(tunnel_rsa_key *key);
 /// HMAC-SHA1, for hashed known_hosts entries (|1|salt|hash); 0 on success.
 int tunnel_hmac_sha1(const void *key, int keylen, const void *data, size_t datalen, uint8_t out[20]);
 
+/// Overwrites memory with zeros in a way the compiler cannot elide (OPENSSL_cleanse).
+void tunnel_cleanse(void *pointer, size_t length);
+
 /// SHA-256 of data into out.
 void tunnel_sha256(const void *data, size_t length, uint8_t out[32]);
 
