@@ -344,6 +344,8 @@ public final class Supervisor {
             waiter.resolve(status)
         }
         host.waiters = []
+        // Its thread and buffers are gone: give their memory back.
+        Allocator.releaseFreeMemory()
         if let next = onExit.removeValue(forKey: host.name) { next() }
         if shuttingDown && tunnels.isEmpty { loop.stop() }
     }
