@@ -6,8 +6,11 @@
 // each of the context's three digest contexts: a locked name lookup per
 // packet, about 4 % of tunnel's CPU in a request/response workload.
 // This HMAC_Init_ex hands libcrypto's the same digest fetched once instead:
-// the same algorithm from the same provider, without the lookups. Any digest
-// not in the table below, and any call without one, passes through as it came.
+// the same algorithm from the same provider, without the lookups. Only
+// libssh2's own calls (the return address, tunnel_called_from_libssh2) are
+// changed, and only while the version gate is open; any other caller, any
+// digest not in the table below, and any call without one, passes through
+// as it came.
 #define _GNU_SOURCE
 #include "CCryptoCalls.h"
 #include "libcrypto_next.h"
@@ -35,6 +38,7 @@ enum { DIGESTS = sizeof digest_nids / sizeof digest_nids[0] };
 static _Atomic(EVP_MD *) fetched[DIGESTS];
 
 static void resolve(void) {
+    tunnel_crypto_calls_resolve();
     libcrypto.init = (hmac_init_fn)tunnel_libcrypto_next("HMAC_Init_ex");
     libcrypto.enabled = tunnel_setting_enabled("TUNNEL_HMAC_PREFETCH");
 }
@@ -60,9 +64,9 @@ static const EVP_MD *provider_digest(const EVP_MD *md) {
     return NULL;
 }
 
-int HMAC_Init_ex(HMAC_CTX *ctx, const void *key, int len, const EVP_MD *md, ENGINE *impl) {
+static int hmac_init(HMAC_CTX *ctx, const void *key, int len, const EVP_MD *md, ENGINE *impl, int from_libssh2) {
     pthread_once(&resolved, resolve);
-    if (md != NULL && impl == NULL && libcrypto.enabled) {
+    if (from_libssh2 && md != NULL && impl == NULL && libcrypto.enabled && tunnel_crypto_calls_open()) {
         const EVP_MD *same = provider_digest(md);
         if (same != NULL) {
             prefetched_inits += 1;
@@ -72,9 +76,17 @@ int HMAC_Init_ex(HMAC_CTX *ctx, const void *key, int len, const EVP_MD *md, ENGI
     return libcrypto.init(ctx, key, len, md, impl);
 }
 
+int HMAC_Init_ex(HMAC_CTX *ctx, const void *key, int len, const EVP_MD *md, ENGINE *impl) {
+    return hmac_init(ctx, key, len, md, impl, tunnel_called_from_libssh2(__builtin_return_address(0)));
+}
+
+int tunnel_hmac_init_as_libssh2(struct hmac_ctx_st *ctx, const void *key, int len, const struct evp_md_st *md) {
+    return hmac_init(ctx, key, len, md, NULL, 1);
+}
+
 uint64_t tunnel_hmac_prefetched_inits_on_this_thread(void) { return prefetched_inits; }
 
 int tunnel_hmac_prefetch_enabled(void) {
     pthread_once(&resolved, resolve);
-    return libcrypto.enabled;
+    return libcrypto.enabled && tunnel_crypto_calls_open();
 }

@@ -4,11 +4,12 @@
 // AES), and OpenSSL 3 pays a DRBG lock, a generate step and a getpid(2)
 // (its fork check) per call: about 7 % of tunnel's CPU in a request/response
 // workload. This RAND_bytes answers libssh2's calls, and only libssh2's (told
-// apart by the return address), from a per-thread pool refilled with one
-// RAND_bytes call per 1 KiB. The bytes are libcrypto's own, in order; every
-// byte served is wiped from the pool, and a forked child starts with an empty
-// pool, so no two processes or calls ever get the same bytes. Calls from
-// anywhere else, and requests over 256 bytes, go to libcrypto as they came.
+// apart by the return address, tunnel_called_from_libssh2) while the version
+// gate is open, from a per-thread pool refilled with one RAND_bytes call per
+// 1 KiB. The bytes are libcrypto's own, in order; every byte served is wiped
+// from the pool, and a forked child starts with an empty pool, so no two
+// processes or calls ever get the same bytes. Calls from anywhere else, and
+// requests over 256 bytes, go to libcrypto as they came.
 // libssh2's only RAND_bytes uses are padding and the KEXINIT cookie, both
 // public; keys are generated inside libcrypto and never come through here.
 // That is also why the unserved bytes of an exiting thread's pool are simply
@@ -17,8 +18,6 @@
 #include "CCryptoCalls.h"
 #include "libcrypto_next.h"
 
-#include <dlfcn.h>
-#include <link.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
@@ -31,11 +30,6 @@ static struct {
     rand_bytes_fn rand_bytes;
     int enabled;
 } libcrypto;
-
-// libssh2's executable code: calls returning into it are libssh2's.
-static struct {
-    uintptr_t start, end;
-} libssh2_code;
 
 static pthread_once_t resolved = PTHREAD_ONCE_INIT;
 
@@ -50,36 +44,20 @@ static void empty_pool(void) {
     pool.left = 0;
 }
 
-static int find_libssh2_code(struct dl_phdr_info *info, size_t size, void *data) {
-    (void)size;
-    const char *path = data;
-    if (info->dlpi_name == NULL || strcmp(info->dlpi_name, path) != 0) return 0;
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *segment = &info->dlpi_phdr[i];
-        if (segment->p_type != PT_LOAD || !(segment->p_flags & PF_X)) continue;
-        uintptr_t start = info->dlpi_addr + segment->p_vaddr;
-        if (libssh2_code.end == 0 || start < libssh2_code.start) libssh2_code.start = start;
-        if (start + segment->p_memsz > libssh2_code.end) libssh2_code.end = start + segment->p_memsz;
-    }
-    return 1;
-}
-
 static void resolve(void) {
+    tunnel_crypto_calls_resolve();
     libcrypto.rand_bytes = (rand_bytes_fn)tunnel_libcrypto_next("RAND_bytes");
     // The child of a fork must not serve bytes its parent may also serve.
     pthread_atfork(NULL, NULL, empty_pool);
-    Dl_info where;
-    void *libssh2_function = dlsym(RTLD_DEFAULT, "libssh2_session_init_ex");
-    if (libssh2_function != NULL && dladdr(libssh2_function, &where) != 0 && where.dli_fname != NULL) {
-        dl_iterate_phdr(find_libssh2_code, (void *)where.dli_fname);
-    }
-    libcrypto.enabled = tunnel_setting_enabled("TUNNEL_RANDOM_POOL") && libssh2_code.end != 0;
+    libcrypto.enabled = tunnel_setting_enabled("TUNNEL_RANDOM_POOL");
 }
 
 // Requires resolve(). Served bytes are already zero, and a refill overwrites
 // the unserved rest, so only a failed refill needs wiping.
 static int draw(unsigned char *buffer, int count) {
-    if (buffer == NULL || count <= 0 || count > LARGEST_POOLED) return libcrypto.rand_bytes(buffer, count);
+    if (!libcrypto.enabled || !tunnel_crypto_calls_open() || buffer == NULL || count <= 0 || count > LARGEST_POOLED) {
+        return libcrypto.rand_bytes(buffer, count);
+    }
     if (pool.left < count) {
         if (libcrypto.rand_bytes(pool.bytes, POOL_SIZE) != 1) {
             empty_pool();
@@ -102,8 +80,7 @@ int tunnel_random_pool_draw(unsigned char *buffer, int count) {
 
 int RAND_bytes(unsigned char *buffer, int count) {
     pthread_once(&resolved, resolve);
-    uintptr_t caller = (uintptr_t)__builtin_return_address(0);
-    if (libcrypto.enabled && caller >= libssh2_code.start && caller < libssh2_code.end) return draw(buffer, count);
+    if (tunnel_called_from_libssh2(__builtin_return_address(0))) return draw(buffer, count);
     return libcrypto.rand_bytes(buffer, count);
 }
 
@@ -120,5 +97,5 @@ int tunnel_random_pool_served_bytes_wiped(void) {
 
 int tunnel_random_pool_enabled(void) {
     pthread_once(&resolved, resolve);
-    return libcrypto.enabled;
+    return libcrypto.enabled && tunnel_crypto_calls_open();
 }

@@ -168,6 +168,7 @@ final class Lane: @unchecked Sendable {
             return
         }
         state = .up(link)
+        if let shortcuts = CryptoShortcuts.statusOnce() { logger.info("\(shortcuts)") }
         logger.info("up: \(profile.via) via \(connected.address), \(connected.authMethod); \(connected.session.negotiatedAlgorithms)")
         report(.up(authMethod: connected.authMethod))
     }

@@ -58,6 +58,7 @@ final class ForwardingTests: SSHTestCase {
         let log = try XCTUnwrap(foreground?.log)
         let shortcuts = "aes128-ctr/hmac-sha2-512 (batched keystream, prefetched HMAC digest, pooled padding)"
         XCTAssertEqual(log.components(separatedBy: shortcuts).count - 1, 2, "libssh2's libcrypto calls did not reach CCryptoCalls on both links: \(log)")
+        XCTAssertEqual(log.components(separatedBy: "info: libcrypto shortcuts for libssh2: on: libssh2 1.").count - 1, 1, "logged once per process: \(log)")
         XCTAssertEqual(upLines(), 2, "a link was re-established: \(log)")
         let rekeys = read(server.logPath).components(separatedBy: "SSH2_MSG_NEWKEYS received").count - 1
         XCTAssertGreaterThan(rekeys, 20, "the server did not rekey as configured")
@@ -75,10 +76,12 @@ final class ForwardingTests: SSHTestCase {
             try up(["\(local):127.0.0.1:\(echo.port)"], env: [variable: "0"], waitFor: local)
             Self.assertEchoes(randomBytes(4 << 20, seed: 12), through: local)
             let log = try XCTUnwrap(foreground?.log)
-            XCTAssertTrue(log.contains("aes128-ctr/hmac-sha2-512 ("), log)
-            XCTAssertFalse(log.contains(shortcut), "\(variable)=0: \(log)")
+            let upLine = try XCTUnwrap(log.split(separator: "\n").first { $0.contains("info: up:") }, log)
+            XCTAssertTrue(upLine.contains("aes128-ctr/hmac-sha2-512 ("), log)
+            XCTAssertFalse(upLine.contains(shortcut), "\(variable)=0: \(log)")
+            XCTAssertTrue(log.contains("libcrypto shortcuts for libssh2: on: libssh2 1.") && log.contains("; switched off: \(shortcut)"), "\(variable)=0: \(log)")
             for other in switches.values where other != shortcut {
-                XCTAssertTrue(log.contains(other), "\(variable)=0 switched off \(other) too: \(log)")
+                XCTAssertTrue(upLine.contains(other), "\(variable)=0 switched off \(other) too: \(log)")
             }
             stopForeground()
         }

@@ -9,7 +9,9 @@ import TunnelSSH
 /// libssh2 1.10 keys an HMAC context and draws padding from RAND_bytes for
 /// every packet. CCryptoCalls answers both more cheaply: the HMAC digest is
 /// fetched from the provider once, and libssh2's random bytes come from a
-/// per-thread pool. Both must give what libcrypto alone gives.
+/// per-thread pool. Both must give what libcrypto alone gives, and act only
+/// for libssh2's calls (this test code is outside libssh2; the
+/// *_as_libssh2 and tunnel_random_pool_draw entries take libssh2's path).
 final class PacketCryptoTests: XCTestCase {
     private let data = Array("one SSH packet's worth of bytes, more or less".utf8)
     private let key = (0..<64).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
@@ -36,9 +38,12 @@ final class PacketCryptoTests: XCTestCase {
         return Array(out[..<length])
     }
 
-    /// libssh2's per-packet sequence: new context, keyed init, update, final, free.
-    private func libssh2StyleMAC(_ md: OpaquePointer?, key: [UInt8]?, data: [UInt8], on ctx: test_hmac_ctx) -> [UInt8] {
-        XCTAssertEqual(test_hmac_init_ex(ctx, key, Int32(key?.count ?? 0), md), 1)
+    /// libssh2's per-packet sequence: keyed init, update, final, with the
+    /// init made as libssh2's calls are (`asLibssh2`) or from this test's
+    /// code, outside libssh2 (CTestSupport's HMAC_Init_ex call).
+    private func libssh2StyleMAC(_ md: OpaquePointer?, key: [UInt8]?, data: [UInt8], on ctx: test_hmac_ctx, asLibssh2: Bool = true) -> [UInt8] {
+        let keyLength = Int32(key?.count ?? 0)
+        XCTAssertEqual(asLibssh2 ? tunnel_hmac_init_as_libssh2(ctx, key, keyLength, md) : test_hmac_init_ex(ctx, key, keyLength, md), 1)
         XCTAssertEqual(test_hmac_update(ctx, data, data.count), 1)
         var out = [UInt8](repeating: 0, count: 64)
         var length: UInt32 = 0
@@ -46,7 +51,7 @@ final class PacketCryptoTests: XCTestCase {
         return Array(out[..<Int(length)])
     }
 
-    func testHMAC_withABuiltInDigest_usesTheFetchedOne_andGivesTheSameMAC() throws {
+    func testHMAC_libssh2sInit_withABuiltInDigest_usesTheFetchedOne_andGivesTheSameMAC() throws {
         XCTAssertEqual(tunnel_hmac_prefetch_enabled(), 1)
         for (md, name) in [(EVP_sha1(), "SHA1"), (EVP_sha256(), "SHA256"), (EVP_sha512(), "SHA512")] {
             let ctx = try XCTUnwrap(test_hmac_ctx_new())
@@ -63,11 +68,26 @@ final class PacketCryptoTests: XCTestCase {
         }
     }
 
+    /// HMAC_Init_ex from anywhere but libssh2 gets libcrypto exactly as called.
+    func testHMAC_initFromOutsideLibssh2_isNotSwapped() throws {
+        for (md, name) in [(EVP_sha1(), "SHA1"), (EVP_sha256(), "SHA256"), (EVP_sha512(), "SHA512")] {
+            let ctx = try XCTUnwrap(test_hmac_ctx_new())
+            defer { test_hmac_ctx_free(ctx) }
+            let before = tunnel_hmac_prefetched_inits_on_this_thread()
+            XCTAssertEqual(libssh2StyleMAC(md, key: key, data: data, on: ctx, asLibssh2: false), try referenceMAC(name, key: key, data: data), name)
+            XCTAssertEqual(test_hmac_ctx_get_md(ctx), md, "\(name): another caller's digest was swapped")
+            XCTAssertEqual(tunnel_hmac_prefetched_inits_on_this_thread(), before, name)
+            XCTAssertEqual(libssh2StyleMAC(nil, key: nil, data: data, on: ctx, asLibssh2: false), try referenceMAC(name, key: key, data: data), name)
+            XCTAssertEqual(test_hmac_ctx_get_md(ctx), md, name)
+        }
+    }
+
     func testHMAC_digestsOutsideTheTable_passThroughUntouched() throws {
         let ctx = try XCTUnwrap(test_hmac_ctx_new())
         defer { test_hmac_ctx_free(ctx) }
         let before = tunnel_hmac_prefetched_inits_on_this_thread()
         XCTAssertEqual(libssh2StyleMAC(EVP_sha384(), key: key, data: data, on: ctx), try referenceMAC("SHA384", key: key, data: data))
+        XCTAssertEqual(test_hmac_ctx_get_md(ctx), EVP_sha384())
         let fetched = try XCTUnwrap(EVP_MD_fetch(nil, "SHA256", nil))
         defer { EVP_MD_free(fetched) }
         XCTAssertEqual(libssh2StyleMAC(fetched, key: key, data: data, on: ctx), try referenceMAC("SHA256", key: key, data: data))

@@ -3,11 +3,36 @@
 
 // libssh2 1.10 calls into libcrypto once per 16-byte cipher block and several
 // times per packet. The executable defines a few of those libcrypto functions
-// itself, so the dynamic linker binds libssh2's calls to them; each forwards
-// to libcrypto's own definition and only shortens the common case.
+// itself, so the dynamic linker binds libssh2's calls to them (and every
+// other caller's); each forwards to libcrypto's own definition and shortens
+// only libssh2's own calls, only for libssh2 1.10.x/1.11.x on OpenSSL 3.x.
 
 #include <stddef.h>
 #include <stdint.h>
+
+// OpenSSL's types, without OpenSSL's headers (Swift sees OpaquePointer).
+struct evp_cipher_ctx_st;
+struct evp_cipher_st;
+struct hmac_ctx_st;
+struct evp_md_st;
+
+// MARK: the version gate (libcrypto_next.c)
+
+/// 1 when the shortcuts act for libssh2's calls: libssh2_version(0) reports
+/// 1.10.x or 1.11.x, its code was located, and OpenSSL_version_num() is 3.x.
+/// 0 otherwise: every hook then passes every call through.
+int tunnel_crypto_calls_active(void);
+
+/// Why, for the log: "on: libssh2 1.10.0, OpenSSL 3.0.19" or e.g.
+/// "off: libssh2 1.9.0 is not 1.10.x or 1.11.x". A static string.
+const char *tunnel_crypto_calls_status(void);
+
+/// Tests only (not thread-safe): decides the gate as if libssh2 and OpenSSL
+/// reported these versions; it can close the gate, never open one the real
+/// versions keep closed. NULL restores the real verdict. Contexts batched
+/// before keep their batch (it stays exact); new ones follow the new gate.
+/// Returns the new status.
+const char *tunnel_crypto_calls_gate_for_testing(const char *libssh2_version, unsigned long openssl_version);
 
 // MARK: batched AES-CTR keystream (ctr_keystream.c)
 
@@ -19,8 +44,20 @@ uint64_t tunnel_keystream_contexts_on_this_thread(void);
 /// Keystream bytes generated in batches so far, all threads.
 uint64_t tunnel_keystream_bytes(void);
 
-/// 0 when TUNNEL_CTR_BATCH=0 switched batching off for this process.
+/// 0 when TUNNEL_CTR_BATCH=0 switched batching off for this process, or the
+/// version gate is closed.
 int tunnel_keystream_enabled(void);
+
+/// EVP_CipherInit and EVP_Cipher as libssh2's calls take them (tests cannot
+/// call from inside libssh2): the same code, with the caller taken for
+/// libssh2's. The gate and TUNNEL_CTR_BATCH still apply.
+int tunnel_keystream_init_as_libssh2(struct evp_cipher_ctx_st *ctx, const struct evp_cipher_st *cipher,
+                                     const unsigned char *key, const unsigned char *iv, int enc);
+int tunnel_keystream_cipher_as_libssh2(struct evp_cipher_ctx_st *ctx, unsigned char *out, const unsigned char *in,
+                                       unsigned int len);
+
+/// 1 while `ctx` has a batched keystream.
+int tunnel_keystream_batched(const struct evp_cipher_ctx_st *ctx);
 
 // MARK: HMAC digests fetched once (hmac_digest.c)
 
@@ -28,21 +65,26 @@ int tunnel_keystream_enabled(void);
 /// handed libcrypto the same digest fetched from the provider once.
 uint64_t tunnel_hmac_prefetched_inits_on_this_thread(void);
 
-/// 0 when TUNNEL_HMAC_PREFETCH=0 switched it off for this process.
+/// 0 when TUNNEL_HMAC_PREFETCH=0 switched it off for this process, or the
+/// version gate is closed.
 int tunnel_hmac_prefetch_enabled(void);
+
+/// HMAC_Init_ex(ctx, key, len, md, NULL) as libssh2's calls take it, for
+/// tests. The gate and TUNNEL_HMAC_PREFETCH still apply.
+int tunnel_hmac_init_as_libssh2(struct hmac_ctx_st *ctx, const void *key, int len, const struct evp_md_st *md);
 
 // MARK: random bytes for libssh2, drawn in bulk (random_pool.c)
 
 /// Calls answered from this thread's pool (libssh2's, and tests' draws).
 uint64_t tunnel_random_pool_calls_on_this_thread(void);
 
-/// 0 when TUNNEL_RANDOM_POOL=0 switched it off for this process, or when
-/// libssh2's code could not be located (then every call passes through).
+/// 0 when TUNNEL_RANDOM_POOL=0 switched it off for this process, or the
+/// version gate is closed (then every call passes through).
 int tunnel_random_pool_enabled(void);
 
-/// The pooled path itself, as libssh2's RAND_bytes calls take it; for tests,
-/// which cannot call RAND_bytes from inside libssh2. Same result convention
-/// as RAND_bytes: 1 on success.
+/// RAND_bytes as libssh2's calls take it; for tests, which cannot call
+/// RAND_bytes from inside libssh2. The gate and TUNNEL_RANDOM_POOL still
+/// apply. Same result convention as RAND_bytes: 1 on success.
 int tunnel_random_pool_draw(unsigned char *buffer, int count);
 
 /// Bytes this thread's pool holds that were drawn from libcrypto and not yet
