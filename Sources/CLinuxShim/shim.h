@@ -43,6 +43,7 @@ static inline void tunnel_epoll_event_at(const void *buffer, int index, uint32_t
 
 extern int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 extern int pthread_setname_np(pthread_t thread, const char *name);
+extern int pipe2(int fds[2], int flags);
 #define TUNNEL_EAI_NODATA (-5)
 #define TUNNEL_POSIX_SPAWN_SETSID 0x80
 

@@ -3,7 +3,7 @@ struct ConfigReader {
     static let tunnelKeys = [
         "host", "port", "user", "identity", "forward", "known_hosts", "host_key",
         "keepalive", "keepalive_count", "connect_timeout", "hold_timeout", "public",
-        "sessions", "max_sessions",
+        "sessions", "max_sessions", "proxy_command",
     ]
     static let topLevelKeys = ["defaults", "tunnels"]
 
@@ -17,6 +17,7 @@ struct ConfigReader {
         "serveraliveinterval": "keepalive", "serveralivecountmax": "keepalive_count",
         "gatewayports": "public",
         "connections": "sessions", "lanes": "sessions",
+        "proxycommand": "proxy_command",
     ]
 
     let path: String
@@ -51,6 +52,7 @@ struct ConfigReader {
         var sessions: Int?
         var maxSessions: Int?
         var maxSessionsLocation: SourceLocation?
+        var proxyCommand: String?
         /// Keys that were written, valid or not: an invalid `host` is not also "missing".
         var present: Set<String> = []
     }
@@ -203,6 +205,7 @@ struct ConfigReader {
             isPublic: own.isPublic ?? defaults.isPublic ?? Profile.Defaults.isPublic,
             sessions: own.sessions ?? defaults.sessions ?? Profile.Defaults.sessions,
             maxSessions: own.maxSessions ?? defaults.maxSessions,
+            proxyCommand: own.proxyCommand ?? defaults.proxyCommand,
             location: candidate.location
         )
     }
@@ -228,6 +231,8 @@ struct ConfigReader {
                 s.identity = checker.nonEmptyString().map { expandTilde($0, home: home) }
             case "known_hosts":
                 s.knownHosts = checker.nonEmptyString().map { expandTilde($0, home: home) }
+            case "proxy_command":
+                s.proxyCommand = checker.nonEmptyString()
             case "host_key":
                 s.hostKey = checker.hostKeyPolicy()
             case "keepalive":

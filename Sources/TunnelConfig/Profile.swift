@@ -37,6 +37,10 @@ public struct Profile: Equatable, Sendable {
     /// many and closed again once idle, because libssh2 opens one channel at
     /// a time per connection.
     public let maxSessions: Int
+    /// Run through `/bin/sh -c` (%h %p %r %n %% expanded) to reach the
+    /// server: its stdin and stdout carry the SSH session, as OpenSSH's
+    /// ProxyCommand. nil: a TCP connection to host:port.
+    public let proxyCommand: String?
     /// The `[tunnels.NAME]` header. Not part of `==`, so a reload that only moved
     /// a profile within the file does not count as a change.
     public let location: SourceLocation
@@ -75,6 +79,7 @@ public struct Profile: Equatable, Sendable {
         isPublic: Bool = Defaults.isPublic,
         sessions: Int = Defaults.sessions,
         maxSessions: Int? = nil,
+        proxyCommand: String? = nil,
         location: SourceLocation
     ) {
         self.name = name
@@ -92,6 +97,7 @@ public struct Profile: Equatable, Sendable {
         self.isPublic = isPublic
         self.sessions = sessions
         self.maxSessions = max(maxSessions ?? Defaults.maxSessions, sessions)
+        self.proxyCommand = proxyCommand
         self.location = location
     }
 
@@ -106,6 +112,6 @@ public struct Profile: Equatable, Sendable {
             && a.identity == b.identity && a.forwards == b.forwards && a.knownHosts == b.knownHosts
             && a.hostKey == b.hostKey && a.keepalive == b.keepalive && a.keepaliveCount == b.keepaliveCount
             && a.connectTimeout == b.connectTimeout && a.holdTimeout == b.holdTimeout && a.isPublic == b.isPublic
-            && a.sessions == b.sessions && a.maxSessions == b.maxSessions
+            && a.sessions == b.sessions && a.maxSessions == b.maxSessions && a.proxyCommand == b.proxyCommand
     }
 }

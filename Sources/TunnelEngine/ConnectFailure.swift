@@ -35,7 +35,10 @@ public struct ConnectFailure: Error, Equatable, Sendable, CustomStringConvertibl
 /// An authenticated session, ready for channels.
 public struct ConnectedSession {
     public let session: SSHSession
-    public let address: SocketAddress
+    /// What the session runs over, for the log: "127.0.0.1:22" or "proxy command (pid 123)".
+    public let peer: String
+    /// The proxy command carrying the session, if any: it lives as long as the session.
+    let proxy: ProxyCommand?
     public let authMethod: String
     public let learnedHostKey: String?
     public let hostKeyFingerprint: String
@@ -44,6 +47,7 @@ public struct ConnectedSession {
 /// Where a connection attempt stands; `tunnel check` reports these as steps.
 public enum ConnectProgress: Equatable, Sendable {
     case tcpConnected(SocketAddress)
+    case proxyStarted(command: String)
     case hostKeyVerified(fingerprint: String, learnedLine: String?)
     case authenticated(method: String)
 }

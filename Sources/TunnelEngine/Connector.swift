@@ -4,9 +4,10 @@ import TunnelConfig
 import TunnelPOSIX
 import TunnelSSH
 
-/// TCP connect, SSH handshake, host-key check and authentication, all
-/// non-blocking on the tunnel's loop thread, within `connect_timeout`.
-/// Name resolution, which has no non-blocking API, runs on a short-lived thread.
+/// TCP connect (or a ProxyCommand), SSH handshake, host-key check and
+/// authentication, all non-blocking on the tunnel's loop thread, within
+/// `connect_timeout`. Name resolution, which has no non-blocking API, runs
+/// on a short-lived thread.
 public final class Connector {
     public struct Options: Sendable {
         public var agentSocket: String?
@@ -23,8 +24,8 @@ public final class Connector {
         case idle
         case resolving
         case connecting(addresses: [SocketAddress], index: Int, socket: Socket, registration: EventLoop.Registration)
-        case handshaking(address: SocketAddress, session: SSHSession, registration: EventLoop.Registration)
-        case authenticating(address: SocketAddress, session: SSHSession, registration: EventLoop.Registration, auth: Authenticator, learned: String?, fingerprint: String)
+        case handshaking(peer: String, session: SSHSession, registration: EventLoop.Registration)
+        case authenticating(peer: String, session: SSHSession, registration: EventLoop.Registration, auth: Authenticator, learned: String?, fingerprint: String)
         case finished
     }
 
@@ -38,6 +39,8 @@ public final class Connector {
     private var tcpErrors: [(address: SocketAddress, errno: Errno)] = []
     /// Read once per attempt, before the handshake (it orders the host-key algorithms).
     private var knownHosts: KnownHosts?
+    /// The proxy command this attempt runs over; ended unless the attempt succeeds.
+    private var proxy: ProxyCommand?
     private var completion: ((Result<ConnectedSession, ConnectFailure>) -> Void)?
     public var onProgress: ((ConnectProgress) -> Void)?
 
@@ -51,12 +54,27 @@ public final class Connector {
     public func start(_ completion: @escaping (Result<ConnectedSession, ConnectFailure>) -> Void) {
         self.completion = completion
         timeout = loop.schedule(after: Double(profile.connectTimeout)) { [weak self] in self?.timedOut() }
+        if let template = profile.proxyCommand { return startProxy(template) }
         phase = .resolving
         let host = profile.host, port = profile.port
         let resolved = loop.callback { [weak self] (result: Result<[SocketAddress], ResolveError>) in self?.resolved(result) }
         startThread(name: "resolve") {
             do throws(ResolveError) { resolved(.success(try resolveTCP(host: host, port: port))) } catch { resolved(.failure(error)) }
         }
+    }
+
+    private func startProxy(_ template: String) {
+        let command = ProxyCommand.expand(template, host: profile.host, port: profile.port, user: profile.user, original: profile.host)
+        let socket: Socket
+        do {
+            let (started, transport) = try ProxyCommand.start(command, loop: loop, logger: logger)
+            proxy = started
+            socket = transport
+        } catch {
+            return fail(ConnectFailure(kind: .network, message: "cannot start the proxy command `\(command)`: \(error)", isPermanent: false))
+        }
+        onProgress?(.proxyStarted(command: command))
+        startHandshake(socket: socket, peer: "proxy command (pid \(proxy!.pid))")
     }
 
     /// Abandons the attempt and releases everything; no completion is called.
@@ -140,10 +158,10 @@ public final class Connector {
         }
         loop.deregister(registration)
         onProgress?(.tcpConnected(address))
-        startHandshake(socket: socket, address: address)
+        startHandshake(socket: socket, peer: address.description)
     }
 
-    private func startHandshake(socket: Socket, address: SocketAddress) {
+    private func startHandshake(socket: Socket, peer: String) {
         let knownHosts: KnownHosts
         do {
             knownHosts = try KnownHosts.load(path: profile.knownHosts)
@@ -165,7 +183,7 @@ public final class Connector {
             let registration = try loop.register(fd: session.socketFD, events: .readable) { [weak self] events in
                 self?.sessionEvent(events)
             }
-            phase = .handshaking(address: address, session: session, registration: registration)
+            phase = .handshaking(peer: peer, session: session, registration: registration)
             self.knownHosts = knownHosts
             advance()
         } catch {
@@ -187,11 +205,11 @@ public final class Connector {
     /// Runs steps until one would block.
     private func advance() {
         switch phase {
-        case .handshaking(let address, let session, let registration):
+        case .handshaking(let peer, let session, let registration):
             do {
                 guard try session.handshake() else { return waitOn(session, registration) }
             } catch {
-                return fail(handshakeFailure(error, address: address, session: session))
+                return fail(handshakeFailure(error, peer: peer, session: session))
             }
             logger.debug("handshake done", metadata: ["algorithms": "\(session.negotiatedAlgorithms)", "server": "\(session.serverBanner)"])
             guard let key = session.hostKey(), let knownHosts else {
@@ -216,9 +234,9 @@ public final class Connector {
             let auth = Authenticator(session: session, user: profile.user, identity: profile.identity.map { ($0, display($0)) },
                                      defaults: ["id_ed25519", "id_ecdsa", "id_rsa"].map { let p = options.home + "/.ssh/" + $0; return (p, display(p)) },
                                      agentSocket: options.agentSocket, agentTimeout: Double(profile.connectTimeout))
-            phase = .authenticating(address: address, session: session, registration: registration, auth: auth, learned: learned, fingerprint: key.fingerprint)
+            phase = .authenticating(peer: peer, session: session, registration: registration, auth: auth, learned: learned, fingerprint: key.fingerprint)
             advance()
-        case .authenticating(let address, let session, let registration, let auth, let learned, let fingerprint):
+        case .authenticating(let peer, let session, let registration, let auth, let learned, let fingerprint):
             do {
                 guard try auth.step() else { return waitOn(session, registration) }
             } catch {
@@ -232,7 +250,9 @@ public final class Connector {
             loop.cancel(timeout)
             let done = completion
             completion = nil
-            done?(.success(ConnectedSession(session: session, address: address, authMethod: method, learnedHostKey: learned, hostKeyFingerprint: fingerprint)))
+            let carrier = proxy
+            proxy = nil
+            done?(.success(ConnectedSession(session: session, peer: peer, proxy: carrier, authMethod: method, learnedHostKey: learned, hostKeyFingerprint: fingerprint)))
         default:
             break
         }
@@ -242,7 +262,10 @@ public final class Connector {
         loop.setInterest(registration, session.endPass())
     }
 
-    private func handshakeFailure(_ error: SSHError, address: SocketAddress, session: SSHSession) -> ConnectFailure {
+    private func handshakeFailure(_ error: SSHError, peer address: String, session: SSHSession) -> ConnectFailure {
+        if let exited = proxy?.exitReason(waitingUpTo: 0.2) {
+            return ConnectFailure(kind: .network, message: "\(exited) (before the SSH handshake with \(target) finished)", isPermanent: false)
+        }
         if session.connectionLoss == .peerClosed || error.isTransportFailure {
             let banner = session.serverBanner
             let detail = banner.isEmpty ? "the server at \(address) closed the connection during the SSH handshake (is it an SSH server?)" : "the SSH handshake with \(address) failed: \(error.message)"
@@ -264,6 +287,9 @@ public final class Connector {
         case .connecting(let addresses, let index, _, _):
             fail(ConnectFailure(kind: .timedOut, message: "connection to \(addresses[index]) timed out after \(seconds) s", isPermanent: false))
         case .handshaking(let address, _, _):
+            if let exited = proxy?.exitReason(waitingUpTo: 0) {
+                return fail(ConnectFailure(kind: .network, message: "\(exited) (before the SSH handshake with \(target) finished)", isPermanent: false))
+            }
             fail(ConnectFailure(kind: .timedOut, message: "the SSH handshake with \(address) timed out after \(seconds) s (is it an SSH server?)", isPermanent: false))
         case .authenticating(let address, _, _, _, _, _):
             fail(ConnectFailure(kind: .timedOut, message: "authentication with \(address) timed out after \(seconds) s", isPermanent: false))
@@ -289,6 +315,8 @@ public final class Connector {
             break
         }
         phase = .finished
+        proxy?.terminate()
+        proxy = nil
     }
 
     private func fail(_ failure: ConnectFailure) {

@@ -157,6 +157,7 @@ final class Lane: @unchecked Sendable {
             return
         }
         let link = Link(session: connected.session, loop: loop, logger: logger, scratch: scratch)
+        link.proxy = connected.proxy
         link.nextClient = { [unowned self] in self.nextConnectionForChannel() }
         link.onClientFinished = { [unowned self] in self.load.subtract(1, ordering: .relaxed) }
         link.onDeath = { [unowned self] link, reason in self.linkDied(link, reason: reason) }
@@ -169,7 +170,7 @@ final class Lane: @unchecked Sendable {
         }
         state = .up(link)
         if let shortcuts = CryptoShortcuts.statusOnce() { logger.info("\(shortcuts)") }
-        logger.info("up: \(profile.via) via \(connected.address), \(connected.authMethod); \(connected.session.negotiatedAlgorithms)")
+        logger.info("up: \(profile.via) via \(connected.peer), \(connected.authMethod); \(connected.session.negotiatedAlgorithms)")
         report(.up(authMethod: connected.authMethod))
     }
 

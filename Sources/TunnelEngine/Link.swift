@@ -46,6 +46,8 @@ final class Link {
     var onClientFinished: () -> Void = {}
     /// The session died; the lane reconnects.
     var onDeath: (Link, String) -> Void = { _, _ in }
+    /// The proxy command the session runs over, ended with the link.
+    var proxy: ProxyCommand?
 
     init(session: SSHSession, loop: EventLoop, logger: Logger, scratch: Scratch) {
         self.session = session
@@ -267,7 +269,8 @@ final class Link {
     func die(_ reason: String) {
         guard !isDead else { return }
         isDead = true
-        onDeath(self, reason)
+        // A proxy command that exited says why better than the closed socket does.
+        onDeath(self, proxy?.exitReason(waitingUpTo: 0.2) ?? reason)
     }
 
     /// Closes every connection and the session. Connections still waiting for
@@ -290,6 +293,8 @@ final class Link {
         if let registration { loop.deregister(registration) }
         registration = nil
         session.close(graceful: graceful)
+        proxy?.terminate()
+        proxy = nil
         return requeue
     }
 }

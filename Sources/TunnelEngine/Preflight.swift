@@ -42,7 +42,10 @@ public enum Preflight {
     public static func run(_ profile: Profile, context: Context) -> [CheckStep] {
         var steps = localAddressSteps(profile, context)
         steps.append(privilegeStep(profile))
-        let reach = tcpStep(profile, home: context.options.home)
+        let reach = profile.proxyCommand.map { template in
+            let command = ProxyCommand.expand(template, host: profile.host, port: profile.port, user: profile.user, original: profile.host)
+            return CheckStep("reach \(profile.host):\(profile.port)", .ok, "through the proxy command `\(command)`: checked by the steps below")
+        } ?? tcpStep(profile, home: context.options.home)
         steps.append(reach)
         if reach.outcome == .ok {
             steps += sshSteps(profile, context)
@@ -166,7 +169,7 @@ public enum Preflight {
         var hostKeyDone = false, authDone = false
         connector.onProgress = { progress in
             switch progress {
-            case .tcpConnected:
+            case .tcpConnected, .proxyStarted:
                 break
             case .hostKeyVerified(let fingerprint, let learned):
                 hostKeyDone = true
@@ -181,11 +184,13 @@ public enum Preflight {
             }
         }
         var session: SSHSession?
+        var proxy: ProxyCommand?
         // The loop is this thread's: start before running it.
         connector.start { result in
             switch result {
             case .success(let connected):
                 session = connected.session
+                proxy = connected.proxy
                 steps.append(CheckStep("encryption", .ok, connected.session.negotiatedAlgorithms))
             case .failure(let failure):
                 switch failure.kind {
@@ -211,6 +216,7 @@ public enum Preflight {
             steps.append(remoteStep(spec, session: session, loop: loop, timeout: Double(profile.connectTimeout)))
         }
         session.close(graceful: true)
+        proxy?.terminate()
         return steps
     }
 
