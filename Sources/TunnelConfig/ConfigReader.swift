@@ -3,7 +3,7 @@ struct ConfigReader {
     static let tunnelKeys = [
         "host", "port", "user", "identity", "forward", "known_hosts", "host_key",
         "keepalive", "keepalive_count", "connect_timeout", "hold_timeout", "public",
-        "sessions", "max_sessions", "proxy_command",
+        "sessions", "max_sessions", "proxy_command", "jump",
     ]
     static let topLevelKeys = ["defaults", "tunnels"]
 
@@ -17,7 +17,7 @@ struct ConfigReader {
         "serveraliveinterval": "keepalive", "serveralivecountmax": "keepalive_count",
         "gatewayports": "public",
         "connections": "sessions", "lanes": "sessions",
-        "proxycommand": "proxy_command",
+        "proxycommand": "proxy_command", "proxyjump": "jump", "jumphost": "jump", "jumphosts": "jump", "bastion": "jump",
     ]
 
     let path: String
@@ -53,6 +53,8 @@ struct ConfigReader {
         var maxSessions: Int?
         var maxSessionsLocation: SourceLocation?
         var proxyCommand: String?
+        var jump: [JumpHop]?
+        var jumpLocation: SourceLocation?
         /// Keys that were written, valid or not: an invalid `host` is not also "missing".
         var present: Set<String> = []
     }
@@ -206,6 +208,7 @@ struct ConfigReader {
             sessions: own.sessions ?? defaults.sessions ?? Profile.Defaults.sessions,
             maxSessions: own.maxSessions ?? defaults.maxSessions,
             proxyCommand: own.proxyCommand ?? defaults.proxyCommand,
+            jump: own.jump ?? defaults.jump ?? [],
             location: candidate.location
         )
     }
@@ -233,6 +236,9 @@ struct ConfigReader {
                 s.knownHosts = checker.nonEmptyString().map { expandTilde($0, home: home) }
             case "proxy_command":
                 s.proxyCommand = checker.nonEmptyString()
+            case "jump":
+                s.jump = checker.jumpHops()
+                s.jumpLocation = location(value.position)
             case "host_key":
                 s.hostKey = checker.hostKeyPolicy()
             case "keepalive":
@@ -347,6 +353,49 @@ private struct ValueChecker {
         let choices = HostKeyPolicy.allCases.map(\.rawValue)
         fail("expected \(choices.map(quoted).joined(separator: " or ")), found \(quoted(s))" + didYouMean(s, among: choices))
         return nil
+    }
+
+    /// `ssh -J` hops: a comma-separated string or an array of strings, first
+    /// hop first; at most `JumpHop.maxHops - 1` of them.
+    mutating func jumpHops() -> [JumpHop]? {
+        var texts: [(String, SourceLocation)] = []
+        switch value.kind {
+        case .string:
+            texts = value.string!.split(separator: ",", omittingEmptySubsequences: false)
+                .map { (String($0).trimmingSpaces, location) }
+        case .array(let array):
+            for (i, item) in array.enumerated() {
+                let itemLocation = SourceLocation(file: location.file, line: item.position.line, column: item.position.column)
+                guard let text = item.string else {
+                    fail("expected a string, found \(item.foundDescription)", at: itemLocation, name: "\(name)[\(i)]")
+                    return nil
+                }
+                texts.append((text, itemLocation))
+            }
+        default:
+            expect("a string (\"user@bastion:22,ops@second\") or an array of strings")
+            return nil
+        }
+        guard !texts.isEmpty, !(texts.count == 1 && texts[0].0.isEmpty) else {
+            fail("expected at least one jump host")
+            return nil
+        }
+        var hops: [JumpHop] = []
+        for (text, itemLocation) in texts {
+            do throws(JumpHop.ParseError) { hops.append(try JumpHop.parse(text)) } catch {
+                fail("\(error)", at: itemLocation)
+                return nil
+            }
+        }
+        if hops.count >= JumpHop.maxHops {
+            fail("\(hops.count) jump hosts: a chain has at most \(JumpHop.maxHops) hops, the target included")
+            return nil
+        }
+        for (i, hop) in hops.enumerated() where hops[..<i].contains(where: { $0.host == hop.host && $0.port == hop.port }) {
+            fail("\(hop.host):\(hop.port) appears twice: the chain would loop")
+            return nil
+        }
+        return hops
     }
 
     /// A string or a non-empty array of strings, each a valid `ssh -L` spec.

@@ -41,6 +41,9 @@ public struct Profile: Equatable, Sendable {
     /// server: its stdin and stdout carry the SSH session, as OpenSSH's
     /// ProxyCommand. nil: a TCP connection to host:port.
     public let proxyCommand: String?
+    /// Jump hosts (`ssh -J`), first hop first: the session to each next hop
+    /// runs inside a channel of the one before. Empty: connect directly.
+    public let jump: [JumpHop]
     /// The `[tunnels.NAME]` header. Not part of `==`, so a reload that only moved
     /// a profile within the file does not count as a change.
     public let location: SourceLocation
@@ -80,6 +83,7 @@ public struct Profile: Equatable, Sendable {
         sessions: Int = Defaults.sessions,
         maxSessions: Int? = nil,
         proxyCommand: String? = nil,
+        jump: [JumpHop] = [],
         location: SourceLocation
     ) {
         self.name = name
@@ -98,13 +102,21 @@ public struct Profile: Equatable, Sendable {
         self.sessions = sessions
         self.maxSessions = max(maxSessions ?? Defaults.maxSessions, sessions)
         self.proxyCommand = proxyCommand
+        self.jump = jump
         self.location = location
     }
 
-    /// "user@host:port", with an IPv6 host in brackets.
+    /// "user@host:port", with an IPv6 host in brackets; through jump hosts,
+    /// "root@10.0.2.2:22 via ops@bastion:22".
     public var via: String {
         let shownHost = host.contains(":") ? "[\(host)]" : host
-        return "\(user)@\(shownHost):\(port)"
+        let target = "\(user)@\(shownHost):\(port)"
+        return jump.isEmpty ? target : target + " via " + hops.dropLast().map(\.description).reversed().joined(separator: " via ")
+    }
+
+    /// Every hop, the jump hosts first and the target last, each with its user.
+    public var hops: [JumpHop] {
+        jump.map { JumpHop(user: $0.user ?? user, host: $0.host, port: $0.port) } + [JumpHop(user: user, host: host, port: port)]
     }
 
     public static func == (a: Profile, b: Profile) -> Bool {
@@ -112,6 +124,6 @@ public struct Profile: Equatable, Sendable {
             && a.identity == b.identity && a.forwards == b.forwards && a.knownHosts == b.knownHosts
             && a.hostKey == b.hostKey && a.keepalive == b.keepalive && a.keepaliveCount == b.keepaliveCount
             && a.connectTimeout == b.connectTimeout && a.holdTimeout == b.holdTimeout && a.isPublic == b.isPublic
-            && a.sessions == b.sessions && a.maxSessions == b.maxSessions && a.proxyCommand == b.proxyCommand
+            && a.sessions == b.sessions && a.maxSessions == b.maxSessions && a.proxyCommand == b.proxyCommand && a.jump == b.jump
     }
 }

@@ -25,7 +25,8 @@ final class Connection {
 
     let socket: Socket
     let peer: SocketAddress?
-    let listener: Listener
+    /// Where its channel goes, and whose counters it moves.
+    let target: ChannelTarget
     let acceptedAt: Instant
     var phase: Phase = .queued
     var channel: SSHChannel?
@@ -45,10 +46,10 @@ final class Connection {
     /// EOF owed to the channel but not yet sent (the session was mid-rekey).
     var eofOwed = false
 
-    init(socket: Socket, peer: SocketAddress?, listener: Listener, acceptedAt: Instant) {
+    init(socket: Socket, peer: SocketAddress?, target: ChannelTarget, acceptedAt: Instant) {
         self.socket = socket
         self.peer = peer
-        self.listener = listener
+        self.target = target
         self.acceptedAt = acceptedAt
     }
 
@@ -57,7 +58,7 @@ final class Connection {
     /// Closes a client that never got a channel (stop, hold_timeout).
     func closeUnserved() {
         socket.close()
-        listener.stats.active.subtract(1, ordering: .relaxed)
+        target.stats.active.subtract(1, ordering: .relaxed)
     }
 
     /// The events this connection needs from epoll now.
@@ -66,5 +67,25 @@ final class Connection {
         if up.isOpen && upWait == .none && upPending.isEmpty { events.insert(.readable) }
         if !downPending.isEmpty { events.insert(.writable) }
         return events
+    }
+}
+
+/// What a connection's direct-tcpip channel asks the server for, and the
+/// counters its bytes go to: a forward's, or a jump hop's.
+final class ChannelTarget {
+    let host: String
+    let port: UInt16
+    /// "localhost:5432 (postgresql)", for the log.
+    let description: String
+    /// The local end, for the log: a listener's address, or a hop's name.
+    let local: String
+    let stats: ForwardStats
+
+    init(host: String, port: UInt16, description: String, local: String, stats: ForwardStats) {
+        self.host = host
+        self.port = port
+        self.description = description
+        self.local = local
+        self.stats = stats
     }
 }

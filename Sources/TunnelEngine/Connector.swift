@@ -51,6 +51,14 @@ public final class Connector {
         self.logger = logger
     }
 
+    /// Connects over `socket` (a channel of the previous jump host, through
+    /// a socketpair) instead of TCP; `peer` names it in messages.
+    public func start(over socket: Socket, peer: String, _ completion: @escaping (Result<ConnectedSession, ConnectFailure>) -> Void) {
+        self.completion = completion
+        timeout = loop.schedule(after: Double(profile.connectTimeout)) { [weak self] in self?.timedOut() }
+        startHandshake(socket: socket, peer: peer)
+    }
+
     public func start(_ completion: @escaping (Result<ConnectedSession, ConnectFailure>) -> Void) {
         self.completion = completion
         timeout = loop.schedule(after: Double(profile.connectTimeout)) { [weak self] in self?.timedOut() }

@@ -57,6 +57,8 @@ final class Lane: @unchecked Sendable {
     private let options: Connector.Options
     private let logger: Logger
     private var state: State = .idle
+    /// The jump hosts in front of the link, while connecting and while up.
+    private var chain: HopChain?
     private var backoff = Backoff()
     private var hook: UInt64?
     private let scratch: Scratch
@@ -105,6 +107,7 @@ final class Lane: @unchecked Sendable {
     func start() {
         precondition(loop.inLoopThread)
         hook = loop.addIterationHook { [unowned self] in
+            self.chain?.serviceSessions()
             if case .up(let link) = self.state { link.serviceSession() }
         }
         connect()
@@ -120,6 +123,7 @@ final class Lane: @unchecked Sendable {
         case .waiting(let timer), .failed(let timer): loop.cancel(timer)
         case .idle: break
         }
+        closeChain()
         state = .stopped
         if let hook { loop.removeIterationHook(hook) }
         hook = nil
@@ -143,12 +147,34 @@ final class Lane: @unchecked Sendable {
         let connector = Connector(loop: loop, profile: profile, options: options, logger: logger)
         state = .connecting(connector)
         report(.connecting)
-        connector.start { [unowned self] result in
+        let done: (Result<ConnectedSession, ConnectFailure>) -> Void = { [unowned self] result in
             switch result {
             case .success(let connected): self.linkUp(connected)
             case .failure(let failure): self.connectFailed(failure)
             }
         }
+        guard !profile.jump.isEmpty else { return connector.start(done) }
+        let chain = HopChain(loop: loop, profile: profile, options: options, logger: logger, scratch: scratch)
+        chain.onDeath = { [unowned self] reason in self.chainDied(reason) }
+        self.chain = chain
+        chain.connect(done)
+    }
+
+    /// An outer hop's link died: the whole chain goes, and the lane reconnects.
+    private func chainDied(_ reason: String) {
+        switch state {
+        case .up(let link):
+            linkDied(link, reason: reason)
+        case .connecting:
+            connectFailed(ConnectFailure(kind: .network, message: reason, isPermanent: false))
+        default:
+            closeChain()
+        }
+    }
+
+    private func closeChain() {
+        chain?.close()
+        chain = nil
     }
 
     private func linkUp(_ connected: ConnectedSession) {
@@ -175,7 +201,9 @@ final class Lane: @unchecked Sendable {
     }
 
     private func connectFailed(_ failure: ConnectFailure) {
-        guard case .connecting = state else { return }
+        guard case .connecting(let connector) = state else { return }
+        connector.cancel()
+        closeChain()
         if isExtra {
             // The runtime logs it, with the pause it takes before another.
             state = .idle
@@ -202,6 +230,7 @@ final class Lane: @unchecked Sendable {
         let upFor = Instant.now().seconds(since: link.upSince)
         logger.warning("link lost after \(Int(upFor)) s: \(reason)")
         let requeue = link.close(graceful: false) + takeInbox()
+        closeChain()
         if isExtra {
             state = .idle
         } else {

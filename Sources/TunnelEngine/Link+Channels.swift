@@ -66,17 +66,18 @@ extension Link {
             }
             guard let c = opening ?? nextClient() else { return }
             opening = c
-            let target = c.listener.spec
+            let target = c.target
             let result: IOResult<SSHChannel>
             do {
-                result = try session.openDirectTCPIP(host: target.remoteHost, port: target.remotePort,
+                result = try session.openDirectTCPIP(host: target.host, port: target.port,
                                                      originHost: c.peer?.host ?? "127.0.0.1", originPort: c.peer?.port ?? 0)
             } catch {
                 opening = nil
                 if error.isTransportFailure { return die(session.lossReason(error)) }
+                lastRefusal = error.message
                 // The target refused, or the server prohibits forwarding: this
                 // client is closed at once; the tunnel stays up.
-                logger.warning("channel to \(target.remoteDescription) refused: \(error.message); closing that client", metadata: ["local": "\(c.listener.address)"])
+                logger.warning("channel to \(target.description) refused: \(error.message); closing that client", metadata: ["local": "\(target.local)"])
                 c.phase = .pumping
                 finish(c, .closed)
                 continue

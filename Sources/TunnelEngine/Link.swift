@@ -48,6 +48,8 @@ final class Link {
     var onDeath: (Link, String) -> Void = { _, _ in }
     /// The proxy command the session runs over, ended with the link.
     var proxy: ProxyCommand?
+    /// Why the server last refused a channel, for a jump chain's message.
+    var lastRefusal: String?
 
     init(session: SSHSession, loop: EventLoop, logger: Logger, scratch: Scratch) {
         self.session = session
@@ -155,7 +157,7 @@ final class Link {
             channel.free()
             c.channel = nil
         }
-        c.listener.stats.active.subtract(1, ordering: .relaxed)
+        c.target.stats.active.subtract(1, ordering: .relaxed)
         onClientFinished()
     }
 

@@ -66,6 +66,8 @@ final class Listener {
     let socket: Socket
     let address: SocketAddress
     var registration: EventLoop.Registration?
+    /// What its clients' channels ask for.
+    let target: ChannelTarget
 
     init(spec: ForwardSpec, stats: ForwardStats) throws(BindFailure) {
         self.spec = spec
@@ -93,6 +95,8 @@ final class Listener {
             throw BindFailure(address: requested.description, errno: error.errno, message: BindDiagnosis.describe(requested, error.errno))
         }
         self.socket = socket
+        target = ChannelTarget(host: spec.remoteHost, port: spec.remotePort, description: spec.remoteDescription,
+                               local: address.description, stats: stats)
     }
 
     func close(loop: EventLoop) {

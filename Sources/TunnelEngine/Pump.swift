@@ -47,7 +47,7 @@ struct Pump {
                 if c.up.sourceEnded(pendingBytes: 0) == .propagateEOF { try sendEOF(c) }
                 return
             }
-            c.listener.stats.bytesOut.add(UInt64(n), ordering: .relaxed)
+            c.target.stats.bytesOut.add(UInt64(n), ordering: .relaxed)
             var offset = 0
             while offset < n {
                 let result: SSHChannel.WriteResult
@@ -102,7 +102,7 @@ struct Pump {
                 if c.down.sourceEnded(pendingBytes: 0) == .propagateEOF { c.socket.shutdown(Socket.shutdownWrite) }
                 return
             case .data(let n):
-                c.listener.stats.bytesIn.add(UInt64(n), ordering: .relaxed)
+                c.target.stats.bytesIn.add(UInt64(n), ordering: .relaxed)
                 let sent: IOResult<Int>
                 do { sent = try c.socket.send(scratch, count: n) } catch { throw .local(error) }
                 let k: Int

@@ -53,7 +53,7 @@ extension TunnelRuntime {
             try? socket.setNoDelay()
             listener.stats.total.add(1, ordering: .relaxed)
             listener.stats.active.add(1, ordering: .relaxed)
-            accepted.append(Connection(socket: socket, peer: peer, listener: listener, acceptedAt: Instant.now()))
+            accepted.append(Connection(socket: socket, peer: peer, target: listener.target, acceptedAt: Instant.now()))
         }
     }
 

@@ -21,6 +21,15 @@ public final class Socket: @unchecked Sendable {
         return Socket(owning: fd)
     }
 
+    /// Two connected Unix stream sockets, non-blocking: a pipe for bytes
+    /// that code on both ends reads and writes like a TCP connection.
+    public static func pair() throws(SystemError) -> (Socket, Socket) {
+        var fds: [Int32] = [-1, -1]
+        let flags = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        _ = try checked("socketpair") { socketpair(AF_UNIX, flags, 0, &fds) }
+        return (Socket(owning: fds[0]), Socket(owning: fds[1]))
+    }
+
     public func close() { descriptor.close() }
 
     /// Makes the next close send RST instead of FIN, so the peer sees an

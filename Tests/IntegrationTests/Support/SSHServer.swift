@@ -11,8 +11,14 @@ final class SSHServer {
     let logPath: String
     private(set) var process: Background?
     private var extraConfig: String
+    /// The network namespace it runs in (nil: this one).
+    let namespace: TestNamespace?
+    /// The address known_hosts names it by.
+    let address: String
 
-    init(extraConfig: String = "", port: UInt16? = nil) throws {
+    init(extraConfig: String = "", port: UInt16? = nil, namespace: TestNamespace? = nil, listenAddress: String = "127.0.0.1") throws {
+        self.namespace = namespace
+        self.address = listenAddress
         guard let keygen = Env.which("ssh-keygen"), Env.which("sshd") != nil else {
             throw NSError(domain: "sshd", code: 0, userInfo: [NSLocalizedDescriptionKey: "openssh-server is not installed (.ci/run installs it)"])
         }
@@ -21,7 +27,7 @@ final class SSHServer {
         hostKey = dir + "/host_ed25519"
         userKey = dir + "/id_ed25519"
         logPath = dir + "/sshd.log"
-        self.extraConfig = extraConfig
+        self.extraConfig = listenAddress == "127.0.0.1" ? extraConfig : "ListenAddress \(listenAddress)\n" + extraConfig
         runCommand(keygen, ["-q", "-t", "ed25519", "-N", "", "-C", "test-host", "-f", hostKey])
         runCommand(keygen, ["-q", "-t", "ed25519", "-N", "", "-C", "test-user", "-f", userKey])
         try FileManager.default.copyItem(atPath: userKey + ".pub", toPath: dir + "/authorized_keys")
@@ -40,7 +46,7 @@ final class SSHServer {
     /// The known_hosts line for this server.
     var knownHostsLine: String {
         let pub = read(hostKey + ".pub").split(separator: " ")
-        return "[127.0.0.1]:\(port) \(pub[0]) \(pub[1])"
+        return "[\(address)]:\(port) \(pub[0]) \(pub[1])"
     }
 
     var hostKeyFingerprint: String {
@@ -49,9 +55,12 @@ final class SSHServer {
     }
 
     func start() throws {
-        let p = try Background(Env.which("sshd")!, ["-D", "-f", dir + "/sshd_config", "-E", logPath], logPath: dir + "/sshd.stdout")
+        let sshd = [Env.which("sshd")!, "-D", "-f", dir + "/sshd_config", "-E", logPath]
+        let p = try namespace.map { try Background("/usr/bin/ip", ["netns", "exec", $0.name] + sshd, logPath: dir + "/sshd.stdout") }
+            ?? Background(sshd[0], Array(sshd.dropFirst()), logPath: dir + "/sshd.stdout")
         process = p
-        guard eventually(timeout: 10, { Net.isListening(port) }) else {
+        let listening = { self.namespace == nil ? Net.isListening(self.port) : read(self.logPath).contains("Server listening on \(self.address) port \(self.port)") }
+        guard eventually(timeout: 10, listening) else {
             throw NSError(domain: "sshd", code: 1, userInfo: [NSLocalizedDescriptionKey: "sshd did not start: \(read(logPath))"])
         }
     }

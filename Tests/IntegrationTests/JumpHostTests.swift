@@ -1,0 +1,126 @@
+import Foundation
+import XCTest
+
+/// `jump`: through a bastion in a network namespace to servers that only the
+/// bastion can reach (they listen on that namespace's own loopback).
+final class JumpHostTests: SSHTestCase {
+    private var namespace: TestNamespace!
+    private var bastion: SSHServer!
+    /// Reachable only from inside the namespace.
+    private var inner: SSHServer!
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        namespace = try TestNamespace()
+        bastion = try SSHServer(namespace: namespace, listenAddress: namespace.insideAddress)
+        inner = try SSHServer(namespace: namespace)
+        // Every hop accepts the profile's one identity.
+        try bastion.authorize(publicKeyFile: server.userKey + ".pub")
+        try inner.authorize(publicKeyFile: server.userKey + ".pub")
+    }
+
+    override func tearDown() {
+        bastion?.stop()
+        inner?.stop()
+        namespace?.remove()
+        super.tearDown()
+    }
+
+    /// A profile for `target` through `jump`, forwarding a local port to
+    /// `service` as the target sees it.
+    private func profile(_ port: UInt16, target: SSHServer, jump: String, service: UInt16) -> String {
+        harness.profile("db", server: target, forwards: ["\(port):127.0.0.1:\(service)"], extra: "jump = \"\(jump)\"\n")
+            .replacingOccurrences(of: "identity = \"\(target.userKey)\"", with: "identity = \"\(server.userKey)\"")
+    }
+
+    /// The SSH banner of a server inside the namespace, read through the tunnel.
+    private static func banner(through port: UInt16) -> String? {
+        guard let fd = Net.connect(port, timeout: 10) else { return nil }
+        defer { close(fd) }
+        Net.setTimeout(fd, 10)
+        guard let bytes = Net.readExactly(fd, 8) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    private var bastionName: String { "root@\(namespace.insideAddress):\(bastion.port)" }
+
+    func testJump_reachesAServiceOnlyTheBastionCanReach() throws {
+        XCTAssertNil(Net.connect(inner.port, timeout: 1).map { close($0) }, "the inner server is not reachable from here")
+        harness.trust(bastion)
+        harness.trust(inner)
+        let port = Net.freePort()
+        harness.writeConfig(profile(port, target: inner, jump: bastionName, service: inner.port))
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        XCTAssertEqual(Self.banner(through: port), "SSH-2.0-", "the inner server's own port, reached from inside the namespace")
+        let listed = try XCTUnwrap(harness.listed("db"))
+        XCTAssertEqual(listed.via, "root@127.0.0.1:\(inner.port) via \(bastionName)")
+        XCTAssertTrue(harness.supervisorLog.contains("hop 1 of 2 (\(bastionName)) up via \(namespace.insideAddress):\(bastion.port)"), harness.supervisorLog)
+    }
+
+    func testUnknownBastionKey_isRefusedNamingTheBastion() {
+        harness.trust(inner)
+        harness.writeConfig(profile(Net.freePort(), target: inner, jump: bastionName, service: inner.port))
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertNotEqual(up.status, 0)
+        XCTAssertTrue(up.stderr.contains("hop 1 of 2 (\(bastionName)): ") && up.stderr.contains("not known"), up.stderr)
+        XCTAssertFalse(read(bastion.logPath).contains("Accepted publickey"), "no login on a bastion whose key was refused")
+    }
+
+    func testUnknownInnerKey_isRefusedNamingTheInnerHost() {
+        harness.trust(bastion)
+        harness.writeConfig(profile(Net.freePort(), target: inner, jump: bastionName, service: inner.port))
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertNotEqual(up.status, 0)
+        XCTAssertTrue(up.stderr.contains("hop 2 of 2 (root@127.0.0.1:\(inner.port)): ") && up.stderr.contains("not known"), up.stderr)
+        XCTAssertFalse(read(inner.logPath).contains("Accepted publickey"), "no login on a host whose key was refused")
+    }
+
+    func testTwoHops_theSecondThroughTheFirst() throws {
+        let third = try SSHServer(namespace: namespace)
+        defer { third.stop() }
+        try third.authorize(publicKeyFile: server.userKey + ".pub")
+        for s in [bastion!, inner!, third] { harness.trust(s) }
+        let port = Net.freePort()
+        harness.writeConfig(profile(port, target: third, jump: "\(bastionName),root@127.0.0.1:\(inner.port)", service: third.port))
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        XCTAssertEqual(Self.banner(through: port), "SSH-2.0-")
+        XCTAssertEqual(harness.listed("db")?.via, "root@127.0.0.1:\(third.port) via root@127.0.0.1:\(inner.port) via \(bastionName)")
+        XCTAssertTrue(read(inner.logPath).contains("Accepted publickey"), "the middle hop authenticated")
+    }
+
+    func testKilledBastionSession_isHealed_withTheListenerBound() throws {
+        harness.trust(bastion)
+        harness.trust(inner)
+        let port = Net.freePort()
+        harness.writeConfig(profile(port, target: inner, jump: bastionName, service: inner.port))
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        bastion.killSessions()
+        XCTAssertTrue(eventually(timeout: 20) { self.harness.listed("db")?.restarts == 1 && self.harness.listed("db")?.state == "up" },
+                      "\(harness.list())\n\(harness.supervisorLog)")
+        XCTAssertTrue(Net.isListening(port))
+        XCTAssertEqual(Self.banner(through: port), "SSH-2.0-")
+        XCTAssertTrue(harness.listed("db")?.last_error?.hasPrefix("hop 1 of 2 (\(bastionName)): ") == true,
+                      "the loss is the bastion's: \(harness.list())")
+    }
+
+    func testStoppedBastion_isNoticedWithinKeepaliveTimesCount_andHealed() throws {
+        harness.trust(bastion)
+        harness.trust(inner)
+        let port = Net.freePort()
+        harness.writeConfig(profile(port, target: inner, jump: bastionName, service: inner.port))
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        let stopped = bastion.sessionPIDs
+        XCTAssertFalse(stopped.isEmpty)
+        for pid in stopped { kill(pid, SIGSTOP) }
+        // keepalive 2 s × 3: the silent bastion is declared dead; the wait only guards against a hang.
+        let noticed = eventually(timeout: 30) { self.harness.listed("db")?.last_error?.contains("no data from the server") == true }
+        for pid in stopped { kill(pid, SIGKILL) }
+        XCTAssertTrue(noticed, "\(harness.list())\n\(harness.supervisorLog)")
+        XCTAssertTrue(harness.listed("db")?.last_error?.hasPrefix("hop 1 of 2 (\(bastionName)): no data from the server") == true, "\(harness.list())")
+        XCTAssertTrue(eventually(timeout: 20) { self.harness.listed("db")?.state == "up" }, "\(harness.list())")
+        XCTAssertTrue(Net.isListening(port))
+        XCTAssertEqual(Self.banner(through: port), "SSH-2.0-")
+    }
+}
