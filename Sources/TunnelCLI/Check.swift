@@ -27,12 +27,21 @@ struct Check: ParsableCommand {
         var reports: [Report] = []
         for name in names {
             var steps: [CheckStep] = []
-            let profile: Profile
+            var profile: Profile
             do {
                 profile = try config.profile(named: name)
                 steps.append(CheckStep("profile", .ok, "\(profile.location) parses and validates"))
             } catch {
                 steps.append(CheckStep("profile", .fail, error.description, fix: "run `tunnel config check` and fix the file"))
+                reports.append(Report(name: name, ok: false, steps: steps))
+                continue
+            }
+            do {
+                let (resolved, notes) = try profile.applyingSSHConfig(profile.sshConfig, home: homeDirectory(environment))
+                if resolved != profile { steps.append(CheckStep("ssh_config", .ok, notes.joined(separator: "; "))) }
+                profile = resolved
+            } catch {
+                steps.append(CheckStep("ssh_config", .fail, error.description, fix: "run `ssh -G \(profile.host)` and fix what it reports"))
                 reports.append(Report(name: name, ok: false, steps: steps))
                 continue
             }

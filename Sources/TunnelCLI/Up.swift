@@ -29,7 +29,13 @@ struct Up: ParsableCommand {
         if foreground {
             let profile: Profile
             do { profile = try config.profile(named: names[0]) } catch { throw fail(error.description) }
-            throw ExitCode(runForeground(profile: profile, environment: global.environment))
+            let resolved: Profile
+            do throws(SSHConfigError) {
+                resolved = try profile.applyingSSHConfig(profile.sshConfig, home: homeDirectory(global.environment)).profile
+            } catch {
+                throw fail("\(profile.name): \(error)")
+            }
+            throw ExitCode(runForeground(profile: resolved, environment: global.environment))
         }
         throw ExitCode(try runBackgroundUp(names: names, config: config, global: global, timeout: timeout))
     }

@@ -3,7 +3,7 @@ struct ConfigReader {
     static let tunnelKeys = [
         "host", "port", "user", "identity", "forward", "known_hosts", "host_key",
         "keepalive", "keepalive_count", "connect_timeout", "hold_timeout", "public",
-        "sessions", "max_sessions", "proxy_command", "jump",
+        "sessions", "max_sessions", "proxy_command", "jump", "ssh_config",
     ]
     static let topLevelKeys = ["defaults", "tunnels"]
 
@@ -55,6 +55,7 @@ struct ConfigReader {
         var proxyCommand: String?
         var jump: [JumpHop]?
         var jumpLocation: SourceLocation?
+        var sshConfig: SSHConfigSource?
         /// Keys that were written, valid or not: an invalid `host` is not also "missing".
         var present: Set<String> = []
     }
@@ -209,6 +210,8 @@ struct ConfigReader {
             maxSessions: own.maxSessions ?? defaults.maxSessions,
             proxyCommand: own.proxyCommand ?? defaults.proxyCommand,
             jump: own.jump ?? defaults.jump ?? [],
+            sshConfig: own.sshConfig ?? defaults.sshConfig ?? .standard,
+            written: own.present.union(defaults.present),
             location: candidate.location
         )
     }
@@ -236,6 +239,8 @@ struct ConfigReader {
                 s.knownHosts = checker.nonEmptyString().map { expandTilde($0, home: home) }
             case "proxy_command":
                 s.proxyCommand = checker.nonEmptyString()
+            case "ssh_config":
+                s.sshConfig = checker.nonEmptyString().map { $0 == "none" ? .none : .file(expandTilde($0, home: home)) }
             case "jump":
                 s.jump = checker.jumpHops()
                 s.jumpLocation = location(value.position)

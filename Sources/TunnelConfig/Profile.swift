@@ -44,6 +44,11 @@ public struct Profile: Equatable, Sendable {
     /// Jump hosts (`ssh -J`), first hop first: the session to each next hop
     /// runs inside a channel of the one before. Empty: connect directly.
     public let jump: [JumpHop]
+    /// Where ssh_config is read from (`ssh_config = "PATH"` or "none").
+    public let sshConfig: SSHConfigSource
+    /// The keys tunnels.toml wrote for it (in the profile or `[defaults]`):
+    /// those win over ssh_config. Not part of `==`.
+    public let written: Set<String>
     /// The `[tunnels.NAME]` header. Not part of `==`, so a reload that only moved
     /// a profile within the file does not count as a change.
     public let location: SourceLocation
@@ -84,6 +89,8 @@ public struct Profile: Equatable, Sendable {
         maxSessions: Int? = nil,
         proxyCommand: String? = nil,
         jump: [JumpHop] = [],
+        sshConfig: SSHConfigSource = .standard,
+        written: Set<String> = [],
         location: SourceLocation
     ) {
         self.name = name
@@ -103,6 +110,8 @@ public struct Profile: Equatable, Sendable {
         self.maxSessions = max(maxSessions ?? Defaults.maxSessions, sessions)
         self.proxyCommand = proxyCommand
         self.jump = jump
+        self.sshConfig = sshConfig
+        self.written = written
         self.location = location
     }
 
@@ -124,6 +133,6 @@ public struct Profile: Equatable, Sendable {
             && a.identity == b.identity && a.forwards == b.forwards && a.knownHosts == b.knownHosts
             && a.hostKey == b.hostKey && a.keepalive == b.keepalive && a.keepaliveCount == b.keepaliveCount
             && a.connectTimeout == b.connectTimeout && a.holdTimeout == b.holdTimeout && a.isPublic == b.isPublic
-            && a.sessions == b.sessions && a.maxSessions == b.maxSessions && a.proxyCommand == b.proxyCommand && a.jump == b.jump
+            && a.sessions == b.sessions && a.maxSessions == b.maxSessions && a.proxyCommand == b.proxyCommand && a.jump == b.jump && a.sshConfig == b.sshConfig
     }
 }

@@ -89,3 +89,58 @@ public final class FileLock {
 
     public func release() { descriptor.close() }
 }
+
+extension ProcessControl {
+    /// The first executable `name` in $PATH (or the usual directories).
+    public static func which(_ name: String) -> String? {
+        let path = currentEnvironment()["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
+        for dir in path.split(separator: ":") + ["/usr/bin", "/bin"] {
+            let candidate = "\(dir)/\(name)"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
+    }
+
+    /// Runs `path args` with stdin and stderr on /dev/null and returns its
+    /// exit status and stdout; nil when it cannot start or outlives `timeout`
+    /// (it is killed then). For short local commands (`ssh -G`).
+    public static func capture(_ path: String, _ args: [String], timeout: Double) -> (status: Int32, output: String)? {
+        var pipeFDs: [Int32] = [-1, -1]
+        guard pipe2(&pipeFDs, O_CLOEXEC) == 0 else { return nil }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { (arg: String) in strdup(arg) } + [nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = currentEnvironment().map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
+        var child: pid_t = 0
+        let rc = posix_spawn(&child, path, &actions, nil, argv, envp)
+        _ = close(pipeFDs[1])
+        defer { _ = close(pipeFDs[0]) }
+        guard rc == 0 else { return nil }
+        let deadline = Instant.now().adding(seconds: timeout)
+        var output: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        while true {
+            let left = deadline.seconds(since: Instant.now())
+            guard left > 0, Poll.wait(fd: pipeFDs[0], writable: false, timeout: left) else {
+                _ = kill(child, SIGKILL)
+                var status: Int32 = 0
+                _ = waitpid(child, &status, 0)
+                return nil
+            }
+            let n = read(pipeFDs[0], &buffer, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            output += buffer[0..<n]
+            if output.count > 4 << 20 { _ = kill(child, SIGKILL); break }
+        }
+        var status: Int32 = 0
+        while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return (code, String(decoding: output, as: UTF8.self))
+    }
+}

@@ -278,9 +278,18 @@ public final class Supervisor {
         if let clash = clash(with: profile) {
             return done(TunnelOutcome(name: profile.name, result: .failed, message: clash))
         }
+        // What ssh_config adds (`ssh -G`: two short local commands).
+        let resolved: Profile
+        do {
+            let (applied, notes) = try profile.applyingSSHConfig(profile.sshConfig, home: options.home)
+            for note in notes { logger.info("\(note)") }
+            resolved = applied
+        } catch {
+            return done(TunnelOutcome(name: profile.name, result: .failed, message: "\(profile.name): \(error)"))
+        }
         // Reserve the name while the thread starts, so a second request waits.
         starting[profile.name] = []
-        TunnelHost.start(profile: profile, configPath: configPath, options: options, logger: logger, supervisorLoop: loop,
+        TunnelHost.start(profile: profile, resolved: resolved, configPath: configPath, options: options, logger: logger, supervisorLoop: loop,
                          onStatus: { [weak self] host, status in self?.statusChanged(host, status) },
                          onExit: { [weak self] host in self?.hostExited(host) },
                          completion: { [weak self] result in
@@ -479,7 +488,7 @@ public final class Supervisor {
                                         bytes_in: stats.bytesIn, bytes_out: stats.bytesOut, public: spec.isPublic))
         }
         let phase = status.phase == .stopped ? "reconnecting" : status.phase.rawValue
-        return TunnelInfo(name: host.name, state: phase, via: host.profile.via, since: iso8601(status.since),
+        return TunnelInfo(name: host.name, state: phase, via: host.runtime.profile.via, since: iso8601(status.since),
                           restarts: status.restarts, last_error: status.lastError, forwards: forwards,
                           sessions: status.sessions, sessions_up: status.sessionsUp,
                           sessions_extra: status.extraSessionsUp)

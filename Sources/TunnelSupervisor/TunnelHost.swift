@@ -33,7 +33,9 @@ final class TunnelHost: @unchecked Sendable {
     /// `supervisorLoop` (the caller's). `onStatus` receives every status
     /// change, also there. The closures stay on that loop: the tunnel's
     /// thread only fires callbacks into it.
-    static func start(profile: Profile, configPath: String, options: Connector.Options, logger: Logger,
+    /// `profile` as tunnels.toml says (what a reload compares), `resolved`
+    /// with ssh_config applied (what the tunnel runs).
+    static func start(profile: Profile, resolved: Profile, configPath: String, options: Connector.Options, logger: Logger,
                       supervisorLoop: EventLoop,
                       onStatus: @escaping (TunnelHost, TunnelStatus) -> Void,
                       onExit: @escaping (TunnelHost) -> Void,
@@ -47,7 +49,7 @@ final class TunnelHost: @unchecked Sendable {
         }
         var tunnelLogger = logger
         tunnelLogger[metadataKey: "tunnel"] = "\(profile.name)"
-        let runtime = TunnelRuntime(profile: profile, loop: loop, options: options, logger: tunnelLogger)
+        let runtime = TunnelRuntime(profile: resolved, loop: loop, options: options, logger: tunnelLogger)
         let host = TunnelHost(name: profile.name, configPath: configPath, profile: profile, options: options, loop: loop, runtime: runtime)
         let statusChanged = supervisorLoop.callback(repeats: true) { (status: TunnelStatus) in onStatus(host, status) }
         let started = supervisorLoop.callback(completion)

@@ -123,4 +123,63 @@ final class JumpHostTests: SSHTestCase {
         XCTAssertTrue(Net.isListening(port))
         XCTAssertEqual(Self.banner(through: port), "SSH-2.0-")
     }
+
+    /// ssh_config with Include, Match, a wildcard Host and ProxyJump, as
+    /// `ssh -G` resolves it; the profile names only the alias and the forward.
+    private func writeSSHConfig(innerPort: UInt16, extraForDB: String = "") -> String {
+        let dir = harness.dir + "/ssh"
+        mkdir(dir, 0o700)
+        write("Host bastion-alias\n  HostName \(namespace.insideAddress)\n  Port \(bastion.port)\n", to: dir + "/bastion.conf", mode: 0o600)
+        write("""
+        Include \(dir)/bastion.conf
+        Host db-alias
+          HostName 127.0.0.1
+          Port \(innerPort)
+          ProxyJump bastion-alias
+        \(extraForDB)
+        Match host 127.0.0.1,\(namespace.insideAddress)
+          UserKnownHostsFile \(harness.knownHosts)
+        Host *-alias
+          User root
+          IdentityFile \(server.userKey)
+          ServerAliveInterval 3
+
+        """, to: dir + "/config", mode: 0o600)
+        return dir + "/config"
+    }
+
+    func testSSHConfig_aliasWithIncludeMatchWildcardAndProxyJump_isResolvedAsSSHGSays() throws {
+        harness.trust(bastion)
+        harness.trust(inner)
+        let config = writeSSHConfig(innerPort: inner.port)
+        let port = Net.freePort()
+        harness.writeConfig("[defaults]\nssh_config = \"\(config)\"\n[tunnels.db]\nhost = \"db-alias\"\nforward = \"\(port):127.0.0.1:\(inner.port)\"\nkeepalive_count = 2\n")
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        XCTAssertEqual(Self.banner(through: port), "SSH-2.0-")
+        XCTAssertEqual(harness.listed("db")?.via, "root@127.0.0.1:\(inner.port) via root@\(namespace.insideAddress):\(bastion.port)")
+        XCTAssertTrue(harness.supervisorLog.contains("db: ssh_config for db-alias: root@127.0.0.1:\(inner.port) via root@\(namespace.insideAddress):\(bastion.port)"),
+                      harness.supervisorLog)
+    }
+
+    func testSSHConfig_aKeyWrittenInTheProfileWins() throws {
+        harness.trust(bastion)
+        harness.trust(inner)
+        // ssh_config names a port nothing listens on; the profile's own port wins.
+        let config = writeSSHConfig(innerPort: Net.freePort())
+        let port = Net.freePort()
+        harness.writeConfig("[defaults]\nssh_config = \"\(config)\"\n[tunnels.db]\nhost = \"db-alias\"\nport = \(inner.port)\nforward = \"\(port):127.0.0.1:\(inner.port)\"\n")
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        XCTAssertEqual(Self.banner(through: port), "SSH-2.0-")
+    }
+
+    func testSSHConfigNone_isNotConsulted() {
+        let config = writeSSHConfig(innerPort: inner.port)
+        harness.writeConfig("[defaults]\nssh_config = \"none\"\n[tunnels.db]\nhost = \"db-alias\"\nforward = \"\(Net.freePort()):127.0.0.1:1\"\nconnect_timeout = 3\n")
+        _ = config
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertNotEqual(up.status, 0)
+        XCTAssertTrue(up.stderr.contains("host db-alias does not resolve"), up.stderr)
+    }
 }
