@@ -77,3 +77,16 @@ extension String {
         return String(s)
     }
 }
+
+extension Profile {
+    /// What connecting to hop `index` of `hops` takes: that hop's host, port
+    /// and user, with this profile's identity, known_hosts and timeouts; the
+    /// proxy command, if any, reaches the first hop.
+    public func hop(_ index: Int) -> Profile {
+        let hop = hops[index]
+        return Profile(name: name, host: hop.host, port: hop.port, user: hop.user ?? user, identity: identity,
+                       forwards: [], knownHosts: knownHosts, hostKey: hostKey, keepalive: keepalive,
+                       keepaliveCount: keepaliveCount, connectTimeout: connectTimeout, holdTimeout: holdTimeout,
+                       proxyCommand: index == 0 ? proxyCommand : nil, location: location)
+    }
+}

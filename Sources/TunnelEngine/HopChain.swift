@@ -28,8 +28,10 @@ final class HopChain {
     private var closed = false
     /// An outer hop's link died (after `connect` succeeded, or during it).
     var onDeath: (String) -> Void = { _ in }
+    /// Each hop's progress, for `tunnel check`.
+    var onProgress: ((Int, ConnectProgress) -> Void)?
 
-    init(loop: EventLoop, profile: Profile, options: Connector.Options, logger: Logger, scratch: Scratch) {
+    init(loop: EventLoop, profile: Profile, options: Connector.Options, logger: Logger, scratch: Scratch = Scratch(size: 256 * 1024)) {
         self.loop = loop
         self.profile = profile
         self.options = options
@@ -46,18 +48,11 @@ final class HopChain {
         connectHop(0, over: nil, completion)
     }
 
-    private func hopProfile(_ index: Int) -> Profile {
-        let hop = hops[index]
-        return Profile(name: profile.name, host: hop.host, port: hop.port, user: hop.user ?? profile.user, identity: profile.identity,
-                       forwards: [], knownHosts: profile.knownHosts, hostKey: profile.hostKey, keepalive: profile.keepalive,
-                       keepaliveCount: profile.keepaliveCount, connectTimeout: profile.connectTimeout, holdTimeout: profile.holdTimeout,
-                       proxyCommand: index == 0 ? profile.proxyCommand : nil, location: profile.location)
-    }
-
     private func connectHop(_ index: Int, over socket: (Socket, String)?, _ completion: @escaping (Result<ConnectedSession, ConnectFailure>) -> Void) {
         var hopLogger = logger
         hopLogger[metadataKey: "hop"] = "\(index + 1)/\(hops.count)"
-        let connector = Connector(loop: loop, profile: hopProfile(index), options: options, logger: hopLogger)
+        let connector = Connector(loop: loop, profile: profile.hop(index), options: options, logger: hopLogger)
+        if let onProgress { connector.onProgress = { onProgress(index, $0) } }
         self.connector = connector
         let next: (Result<ConnectedSession, ConnectFailure>) -> Void = { [weak self] result in
             guard let self, !self.closed else {

@@ -42,10 +42,12 @@ public enum Preflight {
     public static func run(_ profile: Profile, context: Context) -> [CheckStep] {
         var steps = localAddressSteps(profile, context)
         steps.append(privilegeStep(profile))
-        let reach = profile.proxyCommand.map { template in
-            let command = ProxyCommand.expand(template, host: profile.host, port: profile.port, user: profile.user, original: profile.host)
-            return CheckStep("reach \(profile.host):\(profile.port)", .ok, "through the proxy command `\(command)`: checked by the steps below")
-        } ?? tcpStep(profile, home: context.options.home)
+        // Through jump hosts, the first hop is what this machine reaches.
+        let first = profile.jump.isEmpty ? profile : profile.hop(0)
+        let reach = first.proxyCommand.map { template in
+            let command = ProxyCommand.expand(template, host: first.host, port: first.port, user: first.user, original: first.host)
+            return CheckStep("reach \(first.host):\(first.port)", .ok, "through the proxy command `\(command)`: checked by the steps below")
+        } ?? tcpStep(first, home: context.options.home)
         steps.append(reach)
         if reach.outcome == .ok {
             steps += sshSteps(profile, context)
@@ -164,29 +166,42 @@ public enum Preflight {
         var options = context.options
         options.readOnlyKnownHosts = true
         let logger = Logger(label: "check") { _ in SwiftLogNoOpLogHandler() }
-        let connector = Connector(loop: loop, profile: profile, options: options, logger: logger)
         var steps: [CheckStep] = []
         var hostKeyDone = false, authDone = false
-        connector.onProgress = { progress in
+        let hops = profile.hops
+        // Through jump hosts, each hop is its own steps; `hop` is the one under way.
+        var hop = 0
+        func named(_ step: String) -> String { profile.jump.isEmpty ? step : "hop \(hop + 1) of \(hops.count) (\(hops[hop])): \(step)" }
+        let progress: (Int, ConnectProgress) -> Void = { index, progress in
+            hop = index
             switch progress {
             case .tcpConnected, .proxyStarted:
                 break
             case .hostKeyVerified(let fingerprint, let learned):
                 hostKeyDone = true
                 if let learned {
-                    steps.append(CheckStep("host key", .ok, "\(fingerprint) is not in \(profile.knownHosts) yet; host_key = \"accept-new\" will add: \(learned)"))
+                    steps.append(CheckStep(named("host key"), .ok, "\(fingerprint) is not in \(profile.knownHosts) yet; host_key = \"accept-new\" will add: \(learned)"))
                 } else {
-                    steps.append(CheckStep("host key", .ok, "\(fingerprint) matches \(profile.knownHosts)"))
+                    steps.append(CheckStep(named("host key"), .ok, "\(fingerprint) matches \(profile.knownHosts)"))
                 }
             case .authenticated(let method):
-                authDone = true
-                steps.append(CheckStep("authentication", .ok, "as \(profile.user): \(method)"))
+                steps.append(CheckStep(named("authentication"), .ok, "as \(hops[index].user ?? profile.user): \(method)"))
+                if index == hops.count - 1 { authDone = true } else { hostKeyDone = false; hop = index + 1 }
             }
+        }
+        let chain = profile.jump.isEmpty ? nil : HopChain(loop: loop, profile: profile, options: options, logger: logger)
+        let connector = Connector(loop: loop, profile: profile, options: options, logger: logger)
+        connector.onProgress = { progress(0, $0) }
+        chain?.onProgress = progress
+        let hook = loop.addIterationHook { chain?.serviceSessions() }
+        defer {
+            loop.removeIterationHook(hook)
+            chain?.close()
         }
         var session: SSHSession?
         var proxy: ProxyCommand?
         // The loop is this thread's: start before running it.
-        connector.start { result in
+        let finished: (Result<ConnectedSession, ConnectFailure>) -> Void = { result in
             switch result {
             case .success(let connected):
                 session = connected.session
@@ -195,18 +210,19 @@ public enum Preflight {
             case .failure(let failure):
                 switch failure.kind {
                 case .hostKey:
-                    steps.append(CheckStep("host key", .fail, failure.message, fix: hostKeyFix(failure.hostKeyProblem, profile)))
-                    steps.append(CheckStep("authentication", .skipped, "not checked: the host key was not accepted"))
+                    steps.append(CheckStep(named("host key"), .fail, failure.message, fix: hostKeyFix(failure.hostKeyProblem, profile)))
+                    steps.append(CheckStep(named("authentication"), .skipped, "not checked: the host key was not accepted"))
                 case .authentication:
-                    steps.append(CheckStep("authentication", .fail, failure.message, fix: authFix(failure.authFindings)))
+                    steps.append(CheckStep(named("authentication"), .fail, failure.message, fix: authFix(failure.authFindings)))
                 default:
-                    let step = hostKeyDone ? "authentication" : "host key"
+                    let step = hostKeyDone ? named("authentication") : named("host key")
                     steps.append(CheckStep(step, .fail, failure.message))
-                    if !hostKeyDone { steps.append(CheckStep("authentication", .skipped, "not checked")) }
+                    if !hostKeyDone { steps.append(CheckStep(named("authentication"), .skipped, "not checked")) }
                 }
             }
             loop.stop()
         }
+        if let chain { chain.connect(finished) } else { connector.start(finished) }
         loop.run()
         guard let session, authDone else {
             for spec in profile.forwards { steps.append(CheckStep("remote \(spec.remoteDescription)", .skipped, "not checked: no SSH session")) }

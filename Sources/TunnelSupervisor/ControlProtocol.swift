@@ -89,6 +89,8 @@ public struct TunnelInfo: Codable, Sendable, Equatable {
     public var sessions_up: Int?
     /// Extra SSH connections up, opened while clients queued (`max_sessions`).
     public var sessions_extra: Int?
+    /// Through jump hosts: every hop, first first, the target last.
+    public var hops: [String]?
 }
 
 public struct ControlResponse: Codable, Sendable {

@@ -491,6 +491,7 @@ public final class Supervisor {
         return TunnelInfo(name: host.name, state: phase, via: host.runtime.profile.via, since: iso8601(status.since),
                           restarts: status.restarts, last_error: status.lastError, forwards: forwards,
                           sessions: status.sessions, sessions_up: status.sessionsUp,
-                          sessions_extra: status.extraSessionsUp)
+                          sessions_extra: status.extraSessionsUp,
+                          hops: host.runtime.profile.jump.isEmpty ? nil : host.runtime.profile.hops.map(\.description))
     }
 }

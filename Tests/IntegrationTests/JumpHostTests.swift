@@ -55,6 +55,7 @@ final class JumpHostTests: SSHTestCase {
         XCTAssertEqual(Self.banner(through: port), "SSH-2.0-", "the inner server's own port, reached from inside the namespace")
         let listed = try XCTUnwrap(harness.listed("db"))
         XCTAssertEqual(listed.via, "root@127.0.0.1:\(inner.port) via \(bastionName)")
+        XCTAssertEqual(listed.hops, [bastionName, "root@127.0.0.1:\(inner.port)"])
         XCTAssertTrue(harness.supervisorLog.contains("hop 1 of 2 (\(bastionName)) up via \(namespace.insideAddress):\(bastion.port)"), harness.supervisorLog)
     }
 
@@ -181,5 +182,23 @@ final class JumpHostTests: SSHTestCase {
         let up = harness.tunnel(["up", "db"])
         XCTAssertNotEqual(up.status, 0)
         XCTAssertTrue(up.stderr.contains("host db-alias does not resolve"), up.stderr)
+    }
+
+    func testCheck_showsEachHopAsItsOwnSteps() {
+        harness.trust(bastion)
+        harness.writeConfig(profile(Net.freePort(), target: inner, jump: bastionName, service: inner.port))
+        let refused = harness.tunnel(["check", "db"])
+        XCTAssertNotEqual(refused.status, 0)
+        let innerName = "hop 2 of 2 (root@127.0.0.1:\(inner.port))"
+        XCTAssertTrue(refused.stdout.contains("hop 1 of 2 (\(bastionName)): host key"), refused.stdout)
+        XCTAssertTrue(refused.stdout.contains("hop 1 of 2 (\(bastionName)): authentication"), refused.stdout)
+        XCTAssertTrue(refused.stdout.contains("\(innerName): host key"), refused.stdout)
+        harness.trust(inner)
+        let passed = harness.tunnel(["check", "db", "--json"])
+        XCTAssertEqual(passed.status, 0, passed.output)
+        for step in ["reach \(namespace.insideAddress):\(bastion.port)", "hop 1 of 2 (\(bastionName)): host key", "hop 1 of 2 (\(bastionName)): authentication",
+                     "\(innerName): host key", "\(innerName): authentication", "remote 127.0.0.1:\(inner.port)"] {
+            XCTAssertTrue(passed.stdout.contains("\"step\" : \"\(step)\""), "\(step) missing: \(passed.stdout)")
+        }
     }
 }

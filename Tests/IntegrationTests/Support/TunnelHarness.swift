@@ -85,6 +85,7 @@ struct ListedTunnel: Decodable {
     let sessions: Int?
     let sessions_up: Int?
     let sessions_extra: Int?
+    let hops: [String]?
 }
 
 extension TunnelHarness {
