@@ -9,8 +9,23 @@ struct Up: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Argument(help: "Profile names.")
+    @Argument(help: "Profile names; with -L, one DESTINATION ([user@]host[:port], ssh://user@host:port or an ssh_config alias).")
     var names: [String]
+
+    @Option(name: .customShort("L"), help: "A forward as `ssh -L` writes it ([bind:]port:host:hostport), for a tunnel no profile describes; repeatable.")
+    var localForwards: [String] = []
+
+    @Option(name: .customShort("J"), help: "Jump hosts, as `ssh -J` (with -L).")
+    var jump: String?
+
+    @Option(name: .customShort("i"), help: "Private key (with -L).")
+    var identity: String?
+
+    @Option(name: .customShort("p"), help: "SSH port of DESTINATION (with -L).")
+    var port: UInt16?
+
+    @Option(name: .long, help: "The tunnel's name (with -L; default: DESTINATION).")
+    var name: String?
 
     @Flag(name: .long, help: "Run in this process until interrupted, logging to stderr.")
     var foreground = false
@@ -19,12 +34,30 @@ struct Up: ParsableCommand {
     var timeout: Double?
 
     func validate() throws {
-        if names.isEmpty { throw ValidationError("name at least one profile") }
+        if names.isEmpty { throw ValidationError(localForwards.isEmpty ? "name at least one profile" : "give the DESTINATION after -L") }
+        if !localForwards.isEmpty && names.count > 1 { throw ValidationError("with -L, give one DESTINATION, not \(names.count)") }
+        if localForwards.isEmpty && (jump != nil || identity != nil || port != nil || name != nil) {
+            throw ValidationError("-J, -i, -p and --name go with -L")
+        }
+        if port == 0 { throw ValidationError("-p must be 1-65535") }
         if foreground && names.count > 1 { throw ValidationError("--foreground runs one profile") }
         if let timeout, timeout <= 0 { throw ValidationError("--timeout must be positive") }
     }
 
     func run() throws {
+        if !localForwards.isEmpty {
+            let adHoc = AdHocTunnel(name: name, destination: names[0], forwards: localForwards, jump: jump, identity: identity,
+                                    port: port, origin: .commandLine)
+            throw ExitCode(try runAdHoc(adHoc))
+        }
+        // A name no profile has may be an ssh_config alias with LocalForward lines.
+        let loaded = try? Config.load(path: global.configPath, environment: global.environment)
+        if names.count == 1, loaded?.profileNames.contains(names[0]) != true,
+           let forwards = try? SSHConfigLookup.query(names[0], source: loaded?.sshConfig ?? .standard)?.settings("localforward"), !forwards.isEmpty {
+            let adHoc = AdHocTunnel(name: nil, destination: names[0], forwards: AdHocTunnel.forwards(fromLocalForward: forwards),
+                                    origin: .sshConfig, sshConfig: loaded?.sshConfig ?? .standard)
+            throw ExitCode(try runAdHoc(adHoc))
+        }
         let config = try global.loadConfig()
         if foreground {
             let profile: Profile
@@ -38,6 +71,25 @@ struct Up: ParsableCommand {
             throw ExitCode(runForeground(profile: resolved, environment: global.environment))
         }
         throw ExitCode(try runBackgroundUp(names: names, config: config, global: global, timeout: timeout))
+    }
+
+    /// A tunnel no profile describes: checked here, then run in the
+    /// foreground or handed to the supervisor, which saves it like any other.
+    private func runAdHoc(_ adHoc: AdHocTunnel) throws -> Int32 {
+        let environment = global.environment
+        let profile: Profile
+        do { profile = try adHoc.profile(home: homeDirectory(environment), environment: environment) } catch { throw fail(error.message) }
+        if foreground {
+            do throws(SSHConfigError) {
+                let resolved = try profile.applyingSSHConfig(profile.sshConfig, home: homeDirectory(environment)).profile
+                return runForeground(profile: resolved, environment: environment)
+            } catch {
+                throw fail("\(profile.name): \(error)")
+            }
+        }
+        var request = ControlRequest(command: .up)
+        request.adHoc = adHoc
+        return try sendUp(request, profiles: [adHoc.name: profile], global: global, timeout: timeout)
     }
 }
 
@@ -56,10 +108,18 @@ func runBackgroundUp(names: [String], config: Config, global: GlobalOptions, tim
         }
     }
     guard !good.isEmpty else { return 1 }
-    let environment = global.environment
     var request = ControlRequest(command: .up)
     request.names = good
     request.config = config.path
+    let profiles = Dictionary(uniqueKeysWithValues: good.compactMap { name in (try? config.profile(named: name)).map { (name, $0) } })
+    return try sendUp(request, profiles: profiles, global: global, timeout: timeout) | (failed ? 1 : 0)
+}
+
+/// Sends an `up` request (starting the supervisor if need be) and prints each outcome; the exit status.
+func sendUp(_ request: ControlRequest, profiles: [String: Profile], global: GlobalOptions, timeout: Double?) throws -> Int32 {
+    var failed = false
+    let environment = global.environment
+    var request = request
     request.agentSocket = environment["SSH_AUTH_SOCK"]
     request.home = homeDirectory(environment)
     let wait = timeout ?? 60
@@ -72,7 +132,7 @@ func runBackgroundUp(names: [String], config: Config, global: GlobalOptions, tim
     }
     if !response.ok { throw fail(response.error ?? "the supervisor refused the request") }
     for outcome in response.outcomes {
-        let profile = try? config.profile(named: outcome.name)
+        let profile = profiles[outcome.name]
         let routes = zip(profile?.forwards ?? [], outcome.local).map { "\($1) -> \($0.remoteDescription)" }.joined(separator: ", ")
         let via = profile.map { " via \($0.via)" } ?? ""
         if outcome.result == .up || outcome.result == .alreadyUp {

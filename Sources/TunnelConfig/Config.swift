@@ -13,6 +13,8 @@ public struct Config: Sendable {
     public let profileNames: [String]
     /// Every problem in the file, sorted by position.
     public let errors: [ConfigError]
+    /// `ssh_config` in `[defaults]`: where aliases are looked up.
+    public var sshConfig: SSHConfigSource = .standard
 
     /// Errors that break every profile.
     let fileErrors: [ConfigError]
@@ -85,8 +87,10 @@ public struct Config: Sendable {
         }
         reader.read(table)
         let all = reader.fileErrors + reader.profileNames.flatMap { reader.profileErrors[$0] ?? [] }
-        return Config(path: path, profileNames: reader.profileNames, errors: sortedByPosition(all),
-                      fileErrors: sortedByPosition(reader.fileErrors), hasSyntaxError: false,
-                      profileErrors: reader.profileErrors.mapValues(sortedByPosition), profiles: reader.profiles)
+        var config = Config(path: path, profileNames: reader.profileNames, errors: sortedByPosition(all),
+                            fileErrors: sortedByPosition(reader.fileErrors), hasSyntaxError: false,
+                            profileErrors: reader.profileErrors.mapValues(sortedByPosition), profiles: reader.profiles)
+        config.sshConfig = reader.defaultSSHConfig
+        return config
     }
 }

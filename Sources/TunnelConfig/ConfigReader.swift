@@ -28,6 +28,8 @@ struct ConfigReader {
     private(set) var profileErrors: [String: [ConfigError]] = [:]
     private(set) var profileNames: [String] = []
     private(set) var profiles: [String: Profile] = [:]
+    /// `ssh_config` in `[defaults]`.
+    private(set) var defaultSSHConfig: SSHConfigSource = .standard
 
     init(path: String, home: String, defaultUser: String) {
         self.path = path
@@ -83,6 +85,7 @@ struct ConfigReader {
         if let entry = root.entry("defaults") {
             if let table = entry.value.table {
                 defaults = readSettings(table, path: ["defaults"], profile: nil, errors: &fileErrors)
+                defaultSSHConfig = defaults.sshConfig ?? .standard
             } else {
                 fileErrors.append(ConfigError(location: location(entry.value.position),
                                               message: "defaults: expected a table ([defaults]), found \(entry.value.foundDescription)"))

@@ -62,6 +62,14 @@ public struct JumpHop: Equatable, Sendable, CustomStringConvertible {
         return JumpHop(user: user, host: host, port: port)
     }
 
+    /// Whether `text` (as `parse` takes it) names a port.
+    public static func hasExplicitPort(_ text: String) -> Bool {
+        var rest = Substring(text)
+        if rest.hasPrefix("ssh://") { rest = rest.dropFirst("ssh://".count) }
+        if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
+        return rest.hasPrefix("[") ? rest.contains("]:") : rest.contains(":")
+    }
+
     private static func parsePort(_ text: Substring, _ failure: (String) -> ParseError) throws(ParseError) -> UInt16 {
         guard let n = Int(text), (1...65535).contains(n) else { throw failure("port \(quoted(String(text))) is not 1-65535") }
         return UInt16(n)

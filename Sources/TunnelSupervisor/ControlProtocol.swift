@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import TunnelConfig
 
 /// The control protocol: one JSON request per connection, one JSON reply,
 /// each on one line. `v` is checked on both sides so a CLI and a supervisor
@@ -25,6 +26,8 @@ public struct ControlRequest: Codable, Sendable {
     public var agentSocket: String?
     public var home: String?
     public var clientVersion: String?
+    /// `up` of a tunnel no profile describes (then `names` is empty).
+    public var adHoc: AdHocTunnel?
 
     public init(command: Command) { self.command = command }
 
@@ -39,6 +42,7 @@ public struct ControlRequest: Codable, Sendable {
         agentSocket = try c.decodeIfPresent(String.self, forKey: .agentSocket)
         home = try c.decodeIfPresent(String.self, forKey: .home)
         clientVersion = try c.decodeIfPresent(String.self, forKey: .clientVersion)
+        adHoc = try c.decodeIfPresent(AdHocTunnel.self, forKey: .adHoc)
     }
 }
 
@@ -91,6 +95,8 @@ public struct TunnelInfo: Codable, Sendable, Equatable {
     public var sessions_extra: Int?
     /// Through jump hosts: every hop, first first, the target last.
     public var hops: [String]?
+    /// "profile FILE:LINE", "ssh_config" or "command line".
+    public var origin: String?
 }
 
 public struct ControlResponse: Codable, Sendable {

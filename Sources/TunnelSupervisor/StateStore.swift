@@ -1,4 +1,5 @@
 import FoundationEssentials
+import TunnelConfig
 import TunnelPOSIX
 
 /// The tunnels the user wants up, saved so a restarted supervisor (crash,
@@ -12,6 +13,8 @@ struct DesiredState: Codable, Equatable {
         /// agent the restarted supervisor happens to inherit.
         var agentSocket: String?
         var home: String?
+        /// A tunnel from the command line or ssh_config, not from `config`.
+        var adHoc: AdHocTunnel?
     }
     var version = 1
     var tunnels: [Entry] = []

@@ -200,6 +200,7 @@ public final class Supervisor {
     }
 
     private func up(_ request: ControlRequest, done: @escaping ([TunnelOutcome]) -> Void) {
+        if let adHoc = request.adHoc { return upAdHoc(adHoc, request: request, done: done) }
         var names: [String] = []
         for n in request.names where !names.contains(n) { names.append(n) }
         let gather = Gather(names, done)
@@ -238,6 +239,24 @@ public final class Supervisor {
         }
     }
 
+    /// `tunnel up -L ... DESTINATION`, or an ssh_config alias with LocalForward.
+    private func upAdHoc(_ adHoc: AdHocTunnel, request: ControlRequest, done: @escaping ([TunnelOutcome]) -> Void) {
+        let gather = Gather([adHoc.name], done)
+        if let host = tunnels[adHoc.name] {
+            let note = host.adHoc == adHoc ? nil : "\(adHoc.name) is already up with other settings; `tunnel down \(adHoc.name)` first"
+            return bringUpExisting(host, gather: gather, note: note)
+        }
+        guard starting[adHoc.name] == nil else {
+            return gather.add(TunnelOutcome(name: adHoc.name, result: .failed, message: "\(adHoc.name) is starting; try again"))
+        }
+        let options = options(request)
+        let profile: Profile
+        do { profile = try adHoc.profile(home: options.home, environment: environment) } catch {
+            return gather.add(TunnelOutcome(name: adHoc.name, result: .failed, message: error.message))
+        }
+        start(profile, configPath: "", options: options, adHoc: adHoc) { gather.add($0) }
+    }
+
     private func bringUpExisting(_ host: TunnelHost, gather: Gather, note: String? = nil) {
         if host.isStopping {
             return gather.add(TunnelOutcome(name: host.name, result: .failed, message: "\(host.name) is stopping; try again"))
@@ -274,7 +293,8 @@ public final class Supervisor {
     }
 
     /// Binds and starts one tunnel; `done` gets its first result.
-    private func start(_ profile: Profile, configPath: String, options: Connector.Options, done: @escaping (TunnelOutcome) -> Void) {
+    private func start(_ profile: Profile, configPath: String, options: Connector.Options, adHoc: AdHocTunnel? = nil,
+                       done: @escaping (TunnelOutcome) -> Void) {
         if let clash = clash(with: profile) {
             return done(TunnelOutcome(name: profile.name, result: .failed, message: clash))
         }
@@ -304,8 +324,9 @@ public final class Supervisor {
                 }
                 done(TunnelOutcome(name: profile.name, result: .failed, message: message))
             case .success(let host):
+                host.adHoc = adHoc
                 self.tunnels[profile.name] = host
-                self.remember(profile.name, configPath: configPath, options: options)
+                self.remember(profile.name, configPath: configPath, options: options, adHoc: adHoc)
                 self.wait(host) { done(self.outcome(host, $0)) }
             }
         })
@@ -386,6 +407,10 @@ public final class Supervisor {
         var configs: [String: Result<Config, ConfigErrors>] = [:]
         for name in names {
             guard let host = tunnels[name] else { continue }
+            if host.adHoc != nil {
+                gather.add(TunnelOutcome(name: name, result: .unchanged, message: "from the \(host.adHoc!.origin.rawValue), not a profile"))
+                continue
+            }
             let path = host.configPath
             if configs[path] == nil {
                 do throws(ConfigErrors) { configs[path] = .success(try Config.load(path: path, environment: environment)) } catch { configs[path] = .failure(error) }
@@ -425,9 +450,9 @@ public final class Supervisor {
 
     // MARK: desired state
 
-    private func remember(_ name: String, configPath: String, options: Connector.Options) {
+    private func remember(_ name: String, configPath: String, options: Connector.Options, adHoc: AdHocTunnel?) {
         desired.tunnels.removeAll { $0.name == name }
-        desired.tunnels.append(.init(name: name, config: configPath, agentSocket: options.agentSocket, home: options.home))
+        desired.tunnels.append(.init(name: name, config: configPath, agentSocket: options.agentSocket, home: options.home, adHoc: adHoc))
         saveDesired()
     }
 
@@ -461,14 +486,22 @@ public final class Supervisor {
         desired = saved
         for entry in saved.tunnels {
             let profile: Profile
-            do {
-                profile = try Config.load(path: entry.config, environment: environment).profile(named: entry.name)
-            } catch {
-                logger.error("cannot restore \(entry.name) from \(entry.config): \(error.description)")
-                continue
+            let options = restoredOptions(entry)
+            if let adHoc = entry.adHoc {
+                do { profile = try adHoc.profile(home: options.home, environment: environment) } catch {
+                    logger.error("cannot restore \(entry.name) from the \(adHoc.origin.rawValue): \(error.message)")
+                    continue
+                }
+            } else {
+                do {
+                    profile = try Config.load(path: entry.config, environment: environment).profile(named: entry.name)
+                } catch {
+                    logger.error("cannot restore \(entry.name) from \(entry.config): \(error.description)")
+                    continue
+                }
             }
             logger.info("restoring \(entry.name) (was up before the supervisor restarted)")
-            start(profile, configPath: entry.config, options: restoredOptions(entry)) { [weak self] outcome in
+            start(profile, configPath: entry.config, options: options, adHoc: entry.adHoc) { [weak self] outcome in
                 if outcome.result == .failed && self?.tunnels[entry.name] == nil {
                     self?.logger.error("cannot restore \(entry.name): \(outcome.message ?? "failed")")
                 }
@@ -492,6 +525,7 @@ public final class Supervisor {
                           restarts: status.restarts, last_error: status.lastError, forwards: forwards,
                           sessions: status.sessions, sessions_up: status.sessionsUp,
                           sessions_extra: status.extraSessionsUp,
-                          hops: host.runtime.profile.jump.isEmpty ? nil : host.runtime.profile.hops.map(\.description))
+                          hops: host.runtime.profile.jump.isEmpty ? nil : host.runtime.profile.hops.map(\.description),
+                          origin: host.adHoc.map(\.origin.rawValue) ?? "profile \(host.profile.location.file):\(host.profile.location.line)")
     }
 }

@@ -12,6 +12,8 @@ final class TunnelHost: @unchecked Sendable {
     let profile: Profile
     /// The agent and home it authenticates with; a reload keeps them.
     let options: Connector.Options
+    /// Set for a tunnel no profile describes: a reload leaves it alone.
+    var adHoc: AdHocTunnel?
     let loop: EventLoop
     let runtime: TunnelRuntime
 

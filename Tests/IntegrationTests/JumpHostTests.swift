@@ -201,4 +201,54 @@ final class JumpHostTests: SSHTestCase {
             XCTAssertTrue(passed.stdout.contains("\"step\" : \"\(step)\""), "\(step) missing: \(passed.stdout)")
         }
     }
+
+    func testAdHocUp_dashLdashJ_isSupervisedAndRestoredLikeAProfile() throws {
+        // An ad-hoc tunnel checks ~/.ssh/known_hosts (HOME is the harness's directory).
+        mkdir(harness.dir + "/.ssh", 0o700)
+        write(bastion.knownHostsLine + "\n" + inner.knownHostsLine + "\n", to: harness.dir + "/.ssh/known_hosts", mode: 0o600)
+        harness.writeConfig("")
+        let port = Net.freePort()
+        let destination = "root@127.0.0.1:\(inner.port)"
+        let up = harness.tunnel(["up", "-L", "\(port):127.0.0.1:\(inner.port)", "-J", bastionName, "-i", server.userKey, destination])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        XCTAssertTrue(up.stdout.contains("\(destination): up: 127.0.0.1:\(port) -> 127.0.0.1:\(inner.port) via \(destination) via \(bastionName)"), up.stdout)
+        XCTAssertEqual(Self.banner(through: port), "SSH-2.0-")
+        XCTAssertEqual(harness.listed(destination)?.origin, "command line")
+        // A restarted supervisor brings it back from the saved state.
+        harness.stopSupervisor()
+        XCTAssertFalse(Net.isListening(port))
+        let daemon = try Background(Env.tunnelBinary, ["daemon"], env: harness.environment, logPath: harness.dir + "/daemon.out")
+        defer { daemon.signal(SIGTERM); _ = daemon.wait(timeout: 5) }
+        XCTAssertTrue(eventually(timeout: 15) { self.harness.listed(destination)?.state == "up" }, "\(harness.list())\n\(harness.supervisorLog)")
+        XCTAssertEqual(Self.banner(through: port), "SSH-2.0-")
+        // `reload` leaves it alone: it is not a profile.
+        let reload = harness.tunnel(["reload"])
+        XCTAssertTrue(reload.stdout.contains("\(destination): unchanged"), reload.output)
+    }
+
+    func testAdHocUp_badInput_getsOneLine() {
+        harness.writeConfig("")
+        let noForward = harness.tunnel(["up", "-J", "b", "host"])
+        XCTAssertNotEqual(noForward.status, 0)
+        XCTAssertTrue(noForward.stderr.contains("-J, -i, -p and --name go with -L"), noForward.stderr)
+        let badSpec = harness.tunnel(["up", "-L", "99999:h:1", "host"])
+        XCTAssertNotEqual(badSpec.status, 0)
+        XCTAssertTrue(badSpec.stderr.hasPrefix("tunnel: -L ") && badSpec.stderr.contains("99999"), badSpec.stderr)
+        let badJump = harness.tunnel(["up", "-L", "1:h:2", "-J", "ops@", "host"])
+        XCTAssertTrue(badJump.stderr.contains(#"-J "ops@": no host"#), badJump.stderr)
+        XCTAssertNil(harness.supervisorPID, "nothing started for bad input")
+    }
+
+    func testSSHConfigAliasWithOnlyLocalForward_needsNoProfile() throws {
+        harness.trust(bastion)
+        harness.trust(inner)
+        let port = Net.freePort()
+        let config = writeSSHConfig(innerPort: inner.port, extraForDB: "Host fwd-alias\n  HostName 127.0.0.1\n  Port \(inner.port)\n  ProxyJump bastion-alias\n  LocalForward \(port) 127.0.0.1:\(inner.port)\n")
+        harness.writeConfig("[defaults]\nssh_config = \"\(config)\"\n")
+        let up = harness.tunnel(["up", "fwd-alias"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        XCTAssertEqual(Self.banner(through: port), "SSH-2.0-")
+        XCTAssertEqual(harness.listed("fwd-alias")?.origin, "ssh_config")
+        XCTAssertEqual(harness.listed("fwd-alias")?.via, "root@127.0.0.1:\(inner.port) via root@\(namespace.insideAddress):\(bastion.port)")
+    }
 }

@@ -48,3 +48,27 @@ final class JumpConfigTests: XCTestCase {
                           #"4:1: tunnels.db: unknown key "ProxyJump" (did you mean "jump"?)"#)
     }
 }
+
+final class AdHocTunnelTests: XCTestCase {
+    func testLocalForwardAsSSHGPrintsIt_becomesAnLSpec() {
+        XCTAssertEqual(AdHocTunnel.forwards(fromLocalForward: ["5433 [127.0.0.1]:5432", "[127.0.0.1]:6380 [redis.internal]:6379", "9000 [::1]:9000"]),
+                       ["5433:127.0.0.1:5432", "127.0.0.1:6380:redis.internal:6379", "9000:[::1]:9000"])
+    }
+
+    func testProfile_fromDestinationAndFlags_writesOnlyWhatWasGiven() throws {
+        let env = ["USER": "me", "HOME": "/home/me"]
+        let plain = try AdHocTunnel(name: nil, destination: "db-alias", forwards: ["5433:localhost:5432"], origin: .commandLine)
+            .profile(home: "/home/me", environment: env)
+        XCTAssertEqual(plain.name, "db-alias")
+        XCTAssertEqual(plain.written, ["forward"], "ssh_config fills the rest")
+        XCTAssertEqual(plain.user, "me")
+        let full = try AdHocTunnel(name: "db", destination: "ssh://ops@10.0.0.5:2222", forwards: ["5433:localhost:5432"],
+                                   jump: "b1, ops@b2:22", identity: "~/.ssh/k", origin: .commandLine)
+            .profile(home: "/home/me", environment: env)
+        XCTAssertEqual(full.via, "ops@10.0.0.5:2222 via ops@b2:22 via ops@b1:22")
+        XCTAssertEqual(full.identity, "/home/me/.ssh/k")
+        XCTAssertEqual(full.written, ["forward", "user", "port", "identity", "jump"])
+        XCTAssertThrowsError(try AdHocTunnel(name: nil, destination: "h", forwards: ["0.0.0.0:80:h:80"], origin: .commandLine)
+            .profile(home: "/", environment: env)) { XCTAssertTrue("\($0)".contains("non-loopback"), "\($0)") }
+    }
+}

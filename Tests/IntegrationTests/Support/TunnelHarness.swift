@@ -86,6 +86,7 @@ struct ListedTunnel: Decodable {
     let sessions_up: Int?
     let sessions_extra: Int?
     let hops: [String]?
+    let origin: String?
 }
 
 extension TunnelHarness {

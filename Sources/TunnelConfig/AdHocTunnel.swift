@@ -1,0 +1,99 @@
+/// A tunnel that no tunnels.toml profile describes: `tunnel up -L SPEC ...
+/// DESTINATION` (the ad-hoc form of `ssh -N -L`), or `tunnel up ALIAS` for
+/// an ssh_config Host with LocalForward lines. Saved as given, so a restarted
+/// supervisor builds the same tunnel again.
+public struct AdHocTunnel: Codable, Equatable, Sendable {
+    public enum Origin: String, Codable, Sendable {
+        case commandLine = "command line"
+        case sshConfig = "ssh_config"
+    }
+
+    public var name: String
+    /// `[user@]host[:port]`, `ssh://user@host:port` or an ssh_config alias.
+    public var destination: String
+    public var forwards: [String]
+    /// As `-J`: `user@bastion:22,second`.
+    public var jump: String?
+    public var identity: String?
+    public var port: UInt16?
+    public var origin: Origin
+    /// Where its alias was looked up: "PATH" (ssh -F), "none", or nil for ssh's own files.
+    public var sshConfigFile: String?
+
+    public init(name: String?, destination: String, forwards: [String], jump: String? = nil, identity: String? = nil,
+                port: UInt16? = nil, origin: Origin, sshConfig: SSHConfigSource = .standard) {
+        self.name = name ?? destination
+        self.destination = destination
+        self.forwards = forwards
+        self.jump = jump
+        self.identity = identity
+        self.port = port
+        self.origin = origin
+        switch sshConfig {
+        case .standard: sshConfigFile = nil
+        case .file(let path): sshConfigFile = path
+        case .none: sshConfigFile = "none"
+        }
+    }
+
+    var sshConfig: SSHConfigSource {
+        switch sshConfigFile {
+        case nil: return .standard
+        case "none"?: return .none
+        case let path?: return .file(path)
+        }
+    }
+
+    public struct Invalid: Error, Equatable, Sendable, CustomStringConvertible {
+        public let message: String
+        public var description: String { message }
+    }
+
+    /// The profile it stands for, before ssh_config is applied: what the
+    /// command line wrote counts as written, everything else is filled in by
+    /// ssh_config, then by tunnel's defaults.
+    public func profile(home: String, environment: [String: String]) throws(Invalid) -> Profile {
+        let defaultUser = System.userName(environment)
+        let target: JumpHop
+        do { target = try JumpHop.parse(destination) } catch { throw Invalid(message: "destination \(error)") }
+        guard !forwards.isEmpty else { throw Invalid(message: "\(name): no forward: give -L [bind:]port:host:hostport") }
+        var specs: [ForwardSpec] = []
+        for text in forwards {
+            do { specs.append(try ForwardSpec.parse(text)) } catch { throw Invalid(message: "-L \(error)") }
+        }
+        for (i, spec) in specs.enumerated() {
+            if spec.isPublic { throw Invalid(message: "-L \(forwards[i]): binds a non-loopback address; write a profile with public = true for that") }
+            if let other = specs[..<i].firstIndex(where: { $0.collides(with: spec) }) {
+                throw Invalid(message: "-L \(forwards[i]) and -L \(forwards[other]) claim the same local address")
+            }
+        }
+        var hops: [JumpHop] = []
+        if let jump {
+            for text in jump.split(separator: ",") {
+                do { hops.append(try JumpHop.parse(String(text).trimmingSpaces)) } catch { throw Invalid(message: "-J \(error)") }
+            }
+            guard hops.count < JumpHop.maxHops else { throw Invalid(message: "-J: a chain has at most \(JumpHop.maxHops) hops, the target included") }
+        }
+        var written: Set<String> = ["forward"]
+        if target.user != nil { written.insert("user") }
+        if port != nil || JumpHop.hasExplicitPort(destination) { written.insert("port") }
+        if identity != nil { written.insert("identity") }
+        if jump != nil { written.insert("jump") }
+        return Profile(name: name, host: target.host, port: port ?? target.port, user: target.user ?? defaultUser,
+                       identity: identity.map { $0.hasPrefix("~/") ? home + $0.dropFirst() : $0 },
+                       forwards: specs, knownHosts: home + "/.ssh/known_hosts", jump: hops, sshConfig: sshConfig, written: written,
+                       location: SourceLocation(file: origin.rawValue, line: 0, column: 0))
+    }
+
+    /// `ssh -G` LocalForward values ("5433 localhost:5432", "127.0.0.1:5433 [::1]:5432")
+    /// as `-L` specs.
+    /// ssh prints every host in brackets ("[127.0.0.1]:5432"); only IPv6 keeps them.
+    public static func forwards(fromLocalForward values: [String]) -> [String] {
+        func unbracketed(_ field: Substring) -> String {
+            guard field.hasPrefix("["), let close = field.firstIndex(of: "]") else { return String(field) }
+            let inner = field[field.index(after: field.startIndex)..<close]
+            return inner.contains(":") ? String(field) : String(inner) + field[field.index(after: close)...]
+        }
+        return values.map { $0.split(separator: " ", maxSplits: 1).map(unbracketed).joined(separator: ":") }
+    }
+}
