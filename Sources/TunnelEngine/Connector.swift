@@ -20,7 +20,7 @@ public final class Connector {
         }
     }
 
-    private enum Phase {
+    enum Phase {
         case idle
         case resolving
         case connecting(addresses: [SocketAddress], index: Int, socket: Socket, registration: EventLoop.Registration)
@@ -30,17 +30,17 @@ public final class Connector {
     }
 
     private let loop: EventLoop
-    private let profile: Profile
+    let profile: Profile
     private let options: Options
     private let logger: Logger
-    private var phase: Phase = .idle
-    private var timeout: EventLoop.TimerID?
+    var phase: Phase = .idle
+    var timeout: EventLoop.TimerID?
     /// Each address tried, with why it failed.
-    private var tcpErrors: [(address: SocketAddress, errno: Errno)] = []
+    var tcpErrors: [(address: SocketAddress, errno: Errno)] = []
     /// Read once per attempt, before the handshake (it orders the host-key algorithms).
     private var knownHosts: KnownHosts?
     /// The proxy command this attempt runs over; ended unless the attempt succeeds.
-    private var proxy: ProxyCommand?
+    var proxy: ProxyCommand?
     private var completion: ((Result<ConnectedSession, ConnectFailure>) -> Void)?
     public var onProgress: ((ConnectProgress) -> Void)?
 
@@ -91,7 +91,7 @@ public final class Connector {
         teardown()
     }
 
-    private var target: String {
+    var target: String {
         profile.host.contains(":") ? "[\(profile.host)]:\(profile.port)" : "\(profile.host):\(profile.port)"
     }
 
@@ -132,27 +132,7 @@ public final class Connector {
         }
     }
 
-    private func describeTCP(_ errno: Errno, _ address: SocketAddress) -> String {
-        switch errno {
-        case .connectionRefused: return "connection refused by \(address)"
-        case .hostUnreachable, .networkUnreachable: return "no route to host \(address) (\(errno))"
-        case .timedOut: return "connection to \(address) timed out"
-        default: return "cannot connect to \(address): \(errno)"
-        }
-    }
 
-    /// All addresses failed: the message names each; a refusal anywhere
-    /// outranks no route, which outranks a timeout.
-    private func failTCP() {
-        let message = tcpErrors.map { describeTCP($0.errno, $0.address) }.joined(separator: "; ")
-        let errnos = tcpErrors.map(\.errno)
-        let kind: ConnectFailure.Kind
-        if errnos.contains(.connectionRefused) { kind = .refused }
-        else if errnos.contains(where: { $0 == .hostUnreachable || $0 == .networkUnreachable }) { kind = .unreachable }
-        else if errnos.contains(.timedOut) { kind = .timedOut }
-        else { kind = .network }
-        fail(ConnectFailure(kind: kind, message: message.isEmpty ? "cannot connect to \(target)" : message, isPermanent: false))
-    }
 
     private func tcpReady() {
         guard case .connecting(let addresses, let index, let socket, let registration) = phase else { return }
@@ -270,41 +250,11 @@ public final class Connector {
         loop.setInterest(registration, session.endPass())
     }
 
-    private func handshakeFailure(_ error: SSHError, peer address: String, session: SSHSession) -> ConnectFailure {
-        if let exited = proxy?.exitReason(waitingUpTo: 0.2) {
-            return ConnectFailure(kind: .network, message: "\(exited) (before the SSH handshake with \(target) finished)", isPermanent: false)
-        }
-        if session.connectionLoss == .peerClosed || error.isTransportFailure {
-            let banner = session.serverBanner
-            let detail = banner.isEmpty ? "the server at \(address) closed the connection during the SSH handshake (is it an SSH server?)" : "the SSH handshake with \(address) failed: \(error.message)"
-            return ConnectFailure(kind: .ssh, message: detail, isPermanent: false)
-        }
-        return ConnectFailure(kind: .ssh, message: "the SSH handshake with \(address) failed: \(error.message) (no common algorithms? libssh2 1.10 offers \(SSHAlgorithms.ciphers) with \(SSHAlgorithms.macs))", isPermanent: false)
-    }
 
     private func display(_ path: String) -> String {
         path.hasPrefix(options.home + "/") ? "~" + path.dropFirst(options.home.count) : path
     }
 
-    private func timedOut() {
-        timeout = nil
-        let seconds = profile.connectTimeout
-        switch phase {
-        case .resolving:
-            fail(ConnectFailure(kind: .timedOut, message: "cannot connect to \(target): resolving \(profile.host) timed out after \(seconds) s", isPermanent: false))
-        case .connecting(let addresses, let index, _, _):
-            fail(ConnectFailure(kind: .timedOut, message: "connection to \(addresses[index]) timed out after \(seconds) s", isPermanent: false))
-        case .handshaking(let address, _, _):
-            if let exited = proxy?.exitReason(waitingUpTo: 0) {
-                return fail(ConnectFailure(kind: .network, message: "\(exited) (before the SSH handshake with \(target) finished)", isPermanent: false))
-            }
-            fail(ConnectFailure(kind: .timedOut, message: "the SSH handshake with \(address) timed out after \(seconds) s (is it an SSH server?)", isPermanent: false))
-        case .authenticating(let address, _, _, _, _, _):
-            fail(ConnectFailure(kind: .timedOut, message: "authentication with \(address) timed out after \(seconds) s", isPermanent: false))
-        default:
-            break
-        }
-    }
 
     private func teardown() {
         loop.cancel(timeout)
@@ -327,7 +277,7 @@ public final class Connector {
         proxy = nil
     }
 
-    private func fail(_ failure: ConnectFailure) {
+    func fail(_ failure: ConnectFailure) {
         teardown()
         let done = completion
         completion = nil

@@ -98,23 +98,15 @@ final class ProxyCommand {
         logger.info("proxy command: \(line)")
     }
 
-    /// Ends it: TERM now, KILL after a second if it is still there; reaped either way.
+    /// Ends it: TERM now, KILL after a second if it is still there; reaped
+    /// either way, also when this tunnel's loop has stopped.
     func terminate() {
         guard !terminating else { return }
         terminating = true
         if let registration { loop.deregister(registration) }
         registration = nil
         process.stderr.close()
-        process.signal(SIGTERM)
-        reapLater(attempt: 0)
-    }
-
-    private func reapLater(attempt: Int) {
-        if process.reap() { return }
-        if attempt == 10 { process.signal(SIGKILL) }
-        guard attempt < 60 else { return }
-        // The timer holds this object until the process is gone.
-        loop.schedule(after: 0.1) { [self] in reapLater(attempt: attempt + 1) }
+        process.terminate()
     }
 }
 

@@ -77,6 +77,27 @@ public final class ChildProcess {
         _ = kill(-pid, signo)
     }
 
+    /// Ends it whatever becomes of the caller's loop: SIGTERM to its process
+    /// group now, SIGKILL after `grace` seconds, and reaped either way, on a
+    /// short-lived thread of its own.
+    public func terminate(grace: Double = 1) {
+        guard exitStatus == nil else { return }
+        let pid = self.pid
+        signal(SIGTERM)
+        startThread(name: "reap \(pid)") {
+            let deadline = Instant.now().adding(seconds: grace)
+            var status: Int32 = 0
+            while waitpid(pid, &status, WNOHANG) == 0 {
+                guard Instant.now() < deadline else {
+                    _ = kill(-pid, SIGKILL)
+                    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+                    return
+                }
+                usleep(20_000)
+            }
+        }
+    }
+
     /// Reaps the process if it has exited; true once it has.
     @discardableResult
     public func reap() -> Bool {

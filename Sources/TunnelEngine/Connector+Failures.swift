@@ -1,0 +1,59 @@
+import TunnelPOSIX
+import TunnelSSH
+
+/// How a failed attempt is worded: which address refused, what timed out, why a handshake failed.
+extension Connector {
+    func describeTCP(_ errno: Errno, _ address: SocketAddress) -> String {
+        switch errno {
+        case .connectionRefused: return "connection refused by \(address)"
+        case .hostUnreachable, .networkUnreachable: return "no route to host \(address) (\(errno))"
+        case .timedOut: return "connection to \(address) timed out"
+        default: return "cannot connect to \(address): \(errno)"
+        }
+    }
+
+    /// All addresses failed: the message names each; a refusal anywhere
+    /// outranks no route, which outranks a timeout.
+    func failTCP() {
+        let message = tcpErrors.map { describeTCP($0.errno, $0.address) }.joined(separator: "; ")
+        let errnos = tcpErrors.map(\.errno)
+        let kind: ConnectFailure.Kind
+        if errnos.contains(.connectionRefused) { kind = .refused }
+        else if errnos.contains(where: { $0 == .hostUnreachable || $0 == .networkUnreachable }) { kind = .unreachable }
+        else if errnos.contains(.timedOut) { kind = .timedOut }
+        else { kind = .network }
+        fail(ConnectFailure(kind: kind, message: message.isEmpty ? "cannot connect to \(target)" : message, isPermanent: false))
+    }
+
+    func handshakeFailure(_ error: SSHError, peer address: String, session: SSHSession) -> ConnectFailure {
+        if let exited = proxy?.exitReason(waitingUpTo: 0.2) {
+            return ConnectFailure(kind: .network, message: "\(exited) (before the SSH handshake with \(target) finished)", isPermanent: false)
+        }
+        if session.connectionLoss == .peerClosed || error.isTransportFailure {
+            let banner = session.serverBanner
+            let detail = banner.isEmpty ? "the server at \(address) closed the connection during the SSH handshake (is it an SSH server?)" : "the SSH handshake with \(address) failed: \(error.message)"
+            return ConnectFailure(kind: .ssh, message: detail, isPermanent: false)
+        }
+        return ConnectFailure(kind: .ssh, message: "the SSH handshake with \(address) failed: \(error.message) (no common algorithms? libssh2 1.10 offers \(SSHAlgorithms.ciphers) with \(SSHAlgorithms.macs))", isPermanent: false)
+    }
+
+    func timedOut() {
+        timeout = nil
+        let seconds = profile.connectTimeout
+        switch phase {
+        case .resolving:
+            fail(ConnectFailure(kind: .timedOut, message: "cannot connect to \(target): resolving \(profile.host) timed out after \(seconds) s", isPermanent: false))
+        case .connecting(let addresses, let index, _, _):
+            fail(ConnectFailure(kind: .timedOut, message: "connection to \(addresses[index]) timed out after \(seconds) s", isPermanent: false))
+        case .handshaking(let address, _, _):
+            if let exited = proxy?.exitReason(waitingUpTo: 0) {
+                return fail(ConnectFailure(kind: .network, message: "\(exited) (before the SSH handshake with \(target) finished)", isPermanent: false))
+            }
+            fail(ConnectFailure(kind: .timedOut, message: "the SSH handshake with \(address) timed out after \(seconds) s (is it an SSH server?)", isPermanent: false))
+        case .authenticating(let address, _, _, _, _, _):
+            fail(ConnectFailure(kind: .timedOut, message: "authentication with \(address) timed out after \(seconds) s", isPermanent: false))
+        default:
+            break
+        }
+    }
+}
