@@ -41,20 +41,39 @@ public struct Config: Sendable {
 
     /// Reads and validates the file. Only an unreadable file throws; problems in
     /// its contents are in `errors`.
+    ///
+    /// The file must be a regular file (or a symbolic link to one) of at most
+    /// `maxFileSize` bytes: a FIFO, a device or a directory is refused at once,
+    /// without blocking or reading from it.
     public static func load(path: String, environment: [String: String]) throws(ConfigErrors) -> Config {
-        let bytes: [UInt8]?
-        do { bytes = try Files.read(path) } catch {
-            throw ConfigErrors([ConfigError(location: nil, message: "cannot read config file \(path): \(error.errno)")])
-        }
-        guard let bytes else {
-            throw ConfigErrors([ConfigError(location: nil, message: "cannot read config file \(path): \(Errno.noEntry)")])
+        let bytes: [UInt8]
+        do { bytes = try Files.readRegularFile(path, limit: maxFileSize) } catch {
+            throw ConfigErrors([ConfigError(location: nil, message: loadErrorMessage(error))])
         }
         return build(bytes: bytes, path: path, environment: environment)
+    }
+
+    /// Profiles files are small; anything larger is a mistake (or /dev/zero).
+    public static let maxFileSize = 1 << 20
+
+    static func loadErrorMessage(_ error: FileReadError) -> String {
+        switch error.reason {
+        case .missing, .system:
+            return "cannot read config file \(error.path): \(error.errno ?? .noEntry)"
+        case .notRegular, .tooLarge:
+            return error.description
+        }
     }
 
     /// Validates config text as if read from `path` (used in messages only).
     public static func parse(text: String, path: String, environment: [String: String]) -> Config {
         build(bytes: Array(text.utf8), path: path, environment: environment)
+    }
+
+    /// Validates a file's raw bytes as if read from `path` (used in messages
+    /// only): what `load` does once the file is read, e.g. for the fuzzer.
+    public static func parse(bytes: [UInt8], path: String, environment: [String: String]) -> Config {
+        build(bytes: bytes, path: path, environment: environment)
     }
 
     /// `--config PATH`, then `$TUNNEL_CONFIG`, then `$XDG_CONFIG_HOME/tunnel/tunnels.toml`,

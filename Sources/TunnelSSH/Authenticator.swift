@@ -255,14 +255,19 @@ public final class Authenticator {
         }
         let files = explicitIdentity.map { [$0] } ?? defaultIdentities
         for file in files {
-            let text: String?
-            do { text = try Files.readText(file.path) } catch {
-                attempts.append("\(file.display): \(error.errno)")
-                continue
-            }
-            guard let text else {
-                // Missing default keys are normal; a missing explicit one is worth saying.
-                attempts.append("\(file.display): not found")
+            let text: String
+            do { text = String(decoding: try Files.readRegularFile(file.path, limit: 1 << 20), as: UTF8.self) } catch {
+                switch error.reason {
+                case .missing:
+                    // Missing default keys are normal; a missing explicit one is worth saying.
+                    attempts.append("\(file.display): not found")
+                case .system(let failure):
+                    attempts.append("\(file.display): \(failure.errno)")
+                case .notRegular(let kind):
+                    attempts.append("\(file.display): is \(kind), not a regular file")
+                case .tooLarge:
+                    attempts.append("\(file.display): is too large to be a private key")
+                }
                 continue
             }
             let info = PrivateKeyInfo.inspect(text)

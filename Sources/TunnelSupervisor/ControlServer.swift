@@ -98,16 +98,16 @@ final class ControlServer {
         let line = Array(client.input[..<newline])
         client.replied = true
         if let registration = client.registration { loop.setInterest(registration, []) }
-        guard let version = JSONLine.version(of: line) else {
+        let request: ControlRequest
+        switch ControlProtocol.decodeRequest(line) {
+        case .malformed:
             return reply(client, ControlResponse(ok: false, error: "malformed request"))
-        }
-        guard version == ControlProtocol.version else {
+        case .otherVersion(let version):
             var r = ControlResponse(ok: false, error: "the CLI speaks control protocol v\(version) but this supervisor (tunnel \(tunnelVersion)) speaks v\(ControlProtocol.version); stop it with `tunnel daemon stop` (or restart the service) so the new version starts")
             r.supervisorVersion = tunnelVersion
             return reply(client, r)
-        }
-        guard let request = JSONLine.decode(ControlRequest.self, line) else {
-            return reply(client, ControlResponse(ok: false, error: "malformed request"))
+        case .request(let decoded):
+            request = decoded
         }
         handler(request) { [weak self, weak client] response in
             guard let self, let client else { return }
