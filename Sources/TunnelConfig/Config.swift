@@ -14,6 +14,8 @@ public struct Config: Sendable {
     /// Every problem in the file, sorted by position.
     public let errors: [ConfigError]
 
+    /// `profileNames` for lookups (a file may define many thousands).
+    let nameSet: Set<String>
     /// Errors that break every profile.
     let fileErrors: [ConfigError]
     let hasSyntaxError: Bool
@@ -22,7 +24,7 @@ public struct Config: Sendable {
 
     /// The profile, or the errors that make it unusable.
     public func profile(named name: String) throws(ConfigErrors) -> Profile {
-        guard profileNames.contains(name) else {
+        guard nameSet.contains(name) else {
             // After a syntax error the name may simply be past the error.
             if hasSyntaxError { throw ConfigErrors(fileErrors) }
             let list = profileNames.isEmpty ? "it defines no profiles" : "profiles: " + profileNames.joined(separator: ", ")
@@ -99,12 +101,12 @@ public struct Config: Sendable {
         if let syntaxError {
             let error = ConfigError(location: syntaxError.position.location(in: path), message: syntaxError.message)
             let names = table["tunnels"]?.table?.keys ?? []
-            return Config(path: path, profileNames: names, errors: [error], fileErrors: [error],
+            return Config(path: path, profileNames: names, errors: [error], nameSet: Set(names), fileErrors: [error],
                           hasSyntaxError: true, profileErrors: [:], profiles: [:])
         }
         reader.read(table)
         let all = reader.fileErrors + reader.profileNames.flatMap { reader.profileErrors[$0] ?? [] }
-        return Config(path: path, profileNames: reader.profileNames, errors: sortedByPosition(all),
+        return Config(path: path, profileNames: reader.profileNames, errors: sortedByPosition(all), nameSet: Set(reader.profileNames),
                       fileErrors: sortedByPosition(reader.fileErrors), hasSyntaxError: false,
                       profileErrors: reader.profileErrors.mapValues(sortedByPosition), profiles: reader.profiles)
     }

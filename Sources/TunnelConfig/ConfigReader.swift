@@ -186,7 +186,8 @@ struct ConfigReader {
         for (i, later) in forwards.enumerated() where later.spec.localPort != 0 {
             let bind = later.spec.bind
             let key = Key(port: later.spec.localPort, isIPv6: bind.isIPv6)
-            guard var slot = seen[key] else {
+            // Taken out and put back, so its dictionary is not copied on each change.
+            guard var slot = seen.removeValue(forKey: key) else {
                 seen[key] = Earlier(first: i, wildcard: bind.isWildcard ? i : nil, byHost: [bind.host: i])
                 continue
             }
@@ -413,7 +414,10 @@ func closestMatch(_ word: String, among candidates: [String], aliases: [String: 
     let lowered = word.lowercased()
     let threshold = max(1, min(3, lowered.count / 3))
     var best: (candidate: String, distance: Int)?
+    let length = lowered.unicodeScalars.count
     for candidate in candidates {
+        // The distance is at least the difference in length: skip long words at once.
+        guard abs(length - candidate.unicodeScalars.count) <= threshold else { continue }
         let d = editDistance(lowered, candidate)
         if d <= threshold && d < (best?.distance ?? .max) { best = (candidate, d) }
     }
