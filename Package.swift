@@ -5,6 +5,10 @@ let package = Package(
     name: "tunnel",
     products: [
         .executable(name: "tunnel", targets: ["tunnel"]),
+        // For the fuzzers in Fuzz/ (a separate package that depends on this one).
+        .library(name: "TunnelConfig", targets: ["TunnelConfig"]),
+        .library(name: "TunnelSSH", targets: ["TunnelSSH"]),
+        .library(name: "TunnelSupervisor", targets: ["TunnelSupervisor"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -51,7 +55,7 @@ let package = Package(
         ]),
         .executableTarget(name: "tunnel", dependencies: ["TunnelCLI"]),
 
-        .testTarget(name: "TunnelConfigTests", dependencies: ["TunnelConfig"]),
+        .testTarget(name: "TunnelConfigTests", dependencies: ["TunnelConfig", "TunnelPOSIX", "TunnelTestSupport"]),
         // The deprecated HMAC_CTX calls libssh2 makes, wrapped for the Swift tests.
         .target(name: "CTestSupport", path: "Tests/CTestSupport", linkerSettings: [.linkedLibrary("crypto")]),
         // Helpers the unit test targets share (test targets cannot share sources).

@@ -16,6 +16,8 @@ public struct Config: Sendable {
     /// `ssh_config` in `[defaults]`: where aliases are looked up.
     public var sshConfig: SSHConfigSource = .standard
 
+    /// `profileNames` for lookups (a file may define many thousands).
+    let nameSet: Set<String>
     /// Errors that break every profile.
     let fileErrors: [ConfigError]
     let hasSyntaxError: Bool
@@ -24,7 +26,7 @@ public struct Config: Sendable {
 
     /// The profile, or the errors that make it unusable.
     public func profile(named name: String) throws(ConfigErrors) -> Profile {
-        guard profileNames.contains(name) else {
+        guard nameSet.contains(name) else {
             // After a syntax error the name may simply be past the error.
             if hasSyntaxError { throw ConfigErrors(fileErrors) }
             let list = profileNames.isEmpty ? "it defines no profiles" : "profiles: " + profileNames.joined(separator: ", ")
@@ -43,20 +45,39 @@ public struct Config: Sendable {
 
     /// Reads and validates the file. Only an unreadable file throws; problems in
     /// its contents are in `errors`.
+    ///
+    /// The file must be a regular file (or a symbolic link to one) of at most
+    /// `maxFileSize` bytes: a FIFO, a device or a directory is refused at once,
+    /// without blocking or reading from it.
     public static func load(path: String, environment: [String: String]) throws(ConfigErrors) -> Config {
-        let bytes: [UInt8]?
-        do { bytes = try Files.read(path) } catch {
-            throw ConfigErrors([ConfigError(location: nil, message: "cannot read config file \(path): \(error.errno)")])
-        }
-        guard let bytes else {
-            throw ConfigErrors([ConfigError(location: nil, message: "cannot read config file \(path): \(Errno.noEntry)")])
+        let bytes: [UInt8]
+        do { bytes = try Files.readRegularFile(path, limit: maxFileSize) } catch {
+            throw ConfigErrors([ConfigError(location: nil, message: loadErrorMessage(error))])
         }
         return build(bytes: bytes, path: path, environment: environment)
+    }
+
+    /// Profiles files are small; anything larger is a mistake (or /dev/zero).
+    public static let maxFileSize = 1 << 20
+
+    static func loadErrorMessage(_ error: FileReadError) -> String {
+        switch error.reason {
+        case .missing, .system:
+            return "cannot read config file \(error.path): \(error.errno ?? .noEntry)"
+        case .notRegular, .tooLarge:
+            return error.description
+        }
     }
 
     /// Validates config text as if read from `path` (used in messages only).
     public static func parse(text: String, path: String, environment: [String: String]) -> Config {
         build(bytes: Array(text.utf8), path: path, environment: environment)
+    }
+
+    /// Validates a file's raw bytes as if read from `path` (used in messages
+    /// only): what `load` does once the file is read, e.g. for the fuzzer.
+    public static func parse(bytes: [UInt8], path: String, environment: [String: String]) -> Config {
+        build(bytes: bytes, path: path, environment: environment)
     }
 
     /// `--config PATH`, then `$TUNNEL_CONFIG`, then `$XDG_CONFIG_HOME/tunnel/tunnels.toml`,
@@ -82,12 +103,12 @@ public struct Config: Sendable {
         if let syntaxError {
             let error = ConfigError(location: syntaxError.position.location(in: path), message: syntaxError.message)
             let names = table["tunnels"]?.table?.keys ?? []
-            return Config(path: path, profileNames: names, errors: [error], fileErrors: [error],
+            return Config(path: path, profileNames: names, errors: [error], nameSet: Set(names), fileErrors: [error],
                           hasSyntaxError: true, profileErrors: [:], profiles: [:])
         }
         reader.read(table)
         let all = reader.fileErrors + reader.profileNames.flatMap { reader.profileErrors[$0] ?? [] }
-        var config = Config(path: path, profileNames: reader.profileNames, errors: sortedByPosition(all),
+        var config = Config(path: path, profileNames: reader.profileNames, errors: sortedByPosition(all), nameSet: Set(reader.profileNames),
                             fileErrors: sortedByPosition(reader.fileErrors), hasSyntaxError: false,
                             profileErrors: reader.profileErrors.mapValues(sortedByPosition), profiles: reader.profiles)
         config.sshConfig = reader.defaultSSHConfig

@@ -183,9 +183,29 @@ struct ConfigReader {
 
     /// Two listeners on the same port collide when their addresses overlap. The
     /// error goes on the later forward, naming the earlier one.
+    /// Linear in the number of forwards (a file may list hundreds of
+    /// thousands): per port and family it keeps the first forward, the first
+    /// wildcard and the first on each address, which are the only candidates for
+    /// "the earliest forward this one collides with" (see `ForwardSpec.collides`).
     private mutating func checkOverlaps(_ forwards: [LocatedForward]) {
-        for (i, later) in forwards.enumerated() {
-            guard let earlier = forwards[..<i].first(where: { $0.spec.collides(with: later.spec) }) else { continue }
+        struct Key: Hashable { var port: UInt16; var isIPv6: Bool }
+        struct Earlier { var first: Int; var wildcard: Int?; var byHost: [String: Int] }
+        var seen: [Key: Earlier] = [:]
+        for (i, later) in forwards.enumerated() where later.spec.localPort != 0 {
+            let bind = later.spec.bind
+            let key = Key(port: later.spec.localPort, isIPv6: bind.isIPv6)
+            // Taken out and put back, so its dictionary is not copied on each change.
+            guard var slot = seen.removeValue(forKey: key) else {
+                seen[key] = Earlier(first: i, wildcard: bind.isWildcard ? i : nil, byHost: [bind.host: i])
+                continue
+            }
+            let match = bind.isWildcard ? slot.first : [slot.byHost[bind.host], slot.wildcard].compactMap { $0 }.min()
+            if slot.wildcard == nil && bind.isWildcard { slot.wildcard = i }
+            if slot.byHost[bind.host] == nil { slot.byHost[bind.host] = i }
+            seen[key] = slot
+            guard let match else { continue }
+            let earlier = forwards[match]
+            assert(earlier.spec.collides(with: later.spec))
             let message = "\(keyPath(["tunnels", later.profile, "forward"])): \(later.spec.localDescription) overlaps "
                 + "\(earlier.spec.localDescription) of \(keyPath(["tunnels", earlier.profile])) (\(earlier.location))"
             profileErrors[later.profile, default: []].append(ConfigError(location: later.location, message: message))
@@ -456,7 +476,10 @@ func closestMatch(_ word: String, among candidates: [String], aliases: [String: 
     let lowered = word.lowercased()
     let threshold = max(1, min(3, lowered.count / 3))
     var best: (candidate: String, distance: Int)?
+    let length = lowered.unicodeScalars.count
     for candidate in candidates {
+        // The distance is at least the difference in length: skip long words at once.
+        guard abs(length - candidate.unicodeScalars.count) <= threshold else { continue }
         let d = editDistance(lowered, candidate)
         if d <= threshold && d < (best?.distance ?? .max) { best = (candidate, d) }
     }

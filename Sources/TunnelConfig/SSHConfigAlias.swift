@@ -50,12 +50,16 @@ public struct SSHConfigAlias: Equatable, Sendable {
     }
 
     private static func trim(_ text: Substring, _ characters: String) -> String {
-        String(text.drop { characters.contains($0) }.reversed().drop { characters.contains($0) }.reversed())
+        var trimmed = text
+        while let c = trimmed.first, characters.contains(c) { trimmed.removeFirst() }
+        while let c = trimmed.last, characters.contains(c) { trimmed.removeLast() }
+        return String(trimmed)
     }
 
     /// Reads `home`/.ssh/config; nil when it has no such alias or cannot be read.
     public static func find(host: String, home: String) -> SSHConfigAlias? {
-        guard let text = (try? Files.readText(home + "/.ssh/config")).flatMap({ $0 }) else { return nil }
+        guard let bytes = try? Files.readRegularFile(home + "/.ssh/config", limit: Config.maxFileSize) else { return nil }
+        let text = String(decoding: bytes, as: UTF8.self)
         return find(host: host, configText: text, displayPath: "~/.ssh/config")
     }
 

@@ -12,6 +12,11 @@ struct TOMLError: Error, Equatable, Sendable, CustomStringConvertible {
 /// It works on UTF-8 bytes and stops at the first error: after a syntax error
 /// the rest of a TOML document cannot be read reliably.
 struct TOMLParser {
+    /// The deepest nesting of arrays and tables (inline, dotted or by header)
+    /// the parser accepts; deeper input is an error at the structure that
+    /// would be level 101, so nothing that walks the result can run out of stack.
+    static let maxNesting = 100
+
     /// Parses a whole document.
     static func parse(_ text: String) throws(TOMLError) -> TOMLTable {
         let result = parsePartially(bytes: Array(text.utf8))
@@ -44,7 +49,10 @@ struct TOMLParser {
     private var index = 0
     private var line = 1
     private var lineStart = 0
-    private let root = MutableTable(origin: .header, position: TOMLPosition(line: 1, column: 1), path: [])
+    private let root = MutableTable(origin: .header, position: TOMLPosition(line: 1, column: 1), path: [], level: 0)
+    /// The last column computed on the current line, so positions along a long
+    /// line cost their distance from the previous one, not from the line start.
+    private let columns = ColumnCache()
     /// The table that `key = value` lines go into: the last header's.
     private var current: MutableTable
 
@@ -77,11 +85,25 @@ struct TOMLParser {
     private func position(at index: Int) -> TOMLPosition {
         var column = 1
         var i = lineStart
+        if columns.lineStart == lineStart && columns.index <= index {
+            column = columns.column
+            i = columns.index
+        }
         while i < index {
             if bytes[i] & 0xC0 != 0x80 { column += 1 }  // count scalars, not continuation bytes
             i += 1
         }
+        columns.lineStart = lineStart
+        columns.index = index
+        columns.column = column
         return TOMLPosition(line: line, column: column)
+    }
+
+    /// Throws when a structure at `level` (1 for a top-level array or table)
+    /// would be nested deeper than `maxNesting`.
+    private func checkNesting(_ level: Int, at position: TOMLPosition? = nil) throws(TOMLError) {
+        guard level > TOMLParser.maxNesting else { return }
+        throw error("nesting too deep: more than \(TOMLParser.maxNesting) levels of arrays and tables", at: position)
     }
 
     private var here: TOMLPosition { position(at: index) }
@@ -280,7 +302,8 @@ struct TOMLParser {
                     throw error("cannot define \(header): \(quoted(keyPath(table.path + [part.name]))) is already \(existing.value.typeName) (defined at \(existing.keyPosition))", at: part.position)
                 }
             } else {
-                let sub = MutableTable(origin: .implicit, position: part.position, path: table.path + [part.name])
+                try checkNesting(table.level + 1, at: part.position)
+                let sub = MutableTable(origin: .implicit, position: part.position, path: table.path + [part.name], level: table.level + 1)
                 table.insert(part.name, keyPosition: part.position, .table(sub))
                 table = sub
             }
@@ -289,7 +312,9 @@ struct TOMLParser {
         let last = parts[parts.count - 1]
         let fullPath = table.path + [last.name]
         if isArray {
-            let element = MutableTable(origin: .header, position: start, path: fullPath)
+            // The array of tables is one level and each of its tables another.
+            try checkNesting(table.level + 2, at: last.position)
+            let element = MutableTable(origin: .header, position: start, path: fullPath, level: table.level + 2)
             if let existing = table.entries[last.name] {
                 guard case .tableArray(let array) = existing.value else {
                     throw error("cannot define \(header): \(quoted(keyPath(fullPath))) is already \(existing.value.typeName) (defined at \(existing.definedAt))", at: start)
@@ -318,7 +343,8 @@ struct TOMLParser {
                 throw error("table \(header) is already defined by dotted keys at \(existing.keyPosition)", at: start)
             }
         } else {
-            let sub = MutableTable(origin: .header, position: start, path: fullPath)
+            try checkNesting(table.level + 1, at: last.position)
+            let sub = MutableTable(origin: .header, position: start, path: fullPath, level: table.level + 1)
             table.insert(last.name, keyPosition: last.position, .table(sub))
             current = sub
         }
@@ -338,7 +364,7 @@ struct TOMLParser {
         }
         index += 1
         skipWhitespace()
-        let value = try parseValue()
+        let value = try parseValue(level: target.level + 1)
         target.insert(last.name, keyPosition: last.position, .value(value))
     }
 
@@ -364,7 +390,8 @@ struct TOMLParser {
                     throw error("cannot use \(quoted(keyPath(path))) as a table: it is already \(existing.value.typeName) (defined at \(existing.keyPosition))", at: part.position)
                 }
             } else {
-                let sub = MutableTable(origin: .dotted, position: part.position, path: path)
+                try checkNesting(table.level + 1, at: part.position)
+                let sub = MutableTable(origin: .dotted, position: part.position, path: path, level: table.level + 1)
                 table.insert(part.name, keyPosition: part.position, .table(sub))
                 table = sub
             }
@@ -374,7 +401,8 @@ struct TOMLParser {
 
     // MARK: - Values
 
-    private mutating func parseValue() throws(TOMLError) -> TOMLValue {
+    /// A value; `level` is the nesting level it would have as an array or table.
+    private mutating func parseValue(level: Int) throws(TOMLError) -> TOMLValue {
         let start = here
         guard let b = byte else { throw error("expected a value, found the end of the file") }
         switch b {
@@ -397,9 +425,11 @@ struct TOMLParser {
             }
             return TOMLValue(kind: .string(s), position: start)
         case ASCII.openBracket:
-            return try parseArray()
+            try checkNesting(level)
+            return try parseArray(level: level)
         case ASCII.openBrace:
-            return try parseInlineTable()
+            try checkNesting(level)
+            return try parseInlineTable(level: level)
         default:
             return try parseScalarToken()
         }
@@ -526,7 +556,7 @@ struct TOMLParser {
         return .integer(n)
     }
 
-    private mutating func parseArray() throws(TOMLError) -> TOMLValue {
+    private mutating func parseArray(level: Int) throws(TOMLError) -> TOMLValue {
         let start = here
         index += 1
         var items: [TOMLValue] = []
@@ -534,7 +564,7 @@ struct TOMLParser {
             try skipWhitespaceNewlinesAndComments()
             guard let b = byte else { throw error("unterminated array: missing \"]\"", at: start) }
             if b == ASCII.closeBracket { index += 1; break }
-            items.append(try parseValue())
+            items.append(try parseValue(level: level + 1))
             try skipWhitespaceNewlinesAndComments()
             guard let next = byte else { throw error("unterminated array: missing \"]\"", at: start) }
             if next == ASCII.comma { index += 1; continue }
@@ -544,11 +574,11 @@ struct TOMLParser {
         return TOMLValue(kind: .array(items), position: start)
     }
 
-    private mutating func parseInlineTable() throws(TOMLError) -> TOMLValue {
+    private mutating func parseInlineTable(level: Int) throws(TOMLError) -> TOMLValue {
         let start = here
         index += 1
         // Inline tables are self-contained: built here and frozen, so nothing can extend them later.
-        let table = MutableTable(origin: .dotted, position: start, path: [])
+        let table = MutableTable(origin: .dotted, position: start, path: [], level: level)
         skipWhitespace()
         if byte == ASCII.closeBrace {
             index += 1
@@ -781,13 +811,16 @@ private final class MutableTable {
     var origin: Origin
     var position: TOMLPosition
     let path: [String]
+    /// Arrays and tables around it, itself included (the root is 0).
+    let level: Int
     var keys: [String] = []
     var entries: [String: Entry] = [:]
 
-    init(origin: Origin, position: TOMLPosition, path: [String]) {
+    init(origin: Origin, position: TOMLPosition, path: [String], level: Int) {
         self.origin = origin
         self.position = position
         self.path = path
+        self.level = level
     }
 
     func insert(_ key: String, keyPosition: TOMLPosition, _ value: Value) {
@@ -811,6 +844,13 @@ private final class MutableTable {
             return TOMLTable.Entry(key: key, keyPosition: entry.keyPosition, value: value)
         })
     }
+}
+
+/// See `TOMLParser.position(at:)`.
+private final class ColumnCache {
+    var lineStart = -1
+    var index = 0
+    var column = 1
 }
 
 private final class MutableTableArray {

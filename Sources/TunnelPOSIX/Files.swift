@@ -28,8 +28,67 @@ public enum Files {
         try read(path).map { String(decoding: $0, as: UTF8.self) }
     }
 
+    /// The whole of a file the user named (a config file, known_hosts, a key),
+    /// which must be a regular file (a symbolic link to one is fine) of at most
+    /// `limit` bytes. Opened non-blocking, so a FIFO without a writer is
+    /// refused at once instead of blocking the open or the read, and a device
+    /// such as /dev/zero is refused before anything is read from it.
+    public static func readRegularFile(_ path: String, limit: Int) throws(FileReadError) -> [UInt8] {
+        let (fd, _) = try openRegularFile(path, limit: limit)
+        defer { _ = close(fd) }
+        // The size can change under us (or be 0, as in /proc): read to the end,
+        // never more than one byte past the limit.
+        var out: [UInt8] = []
+        out.reserveCapacity(limit / 64)
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let want = min(chunk.count, limit + 1 - out.count)
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, want) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileReadError(path: path, reason: .system(SystemError("read(\(path))", .current)))
+            }
+            if n == 0 { return out }
+            out += chunk[0..<n]
+            if out.count > limit { throw FileReadError(path: path, reason: .tooLarge(limit: limit)) }
+        }
+    }
+
     /// Appends to a file, creating it with `mode`. If the file does not end in
     /// a newline and `separateLines` is set, one is added first.
+    /// Opens `path` for `readRegularFile` and `readUnmanaged`: a regular file
+    /// (a symbolic link to one is fine) of at most `limit` bytes, opened
+    /// non-blocking so a FIFO without a writer is refused at once. Returns the
+    /// descriptor (the caller closes it) and the size.
+    static func openRegularFile(_ path: String, limit: Int) throws(FileReadError) -> (Int32, Int) {
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)
+        if fd < 0 {
+            let err = errno
+            if err == ENOENT { throw FileReadError(path: path, reason: .missing) }
+            // A Unix socket cannot be opened at all (ENXIO); say what it is.
+            var st = stat()
+            if err == ENXIO && stat(path, &st) == 0, let kind = FileReadError.kind(of: st.st_mode) {
+                throw FileReadError(path: path, reason: .notRegular(kind))
+            }
+            throw FileReadError(path: path, reason: .system(SystemError("open(\(path))", Errno(err))))
+        }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            let error = SystemError("fstat(\(path))", .current)
+            _ = close(fd)
+            throw FileReadError(path: path, reason: .system(error))
+        }
+        if let kind = FileReadError.kind(of: st.st_mode) {
+            _ = close(fd)
+            throw FileReadError(path: path, reason: .notRegular(kind))
+        }
+        if Int(st.st_size) > limit {
+            _ = close(fd)
+            throw FileReadError(path: path, reason: .tooLarge(limit: limit))
+        }
+        return (fd, Int(st.st_size))
+    }
+
     public static func append(_ text: String, to path: String, mode: mode_t = 0o600, separateLines: Bool = true) throws(SystemError) {
         // Read-write: pread of the last byte needs it.
         let fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, mode)
@@ -127,6 +186,64 @@ public enum Files {
     }
 
     public static func isWritableDirectory(_ path: String) -> Bool { access(path, W_OK | X_OK) == 0 }
+}
+
+/// Why `Files.readRegularFile` refused or failed; the description is one line
+/// naming the path.
+public struct FileReadError: Error, Equatable, Sendable, CustomStringConvertible {
+    public enum Reason: Equatable, Sendable {
+        case missing
+        /// "a FIFO", "a directory", "a character device", ...
+        case notRegular(String)
+        case tooLarge(limit: Int)
+        case system(SystemError)
+    }
+
+    public let path: String
+    public let reason: Reason
+
+    public init(path: String, reason: Reason) {
+        self.path = path
+        self.reason = reason
+    }
+
+    /// The errno behind a missing file or a failed call; nil for a refusal.
+    public var errno: Errno? {
+        switch reason {
+        case .missing: return .noEntry
+        case .system(let error): return error.errno
+        case .notRegular, .tooLarge: return nil
+        }
+    }
+
+    public var description: String {
+        switch reason {
+        case .missing: return "cannot read \(path): \(Errno.noEntry)"
+        case .system(let error): return "cannot read \(path): \(error.errno)"
+        case .notRegular(let kind): return "\(path) is \(kind), not a regular file"
+        case .tooLarge(let limit): return "\(path) is too large: more than \(FileReadError.size(limit))"
+        }
+    }
+
+    /// What a non-regular file is, from its mode; nil for a regular file.
+    static func kind(of mode: mode_t) -> String? {
+        switch mode & S_IFMT {
+        case S_IFREG: return nil
+        case S_IFIFO: return "a FIFO"
+        case S_IFDIR: return "a directory"
+        case S_IFCHR: return "a character device"
+        case S_IFBLK: return "a block device"
+        case S_IFSOCK: return "a socket"
+        default: return "a special file"
+        }
+    }
+
+    /// "1 MiB", "64 KiB", "1000 bytes".
+    static func size(_ bytes: Int) -> String {
+        if bytes > 0 && bytes % (1 << 20) == 0 { return "\(bytes >> 20) MiB" }
+        if bytes > 0 && bytes % (1 << 10) == 0 { return "\(bytes >> 10) KiB" }
+        return bytes == 1 ? "1 byte" : "\(bytes) bytes"
+    }
 }
 
 /// Blocking send/recv on a descriptor the caller does not own (libssh2's agent

@@ -136,7 +136,7 @@ public final class Authenticator {
                     }
                 }
                 if rc == LIBSSH2_ERROR_EAGAIN { return false }
-                let keyType = rsaKeys[path] != nil ? "ssh-rsa" : (try? SecretBytes.read(path)).flatMap { $0 }.map { PrivateKeyInfo.inspect($0.bytes) }?.keyType
+                let keyType = rsaKeys[path] != nil ? "ssh-rsa" : (try? SecretBytes.read(path)).map { PrivateKeyInfo.inspect($0.bytes) }?.keyType
                 if rc == 0 { return succeed("publickey with \(display)" + rsaSuffix(keyType)) }
                 try recordFailure(rc, what: display, keyType: keyType)
             }
@@ -255,14 +255,19 @@ public final class Authenticator {
         }
         let files = explicitIdentity.map { [$0] } ?? defaultIdentities
         for file in files {
-            let key: SecretBytes?
+            let key: SecretBytes
             do { key = try SecretBytes.read(file.path) } catch {
-                attempts.append("\(file.display): \(error.errno)")
-                continue
-            }
-            guard let key else {
-                // Missing default keys are normal; a missing explicit one is worth saying.
-                attempts.append("\(file.display): not found")
+                switch error.reason {
+                case .missing:
+                    // Missing default keys are normal; a missing explicit one is worth saying.
+                    attempts.append("\(file.display): not found")
+                case .system(let failure):
+                    attempts.append("\(file.display): \(failure.errno)")
+                case .notRegular(let kind):
+                    attempts.append("\(file.display): is \(kind), not a regular file")
+                case .tooLarge:
+                    attempts.append("\(file.display): is too large to be a private key")
+                }
                 continue
             }
             let info = PrivateKeyInfo.inspect(key.bytes)

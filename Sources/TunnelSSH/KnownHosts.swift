@@ -56,14 +56,26 @@ public struct KnownHosts: Sendable {
         self.certAuthorityLines = authorities
     }
 
-    /// Reads the file; a missing file is an empty one.
+    /// Reads the file; a missing file is an empty one. It must be a regular
+    /// file: a FIFO or a device is refused instead of blocking the connection.
     public static func load(path: String) throws(HostKeyFailure) -> KnownHosts {
         do {
-            return KnownHosts(path: path, text: try Files.readText(path) ?? "")
+            let bytes = try Files.readRegularFile(path, limit: maxFileSize)
+            return KnownHosts(path: path, text: String(decoding: bytes, as: UTF8.self))
         } catch {
-            throw HostKeyFailure(kind: .unreadable, message: "cannot read known_hosts file \(path): \(error.errno)")
+            switch error.reason {
+            case .missing:
+                return KnownHosts(path: path, text: "")
+            case .system(let failure):
+                throw HostKeyFailure(kind: .unreadable, message: "cannot read known_hosts file \(path): \(failure.errno)")
+            case .notRegular, .tooLarge:
+                throw HostKeyFailure(kind: .unreadable, message: "known_hosts: \(error)")
+            }
         }
     }
+
+    /// Far more than any real known_hosts file (hundreds of thousands of lines).
+    public static let maxFileSize = 64 << 20
 
     /// Entries whose host patterns match `name`.
     public func entries(matching name: String) -> [Entry] {

@@ -21,9 +21,9 @@ final class SecretBytes {
         self.count = count
     }
 
-    /// The file's bytes, or nil when it does not exist.
-    static func read(_ path: String) throws(SystemError) -> SecretBytes? {
-        try Files.readUnmanaged(path).map { SecretBytes(adopting: $0) }
+    /// The file's bytes (a regular file of at most 1 MiB).
+    static func read(_ path: String) throws(FileReadError) -> SecretBytes {
+        SecretBytes(adopting: try Files.readUnmanaged(path))
     }
 
     deinit {

@@ -7,6 +7,23 @@ import TunnelConfig
 /// of different versions say so instead of misreading each other.
 public enum ControlProtocol {
     public static let version = 1
+
+    /// What the supervisor makes of one request line (without its newline).
+    public enum Decoded: Sendable {
+        case request(ControlRequest)
+        /// Valid JSON with another `v`: a CLI of another version.
+        case otherVersion(Int)
+        case malformed
+    }
+
+    /// The supervisor's reading of a request line: the version first, to tell
+    /// a version mismatch from garbage, then the request itself.
+    public static func decodeRequest(_ line: [UInt8]) -> Decoded {
+        guard let version = JSONLine.version(of: line) else { return .malformed }
+        guard version == ControlProtocol.version else { return .otherVersion(version) }
+        guard let request = JSONLine.decode(ControlRequest.self, line) else { return .malformed }
+        return .request(request)
+    }
 }
 
 /// The release, shown by `tunnel --version` and reported by the supervisor.

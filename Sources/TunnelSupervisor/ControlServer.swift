@@ -118,18 +118,17 @@ final class ControlServer {
         client.input = []
         client.replied = true
         if let registration = client.registration { loop.setInterest(registration, []) }
-        guard let version = JSONLine.version(of: line) else {
+        let request: ControlRequest
+        switch ControlProtocol.decodeRequest(line) {
+        case .malformed:
             logger.warning("control client (pid \(client.pid)) sent a malformed request; refused")
             return reply(client, ControlResponse(ok: false, error: "malformed request"))
-        }
-        guard version == ControlProtocol.version else {
+        case .otherVersion(let version):
             var r = ControlResponse(ok: false, error: "the CLI speaks control protocol v\(version) but this supervisor (tunnel \(tunnelVersion)) speaks v\(ControlProtocol.version); stop it with `tunnel daemon stop` (or restart the service) so the new version starts")
             r.supervisorVersion = tunnelVersion
             return reply(client, r)
-        }
-        guard let request = JSONLine.decode(ControlRequest.self, line) else {
-            logger.warning("control client (pid \(client.pid)) sent a malformed request; refused")
-            return reply(client, ControlResponse(ok: false, error: "malformed request"))
+        case .request(let decoded):
+            request = decoded
         }
         // Answering may take long (`up` waits for tunnels): no deadline meanwhile.
         loop.cancel(client.deadline)

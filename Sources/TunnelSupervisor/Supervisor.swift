@@ -182,7 +182,9 @@ public final class Supervisor {
         private let order: [String]
         private let done: ([TunnelOutcome]) -> Void
         init(_ order: [String], _ done: @escaping ([TunnelOutcome]) -> Void) {
-            self.order = order
+            // One outcome per name: a name given twice must not leave it waiting for a second.
+            var seen = Set<String>()
+            self.order = order.filter { seen.insert($0).inserted }
             self.done = done
             if order.isEmpty { done([]) }
         }
@@ -201,8 +203,9 @@ public final class Supervisor {
 
     private func up(_ request: ControlRequest, done: @escaping ([TunnelOutcome]) -> Void) {
         if let adHoc = request.adHoc { return upAdHoc(adHoc, request: request, done: done) }
-        var names: [String] = []
-        for n in request.names where !names.contains(n) { names.append(n) }
+        // In order, without repeats; a Set, as a request may name very many.
+        var seen = Set<String>()
+        let names = request.names.filter { seen.insert($0).inserted }
         let gather = Gather(names, done)
         guard let configPath = request.config else {
             for n in names { gather.add(TunnelOutcome(name: n, result: .failed, message: "no profiles file given")) }

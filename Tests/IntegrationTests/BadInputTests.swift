@@ -120,4 +120,53 @@ final class BadInputTests: XCTestCase {
         harness.writeConfig(profile(forward: "\"\(holder.port):localhost:5432\""))
         expectError(contains: ["127.0.0.1:\(holder.port)", "already in use"])
     }
+
+    // MARK: - Config files that are not files, or not sane
+
+    /// `tunnel ARGS` exits non-zero with exactly `stderr` and nothing on stdout.
+    /// A hang fails too: runCommand kills it after the timeout and fails the test.
+    private func expectFailure(_ args: [String], stderr: String, file: StaticString = #filePath, line: UInt = #line) {
+        let result = harness.tunnel(args, timeout: 20, file: file, line: line)
+        XCTAssertNotEqual(result.status, 0, result.output, file: file, line: line)
+        XCTAssertEqual(result.stderr, stderr, file: file, line: line)
+        XCTAssertEqual(result.stdout, "", file: file, line: line)
+    }
+
+    func testFIFOAsConfig_withNoWriter_isRefusedAtOnce_byConfigCheckAndUp() {
+        let fifo = harness.dir + "/fifo.toml"
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        expectFailure(["config", "check", "--config", fifo], stderr: "tunnel: \(fifo) is a FIFO, not a regular file\n")
+        expectFailure(["up", "db", "--config", fifo], stderr: "tunnel: \(fifo) is a FIFO, not a regular file\n")
+        expectFailure(["up", "db", "--foreground", "--config", fifo], stderr: "tunnel: \(fifo) is a FIFO, not a regular file\n")
+        expectFailure(["check", "db", "--config", fifo], stderr: "tunnel: \(fifo) is a FIFO, not a regular file\n")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: harness.runtimeDir + "/supervisor.pid"), "no supervisor was started")
+    }
+
+    func testDevZeroAsConfig_isACharacterDevice_notAnAllocation() {
+        expectFailure(["config", "check", "--config", "/dev/zero"], stderr: "tunnel: /dev/zero is a character device, not a regular file\n")
+        expectFailure(["up", "db", "--config", "/dev/zero"], stderr: "tunnel: /dev/zero is a character device, not a regular file\n")
+    }
+
+    func testDirectoryAsConfig_isNamed() {
+        expectFailure(["config", "check", "--config", harness.dir], stderr: "tunnel: \(harness.dir) is a directory, not a regular file\n")
+    }
+
+    func testConfigOverOneMiB_isRefusedNamingTheLimit() {
+        let big = harness.dir + "/big.toml"
+        write("# " + String(repeating: "x", count: 2 << 20) + "\n", to: big)
+        expectFailure(["config", "check", "--config", big], stderr: "tunnel: \(big) is too large: more than 1 MiB\n")
+        expectFailure(["up", "db", "--config", big], stderr: "tunnel: \(big) is too large: more than 1 MiB\n")
+    }
+
+    func testTwentyThousandDeepArraysAndInlineTables_areAPositionedError_notACrash() {
+        let nested = "deep = " + String(repeating: "[", count: 20_000) + String(repeating: "]", count: 20_000) + "\n"
+        let tables = "deep = " + String(repeating: "{a = ", count: 20_000) + String(repeating: "}", count: 20_000) + "\n"
+        let tooDeep = "nesting too deep: more than 100 levels of arrays and tables"
+        for (text, column) in [(nested, 108), (tables, 508)] {
+            harness.writeConfig(text)
+            let path = harness.configPath
+            expectFailure(["config", "check"], stderr: "\(path):1:\(column): \(tooDeep)\ntunnel: 1 problem in \(path)\n")
+            expectFailure(["up", "db"], stderr: "tunnel: db: \(path):1:\(column): \(tooDeep)\n")
+        }
+    }
 }

@@ -66,6 +66,19 @@ final class SupervisorFaultTests: SSHTestCase {
         XCTAssertTrue(harness.list().isEmpty)
     }
 
+    func testANameGivenTwice_getsOneAnswer_insteadOfLeavingTheRequestWaiting() {
+        let port = Net.freePort()
+        harness.writeConfig(profile("db", port))
+        let up = harness.tunnel(["up", "db", "db"], timeout: 20)
+        XCTAssertEqual(up.status, 0, up.output)
+        XCTAssertEqual(up.stdout.components(separatedBy: "db: up").count - 1, 1, up.stdout)
+        // The supervisor once waited for a second outcome for the same name: the CLI timed out.
+        let down = harness.tunnel(["down", "db", "db"], timeout: 20)
+        XCTAssertEqual(down.status, 0, down.output)
+        XCTAssertEqual(down.stdout, "db: down\n")
+        XCTAssertFalse(Net.isListening(port))
+    }
+
     func testDownAll_closesEveryListener() {
         let a = Net.freePort(), b = Net.freePort()
         harness.writeConfig(profile("a", a) + profile("b", b))

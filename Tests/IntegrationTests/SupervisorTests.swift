@@ -194,6 +194,32 @@ final class SupervisorTests: SSHTestCase {
         XCTAssertEqual(harness.list().map(\.name), ["change", "keep"])
     }
 
+    func testReload_whenTheConfigPathBecameAFIFO_failsWithTheReason_andTheSupervisorGoesOnServing() throws {
+        let port = Net.freePort()
+        let text = harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"])
+        harness.writeConfig(text)
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+
+        // Before the fix the supervisor's open() of a FIFO blocked its thread for good.
+        XCTAssertEqual(unlink(harness.configPath), 0)
+        XCTAssertEqual(mkfifo(harness.configPath, 0o600), 0)
+        let reload = harness.tunnel(["reload"], timeout: 20)
+        XCTAssertNotEqual(reload.status, 0, reload.output)
+        XCTAssertEqual(reload.stderr, "tunnel: db: failed: kept running: \(harness.configPath) is a FIFO, not a regular file\n")
+
+        // Still serving: the control socket answers, the tunnel is up and carries data.
+        XCTAssertEqual(harness.list().map(\.state), ["up"])
+        XCTAssertEqual(Self.roundTrip(port), "ping")
+        XCTAssertEqual(harness.tunnel(["ls"]).status, 0)
+
+        // With a regular file back, reload works again.
+        XCTAssertEqual(unlink(harness.configPath), 0)
+        harness.writeConfig(text)
+        let again = harness.tunnel(["reload"], timeout: 20)
+        XCTAssertEqual(again.status, 0, again.output)
+        XCTAssertEqual(again.stdout, "db: unchanged\n")
+    }
+
     func testSIGHUP_reloadsToo() throws {
         let before = Net.freePort(), after = Net.freePort()
         harness.writeConfig(harness.profile("db", server: server, forwards: ["\(before):127.0.0.1:\(echo.port)"]))

@@ -1,5 +1,6 @@
 import XCTest
 import Foundation
+import Glibc
 @testable import TunnelConfig
 
 /// Finding and reading the config file, and the diagnostics' text forms.
@@ -76,7 +77,27 @@ final class ConfigLoadingTests: XCTestCase {
 
     func testLoad_ofADirectory_throws() {
         XCTAssertThrowsError(try Config.load(path: directory.path, environment: testEnvironment)) { error in
-            XCTAssertEqual((error as! ConfigErrors).description, "cannot read config file \(self.directory.path): Is a directory")
+            XCTAssertEqual((error as! ConfigErrors).description, "\(self.directory.path) is a directory, not a regular file")
+        }
+    }
+
+    func testLoad_ofAFIFOOrADevice_isRefusedAtOnce_namingWhatItIs() {
+        let fifo = directory.appendingPathComponent("fifo.toml").path
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        XCTAssertThrowsError(try Config.load(path: fifo, environment: testEnvironment)) { error in
+            XCTAssertEqual((error as! ConfigErrors).description, "\(fifo) is a FIFO, not a regular file")
+        }
+        XCTAssertThrowsError(try Config.load(path: "/dev/zero", environment: testEnvironment)) { error in
+            XCTAssertEqual((error as! ConfigErrors).description, "/dev/zero is a character device, not a regular file")
+        }
+    }
+
+    func testLoad_ofAFileOverOneMiB_isRefused_andOneMiBIsRead() throws {
+        let exact = try write("#" + String(repeating: "x", count: Config.maxFileSize - 2) + "\n", to: "exact.toml")
+        XCTAssertEqual(try Config.load(path: exact, environment: testEnvironment).errors, [])
+        let over = try write("#" + String(repeating: "x", count: Config.maxFileSize - 1) + "\n", to: "over.toml")
+        XCTAssertThrowsError(try Config.load(path: over, environment: testEnvironment)) { error in
+            XCTAssertEqual((error as! ConfigErrors).description, "\(over) is too large: more than 1 MiB")
         }
     }
 

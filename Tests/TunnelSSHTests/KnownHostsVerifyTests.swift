@@ -1,3 +1,4 @@
+import Glibc
 import TunnelTestSupport
 import XCTest
 @testable import TunnelSSH
@@ -130,5 +131,17 @@ final class KnownHostsVerifyTests: XCTestCase {
         let kh = KnownHosts(path: "/kh", text: "\(entry("[example.com]:2222", c))\n\(entry("example.com", a))\n")
         XCTAssertEqual(kh.knownKeyTypes(for: KnownHosts.lookupName(host: "example.com", port: 2222)), ["ecdsa-sha2-nistp256"])
         XCTAssertEqual(kh.knownKeyTypes(for: KnownHosts.lookupName(host: "example.com", port: 22)), ["ssh-ed25519"])
+    }
+
+    func testKnownHostsLoad_missingFileIsEmpty_aFIFOOrDeviceIsRefusedWithoutBlocking() throws {
+        XCTAssertEqual(try KnownHosts.load(path: dir.file("missing")).entries, [])
+        XCTAssertEqual(mkfifo(dir.file("fifo"), 0o600), 0)
+        XCTAssertThrowsError(try KnownHosts.load(path: dir.file("fifo"))) { error in
+            XCTAssertEqual(error as? HostKeyFailure,
+                           HostKeyFailure(kind: .unreadable, message: "known_hosts: \(self.dir.file("fifo")) is a FIFO, not a regular file"))
+        }
+        XCTAssertThrowsError(try KnownHosts.load(path: "/dev/zero")) { error in
+            XCTAssertEqual((error as? HostKeyFailure)?.message, "known_hosts: /dev/zero is a character device, not a regular file")
+        }
     }
 }
