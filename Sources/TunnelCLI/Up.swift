@@ -111,7 +111,8 @@ func runBackgroundUp(names: [String], config: Config, global: GlobalOptions, tim
     var request = ControlRequest(command: .up)
     request.names = good
     request.config = config.path
-    let profiles = Dictionary(uniqueKeysWithValues: good.compactMap { name in (try? config.profile(named: name)).map { (name, $0) } })
+    // A name given twice is one tunnel.
+    let profiles = Dictionary(good.compactMap { name in (try? config.profile(named: name)).map { (name, $0) } }, uniquingKeysWith: { first, _ in first })
     return try sendUp(request, profiles: profiles, global: global, timeout: timeout) | (failed ? 1 : 0)
 }
 
