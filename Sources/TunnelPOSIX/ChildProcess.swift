@@ -27,33 +27,16 @@ public final class ChildProcess {
             _ = close(pair[0]); _ = close(pair[1])
             throw error
         }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        // dup2 clears close-on-exec on the copies the child keeps.
-        posix_spawn_file_actions_adddup2(&actions, pair[1], 0)
-        posix_spawn_file_actions_adddup2(&actions, pair[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var none = sigset_t(); sigemptyset(&none)
-        var all = sigset_t(); sigfillset(&all)
-        posix_spawnattr_setsigmask(&attr, &none)
-        posix_spawnattr_setsigdefault(&attr, &all)
-        // Its own session: a Ctrl-C meant for a foreground tunnel does not reach it first.
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | TUNNEL_POSIX_SPAWN_SETSID))
-        let argv: [UnsafeMutablePointer<CChar>?] = ["/bin/sh", "-c", command].map { (arg: String) in strdup(arg) } + [nil]
-        let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
-        var child: pid_t = 0
-        let rc = posix_spawn(&child, "/bin/sh", &actions, &attr, argv, envp)
+        let child: pid_t
+        do {
+            child = try ProcessControl.spawn("/bin/sh", ["-c", command], environment: environment,
+                                             stdin: .descriptor(pair[1]), stdout: .descriptor(pair[1]), stderr: .descriptor(errPipe[1]))
+        } catch {
+            _ = close(pair[0]); _ = close(pair[1]); _ = close(errPipe[0]); _ = close(errPipe[1])
+            throw SystemError("posix_spawn(/bin/sh -c \(command))", error.errno)
+        }
         _ = close(pair[1])
         _ = close(errPipe[1])
-        guard rc == 0 else {
-            _ = close(pair[0]); _ = close(errPipe[0])
-            throw SystemError("posix_spawn(/bin/sh -c \(command))", Errno(rc))
-        }
         _ = fcntl(pair[0], F_SETFL, fcntl(pair[0], F_GETFL) | O_NONBLOCK)
         _ = fcntl(errPipe[0], F_SETFL, fcntl(errPipe[0], F_GETFL) | O_NONBLOCK)
         return (ChildProcess(pid: child, stderr: FileDescriptor(owning: errPipe[0])), Socket(owning: pair[0]))

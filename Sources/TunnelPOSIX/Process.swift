@@ -16,15 +16,28 @@ public enum ProcessControl {
     /// The executable of the running process.
     public static var executablePath: String { Files.readLink("/proc/self/exe") ?? "/proc/self/exe" }
 
-    /// Starts `path args` in a new session (setsid), detached from the
-    /// terminal, with stdin/stdout/stderr on /dev/null. Returns its pid.
-    public static func spawnDetached(_ path: String, _ args: [String], environment: [String: String]) throws(SystemError) -> pid_t {
+    /// How a spawned child's descriptors 0-2 are set up.
+    public enum Stdio {
+        case devNull
+        /// This descriptor, duplicated onto the child's.
+        case descriptor(Int32)
+    }
+
+    /// Starts `path args` in a new session (setsid: its own process group,
+    /// away from the terminal), with default signal handling and mask.
+    /// Returns its pid.
+    public static func spawn(_ path: String, _ args: [String], environment: [String: String],
+                             stdin: Stdio = .devNull, stdout: Stdio = .devNull, stderr: Stdio = .devNull) throws(SystemError) -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        for (target, stdio) in [(Int32(0), stdin), (1, stdout), (2, stderr)] {
+            switch stdio {
+            case .devNull: posix_spawn_file_actions_addopen(&actions, target, "/dev/null", target == 0 ? O_RDONLY : O_WRONLY, 0)
+            // dup2 clears close-on-exec on the copy the child keeps.
+            case .descriptor(let fd): posix_spawn_file_actions_adddup2(&actions, fd, target)
+            }
+        }
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
@@ -33,13 +46,18 @@ public enum ProcessControl {
         posix_spawnattr_setsigmask(&attr, &none)
         posix_spawnattr_setsigdefault(&attr, &all)
         posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | TUNNEL_POSIX_SPAWN_SETSID))
-        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { (arg: String) in strdup(arg) } + [nil]
         let envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
         var child: pid_t = 0
         let rc = posix_spawn(&child, path, &actions, &attr, argv, envp)
         if rc != 0 { throw SystemError("posix_spawn(\(path))", Errno(rc)) }
         return child
+    }
+
+    /// Starts `path args` detached: a new session, stdio on /dev/null.
+    public static func spawnDetached(_ path: String, _ args: [String], environment: [String: String]) throws(SystemError) -> pid_t {
+        try spawn(path, args, environment: environment)
     }
 
     /// Reaps `pid` if it has exited; returns its exit status then.
@@ -107,20 +125,15 @@ extension ProcessControl {
     public static func capture(_ path: String, _ args: [String], timeout: Double) -> (status: Int32, output: String)? {
         var pipeFDs: [Int32] = [-1, -1]
         guard pipe2(&pipeFDs, O_CLOEXEC) == 0 else { return nil }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 1)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { (arg: String) in strdup(arg) } + [nil]
-        let envp: [UnsafeMutablePointer<CChar>?] = currentEnvironment().map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
-        var child: pid_t = 0
-        let rc = posix_spawn(&child, path, &actions, nil, argv, envp)
+        let child: pid_t
+        do {
+            child = try spawn(path, args, environment: currentEnvironment(), stdout: .descriptor(pipeFDs[1]))
+        } catch {
+            _ = close(pipeFDs[0]); _ = close(pipeFDs[1])
+            return nil
+        }
         _ = close(pipeFDs[1])
         defer { _ = close(pipeFDs[0]) }
-        guard rc == 0 else { return nil }
         let deadline = Instant.now().adding(seconds: timeout)
         var output: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 16384)
