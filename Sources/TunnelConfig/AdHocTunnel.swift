@@ -81,7 +81,7 @@ public struct AdHocTunnel: Codable, Equatable, Sendable {
         if jump != nil { written.insert("jump") }
         return Profile(name: name, host: target.host, port: port ?? target.port, user: target.user ?? defaultUser,
                        identity: identity.map { $0.hasPrefix("~/") ? home + $0.dropFirst() : $0 },
-                       forwards: specs, knownHosts: home + "/.ssh/known_hosts", jump: hops, sshConfig: sshConfig, written: written,
+                       forwards: specs, knownHosts: expandTilde(Profile.Defaults.knownHosts, home: home), jump: hops, sshConfig: sshConfig, written: written,
                        location: SourceLocation(file: origin.rawValue, line: 0, column: 0))
     }
 

@@ -101,9 +101,6 @@ final class HopChain {
             guard let self else { return }
             self.onDeath("\(self.name(ofHop: index)): \(reason)")
         }
-        // The channel to the next hop ended (refused, or closed by it): the
-        // inner session sees its socket close and reports that.
-        link.onClientFinished = {}
         logger.info("\(name(ofHop: index)) up via \(connected.peer), \(connected.authMethod)")
         return inner
     }

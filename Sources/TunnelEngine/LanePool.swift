@@ -250,8 +250,7 @@ public struct LanePool: Sendable {
     /// Every lane stops; later reports are ignored.
     public mutating func stop() -> [Int] {
         isStopped = true
-        let all = lanes.map(\.index)
-        return all
+        return lanes.map(\.index)
     }
 }
 

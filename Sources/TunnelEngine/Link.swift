@@ -271,8 +271,10 @@ final class Link {
     func die(_ reason: String) {
         guard !isDead else { return }
         isDead = true
-        // A proxy command that exited says why better than the closed socket does.
-        onDeath(self, proxy?.exitReason(waitingUpTo: 0.2) ?? reason)
+        // A proxy command that exited says why better than the closed socket
+        // does; its exit may trail the EOF by a moment, so only then wait for it.
+        let wait = session.connectionLoss == .peerClosed ? 0.2 : 0
+        onDeath(self, proxy?.exitReason(waitingUpTo: wait) ?? reason)
     }
 
     /// Closes every connection and the session. Connections still waiting for
