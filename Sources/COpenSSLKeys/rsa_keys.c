@@ -10,6 +10,7 @@
 #include <openssl/hmac.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 
 // The opaque key is the EVP_PKEY itself.
@@ -95,3 +96,5 @@ void tunnel_sha256(const void *data, size_t length, uint8_t out[32]) {
 }
 
 void tunnel_cleanse(void *pointer, size_t length) { OPENSSL_cleanse(pointer, length); }
+
+int tunnel_random_bytes(uint8_t *out, int length) { return RAND_bytes(out, length); }

@@ -76,7 +76,7 @@ public struct AdHocTunnel: Codable, Equatable, Sendable {
         }
         var written: Set<String> = ["forward"]
         if target.user != nil { written.insert("user") }
-        if port != nil || JumpHop.hasExplicitPort(destination) { written.insert("port") }
+        if port != nil || target.portIsExplicit { written.insert("port") }
         if identity != nil { written.insert("identity") }
         if jump != nil { written.insert("jump") }
         return Profile(name: name, host: target.host, port: port ?? target.port, user: target.user ?? defaultUser,

@@ -5,11 +5,22 @@ public struct JumpHop: Equatable, Sendable, CustomStringConvertible {
     public let user: String?
     public let host: String
     public let port: UInt16
+    /// What ssh_config says for this hop's own name; nil: the profile's.
+    public let login: HopLogin?
+    /// False when the text named no port (22 then stands for ssh_config's
+    /// Port, if any). Not part of `==`: it says how the hop was written.
+    public let portIsExplicit: Bool
 
-    public init(user: String?, host: String, port: UInt16 = 22) {
+    public static func == (a: JumpHop, b: JumpHop) -> Bool {
+        a.user == b.user && a.host == b.host && a.port == b.port && a.login == b.login
+    }
+
+    public init(user: String?, host: String, port: UInt16 = 22, login: HopLogin? = nil, portIsExplicit: Bool = true) {
         self.user = user
         self.host = host
         self.port = port
+        self.login = login
+        self.portIsExplicit = portIsExplicit
     }
 
     public var description: String {
@@ -43,6 +54,7 @@ public struct JumpHop: Equatable, Sendable, CustomStringConvertible {
         }
         var host: String
         var port: UInt16 = 22
+        var portIsExplicit = false
         if rest.hasPrefix("[") {
             guard let close = rest.firstIndex(of: "]") else { throw failure("unclosed [ in an IPv6 address") }
             host = String(rest[rest.index(after: rest.startIndex)..<close])
@@ -50,24 +62,20 @@ public struct JumpHop: Equatable, Sendable, CustomStringConvertible {
             if !after.isEmpty {
                 guard after.hasPrefix(":") else { throw failure("expected :port after ]") }
                 port = try parsePort(after.dropFirst(), failure)
+                portIsExplicit = true
             }
             guard System.parseIP(host, ipv6: true) != nil else { throw failure("\(quoted(host)) is not an IPv6 address") }
         } else {
             let parts = rest.split(separator: ":", omittingEmptySubsequences: false)
             guard parts.count <= 2 else { throw failure("write an IPv6 host in brackets: [2001:db8::1]:22") }
             host = String(parts[0])
-            if parts.count == 2 { port = try parsePort(parts[1], failure) }
+            if parts.count == 2 {
+                port = try parsePort(parts[1], failure)
+                portIsExplicit = true
+            }
         }
         guard !host.isEmpty else { throw failure("no host") }
-        return JumpHop(user: user, host: host, port: port)
-    }
-
-    /// Whether `text` (as `parse` takes it) names a port.
-    public static func hasExplicitPort(_ text: String) -> Bool {
-        var rest = Substring(text)
-        if rest.hasPrefix("ssh://") { rest = rest.dropFirst("ssh://".count) }
-        if let at = rest.lastIndex(of: "@") { rest = rest[rest.index(after: at)...] }
-        return rest.hasPrefix("[") ? rest.contains("]:") : rest.contains(":")
+        return JumpHop(user: user, host: host, port: port, portIsExplicit: portIsExplicit)
     }
 
     private static func parsePort(_ text: Substring, _ failure: (String) -> ParseError) throws(ParseError) -> UInt16 {
@@ -87,14 +95,16 @@ extension String {
 }
 
 extension Profile {
-    /// What connecting to hop `index` of `hops` takes: that hop's host, port
-    /// and user, with this profile's identity, known_hosts and timeouts; the
-    /// proxy command, if any, reaches the first hop.
+    /// What connecting to hop `index` of `hops` takes: that hop's host, port,
+    /// user and login, with this profile's timeouts; the proxy command, if
+    /// any, reaches the first hop.
     public func hop(_ index: Int) -> Profile {
         let hop = hops[index]
-        return Profile(name: name, host: hop.host, port: hop.port, user: hop.user ?? user, identity: identity,
-                       forwards: [], knownHosts: knownHosts, hostKey: hostKey, keepalive: keepalive,
-                       keepaliveCount: keepaliveCount, connectTimeout: connectTimeout, holdTimeout: holdTimeout,
-                       proxyCommand: index == 0 ? proxyCommand : nil, location: location)
+        var profile = Profile(name: name, host: hop.host, port: hop.port, user: hop.user ?? user,
+                              forwards: [], knownHosts: knownHosts, keepalive: keepalive,
+                              keepaliveCount: keepaliveCount, connectTimeout: connectTimeout, holdTimeout: holdTimeout,
+                              proxyCommand: index == 0 ? proxyCommand : nil, sshConfig: sshConfig, location: location)
+        profile.login = hop.login ?? login
+        return profile
     }
 }

@@ -8,50 +8,53 @@ public enum HostKeyPolicy: String, Sendable, Equatable, CaseIterable {
 
 /// One validated `[tunnels.NAME]` entry, with `[defaults]` and built-in defaults applied.
 public struct Profile: Equatable, Sendable {
-    public let name: String
-    public let host: String
-    public let port: UInt16
-    public let user: String
-    /// Private key path, `~` expanded; nil means ssh-agent keys, then the default key files.
-    public let identity: String?
-    public let forwards: [ForwardSpec]
-    /// `~` expanded.
-    public let knownHosts: String
-    public let hostKey: HostKeyPolicy
+    public internal(set) var name: String
+    public internal(set) var host: String
+    public internal(set) var port: UInt16
+    public internal(set) var user: String
+    /// The first identity file (`identity`, or ssh_config's first IdentityFile);
+    /// nil means ssh-agent keys, then the default key files.
+    public var identity: String? { login.identities.first }
+    public internal(set) var forwards: [ForwardSpec]
+    /// The known_hosts file learned keys go to, `~` expanded.
+    public var knownHosts: String { login.knownHosts[0] }
+    public var hostKey: HostKeyPolicy { login.hostKey }
+    /// How the target is logged in to and its host key checked.
+    public internal(set) var login: HopLogin
     /// Seconds between keepalives; 0 turns them off.
-    public let keepalive: Int
+    public internal(set) var keepalive: Int
     /// The link is dead after keepalive × keepaliveCount seconds with nothing received.
-    public let keepaliveCount: Int
+    public internal(set) var keepaliveCount: Int
     /// Seconds for TCP connect, handshake and authentication.
-    public let connectTimeout: Int
+    public internal(set) var connectTimeout: Int
     /// Seconds a client waits for a reconnecting link before it is closed.
-    public let holdTimeout: Int
+    public internal(set) var holdTimeout: Int
     /// `public = true`: binding non-loopback addresses is allowed.
-    public let isPublic: Bool
+    public internal(set) var isPublic: Bool
     /// SSH connections the tunnel spreads its clients over (each on its own
     /// thread), so many concurrent clients can use more than one core here
     /// and on the server.
-    public let sessions: Int
+    public internal(set) var sessions: Int
     /// The most SSH connections the tunnel may hold (≥ `sessions`): while
     /// clients queue for a channel, extra connections are opened up to this
     /// many and closed again once idle, because libssh2 opens one channel at
     /// a time per connection.
-    public let maxSessions: Int
+    public internal(set) var maxSessions: Int
     /// Run through `/bin/sh -c` (%h %p %r %n %% expanded) to reach the
     /// server: its stdin and stdout carry the SSH session, as OpenSSH's
     /// ProxyCommand. nil: a TCP connection to host:port.
-    public let proxyCommand: String?
+    public internal(set) var proxyCommand: String?
     /// Jump hosts (`ssh -J`), first hop first: the session to each next hop
     /// runs inside a channel of the one before. Empty: connect directly.
-    public let jump: [JumpHop]
+    public internal(set) var jump: [JumpHop]
     /// Where ssh_config is read from (`ssh_config = "PATH"` or "none").
-    public let sshConfig: SSHConfigSource
+    public internal(set) var sshConfig: SSHConfigSource
     /// The keys tunnels.toml wrote for it (in the profile or `[defaults]`):
     /// those win over ssh_config. Not part of `==`.
-    public let written: Set<String>
+    public internal(set) var written: Set<String>
     /// The `[tunnels.NAME]` header. Not part of `==`, so a reload that only moved
     /// a profile within the file does not count as a change.
-    public let location: SourceLocation
+    public internal(set) var location: SourceLocation
 
     /// The documented defaults, in one place for the validator and the tests.
     public enum Defaults {
@@ -97,10 +100,8 @@ public struct Profile: Equatable, Sendable {
         self.host = host
         self.port = port
         self.user = user
-        self.identity = identity
+        self.login = HopLogin(identities: identity.map { [$0] } ?? [], knownHosts: [knownHosts], hostKey: hostKey)
         self.forwards = forwards
-        self.knownHosts = knownHosts
-        self.hostKey = hostKey
         self.keepalive = keepalive
         self.keepaliveCount = keepaliveCount
         self.connectTimeout = connectTimeout
@@ -123,16 +124,55 @@ public struct Profile: Equatable, Sendable {
         return jump.isEmpty ? target : target + " via " + hops.dropLast().map(\.description).reversed().joined(separator: " via ")
     }
 
-    /// Every hop, the jump hosts first and the target last, each with its user.
+    /// Every hop, the jump hosts first and the target last, each with its
+    /// user and login (a hop without its own takes the profile's).
     public var hops: [JumpHop] {
-        jump.map { JumpHop(user: $0.user ?? user, host: $0.host, port: $0.port) } + [JumpHop(user: user, host: host, port: port)]
+        jump.map { JumpHop(user: $0.user ?? user, host: $0.host, port: $0.port, login: $0.login ?? login) }
+            + [JumpHop(user: user, host: host, port: port, login: login)]
     }
 
     public static func == (a: Profile, b: Profile) -> Bool {
         a.name == b.name && a.host == b.host && a.port == b.port && a.user == b.user
-            && a.identity == b.identity && a.forwards == b.forwards && a.knownHosts == b.knownHosts
-            && a.hostKey == b.hostKey && a.keepalive == b.keepalive && a.keepaliveCount == b.keepaliveCount
+            && a.login == b.login && a.forwards == b.forwards && a.keepalive == b.keepalive && a.keepaliveCount == b.keepaliveCount
             && a.connectTimeout == b.connectTimeout && a.holdTimeout == b.holdTimeout && a.isPublic == b.isPublic
             && a.sessions == b.sessions && a.maxSessions == b.maxSessions && a.proxyCommand == b.proxyCommand && a.jump == b.jump && a.sshConfig == b.sshConfig
+    }
+}
+
+/// Where the keys for logging in come from.
+public enum IdentityAgent: Equatable, Sendable {
+    /// SSH_AUTH_SOCK as the command that started the tunnel had it.
+    case inherited
+    /// IdentityAgent none: no agent.
+    case none
+    case socket(String)
+}
+
+/// How one hop logs in and checks its host key: the profile's keys, or what
+/// ssh_config says for that hop's own name.
+public struct HopLogin: Equatable, Sendable {
+    /// Identity files in the order tried, `~` expanded; empty: the agent's
+    /// keys, then the default key files.
+    public var identities: [String]
+    /// IdentitiesOnly: agent keys are used only when they are one of `identities`.
+    public var identitiesOnly = false
+    public var agent = IdentityAgent.inherited
+    /// Read in order; learned keys go to the first. Never empty.
+    public var knownHosts: [String]
+    /// HostKeyAlias: the name looked up and recorded in known_hosts instead of
+    /// host and port.
+    public var hostKeyAlias: String?
+    public var hostKey: HostKeyPolicy
+    /// HashKnownHosts: learned keys are written under a hashed name.
+    public var hashKnownHosts = false
+    /// ssh_config's Ciphers and MACs, in its order; nil: tunnel's own.
+    public var ciphers: [String]?
+    public var macs: [String]?
+
+    public init(identities: [String], knownHosts: [String], hostKey: HostKeyPolicy) {
+        precondition(!knownHosts.isEmpty)
+        self.identities = identities
+        self.knownHosts = knownHosts
+        self.hostKey = hostKey
     }
 }

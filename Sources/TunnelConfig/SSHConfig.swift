@@ -76,76 +76,126 @@ public enum SSHConfigLookup {
     }
 }
 
+extension SSHConfigEntry {
+    /// How this host logs in by ssh_config, over `base` for what it does not
+    /// set; the profile keys in `written` keep `base`'s value.
+    func login(over base: HopLogin, written: Set<String>, host: String, user: String, home: String,
+               notes: inout [String]) throws(SSHConfigError) -> HopLogin {
+        var login = base
+        if !written.contains("identity") {
+            let files = try settings("identityfile").map { path throws(SSHConfigError) in
+                try SSHConfigEntry.expandTokens(path, keyword: "IdentityFile", host: host, user: user, home: home)
+            }
+            if !files.isEmpty { login.identities = files }
+        }
+        if let only = setting("identitiesonly") { login.identitiesOnly = only == "yes" }
+        if let agent = setting("identityagent") {
+            switch agent {
+            case "none": login.agent = .none
+            case "SSH_AUTH_SOCK", "$SSH_AUTH_SOCK", "${SSH_AUTH_SOCK}": login.agent = .inherited
+            default:
+                guard !agent.hasPrefix("$") else {
+                    throw SSHConfigError(message: "IdentityAgent \(agent) for \(host) in ssh_config: tunnel takes a socket path, SSH_AUTH_SOCK or none")
+                }
+                login.agent = .socket(try SSHConfigEntry.expandTokens(agent, keyword: "IdentityAgent", host: host, user: user, home: home))
+            }
+        }
+        if !written.contains("known_hosts"), let files = setting("userknownhostsfile") {
+            let paths = files.split(separator: " ").map { $0.hasPrefix("~/") ? home + $0.dropFirst() : String($0) }
+            if !paths.isEmpty { login.knownHosts = paths }
+        }
+        if !written.contains("host_key"), let strict = setting("stricthostkeychecking") {
+            switch strict.lowercased() {
+            case "accept-new": login.hostKey = .acceptNew
+            case "no", "false", "off":
+                login.hostKey = .acceptNew
+                notes.append("ssh_config says StrictHostKeyChecking \(strict) for \(host): tunnel records unknown host keys (accept-new) but still refuses changed ones")
+            default: login.hostKey = .strict
+            }
+        }
+        if let alias = setting("hostkeyalias") { login.hostKeyAlias = alias }
+        if let hashed = setting("hashknownhosts") { login.hashKnownHosts = hashed == "yes" }
+        if let ciphers = setting("ciphers") { login.ciphers = ciphers.split(separator: ",").map(String.init) }
+        if let macs = setting("macs") { login.macs = macs.split(separator: ",").map(String.init) }
+        return login
+    }
+
+    /// ssh_config's %-tokens in IdentityFile and IdentityAgent (`ssh -G`
+    /// prints those unexpanded), and a leading `~/`.
+    static func expandTokens(_ text: String, keyword: String, host: String, user: String, home: String) throws(SSHConfigError) -> String {
+        var out = ""
+        var chars = text.makeIterator()
+        while let c = chars.next() {
+            guard c == "%" else { out.append(c); continue }
+            switch chars.next() {
+            case "%": out += "%"
+            case "d": out += home
+            case "h": out += host
+            case "r": out += user
+            case "u": out += System.userName([:])
+            case "i": out += String(System.userID)
+            case let other:
+                throw SSHConfigError(message: "\(keyword) \(text) in ssh_config: tunnel expands %d %h %r %u %i %% there, not %\(other.map(String.init) ?? "")")
+            }
+        }
+        return out.hasPrefix("~/") ? home + out.dropFirst() : out
+    }
+}
+
 extension Profile {
     /// This profile with what ssh_config says about its host filled in where
     /// the profile (or `[defaults]`) wrote nothing: a key written in
-    /// tunnels.toml wins, then ssh_config, then tunnel's own default. Jump
-    /// hosts from ProxyJump are resolved on their own names, as ssh does.
-    /// `notes` are worth a log line.
+    /// tunnels.toml wins, then ssh_config, then tunnel's own default. Each
+    /// jump host, from the profile's `jump` or from ProxyJump, is looked up on
+    /// its own name, as ssh does, and logs in as ssh_config says for it (the
+    /// profile's keys where it says nothing). `notes` are worth a log line.
     public func applyingSSHConfig(_ source: SSHConfigSource, home: String) throws(SSHConfigError) -> (profile: Profile, notes: [String]) {
         guard let entry = try SSHConfigLookup.query(host, source: source) else { return (self, []) }
         var notes: [String] = []
         func unwritten(_ key: String) -> Bool { !written.contains(key) }
-        func expand(_ path: String) -> String { path.hasPrefix("~/") ? home + path.dropFirst() : path }
+        func positive(_ key: String) -> Int? { entry.setting(key).flatMap { Int($0) }.flatMap { $0 > 0 ? $0 : nil } }
 
-        var hostKey = self.hostKey
-        if unwritten("host_key"), let strict = entry.setting("stricthostkeychecking") {
-            switch strict.lowercased() {
-            case "accept-new": hostKey = .acceptNew
-            case "no", "false", "off":
-                hostKey = .acceptNew
-                notes.append("ssh_config says StrictHostKeyChecking \(strict) for \(host): tunnel records unknown host keys (accept-new) but still refuses changed ones")
-            default: hostKey = .strict
-            }
-        }
-        let identity = unwritten("identity")
-            ? entry.settings("identityfile").map(expand).first { Files.exists($0) } ?? self.identity
-            : self.identity
-        let knownHosts = unwritten("known_hosts")
-            ? entry.setting("userknownhostsfile").flatMap { $0.split(separator: " ").first.map { expand(String($0)) } } ?? self.knownHosts
-            : self.knownHosts
-        var proxyCommand = self.proxyCommand
-        var jump = self.jump
-        if unwritten("jump") && unwritten("proxy_command") {
-            if let command = entry.setting("proxycommand"), command != "none" { proxyCommand = command }
+        var resolved = self
+        resolved.host = entry.setting("hostname") ?? host
+        if unwritten("port"), let port = entry.setting("port").flatMap({ UInt16($0) }) { resolved.port = port }
+        if unwritten("user"), let user = entry.setting("user") { resolved.user = user }
+        resolved.login = try entry.login(over: login, written: written, host: resolved.host, user: resolved.user, home: home, notes: &notes)
+        if unwritten("keepalive"), let seconds = positive("serveraliveinterval") { resolved.keepalive = seconds }
+        if unwritten("keepalive_count"), let count = positive("serveralivecountmax") { resolved.keepaliveCount = count }
+        if unwritten("connect_timeout"), let seconds = positive("connecttimeout") { resolved.connectTimeout = seconds }
+
+        var hopsToResolve: [JumpHop] = []
+        if !jump.isEmpty {
+            hopsToResolve = jump
+        } else if unwritten("jump") && unwritten("proxy_command") {
+            if let command = entry.setting("proxycommand"), command != "none" { resolved.proxyCommand = command }
             if let hops = entry.setting("proxyjump"), hops != "none" {
-                jump = []
                 for text in hops.split(separator: ",") {
-                    let hop: JumpHop
-                    do { hop = try JumpHop.parse(String(text)) } catch {
+                    do { hopsToResolve.append(try JumpHop.parse(String(text))) } catch {
                         throw SSHConfigError(message: "ProxyJump for \(host) in ssh_config: \(error)")
                     }
-                    // Each hop on its own name, as ssh does.
-                    let hopEntry = try SSHConfigLookup.query(hop.host, source: source)
-                    jump.append(JumpHop(user: hop.user ?? hopEntry?.setting("user"),
-                                        host: hopEntry?.setting("hostname") ?? hop.host,
-                                        port: text.contains(":") ? hop.port : hopEntry?.setting("port").flatMap { UInt16($0) } ?? hop.port))
                 }
             }
         }
-        let resolved = Profile(
-            name: name,
-            host: entry.setting("hostname") ?? host,
-            port: unwritten("port") ? entry.setting("port").flatMap { UInt16($0) } ?? port : port,
-            user: unwritten("user") ? entry.setting("user") ?? user : user,
-            identity: identity,
-            forwards: forwards,
-            knownHosts: knownHosts,
-            hostKey: hostKey,
-            keepalive: unwritten("keepalive") ? entry.setting("serveraliveinterval").flatMap { Int($0) }.flatMap { $0 > 0 ? $0 : nil } ?? keepalive : keepalive,
-            keepaliveCount: unwritten("keepalive_count") ? entry.setting("serveralivecountmax").flatMap { Int($0) }.flatMap { $0 > 0 ? $0 : nil } ?? keepaliveCount : keepaliveCount,
-            connectTimeout: unwritten("connect_timeout") ? entry.setting("connecttimeout").flatMap { Int($0) }.flatMap { $0 > 0 ? $0 : nil } ?? connectTimeout : connectTimeout,
-            holdTimeout: holdTimeout,
-            isPublic: isPublic,
-            sessions: sessions,
-            maxSessions: maxSessions,
-            proxyCommand: proxyCommand,
-            jump: jump,
-            sshConfig: sshConfig,
-            written: written,
-            location: location)
+        if !hopsToResolve.isEmpty {
+            resolved.jump = try hopsToResolve.map { hop throws(SSHConfigError) in
+                // Each hop on its own name, as ssh does.
+                guard let hopEntry = try SSHConfigLookup.query(hop.host, source: source) else { return hop }
+                let user = hop.user ?? hopEntry.setting("user")
+                let host = hopEntry.setting("hostname") ?? hop.host
+                let port = hop.portIsExplicit ? hop.port : hopEntry.setting("port").flatMap { UInt16($0) } ?? hop.port
+                let login = try hopEntry.login(over: resolved.login, written: [], host: host, user: user ?? resolved.user, home: home, notes: &notes)
+                return JumpHop(user: user, host: host, port: port, login: login == resolved.login ? nil : login)
+            }
+        }
         if resolved.jump.count >= JumpHop.maxHops {
             throw SSHConfigError(message: "ProxyJump for \(host) in ssh_config: \(resolved.jump.count) jump hosts; a chain has at most \(JumpHop.maxHops) hops")
+        }
+        let chain = resolved.hops
+        for (i, hop) in chain.enumerated() {
+            if let earlier = chain[..<i].first(where: { $0.host.lowercased() == hop.host.lowercased() && $0.port == hop.port }) {
+                throw SSHConfigError(message: "\(name): ssh_config makes the chain \(resolved.via) reach \(earlier.host):\(earlier.port) twice: it would loop")
+            }
         }
         if resolved != self { notes.insert("\(name): ssh_config for \(host): \(resolved.via)", at: 0) }
         return (resolved, notes)

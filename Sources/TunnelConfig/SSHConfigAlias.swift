@@ -1,9 +1,10 @@
 import TunnelPOSIX
 
-/// A `Host` alias from the user's ~/.ssh/config. tunnel does not read
-/// ssh_config (its profiles say everything), but a profile whose `host` is
-/// such an alias fails to resolve; this lets that error say what the alias
-/// stands for instead of only "does not resolve".
+/// A `Host` alias from the user's ~/.ssh/config, found by a plain scan when
+/// `ssh -G` did not resolve it (ssh_config turned off, openssh-client not
+/// installed, or ssh reading another home directory): the "does not
+/// resolve" error then says what the alias stands for and why tunnel did not
+/// follow it. The real lookup is `SSHConfigLookup`.
 public struct SSHConfigAlias: Equatable, Sendable {
     /// Where the matching `Host` line is: "~/.ssh/config:12".
     public let location: String
@@ -63,19 +64,45 @@ public struct SSHConfigAlias: Equatable, Sendable {
         return find(host: host, configText: text, displayPath: "~/.ssh/config")
     }
 
+    /// Why ssh_config did not resolve the alias.
+    public enum Unresolved: Equatable, Sendable {
+        case turnedOff
+        case sshMissing
+        /// ssh was asked and did not see it (it reads the password database's
+        /// home directory, not $HOME).
+        case notSeenBySSH
+
+        public init(source: SSHConfigSource) {
+            self = source == .none ? .turnedOff : ProcessControl.which("ssh") == nil ? .sshMissing : .notSeenBySSH
+        }
+
+        var reason: String {
+            switch self {
+            case .turnedOff: "ssh_config = \"none\" keeps tunnel from reading ssh_config"
+            case .sshMissing: "tunnel reads ssh_config through `ssh -G`, and ssh is not installed (apt-get install openssh-client)"
+            case .notSeenBySSH: "`ssh -G` did not see it (ssh reads ~/.ssh/config of the password database's home directory, not $HOME)"
+            }
+        }
+    }
+
     /// "\"bastion\" is a Host alias in ~/.ssh/config:3 (HostName 10.0.1.50, User rahul);
-    /// tunnel does not read ssh_config: in the profile, set host = "10.0.1.50", user = "rahul"".
-    public func hint(for host: String) -> String {
+    /// tunnel reads ssh_config through `ssh -G`, and ssh is not installed (apt-get install openssh-client);
+    /// or in the profile, set host = "10.0.1.50", user = "rahul"".
+    public func hint(for host: String, _ why: Unresolved) -> String {
         var text = "\"\(host)\" is a Host alias in \(location)"
         if !settings.isEmpty { text += " (" + settings.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")" }
-        text += "; tunnel does not read ssh_config"
+        text += "; " + why.reason
         let keys = settings.compactMap { setting in
             SSHConfigAlias.profileKeys[setting.key].map { key in key == "port" && Int(setting.value) != nil ? "\(key) = \(setting.value)" : "\(key) = \"\(setting.value)\"" }
         }
-        if !keys.isEmpty { text += ": in the profile, set " + keys.joined(separator: ", ") }
-        if settings.contains(where: { $0.key == "ProxyJump" || $0.key == "ProxyCommand" }) {
-            text += "; tunnel cannot go through a ProxyJump or ProxyCommand: the profile's host must be reachable directly"
-        }
+        let jumps = settings.filter { $0.key == "ProxyJump" || $0.key == "ProxyCommand" }
+            .map { $0.key == "ProxyJump" ? "jump = \"\($0.value)\"" : "proxy_command = \"\($0.value)\"" }
+        if !keys.isEmpty || !jumps.isEmpty { text += "; or in the profile, set " + (keys + jumps).joined(separator: ", ") }
         return text
+    }
+
+    /// The hint when no alias was found either.
+    public static func hint(unresolved why: Unresolved) -> String? {
+        why == .sshMissing ? "if it is an ssh_config alias: " + why.reason : nil
     }
 }

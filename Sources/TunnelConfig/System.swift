@@ -16,6 +16,8 @@ enum System {
         return String(getuid())
     }
 
+    static var userID: UInt32 { getuid() }
+
     /// Parses an IP literal with inet_pton; returns its bytes (4 or 16) and canonical text.
     static func parseIP(_ text: String, ipv6: Bool) -> (bytes: [UInt8], canonical: String)? {
         let family = ipv6 ? AF_INET6 : AF_INET

@@ -38,7 +38,7 @@ public final class Connector {
     /// Each address tried, with why it failed.
     var tcpErrors: [(address: SocketAddress, errno: Errno)] = []
     /// Read once per attempt, before the handshake (it orders the host-key algorithms).
-    private var knownHosts: KnownHosts?
+    private var knownHosts: HostKeyVerifier.Lookup?
     /// The proxy command this attempt runs over; ended unless the attempt succeeds.
     var proxy: ProxyCommand?
     private var completion: ((Result<ConnectedSession, ConnectFailure>) -> Void)?
@@ -101,8 +101,11 @@ public final class Connector {
         case .failure(let error):
             let kind: ConnectFailure.Kind = error.kind == .doesNotResolve ? .doesNotResolve : .network
             var what = error.kind == .doesNotResolve ? "host \(profile.host) does not resolve (\(error.message))" : error.description
-            if error.kind == .doesNotResolve, let alias = SSHConfigAlias.find(host: profile.host, home: options.home) {
-                what += "; " + alias.hint(for: profile.host)
+            if error.kind == .doesNotResolve {
+                let why = SSHConfigAlias.Unresolved(source: profile.sshConfig)
+                if let hint = SSHConfigAlias.find(host: profile.host, home: options.home)?.hint(for: profile.host, why) ?? SSHConfigAlias.hint(unresolved: why) {
+                    what += "; " + hint
+                }
             }
             fail(ConnectFailure(kind: kind, message: "cannot connect to \(target): \(what)", isPermanent: false))
         case .success(let addresses):
@@ -150,18 +153,29 @@ public final class Connector {
     }
 
     private func startHandshake(socket: Socket, peer: String) {
-        let knownHosts: KnownHosts
+        let login = profile.login
+        let knownHosts: HostKeyVerifier.Lookup
         do {
-            knownHosts = try KnownHosts.load(path: profile.knownHosts)
+            knownHosts = try HostKeyVerifier.Lookup.load(paths: login.knownHosts, host: profile.host, port: profile.port,
+                                                         alias: login.hostKeyAlias, hashed: login.hashKnownHosts)
         } catch {
             socket.close()
             fail(ConnectFailure(kind: .hostKey, message: error.message, isPermanent: true, hostKeyProblem: error.kind))
             return
         }
+        let ciphers = SSHAlgorithms.chosen(login.ciphers, from: SSHAlgorithms.ciphers)
+        let macs = SSHAlgorithms.chosen(login.macs, from: SSHAlgorithms.macs)
+        for (keyword, wanted, chosen, ours) in [("Ciphers", login.ciphers, ciphers, SSHAlgorithms.ciphers), ("MACs", login.macs, macs, SSHAlgorithms.macs)]
+        where chosen?.isEmpty == true {
+            socket.close()
+            let message = "ssh_config's \(keyword) \(wanted?.joined(separator: ",") ?? "") for \(profile.host) leaves nothing tunnel's libssh2 can use, which is \(ours)"
+            fail(ConnectFailure(kind: .ssh, message: message, isPermanent: true))
+            return
+        }
         let session: SSHSession
         do {
             session = try SSHSession(socket: socket)
-            try session.preferAlgorithms(hostKeys: HostKeyVerifier.preferredAlgorithms(knownHosts: knownHosts, host: profile.host, port: profile.port))
+            try session.preferAlgorithms(hostKeys: HostKeyVerifier.preferredAlgorithms(knownHosts), ciphers: ciphers, macs: macs)
         } catch {
             socket.close()
             fail(ConnectFailure(kind: .ssh, message: "cannot start an SSH session: \(error)", isPermanent: false))
@@ -205,8 +219,8 @@ public final class Connector {
             }
             let learned: String?
             do {
-                let outcome = try HostKeyVerifier.verify(key, knownHosts: knownHosts, host: profile.host, port: profile.port,
-                                                         acceptNew: profile.hostKey == .acceptNew, record: !options.readOnlyKnownHosts)
+                let outcome = try HostKeyVerifier.verify(key, knownHosts, acceptNew: profile.hostKey == .acceptNew,
+                                                         record: !options.readOnlyKnownHosts)
                 if case .learned(let line) = outcome {
                     learned = line
                     if !options.readOnlyKnownHosts {
@@ -219,9 +233,16 @@ public final class Connector {
                 return fail(ConnectFailure(kind: .hostKey, message: error.message, isPermanent: true, hostKeyProblem: error.kind))
             }
             onProgress?(.hostKeyVerified(fingerprint: key.fingerprint, learnedLine: learned))
-            let auth = Authenticator(session: session, user: profile.user, identity: profile.identity.map { ($0, display($0)) },
+            let login = profile.login
+            let agentSocket: String? = switch login.agent {
+            case .inherited: options.agentSocket
+            case .none: nil
+            case .socket(let path): path
+            }
+            let auth = Authenticator(session: session, user: profile.user, identities: login.identities.map { ($0, display($0)) },
+                                     identitiesOnly: login.identitiesOnly,
                                      defaults: ["id_ed25519", "id_ecdsa", "id_rsa"].map { let p = options.home + "/.ssh/" + $0; return (p, display(p)) },
-                                     agentSocket: options.agentSocket, agentTimeout: Double(profile.connectTimeout))
+                                     agentSocket: agentSocket, agentTimeout: Double(profile.connectTimeout))
             phase = .authenticating(peer: peer, session: session, registration: registration, auth: auth, learned: learned, fingerprint: key.fingerprint)
             advance()
         case .authenticating(let peer, let session, let registration, let auth, let learned, let fingerprint):

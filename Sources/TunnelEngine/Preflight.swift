@@ -118,7 +118,9 @@ public enum Preflight {
         let addresses: [SocketAddress]
         do { addresses = try resolveTCP(host: profile.host, port: profile.port) } catch {
             if error.kind == .doesNotResolve {
-                let fix = SSHConfigAlias.find(host: profile.host, home: home)?.hint(for: profile.host) ?? "check the host name, or use its IP address"
+                let why = SSHConfigAlias.Unresolved(source: profile.sshConfig)
+                let fix = SSHConfigAlias.find(host: profile.host, home: home)?.hint(for: profile.host, why)
+                    ?? SSHConfigAlias.hint(unresolved: why).map { "check the host name; " + $0 } ?? "check the host name, or use its IP address"
                 return CheckStep(name, .fail, "name does not resolve: \(profile.host) (\(error.message))", fix: fix)
             }
             return CheckStep(name, .fail, error.description, fix: "check DNS (/etc/resolv.conf)")

@@ -38,8 +38,9 @@ public final class Authenticator {
 
     private let session: SSHSession
     private let user: String
-    private let explicitIdentity: (path: String, display: String)?
+    private let explicitIdentities: [(path: String, display: String)]
     private let defaultIdentities: [(path: String, display: String)]
+    private let identitiesOnly: Bool
     private let agentSocket: String?
     /// How long any ssh-agent call may take: kept on the transport, whose
     /// callbacks carry libssh2's own agent I/O.
@@ -68,13 +69,17 @@ public final class Authenticator {
     /// What succeeded: "publickey with ~/.ssh/id_ed25519" or "publickey with agent key ...".
     public private(set) var succeededWith: String?
 
-    /// `identity`: the profile's key file; `defaults`: files tried when it is nil.
-    public init(session: SSHSession, user: String, identity: (path: String, display: String)?,
+    /// `identities`: the key files configured, in order; `defaults`: files
+    /// tried when there are none. With explicit identities the agent offers
+    /// only those keys, and with `identitiesOnly` (ssh_config's IdentitiesOnly)
+    /// it offers only keys whose public half is known to be one of the files.
+    public init(session: SSHSession, user: String, identities: [(path: String, display: String)], identitiesOnly: Bool = false,
                 defaults: [(path: String, display: String)], agentSocket: String?, agentTimeout: Double = 10) {
         self.session = session
         session.transport.agentTimeout = agentTimeout
         self.user = user
-        self.explicitIdentity = identity
+        self.explicitIdentities = identities
+        self.identitiesOnly = identitiesOnly
         self.defaultIdentities = defaults
         self.agentSocket = agentSocket
     }
@@ -224,11 +229,15 @@ public final class Authenticator {
     }
 
     private func prepareCandidates() {
-        var wantedBlob: [UInt8]?
-        if let identity = explicitIdentity {
-            wantedBlob = publicBlob(ofIdentity: identity.path)
+        let files = explicitIdentities.isEmpty ? defaultIdentities : explicitIdentities
+        // ssh-agent: all its keys; with explicit identities only those keys
+        // (when their .pub says which they are); under IdentitiesOnly only
+        // keys known to be one of the files.
+        var wantedBlobs: Set<[UInt8]>?
+        if !explicitIdentities.isEmpty || identitiesOnly {
+            let known = Set(files.compactMap { publicBlob(ofIdentity: $0.path) })
+            if !known.isEmpty || identitiesOnly { wantedBlobs = known }
         }
-        // ssh-agent: all its keys, or with an explicit identity only that key.
         if let socket = agentSocket, !socket.isEmpty {
             if let agent = libssh2_agent_init(session.handle) {
                 self.agent = agent
@@ -238,7 +247,7 @@ public final class Authenticator {
                     var current: UnsafeMutablePointer<libssh2_agent_publickey>?
                     while libssh2_agent_get_identity(agent, &current, previous) == 0, let identity = current {
                         let keyBlob = blob(identity)
-                        if wantedBlob == nil || wantedBlob == keyBlob {
+                        if wantedBlobs?.contains(keyBlob) ?? true {
                             let comment = identity.pointee.comment.map { String(cString: $0) } ?? ""
                             let type = Fingerprint.keyType(ofBlob: keyBlob) ?? "key"
                             let label = "\(type) \(Fingerprint.sha256(keyBlob))" + (comment.isEmpty ? "" : " (\(comment))")
@@ -247,13 +256,12 @@ public final class Authenticator {
                         }
                         previous = identity
                     }
-                    if agentIdentities.isEmpty && wantedBlob == nil { attempts.append("ssh-agent: holds no keys") }
+                    if agentIdentities.isEmpty && wantedBlobs == nil { attempts.append("ssh-agent: holds no keys") }
                 } else {
                     attempts.append("ssh-agent at \(socket): " + (session.transport.agentTimedOut ? "did not answer within \(Int(agentTimeout)) s" : "not reachable"))
                 }
             }
         }
-        let files = explicitIdentity.map { [$0] } ?? defaultIdentities
         for file in files {
             let key: SecretBytes
             do { key = try SecretBytes.read(file.path) } catch {

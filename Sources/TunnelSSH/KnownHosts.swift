@@ -183,6 +183,15 @@ public struct KnownHosts: Sendable {
         "\(name) \(keyType) \(Base64.encode(key))"
     }
 
+    /// The line under a hashed name (HashKnownHosts): `|1|salt|HMAC-SHA1(salt, name)`
+    /// with a fresh 20-byte salt, as ssh-keygen -H writes it.
+    public static func hashedLine(name: String, keyType: String, key: [UInt8]) -> String {
+        var salt = [UInt8](repeating: 0, count: 20)
+        precondition(tunnel_random_bytes(&salt, Int32(salt.count)) == 1, "OpenSSL's RAND_bytes failed")
+        let hash = hmacSHA1(key: salt, data: Array(name.utf8))
+        return line(name: "|1|\(Base64.encode(salt))|\(Base64.encode(hash))", keyType: keyType, key: key)
+    }
+
     /// Appends a line, creating the file (0600) and its directory (0700).
     public static func append(line: String, to path: String) throws(HostKeyFailure) {
         do {

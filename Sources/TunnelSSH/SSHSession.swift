@@ -13,6 +13,15 @@ public enum SSHAlgorithms {
     /// OpenSSH's own order; callers move the types already in known_hosts first,
     /// because 1.10 would otherwise negotiate ECDSA while known_hosts holds ed25519.
     public static let hostKeys = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa"]
+
+    /// The ones of `wanted` (ssh_config's list, its order kept) that tunnel
+    /// offers; nil when `wanted` is nil (tunnel's own list), [] when it
+    /// leaves nothing.
+    public static func chosen(_ wanted: [String]?, from offered: String) -> [String]? {
+        guard let wanted else { return nil }
+        let ours = offered.split(separator: ",").map(String.init)
+        return wanted.filter { ours.contains($0) }
+    }
 }
 
 /// The server's host key as presented during the handshake.
@@ -84,13 +93,17 @@ public final class SSHSession {
     public var isClosed: Bool { closed }
 
     /// Sets the algorithm preferences before the handshake.
-    public func preferAlgorithms(hostKeys: [String]) throws(SSHError) {
+    /// `ciphers`, `macs`: a non-empty subset of tunnel's own lists, in the
+    /// order wanted (see `SSHAlgorithms.chosen`); nil: tunnel's lists.
+    public func preferAlgorithms(hostKeys: [String], ciphers: [String]? = nil, macs: [String]? = nil) throws(SSHError) {
+        let cipherList = ciphers?.joined(separator: ",") ?? SSHAlgorithms.ciphers
+        let macList = macs?.joined(separator: ",") ?? SSHAlgorithms.macs
         try prefer(LIBSSH2_METHOD_KEX, SSHAlgorithms.kex)
         try prefer(LIBSSH2_METHOD_HOSTKEY, hostKeys.joined(separator: ","))
-        try prefer(LIBSSH2_METHOD_CRYPT_CS, SSHAlgorithms.ciphers)
-        try prefer(LIBSSH2_METHOD_CRYPT_SC, SSHAlgorithms.ciphers)
-        try prefer(LIBSSH2_METHOD_MAC_CS, SSHAlgorithms.macs)
-        try prefer(LIBSSH2_METHOD_MAC_SC, SSHAlgorithms.macs)
+        try prefer(LIBSSH2_METHOD_CRYPT_CS, cipherList)
+        try prefer(LIBSSH2_METHOD_CRYPT_SC, cipherList)
+        try prefer(LIBSSH2_METHOD_MAC_CS, macList)
+        try prefer(LIBSSH2_METHOD_MAC_SC, macList)
     }
 
     private func prefer(_ method: Int32, _ list: String) throws(SSHError) {

@@ -163,6 +163,46 @@ final class JumpHostTests: SSHTestCase {
                       harness.supervisorLog)
     }
 
+    func testEachHop_logsInWithItsOwnSSHConfigIdentityAndKnownHosts() throws {
+        // The bastion accepts only its own key, the inner host only the
+        // profile's: one identity for the whole chain cannot work.
+        let bastionOnly = try SSHServer(namespace: namespace, listenAddress: namespace.insideAddress)
+        defer { bastionOnly.stop() }
+        let bastionKnownHosts = harness.dir + "/bastion_known_hosts"
+        write(bastionOnly.knownHostsLine + "\n", to: bastionKnownHosts, mode: 0o600)
+        harness.trust(inner)
+        let dir = harness.dir + "/ssh"
+        mkdir(dir, 0o700)
+        let config = dir + "/config"
+        let port = Net.freePort()
+        func writeSSHConfig(bastionIdentity: String) {
+            write("""
+            Host bastion-alias
+              HostName \(namespace.insideAddress)
+              Port \(bastionOnly.port)
+              User root
+              IdentityFile \(bastionIdentity)
+              UserKnownHostsFile \(bastionKnownHosts)
+
+            """, to: config, mode: 0o600)
+        }
+        writeSSHConfig(bastionIdentity: bastionOnly.userKey)
+        harness.writeConfig("[defaults]\nssh_config = \"\(config)\"\n" + profile(port, target: inner, jump: "bastion-alias", service: inner.port))
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        XCTAssertEqual(Self.banner(through: port), "SSH-2.0-")
+        XCTAssertEqual(harness.listed("db")?.hops, ["root@\(namespace.insideAddress):\(bastionOnly.port)", "root@127.0.0.1:\(inner.port)"])
+        XCTAssertTrue(harness.supervisorLog.contains("publickey with \(bastionOnly.userKey)"), harness.supervisorLog)
+        XCTAssertTrue(harness.supervisorLog.contains("publickey with \(server.userKey)"), harness.supervisorLog)
+        XCTAssertEqual(harness.tunnel(["down", "db"]).status, 0)
+
+        // With the profile's key named for the bastion too, the bastion refuses, and the error names it.
+        writeSSHConfig(bastionIdentity: server.userKey)
+        let refused = harness.tunnel(["up", "db"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("hop 1 of 2 (root@\(namespace.insideAddress):\(bastionOnly.port)): authentication failed"), refused.stderr)
+    }
+
     func testSSHConfig_aKeyWrittenInTheProfileWins() throws {
         harness.trust(bastion)
         harness.trust(inner)

@@ -25,9 +25,10 @@ final class SSHConfigAliasTests: XCTestCase {
         XCTAssertEqual(alias.location, "~/.ssh/config:4")
         XCTAssertEqual(alias.settings.map(\.key), ["HostName", "User", "Port", "IdentityFile"])
         XCTAssertEqual(alias.settings.map(\.value), ["10.0.1.50", "rahul", "2222", "~/.ssh/id work"])
-        XCTAssertEqual(alias.hint(for: "prod"),
+        XCTAssertEqual(alias.hint(for: "prod", .sshMissing),
                        "\"prod\" is a Host alias in ~/.ssh/config:4 (HostName 10.0.1.50, User rahul, Port 2222, IdentityFile ~/.ssh/id work); "
-                       + "tunnel does not read ssh_config: in the profile, set host = \"10.0.1.50\", user = \"rahul\", port = 2222, identity = \"~/.ssh/id work\"")
+                       + "tunnel reads ssh_config through `ssh -G`, and ssh is not installed (apt-get install openssh-client); "
+                       + "or in the profile, set host = \"10.0.1.50\", user = \"rahul\", port = 2222, identity = \"~/.ssh/id work\"")
     }
 
     func testWildcardsAndOtherNames_areNotFollowed() {
@@ -43,15 +44,23 @@ final class SSHConfigAliasTests: XCTestCase {
         XCTAssertEqual(alias.settings.map(\.key), ["User"])
     }
 
-    func testProxyJump_isNamed_andTheHintSaysTunnelCannotFollowIt() throws {
+    func testProxyJump_becomesTheJumpKeyOfTheSuggestedProfile() throws {
         let alias = try XCTUnwrap(find("inner", "Host inner\n  HostName 10.1.1.1\n  ProxyJump bastion\n"))
-        let hint = alias.hint(for: "inner")
-        XCTAssertTrue(hint.contains("(HostName 10.1.1.1, ProxyJump bastion)"), hint)
-        XCTAssertTrue(hint.contains("cannot go through a ProxyJump or ProxyCommand"), hint)
+        XCTAssertEqual(alias.hint(for: "inner", .turnedOff),
+                       "\"inner\" is a Host alias in ~/.ssh/config:1 (HostName 10.1.1.1, ProxyJump bastion); "
+                       + "ssh_config = \"none\" keeps tunnel from reading ssh_config; or in the profile, set host = \"10.1.1.1\", jump = \"bastion\"")
     }
 
-    func testAliasWithNoSettings_stillSaysItIsAnAlias() throws {
+    func testAliasWithNoSettings_stillSaysItIsAnAliasAndWhySSHDidNotResolveIt() throws {
         let alias = try XCTUnwrap(find("x", "Host x\nHost y\n  User z\n"))
-        XCTAssertEqual(alias.hint(for: "x"), "\"x\" is a Host alias in ~/.ssh/config:1; tunnel does not read ssh_config")
+        XCTAssertEqual(alias.hint(for: "x", .notSeenBySSH),
+                       "\"x\" is a Host alias in ~/.ssh/config:1; `ssh -G` did not see it (ssh reads ~/.ssh/config of the password database's home directory, not $HOME)")
+    }
+
+    func testNoAliasFound_onlyAMissingSSHIsWorthAHint() {
+        XCTAssertEqual(SSHConfigAlias.hint(unresolved: .sshMissing),
+                       "if it is an ssh_config alias: tunnel reads ssh_config through `ssh -G`, and ssh is not installed (apt-get install openssh-client)")
+        XCTAssertNil(SSHConfigAlias.hint(unresolved: .turnedOff))
+        XCTAssertNil(SSHConfigAlias.hint(unresolved: .notSeenBySSH))
     }
 }

@@ -37,6 +37,9 @@ int tunnel_hmac_sha1(const void *key, int keylen, const void *data, size_t datal
 /// Overwrites memory with zeros in a way the compiler cannot elide (OPENSSL_cleanse).
 void tunnel_cleanse(void *pointer, size_t length);
 
+/* OpenSSL's CSPRNG (RAND_bytes): 1 on success. For known_hosts salts. */
+int tunnel_random_bytes(uint8_t *out, int length);
+
 /// SHA-256 of data into out.
 void tunnel_sha256(const void *data, size_t length, uint8_t out[32]);
 

@@ -1,0 +1,137 @@
+import Foundation
+import XCTest
+
+/// ssh_config's login keywords, as `ssh -G` resolves them, against a real
+/// sshd: several IdentityFile and UserKnownHostsFile, HostKeyAlias,
+/// HashKnownHosts, IdentityAgent, IdentitiesOnly, Ciphers and MACs.
+final class SSHConfigKeywordTests: SSHTestCase {
+    private var sshConfig: String { harness.dir + "/ssh_config" }
+
+    /// An ssh_config whose `Host NAME` blocks reach the test sshd, each with `extra` lines.
+    private func writeSSHConfig(_ hosts: [(name: String, extra: String)]) {
+        let blocks = hosts.map { host in
+            "Host \(host.name)\n  HostName 127.0.0.1\n  Port \(server.port)\n  User \(Env.userName)\n"
+                + host.extra.split(separator: "\n").map { "  \($0)\n" }.joined()
+        }
+        write(blocks.joined(), to: sshConfig, mode: 0o600)
+    }
+
+    /// Profiles naming only an alias and a forward to the echo server.
+    private func writeProfiles(_ names: [String]) -> [String: UInt16] {
+        var ports: [String: UInt16] = [:]
+        var text = "[defaults]\nssh_config = \"\(sshConfig)\"\nconnect_timeout = 5\n"
+        for name in names {
+            let port = Net.freePort()
+            ports[name] = port
+            text += "[tunnels.\(name)]\nhost = \"\(name)\"\nforward = \"\(port):127.0.0.1:\(echo.port)\"\n"
+        }
+        harness.writeConfig(text)
+        return ports
+    }
+
+    private func assertEchoes(_ port: UInt16?, file: StaticString = #filePath, line: UInt = #line) {
+        guard let port, let fd = Net.connect(port, timeout: 10) else { return XCTFail("cannot connect", file: file, line: line) }
+        defer { close(fd) }
+        Net.setTimeout(fd, 10)
+        XCTAssertTrue(Net.sendAll(fd, Array("ping".utf8)), file: file, line: line)
+        XCTAssertEqual(Net.readExactly(fd, 4).map { String(decoding: $0, as: UTF8.self) }, "ping", file: file, line: line)
+    }
+
+    func testHostKeyAliasAndHashKnownHosts_learnAHashedAliasLine_intoTheFirstKnownHostsFileOnly() throws {
+        let first = harness.dir + "/kh-first", second = harness.dir + "/kh-second"
+        write("", to: second, mode: 0o600)
+        writeSSHConfig([("db", "IdentityFile \(server.userKey)\nUserKnownHostsFile \(first) \(second)\nHostKeyAlias prod-db\nHashKnownHosts yes\nStrictHostKeyChecking accept-new")])
+        let ports = writeProfiles(["db"])
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        assertEchoes(ports["db"])
+        let learned = read(first)
+        XCTAssertEqual(learned.split(separator: "\n").count, 1, learned)
+        XCTAssertTrue(learned.hasPrefix("|1|"), "HashKnownHosts writes a hashed name: \(learned)")
+        XCTAssertEqual(read(second), "", "learned keys go to the first file only")
+        // ssh-keygen finds it under the alias, not under the address and port.
+        let pub = read(server.hostKey + ".pub").split(separator: " ")[1]
+        XCTAssertTrue(runCommand(Env.which("ssh-keygen")!, ["-F", "prod-db", "-f", first]).stdout.contains(String(pub)))
+        XCTAssertEqual(runCommand(Env.which("ssh-keygen")!, ["-F", "[127.0.0.1]:\(server.port)", "-f", first]).stdout, "")
+    }
+
+    func testKeyTrustedOnlyInTheSecondKnownHostsFile_underTheAlias_connectsUnderStrict() throws {
+        let first = harness.dir + "/kh-first", second = harness.dir + "/kh-second"
+        let pub = read(server.hostKey + ".pub").split(separator: " ")
+        write("prod-db \(pub[0]) \(pub[1])\n", to: second, mode: 0o600)
+        writeSSHConfig([("db", "IdentityFile \(server.userKey)\nUserKnownHostsFile \(first) \(second)\nHostKeyAlias prod-db\nStrictHostKeyChecking yes"),
+                        ("plain", "IdentityFile \(server.userKey)\nUserKnownHostsFile \(first) \(second)\nStrictHostKeyChecking yes")])
+        let ports = writeProfiles(["db", "plain"])
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        assertEchoes(ports["db"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: first), "nothing learned")
+        // Without the alias the same key is unknown under [127.0.0.1]:PORT, and strict refuses it.
+        let refused = harness.tunnel(["up", "plain"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.stderr.contains("host key for [127.0.0.1]:\(server.port) is not known"), refused.stderr)
+        XCTAssertTrue(refused.stderr.contains("add this line to \(first)"), refused.stderr)
+    }
+
+    func testSeveralIdentityFiles_areTriedInOrder() throws {
+        let wrong = makeTempDir("keys") + "/id_wrong"
+        runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", wrong])
+        writeSSHConfig([("db", "IdentityFile \(wrong)\nIdentityFile \(server.userKey)\nUserKnownHostsFile \(harness.knownHosts)")])
+        let ports = writeProfiles(["db"])
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        assertEchoes(ports["db"])
+        XCTAssertTrue(harness.supervisorLog.contains("publickey with \(server.userKey)"), harness.supervisorLog)
+    }
+
+    func testIdentityAgentAndIdentitiesOnly_decideWhetherTheAgentsKeysAreOffered() throws {
+        let dir = makeTempDir("agent")
+        let socket = dir + "/agent.sock"
+        let agent = try Background(Env.which("ssh-agent")!, ["-D", "-a", socket], logPath: dir + "/agent.log")
+        defer { agent.stop() }
+        XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: socket) })
+        XCTAssertEqual(runCommand(Env.which("ssh-add")!, [server.userKey], env: ["SSH_AUTH_SOCK": socket]).status, 0)
+        let known = "UserKnownHostsFile \(harness.knownHosts)"
+        writeSSHConfig([("inherits", known), ("noagent", known + "\nIdentityAgent none"),
+                        ("named", known + "\nIdentityAgent \(socket)"), ("only", known + "\nIdentitiesOnly yes")])
+        let ports = writeProfiles(["inherits", "noagent", "named", "only"])
+        // HOME (the harness directory) has no key files: only the agent can log in.
+        let withAgent = ["SSH_AUTH_SOCK": socket]
+        let inherits = harness.tunnel(["up", "inherits"], env: withAgent)
+        XCTAssertEqual(inherits.status, 0, inherits.output + harness.supervisorLog)
+        assertEchoes(ports["inherits"])
+        let noAgent = harness.tunnel(["up", "noagent"], env: withAgent)
+        XCTAssertNotEqual(noAgent.status, 0, "IdentityAgent none: the agent is not asked")
+        XCTAssertTrue(noAgent.stderr.contains("authentication failed"), noAgent.stderr)
+        let named = harness.tunnel(["up", "named"])
+        XCTAssertEqual(named.status, 0, "IdentityAgent PATH works without SSH_AUTH_SOCK: " + named.output + harness.supervisorLog)
+        assertEchoes(ports["named"])
+        let only = harness.tunnel(["up", "only"], env: withAgent)
+        XCTAssertNotEqual(only.status, 0, "IdentitiesOnly: the agent's key is none of the identity files")
+        XCTAssertTrue(only.stderr.contains("authentication failed"), only.stderr)
+    }
+
+    func testCiphersThatLeaveNothingLibssh2Supports_isOneLineNamingBothLists() {
+        writeSSHConfig([("db", "IdentityFile \(server.userKey)\nUserKnownHostsFile \(harness.knownHosts)\nCiphers chacha20-poly1305@openssh.com,aes256-gcm@openssh.com"),
+                        ("mac", "IdentityFile \(server.userKey)\nUserKnownHostsFile \(harness.knownHosts)\nMACs hmac-sha2-256-etm@openssh.com")])
+        _ = writeProfiles(["db", "mac"])
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertNotEqual(up.status, 0)
+        XCTAssertTrue(up.stderr.contains("ssh_config's Ciphers chacha20-poly1305@openssh.com,aes256-gcm@openssh.com for 127.0.0.1 leaves nothing tunnel's libssh2 can use, which is aes128-ctr,aes256-ctr,aes192-ctr"), up.stderr)
+        XCTAssertEqual(up.stderr.split(separator: "\n").filter { $0.hasPrefix("tunnel:") }.count, 1, up.stderr)
+        let mac = harness.tunnel(["up", "mac"])
+        XCTAssertNotEqual(mac.status, 0)
+        XCTAssertTrue(mac.stderr.contains("ssh_config's MACs hmac-sha2-256-etm@openssh.com for 127.0.0.1 leaves nothing tunnel's libssh2 can use, which is hmac-sha2-512,hmac-sha2-256"), mac.stderr)
+    }
+
+    func testCiphersAndMACs_areOfferedInTheOrderSSHConfigGives() throws {
+        try replaceServer(extraConfig: "LogLevel DEBUG1\n")
+        writeSSHConfig([("db", "IdentityFile \(server.userKey)\nUserKnownHostsFile \(harness.knownHosts)\nCiphers aes192-ctr,aes256-ctr\nMACs hmac-sha2-256")])
+        let ports = writeProfiles(["db"])
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        assertEchoes(ports["db"])
+        // The server picks the client's first choice it also has.
+        XCTAssertTrue(server.log.contains("kex: client->server cipher: aes192-ctr MAC: hmac-sha2-256"), server.log)
+    }
+}
