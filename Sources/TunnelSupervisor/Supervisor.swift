@@ -301,17 +301,35 @@ public final class Supervisor {
         if let clash = clash(with: profile) {
             return done(TunnelOutcome(name: profile.name, result: .failed, message: clash))
         }
-        // What ssh_config adds (`ssh -G`: two short local commands).
-        let resolved: Profile
-        do {
-            let (applied, notes) = try profile.applyingSSHConfig(profile.sshConfig, home: options.home)
-            for note in notes { logger.info("\(note)") }
-            resolved = applied
-        } catch {
-            return done(TunnelOutcome(name: profile.name, result: .failed, message: "\(profile.name): \(error)"))
-        }
-        // Reserve the name while the thread starts, so a second request waits.
+        // Reserve the name while ssh_config is read and the thread starts, so a second request waits.
         starting[profile.name] = []
+        // What ssh_config adds: `ssh -G` for the host and each jump host, a
+        // few ms each but up to 5 s when ssh hangs, so off the supervisor's loop.
+        let applied = loop.callback { [weak self] (result: Result<Profile, SSHConfigError>) in
+            guard let self else { return }
+            switch result {
+            case .success(let resolved):
+                self.launch(profile, resolved: resolved, configPath: configPath, options: options, adHoc: adHoc, done: done)
+            case .failure(let error):
+                let queued = self.starting.removeValue(forKey: profile.name) ?? []
+                done(TunnelOutcome(name: profile.name, result: .failed, message: "\(profile.name): \(error)"))
+                queued.forEach { $0() }
+            }
+        }
+        let logger = self.logger
+        startThread(name: "ssh -G") {
+            do throws(SSHConfigError) {
+                let (resolved, notes) = try profile.applyingSSHConfig(profile.sshConfig, home: options.home)
+                for note in notes { logger.info("\(note)") }
+                applied(.success(resolved))
+            } catch {
+                applied(.failure(error))
+            }
+        }
+    }
+
+    private func launch(_ profile: Profile, resolved: Profile, configPath: String, options: Connector.Options, adHoc: AdHocTunnel?,
+                        done: @escaping (TunnelOutcome) -> Void) {
         TunnelHost.start(profile: profile, resolved: resolved, configPath: configPath, options: options, logger: logger, supervisorLoop: loop,
                          onStatus: { [weak self] host, status in self?.statusChanged(host, status) },
                          onExit: { [weak self] host in self?.hostExited(host) },
