@@ -15,6 +15,9 @@ struct Up: ParsableCommand {
     @Option(name: .customShort("L"), help: "A forward as `ssh -L` writes it ([bind:]port:host:hostport), for a tunnel no profile describes; repeatable.")
     var localForwards: [String] = []
 
+    @Option(name: .customShort("D"), help: "A SOCKS proxy as `ssh -D` writes it ([bind:]port), for a tunnel no profile describes; repeatable.")
+    var dynamicForwards: [String] = []
+
     @Option(name: .customShort("J"), help: "Jump hosts, as `ssh -J` (with -L).")
     var jump: String?
 
@@ -33,11 +36,14 @@ struct Up: ParsableCommand {
     @Option(name: .long, help: "Seconds to wait for the tunnels to come up.")
     var timeout: Double?
 
+    /// -L or -D: a tunnel no profile describes.
+    private var isAdHoc: Bool { !localForwards.isEmpty || !dynamicForwards.isEmpty }
+
     func validate() throws {
-        if names.isEmpty { throw ValidationError(localForwards.isEmpty ? "name at least one profile" : "give the DESTINATION after -L") }
-        if !localForwards.isEmpty && names.count > 1 { throw ValidationError("with -L, give one DESTINATION, not \(names.count)") }
-        if localForwards.isEmpty && (jump != nil || identity != nil || port != nil || name != nil) {
-            throw ValidationError("-J, -i, -p and --name go with -L")
+        if names.isEmpty { throw ValidationError(isAdHoc ? "give the DESTINATION after -L or -D" : "name at least one profile") }
+        if isAdHoc && names.count > 1 { throw ValidationError("with -L or -D, give one DESTINATION, not \(names.count)") }
+        if !isAdHoc && (jump != nil || identity != nil || port != nil || name != nil) {
+            throw ValidationError("-J, -i, -p and --name go with -L or -D")
         }
         if port == 0 { throw ValidationError("-p must be 1-65535") }
         if foreground && names.count > 1 { throw ValidationError("--foreground runs one profile") }
@@ -45,16 +51,18 @@ struct Up: ParsableCommand {
     }
 
     func run() throws {
-        if !localForwards.isEmpty {
-            let adHoc = AdHocTunnel(name: name, destination: names[0], forwards: localForwards, jump: jump, identity: identity,
+        if isAdHoc {
+            let adHoc = AdHocTunnel(name: name, destination: names[0], forwards: localForwards, dynamic: dynamicForwards, jump: jump, identity: identity,
                                     port: port, origin: .commandLine)
             throw ExitCode(try runAdHoc(adHoc))
         }
-        // A name no profile has may be an ssh_config alias with LocalForward lines.
+        // A name no profile has may be an ssh_config alias with LocalForward or DynamicForward lines.
         let loaded = try? Config.load(path: global.configPath, environment: global.environment)
         if names.count == 1, loaded?.profileNames.contains(names[0]) != true,
-           let forwards = try? SSHConfigLookup.query(names[0], source: loaded?.sshConfig ?? .standard)?.settings("localforward"), !forwards.isEmpty {
-            let adHoc = AdHocTunnel(name: nil, destination: names[0], forwards: AdHocTunnel.forwards(fromLocalForward: forwards),
+           let entry = try? SSHConfigLookup.query(names[0], source: loaded?.sshConfig ?? .standard),
+           !entry.settings("localforward").isEmpty || !entry.settings("dynamicforward").isEmpty {
+            let adHoc = AdHocTunnel(name: nil, destination: names[0], forwards: AdHocTunnel.forwards(fromLocalForward: entry.settings("localforward")),
+                                    dynamic: AdHocTunnel.forwards(fromDynamicForward: entry.settings("dynamicforward")),
                                     origin: .sshConfig, sshConfig: loaded?.sshConfig ?? .standard)
             throw ExitCode(try runAdHoc(adHoc))
         }

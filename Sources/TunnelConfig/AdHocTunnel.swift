@@ -12,6 +12,8 @@ public struct AdHocTunnel: Codable, Equatable, Sendable {
     /// `[user@]host[:port]`, `ssh://user@host:port` or an ssh_config alias.
     public var destination: String
     public var forwards: [String]
+    /// `-D` specs (`[bind:]port`); nil in states saved before there were any.
+    public var dynamic: [String]?
     /// As `-J`: `user@bastion:22,second`.
     public var jump: String?
     public var identity: String?
@@ -20,11 +22,12 @@ public struct AdHocTunnel: Codable, Equatable, Sendable {
     /// Where its alias was looked up: "PATH" (ssh -F), "none", or nil for ssh's own files.
     public var sshConfigFile: String?
 
-    public init(name: String?, destination: String, forwards: [String], jump: String? = nil, identity: String? = nil,
+    public init(name: String?, destination: String, forwards: [String], dynamic: [String] = [], jump: String? = nil, identity: String? = nil,
                 port: UInt16? = nil, origin: Origin, sshConfig: SSHConfigSource = .standard) {
         self.name = name ?? destination
         self.destination = destination
         self.forwards = forwards
+        self.dynamic = dynamic.isEmpty ? nil : dynamic
         self.jump = jump
         self.identity = identity
         self.port = port
@@ -56,15 +59,17 @@ public struct AdHocTunnel: Codable, Equatable, Sendable {
         let defaultUser = System.userName(environment)
         let target: JumpHop
         do { target = try JumpHop.parse(destination) } catch { throw Invalid(message: "destination \(error)") }
-        guard !forwards.isEmpty else { throw Invalid(message: "\(name): no forward: give -L [bind:]port:host:hostport") }
+        let specTexts = forwards.map { ("-L", $0) } + (dynamic ?? []).map { ("-D", $0) }
+        guard !specTexts.isEmpty else { throw Invalid(message: "\(name): no forward: give -L [bind:]port:host:hostport or -D [bind:]port") }
         var specs: [ForwardSpec] = []
-        for text in forwards {
-            do { specs.append(try ForwardSpec.parse(text)) } catch { throw Invalid(message: "-L \(error)") }
+        for (flag, text) in specTexts {
+            do { specs.append(try flag == "-D" ? ForwardSpec.parseDynamic(text) : ForwardSpec.parse(text)) } catch { throw Invalid(message: "\(flag) \(error.text)") }
         }
         for (i, spec) in specs.enumerated() {
-            if spec.isPublic { throw Invalid(message: "-L \(forwards[i]): binds a non-loopback address; write a profile with public = true for that") }
+            let (flag, text) = specTexts[i]
+            if spec.isPublic { throw Invalid(message: "\(flag) \(text): binds a non-loopback address; write a profile with public = true for that") }
             if let other = specs[..<i].firstIndex(where: { $0.collides(with: spec) }) {
-                throw Invalid(message: "-L \(forwards[i]) and -L \(forwards[other]) claim the same local address")
+                throw Invalid(message: "\(flag) \(text) and \(specTexts[other].0) \(specTexts[other].1) claim the same local address")
             }
         }
         var hops: [JumpHop] = []
@@ -85,15 +90,21 @@ public struct AdHocTunnel: Codable, Equatable, Sendable {
                        location: SourceLocation(file: origin.rawValue, line: 0, column: 0))
     }
 
+    /// `ssh -G` DynamicForward values ("1080", "[127.0.0.1]:1082", "[::1]:1081") as `-D` specs.
+    public static func forwards(fromDynamicForward values: [String]) -> [String] {
+        values.map { unbracketed($0[...]) }
+    }
+
+    /// ssh -G prints every host in brackets ("[127.0.0.1]:5432"); only IPv6 keeps them.
+    private static func unbracketed(_ field: Substring) -> String {
+        guard field.hasPrefix("["), let close = field.firstIndex(of: "]") else { return String(field) }
+        let inner = field[field.index(after: field.startIndex)..<close]
+        return inner.contains(":") ? String(field) : String(inner) + field[field.index(after: close)...]
+    }
+
     /// `ssh -G` LocalForward values ("5433 localhost:5432", "127.0.0.1:5433 [::1]:5432")
     /// as `-L` specs.
-    /// ssh prints every host in brackets ("[127.0.0.1]:5432"); only IPv6 keeps them.
     public static func forwards(fromLocalForward values: [String]) -> [String] {
-        func unbracketed(_ field: Substring) -> String {
-            guard field.hasPrefix("["), let close = field.firstIndex(of: "]") else { return String(field) }
-            let inner = field[field.index(after: field.startIndex)..<close]
-            return inner.contains(":") ? String(field) : String(inner) + field[field.index(after: close)...]
-        }
-        return values.map { $0.split(separator: " ", maxSplits: 1).map(unbracketed).joined(separator: ":") }
+        values.map { $0.split(separator: " ", maxSplits: 1).map(unbracketed).joined(separator: ":") }
     }
 }

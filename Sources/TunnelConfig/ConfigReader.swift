@@ -1,17 +1,20 @@
 /// Turns a parsed TOML document into profiles and diagnostics.
 struct ConfigReader {
     static let tunnelKeys = [
-        "host", "port", "user", "identity", "forward", "known_hosts", "host_key",
+        "host", "port", "user", "identity", "forward", "dynamic", "known_hosts", "host_key",
         "keepalive", "keepalive_count", "connect_timeout", "hold_timeout", "public",
         "sessions", "max_sessions", "proxy_command", "jump", "ssh_config",
     ]
     static let topLevelKeys = ["defaults", "tunnels"]
+    /// The keys that say what a profile forwards; it needs one of them.
+    static let forwardKeys = ["forward", "dynamic"]
 
     /// ssh_config spellings people are likely to reach for.
     static let sshAliases: [String: String] = [
         "hostname": "host", "address": "host", "username": "user", "login": "user",
         "identityfile": "identity", "key": "identity", "keyfile": "identity",
         "localforward": "forward", "forwards": "forward", "local": "forward",
+        "dynamicforward": "dynamic", "socks": "dynamic",
         "userknownhostsfile": "known_hosts", "knownhostsfile": "known_hosts",
         "stricthostkeychecking": "host_key", "hostkeypolicy": "host_key",
         "serveraliveinterval": "keepalive", "serveralivecountmax": "keepalive_count",
@@ -152,8 +155,12 @@ struct ConfigReader {
         let here = location(entry.value.position)
         let settings = readSettings(table, path: path, profile: name, errors: &errors)
 
-        for key in ["host", "forward"] where !settings.present.contains(key) && !defaults.present.contains(key) {
-            errors.append(ConfigError(location: here, message: "\(shownPath): missing required key \(quoted(key))"))
+        if !settings.present.contains("host") && !defaults.present.contains("host") {
+            errors.append(ConfigError(location: here, message: "\(shownPath): missing required key \"host\""))
+        }
+        if Self.forwardKeys.allSatisfy({ !settings.present.contains($0) }) {
+            errors.append(ConfigError(location: here, message: "\(shownPath): missing required key \"forward\" (a profile needs at least one of "
+                                      + Self.forwardKeys.map(quoted).joined(separator: ", ") + ")"))
         }
 
         let sessions = settings.sessions ?? defaults.sessions ?? Profile.Defaults.sessions
@@ -171,7 +178,7 @@ struct ConfigReader {
                     ? "binds \(bind) (all interfaces), so the service would be reachable from every interface"
                     : "binds \(bind), so the service would be reachable from the network"
                 errors.append(ConfigError(location: forward.location,
-                                          message: "\(shownPath): forward \(quoted(forward.spec.text)) \(reach); set public = true to allow it"))
+                                          message: "\(shownPath): \(forward.spec.kind == .dynamic ? "dynamic" : "forward") \(quoted(forward.spec.text)) \(reach); set public = true to allow it"))
             }
         }
         return Candidate(name: name, location: here, settings: settings)
@@ -206,7 +213,7 @@ struct ConfigReader {
             guard let match else { continue }
             let earlier = forwards[match]
             assert(earlier.spec.collides(with: later.spec))
-            let message = "\(keyPath(["tunnels", later.profile, "forward"])): \(later.spec.localDescription) overlaps "
+            let message = "\(keyPath(["tunnels", later.profile, later.spec.kind == .dynamic ? "dynamic" : "forward"])): \(later.spec.localDescription) overlaps "
                 + "\(earlier.spec.localDescription) of \(keyPath(["tunnels", earlier.profile])) (\(earlier.location))"
             profileErrors[later.profile, default: []].append(ConfigError(location: later.location, message: message))
         }
@@ -284,17 +291,18 @@ struct ConfigReader {
             case "max_sessions":
                 s.maxSessions = checker.integer(in: 1...Profile.Defaults.sessionLimit)
                 s.maxSessionsLocation = checker.location
-            case "forward":
+            case "forward", "dynamic":
                 if let profile {
-                    s.forwards = checker.forwards(profile: profile, profilePath: keyPath(path))
+                    let parse = entry.key == "dynamic" ? ForwardSpec.parseDynamic : ForwardSpec.parse
+                    s.forwards += checker.forwards(profile: profile, profilePath: keyPath(path), parse: parse)
                 } else {
                     s.present.remove(entry.key)  // so profiles without forwards are still reported
                     errors.append(ConfigError(location: location(entry.keyPosition),
-                                              message: "\(name): forward is not allowed in [defaults]; list forwards in each [tunnels.NAME]"))
+                                              message: "\(name): \(entry.key) is not allowed in [defaults]; list forwards in each [tunnels.NAME]"))
                 }
             default:
                 s.present.remove(entry.key)
-                let suggestion = didYouMean(entry.key, among: Self.tunnelKeys.filter { profile != nil || $0 != "forward" },
+                let suggestion = didYouMean(entry.key, among: Self.tunnelKeys.filter { profile != nil || !Self.forwardKeys.contains($0) },
                                             aliases: Self.sshAliases)
                 errors.append(ConfigError(location: location(entry.keyPosition),
                                           message: "\(keyPath(path)): unknown key \(quoted(entry.key))\(suggestion)"))
@@ -426,9 +434,11 @@ private struct ValueChecker {
         return hops
     }
 
-    /// A string or a non-empty array of strings, each a valid `ssh -L` spec.
-    /// Returns the valid ones, so overlaps are still checked in a broken profile.
-    mutating func forwards(profile: String, profilePath: String) -> [ConfigReader.LocatedForward] {
+    /// A string or a non-empty array of strings, each a valid spec (`ssh -L`,
+    /// or `ssh -D` with `parseDynamic`). Returns the valid ones, so overlaps
+    /// are still checked in a broken profile.
+    mutating func forwards(profile: String, profilePath: String,
+                           parse: (String) throws(ForwardSpecError) -> ForwardSpec) -> [ConfigReader.LocatedForward] {
         let items: [TOMLValue]
         switch value.kind {
         case .string:
@@ -448,7 +458,7 @@ private struct ValueChecker {
                 continue
             }
             do {
-                let spec = try ForwardSpec.parse(text)
+                let spec = try parse(text)
                 result.append(.init(spec: spec, location: itemLocation, profile: profile))
             } catch {
                 errors.append(ConfigError(location: itemLocation, message: "\(profilePath): \(error)"))

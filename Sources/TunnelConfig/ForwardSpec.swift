@@ -53,12 +53,31 @@ public struct ForwardSpecError: Error, Equatable, Sendable, CustomStringConverti
     public let spec: String
     /// What is wrong with it, e.g. `remote port 99999 is out of range (1-65535)`.
     public let reason: String
+    /// The key or flag it was written under: "forward", "dynamic".
+    public let keyword: String
 
-    public var description: String { "forward \(quoted(spec)): \(reason)" }
+    public init(spec: String, reason: String, keyword: String = "forward") {
+        self.spec = spec
+        self.reason = reason
+        self.keyword = keyword
+    }
+
+    public var description: String { "\(keyword) \(text)" }
+    /// Without the keyword: "\"1080x\": local port ..." for `-D 1080x`.
+    public var text: String { "\(quoted(spec)): \(reason)" }
 }
 
-/// One `ssh -L` forward: `[bind:]port:host:hostport`.
+/// One local listener: an `ssh -L` forward (`[bind:]port:host:hostport`) or
+/// an `ssh -D` SOCKS proxy (`[bind:]port`).
 public struct ForwardSpec: Hashable, Sendable, CustomStringConvertible {
+    public enum Kind: String, Sendable {
+        /// `-L`: every client goes to remoteHost:remotePort.
+        case local
+        /// `-D`: each client says where it goes, in SOCKS4, 4a or 5.
+        case dynamic
+    }
+
+    public let kind: Kind
     public let bind: BindAddress
     /// 0 means "let the kernel pick a free port" (written `0` or `auto`).
     public let localPort: UInt16
@@ -82,8 +101,9 @@ public struct ForwardSpec: Hashable, Sendable, CustomStringConvertible {
         "\(bind):\(localPort == 0 ? "auto" : String(localPort))"
     }
 
-    /// "localhost:5432 (postgresql)", "[::1]:8081".
+    /// "localhost:5432 (postgresql)", "[::1]:8081"; "socks" for `-D`.
     public var remoteDescription: String {
+        if kind == .dynamic { return "socks" }
         let host = remoteHost.contains(":") ? "[\(remoteHost)]" : remoteHost
         let service = ServiceNames.name(forPort: remotePort).map { " (\($0))" } ?? ""
         return "\(host):\(remotePort)\(service)"
@@ -119,7 +139,27 @@ public struct ForwardSpec: Hashable, Sendable, CustomStringConvertible {
         let localPort = try parseLocalPort(portField, failure: failure)
         let remoteHost = try parseRemoteHost(hostField, failure: failure)
         let remotePort = try parseRemotePort(hostPortField, failure: failure)
-        return ForwardSpec(bind: bind, localPort: localPort, remoteHost: remoteHost, remotePort: remotePort, text: text)
+        return ForwardSpec(kind: .local, bind: bind, localPort: localPort, remoteHost: remoteHost, remotePort: remotePort, text: text)
+    }
+
+    static let dynamicSyntax = "expected [bind:]port"
+
+    /// Parses an `ssh -D` spec: `port`, `bind:port` or `[v6]:port`.
+    public static func parseDynamic(_ text: String) throws(ForwardSpecError) -> ForwardSpec {
+        func failure(_ reason: String) -> ForwardSpecError { ForwardSpecError(spec: text, reason: reason, keyword: "dynamic") }
+        if text.isEmpty { throw failure(dynamicSyntax) }
+        if text.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F }) {
+            throw failure("a forward must not contain spaces or control characters")
+        }
+        let fields = try splitFields(text, failure: failure)
+        let bind: BindAddress
+        let port: UInt16
+        switch fields.count {
+        case 1: (bind, port) = (.loopbackIPv4, try parseLocalPort(fields[0], failure: failure))
+        case 2: (bind, port) = (try parseBind(fields[0], failure: failure), try parseLocalPort(fields[1], failure: failure))
+        default: throw failure(dynamicSyntax + (fields.count > 2 ? " (put IPv6 addresses in brackets, e.g. [::1]:1080)" : ""))
+        }
+        return ForwardSpec(kind: .dynamic, bind: bind, localPort: port, remoteHost: "", remotePort: 0, text: text)
     }
 
     /// Splits on ":" outside brackets; a bracketed field must be the whole field.

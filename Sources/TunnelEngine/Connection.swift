@@ -45,6 +45,8 @@ final class Connection {
     var isHot = false
     /// EOF owed to the channel but not yet sent (the session was mid-rekey).
     var eofOwed = false
+    /// A `-D` client whose SOCKS reply waits for the channel open's outcome.
+    var socks: SocksHandshake?
 
     init(socket: Socket, peer: SocketAddress?, target: ChannelTarget, acceptedAt: Instant) {
         self.socket = socket

@@ -78,6 +78,13 @@ extension Link {
                 // The target refused, or the server prohibits forwarding: this
                 // client is closed at once; the tunnel stays up.
                 logger.warning("channel to \(target.description) refused: \(error.message); closing that client", metadata: ["local": "\(target.local)"])
+                if var socks = c.socks {
+                    // The SOCKS client hears why, in its own protocol's terms.
+                    for case .send(let reply) in socks.channelFailed(SocksFailure(error.refusal)) {
+                        _ = reply.withUnsafeBytes { try? c.socket.send($0.baseAddress!, count: $0.count) }
+                    }
+                    c.socks = nil
+                }
                 c.phase = .pumping
                 finish(c, .closed)
                 continue
@@ -86,6 +93,13 @@ extension Link {
             opening = nil
             c.channel = channel
             c.phase = .pumping
+            if var socks = c.socks {
+                // The success reply goes before anything the target sends.
+                for case .send(let reply) in socks.channelOpened() {
+                    reply.withUnsafeBytes { c.downPending.append($0.baseAddress!, count: $0.count) }
+                }
+                c.socks = nil
+            }
             track(c)
         }
     }

@@ -53,8 +53,29 @@ extension TunnelRuntime {
             try? socket.setNoDelay()
             listener.stats.total.add(1, ordering: .relaxed)
             listener.stats.active.add(1, ordering: .relaxed)
-            accepted.append(Connection(socket: socket, peer: peer, target: listener.target, acceptedAt: Instant.now()))
+            if listener.spec.kind == .dynamic {
+                negotiate(socket, peer: peer, listener: listener)
+            } else {
+                accepted.append(Connection(socket: socket, peer: peer, target: listener.target, acceptedAt: Instant.now()))
+            }
         }
+    }
+
+    /// Reads a `-D` client's SOCKS request on this loop; the client goes to a
+    /// lane once it has said where to.
+    private func negotiate(_ socket: Socket, peer: SocketAddress?, listener: Listener) {
+        guard negotiations.count < SocksNegotiation.maxConcurrent else {
+            socket.close()
+            listener.stats.active.subtract(1, ordering: .relaxed)
+            logger.warning("\(SocksNegotiation.maxConcurrent) SOCKS clients are still sending their requests; closing a new one from \(peer?.description ?? "?")")
+            return
+        }
+        let negotiation = SocksNegotiation(socket: socket, peer: peer, listener: listener, loop: loop, logger: logger) { [unowned self] negotiation, connection in
+            self.negotiations.removeValue(forKey: ObjectIdentifier(negotiation))
+            if let connection { self.assign([connection]) }
+        }
+        negotiations[ObjectIdentifier(negotiation)] = negotiation
+        negotiation.start()
     }
 
     /// Hands clients to the least-loaded lanes that are up, or holds them

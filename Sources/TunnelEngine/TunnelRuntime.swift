@@ -23,6 +23,8 @@ public final class TunnelRuntime: @unchecked Sendable {
     /// Clients accepted earlier whose lane went down while no other lane was
     /// up, oldest first. They wait for the next lane up, or hold_timeout.
     var held: [Connection] = []
+    /// `-D` clients still sending their SOCKS requests.
+    var negotiations: [ObjectIdentifier: SocksNegotiation] = [:]
     let pending: PendingClients
     var holdTimer: EventLoop.TimerID?
     private var idleCheckTimer: EventLoop.TimerID?
@@ -95,6 +97,8 @@ public final class TunnelRuntime: @unchecked Sendable {
             for index in pool.stop() { stopLane(index, graceful: graceful) }
             for c in held { c.closeUnserved() }
             held.removeAll()
+            for negotiation in negotiations.values { negotiation.cancel() }
+            negotiations.removeAll()
             let closed = listeners.map { $0.address.description }
             for listener in listeners { listener.close(loop: loop) }
             listeners = []

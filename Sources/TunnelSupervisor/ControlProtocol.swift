@@ -86,6 +86,9 @@ public struct TunnelOutcome: Codable, Sendable, Equatable {
 
 /// One forward as `tunnel ls --json` shows it.
 public struct ForwardInfo: Codable, Sendable, Equatable {
+    /// "local" (-L), "dynamic" (-D, whose remote is "socks") or "remote" (-R);
+    /// absent from older supervisors.
+    public var kind: String?
     public var local: String
     public var remote: String
     public var active: Int

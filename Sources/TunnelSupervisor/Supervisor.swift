@@ -538,7 +538,7 @@ public final class Supervisor {
         for (index, spec) in host.profile.forwards.enumerated() {
             let stats = host.runtime.forwardStats[index].snapshot()
             let local = index < status.boundAddresses.count ? status.boundAddresses[index] : spec.localDescription
-            forwards.append(ForwardInfo(local: local, remote: spec.remoteDescription, active: stats.active, total: stats.total,
+            forwards.append(ForwardInfo(kind: spec.kind.rawValue, local: local, remote: spec.remoteDescription, active: stats.active, total: stats.total,
                                         bytes_in: stats.bytesIn, bytes_out: stats.bytesOut, public: spec.isPublic))
         }
         let phase = status.phase == .stopped ? "reconnecting" : status.phase.rawValue

@@ -259,3 +259,44 @@ final class ServiceNamesTests: XCTestCase {
         XCTAssertNil(table.portByName["bad"])
     }
 }
+
+/// `dynamic`: `ssh -D [bind:]port`.
+final class DynamicSpecTests: XCTestCase {
+    func testForms() throws {
+        let plain = try ForwardSpec.parseDynamic("1080")
+        XCTAssertEqual(plain.kind, .dynamic)
+        XCTAssertEqual(plain.localDescription, "127.0.0.1:1080")
+        XCTAssertEqual(plain.remoteDescription, "socks")
+        XCTAssertEqual(plain.description, "127.0.0.1:1080 -> socks")
+        XCTAssertFalse(plain.isPublic)
+        XCTAssertEqual(try ForwardSpec.parseDynamic("[::1]:1081").localDescription, "[::1]:1081")
+        XCTAssertEqual(try ForwardSpec.parseDynamic("localhost:1082").localDescription, "127.0.0.1:1082")
+        XCTAssertTrue(try ForwardSpec.parseDynamic("*:1080").isPublic)
+        XCTAssertEqual(try ForwardSpec.parseDynamic("auto").localPort, 0)
+    }
+
+    func testErrorsNameTheSpecUnderDynamic() {
+        for (text, reason) in [("", "expected [bind:]port"),
+                               ("1080:localhost:22", "expected [bind:]port (put IPv6 addresses in brackets, e.g. [::1]:1080)"),
+                               ("socks", "local port \"socks\" is not a number"),
+                               ("99999", "local port 99999 is out of range (1-65535, or 0/auto for any free port)"),
+                               ("host.example:1080", "bind address must be an IP address, localhost or * (found \"host.example\")")] {
+            XCTAssertThrowsError(try ForwardSpec.parseDynamic(text)) { error in
+                XCTAssertEqual("\(error)", "dynamic \"\(text)\": \(reason)")
+            }
+        }
+    }
+
+    func testProfileKey_joinsTheForwards_andIsCheckedForOverlapsAndPublic() throws {
+        let config = parseConfig("[tunnels.lab]\nhost = \"h\"\ndynamic = [\"1080\", \"[::1]:1081\"]\n")
+        XCTAssertEqual(config.errors, [])
+        let lab = try config.profile(named: "lab")
+        XCTAssertEqual(lab.forwards.map(\.kind), [.dynamic, .dynamic])
+        XCTAssertEqual(errorLines(parseConfig("[tunnels.lab]\nhost = \"h\"\nforward = \"1080:h:22\"\ndynamic = \"1080\"\n")),
+                       ["4:11: tunnels.lab.dynamic: 127.0.0.1:1080 overlaps 127.0.0.1:1080 of tunnels.lab (/cfg/tunnels.toml:3:11)"])
+        XCTAssertEqual(errorLines(parseConfig("[tunnels.lab]\nhost = \"h\"\ndynamic = \"0.0.0.0:1080\"\n")),
+                       ["3:11: tunnels.lab: dynamic \"0.0.0.0:1080\" binds 0.0.0.0 (all interfaces), so the service would be reachable from every interface; set public = true to allow it"])
+        XCTAssertEqual(errorLines(parseConfig("[defaults]\ndynamic = \"1080\"\n[tunnels.lab]\nhost = \"h\"\nforward = \"1:h:2\"\n")),
+                       ["2:1: defaults.dynamic: dynamic is not allowed in [defaults]; list forwards in each [tunnels.NAME]"])
+    }
+}

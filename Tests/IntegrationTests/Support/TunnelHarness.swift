@@ -68,6 +68,7 @@ final class TunnelHarness {
 /// `tunnel ls --json`, as the contract names its fields.
 struct ListedTunnel: Decodable {
     struct Forward: Decodable {
+        let kind: String?
         let local: String
         let remote: String
         let active: Int
