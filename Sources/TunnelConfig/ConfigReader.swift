@@ -198,7 +198,13 @@ struct ConfigReader {
         struct Key: Hashable { var port: UInt16; var isIPv6: Bool }
         struct Earlier { var first: Int; var wildcard: Int?; var byHost: [String: Int] }
         var seen: [Key: Earlier] = [:]
-        for (i, later) in forwards.enumerated() where later.spec.localPort != 0 {
+        var paths: [String: Int] = [:]
+        for (i, later) in forwards.enumerated() {
+            if let path = later.spec.localPath {
+                if let match = paths[path] { reportOverlap(forwards[match], later) } else { paths[path] = i }
+                continue
+            }
+            guard later.spec.localPort != 0 else { continue }
             let bind = later.spec.bind
             let key = Key(port: later.spec.localPort, isIPv6: bind.isIPv6)
             // Taken out and put back, so its dictionary is not copied on each change.
@@ -211,12 +217,15 @@ struct ConfigReader {
             if slot.byHost[bind.host] == nil { slot.byHost[bind.host] = i }
             seen[key] = slot
             guard let match else { continue }
-            let earlier = forwards[match]
-            assert(earlier.spec.collides(with: later.spec))
-            let message = "\(keyPath(["tunnels", later.profile, later.spec.kind == .dynamic ? "dynamic" : "forward"])): \(later.spec.localDescription) overlaps "
-                + "\(earlier.spec.localDescription) of \(keyPath(["tunnels", earlier.profile])) (\(earlier.location))"
-            profileErrors[later.profile, default: []].append(ConfigError(location: later.location, message: message))
+            reportOverlap(forwards[match], later)
         }
+    }
+
+    private mutating func reportOverlap(_ earlier: LocatedForward, _ later: LocatedForward) {
+        assert(earlier.spec.collides(with: later.spec))
+        let message = "\(keyPath(["tunnels", later.profile, later.spec.kind == .dynamic ? "dynamic" : "forward"])): \(later.spec.localDescription) overlaps "
+            + "\(earlier.spec.localDescription) of \(keyPath(["tunnels", earlier.profile])) (\(earlier.location))"
+        profileErrors[later.profile, default: []].append(ConfigError(location: later.location, message: message))
     }
 
     private func makeProfile(_ candidate: Candidate, defaults: Settings) -> Profile? {

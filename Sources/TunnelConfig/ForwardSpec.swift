@@ -78,6 +78,9 @@ public struct ForwardSpec: Hashable, Sendable, CustomStringConvertible {
     }
 
     public let kind: Kind
+    /// A local Unix socket path (`/dir/.s.PGSQL.5432:host:hostport`) instead
+    /// of bind and port.
+    public var localPath: String? = nil
     public let bind: BindAddress
     /// 0 means "let the kernel pick a free port" (written `0` or `auto`).
     public let localPort: UInt16
@@ -88,17 +91,18 @@ public struct ForwardSpec: Hashable, Sendable, CustomStringConvertible {
     public let text: String
 
     /// The listener is reachable from other machines (the bind is not loopback).
-    public var isPublic: Bool { !bind.isLoopback }
+    public var isPublic: Bool { localPath == nil && !bind.isLoopback }
 
     /// Whether both forwards' listeners would claim the same local address.
     /// Kernel-picked ports (0) never collide.
     public func collides(with other: ForwardSpec) -> Bool {
-        localPort != 0 && localPort == other.localPort && bind.overlaps(other.bind)
+        if localPath != nil || other.localPath != nil { return localPath == other.localPath }
+        return localPort != 0 && localPort == other.localPort && bind.overlaps(other.bind)
     }
 
-    /// "127.0.0.1:5433", "[::1]:5433", "127.0.0.1:auto".
+    /// "127.0.0.1:5433", "[::1]:5433", "127.0.0.1:auto", "/run/pg/.s.PGSQL.5432".
     public var localDescription: String {
-        "\(bind):\(localPort == 0 ? "auto" : String(localPort))"
+        localPath ?? "\(bind):\(localPort == 0 ? "auto" : String(localPort))"
     }
 
     /// "localhost:5432 (postgresql)", "[::1]:8081"; "socks" for `-D`.
@@ -123,6 +127,7 @@ public struct ForwardSpec: Hashable, Sendable, CustomStringConvertible {
         if text.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F }) {
             throw failure("a forward must not contain spaces or control characters")
         }
+        if text.hasPrefix("/") { return try parseUnixLocal(text, failure: failure) }
         let fields = try splitFields(text, failure: failure)
         let bindField: Substring?
         let rest: ArraySlice<Substring>
@@ -140,6 +145,25 @@ public struct ForwardSpec: Hashable, Sendable, CustomStringConvertible {
         let remoteHost = try parseRemoteHost(hostField, failure: failure)
         let remotePort = try parseRemotePort(hostPortField, failure: failure)
         return ForwardSpec(kind: .local, bind: bind, localPort: localPort, remoteHost: remoteHost, remotePort: remotePort, text: text)
+    }
+
+    /// `/path/to/socket:host:hostport`, as ssh writes a Unix-socket -L: the
+    /// path runs to the first ":".
+    private static func parseUnixLocal(_ text: String, failure: (String) -> ForwardSpecError) throws(ForwardSpecError) -> ForwardSpec {
+        guard let colon = text.firstIndex(of: ":") else { throw failure("expected /path/to/socket:host:hostport") }
+        let path = String(text[..<colon])
+        // sockaddr_un holds 107 bytes and a NUL.
+        guard path.utf8.count <= 107 else { throw failure("socket path is \(path.utf8.count) bytes; a Unix socket path holds at most 107") }
+        guard !path.hasSuffix("/"), !path.split(separator: "/").contains(where: { $0 == ".." }) else {
+            throw failure("socket path \(quoted(path)) must name a file, without \"..\"")
+        }
+        let fields = try splitFields(String(text[text.index(after: colon)...]), failure: failure)
+        guard fields.count == 2 else { throw failure("expected /path/to/socket:host:hostport") }
+        var spec = ForwardSpec(kind: .local, bind: .loopbackIPv4, localPort: 0,
+                               remoteHost: try parseRemoteHost(fields[0], failure: failure),
+                               remotePort: try parseRemotePort(fields[1], failure: failure), text: text)
+        spec.localPath = path
+        return spec
     }
 
     static let dynamicSyntax = "expected [bind:]port"

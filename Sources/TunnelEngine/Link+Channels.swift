@@ -1,3 +1,4 @@
+import Glibc
 import Logging
 import TunnelPOSIX
 import TunnelSSH
@@ -70,7 +71,8 @@ extension Link {
             let result: IOResult<SSHChannel>
             do {
                 result = try session.openDirectTCPIP(host: target.host, port: target.port,
-                                                     originHost: c.peer?.host ?? "127.0.0.1", originPort: c.peer?.port ?? 0)
+                                                     originHost: c.peer?.family == AF_UNIX ? "127.0.0.1" : c.peer?.host ?? "127.0.0.1",
+                                                     originPort: c.peer?.port ?? 0)
             } catch {
                 opening = nil
                 if error.isTransportFailure { return die(session.lossReason(error)) }

@@ -72,6 +72,23 @@ final class Listener {
     init(spec: ForwardSpec, stats: ForwardStats) throws(BindFailure) {
         self.spec = spec
         self.stats = stats
+        let socket: Socket
+        if let path = spec.localPath {
+            socket = try Listener.bindUnix(path)
+            address = .unix(path: path)
+        } else {
+            socket = try Listener.bindTCP(spec)
+            do throws(SystemError) { address = try socket.localAddress() } catch {
+                socket.close()
+                throw BindFailure(address: spec.localDescription, errno: error.errno, message: "cannot read the bound address of \(spec.localDescription): \(error.errno)")
+            }
+        }
+        self.socket = socket
+        target = ChannelTarget(host: spec.remoteHost, port: spec.remotePort, description: spec.remoteDescription,
+                               local: address.description, stats: stats)
+    }
+
+    private static func bindTCP(_ spec: ForwardSpec) throws(BindFailure) -> Socket {
         guard let requested = SocketAddress(ip: spec.bind.host, port: spec.localPort) else {
             throw BindFailure(address: spec.localDescription, errno: Errno(EINVAL), message: "bind address \(spec.bind) is not an IP address")
         }
@@ -89,19 +106,52 @@ final class Listener {
             }
             try socket.bind(requested)
             try socket.listen()
-            self.address = try socket.localAddress()
         } catch {
             socket.close()
             throw BindFailure(address: requested.description, errno: error.errno, message: BindDiagnosis.describe(requested, error.errno))
         }
-        self.socket = socket
-        target = ChannelTarget(host: spec.remoteHost, port: spec.remotePort, description: spec.remoteDescription,
-                               local: address.description, stats: stats)
+        return socket
+    }
+
+    /// A Unix socket at `path`, mode 0600. A stale socket file (nobody
+    /// listening) is replaced; a live one, or any other file, is refused.
+    private static func bindUnix(_ path: String) throws(BindFailure) -> Socket {
+        let directory = path.lastIndex(of: "/").map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        guard Files.status(directory)?.isDirectory == true else {
+            throw BindFailure(address: path, errno: .noEntry, message: "cannot listen on \(path): directory \(directory) does not exist")
+        }
+        switch UnixSocketPath.occupant(path) {
+        case .nothing:
+            break
+        case .stale:
+            Files.remove(path)
+        case .live:
+            throw BindFailure(address: path, errno: .addressInUse, message: "\(path) is a socket something is listening on; tunnel does not take it over")
+        case .other(let kind):
+            throw BindFailure(address: path, errno: .addressInUse, message: "\(path) exists and is \(kind), not a socket; tunnel removes only stale sockets")
+        }
+        let socket: Socket
+        do { socket = try Socket.unix() } catch {
+            throw BindFailure(address: path, errno: error.errno, message: "cannot create a Unix socket: \(error.errno)")
+        }
+        do {
+            try socket.bind(.unix(path: path))
+            // Before listen, so no client can connect while it is wider.
+            try UnixSocketPath.setMode(path, 0o600)
+            try socket.listen()
+        } catch {
+            socket.close()
+            if error.errno != .addressInUse { Files.remove(path) }
+            throw BindFailure(address: path, errno: error.errno, message: "cannot listen on \(path): \(error.errno)")
+        }
+        return socket
     }
 
     func close(loop: EventLoop) {
         if let registration { loop.deregister(registration) }
         registration = nil
         socket.close()
+        // Its socket file goes with it, so the next `up` finds the path free.
+        if let path = spec.localPath, Files.status(path)?.isSocket == true { Files.remove(path) }
     }
 }

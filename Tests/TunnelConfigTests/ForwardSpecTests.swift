@@ -300,3 +300,36 @@ final class DynamicSpecTests: XCTestCase {
                        ["2:1: defaults.dynamic: dynamic is not allowed in [defaults]; list forwards in each [tunnels.NAME]"])
     }
 }
+
+/// `forward = "/path/to/socket:host:hostport"`: a local Unix socket.
+final class UnixLocalSpecTests: XCTestCase {
+    func testPath_runsToTheFirstColon() throws {
+        let spec = try ForwardSpec.parse("/run/user/1000/pg/.s.PGSQL.5432:localhost:5432")
+        XCTAssertEqual(spec.localPath, "/run/user/1000/pg/.s.PGSQL.5432")
+        XCTAssertEqual(spec.remoteHost, "localhost")
+        XCTAssertEqual(spec.remotePort, 5432)
+        XCTAssertEqual(spec.localDescription, "/run/user/1000/pg/.s.PGSQL.5432")
+        XCTAssertFalse(spec.isPublic)
+        XCTAssertEqual(try ForwardSpec.parse("/tmp/x.sock:[::1]:https").remoteHost, "::1")
+    }
+
+    func testCollisions_areByPath() throws {
+        let a = try ForwardSpec.parse("/tmp/a.sock:h:1"), b = try ForwardSpec.parse("/tmp/a.sock:h:2")
+        XCTAssertTrue(a.collides(with: b))
+        XCTAssertFalse(a.collides(with: try ForwardSpec.parse("/tmp/b.sock:h:1")))
+        XCTAssertFalse(a.collides(with: try ForwardSpec.parse("5432:h:1")))
+    }
+
+    func testBadPaths_areNamed() {
+        let long = "/" + String(repeating: "d", count: 120)
+        for (text, reason) in [("/tmp/a.sock", "expected /path/to/socket:host:hostport"),
+                               ("/tmp/a.sock:h", "expected /path/to/socket:host:hostport"),
+                               ("/tmp/dir/:h:1", "socket path \"/tmp/dir/\" must name a file, without \"..\""),
+                               ("/tmp/../etc/x:h:1", "socket path \"/tmp/../etc/x\" must name a file, without \"..\""),
+                               (long + ":h:1", "socket path is 121 bytes; a Unix socket path holds at most 107")] {
+            XCTAssertThrowsError(try ForwardSpec.parse(text)) { error in
+                XCTAssertEqual("\(error)", "forward \"\(text)\": \(reason)")
+            }
+        }
+    }
+}
