@@ -163,4 +163,30 @@ final class SocksTests: SSHTestCase {
         XCTAssertNotEqual(local.status, 0)
         XCTAssertTrue(local.stderr.contains("Could not resolve host: intranet.lab.internal"), local.output)
     }
+
+    func testAdHocDashD_andASSHConfigAliasWithDynamicForward_needNoProfile() throws {
+        // Ad-hoc tunnels check ~/.ssh/known_hosts (HOME is the harness's directory).
+        mkdir(harness.dir + "/.ssh", 0o700)
+        write(server.knownHostsLine + "\n", to: harness.dir + "/.ssh/known_hosts", mode: 0o600)
+        let adHocPort = Net.freePort(), aliasPort = Net.freePort()
+        let sshConfig = harness.dir + "/ssh_config"
+        write("Host socks-alias\n  HostName 127.0.0.1\n  Port \(server.port)\n  User root\n  IdentityFile \(server.userKey)\n"
+              + "  UserKnownHostsFile \(harness.knownHosts)\n  DynamicForward \(aliasPort)\n", to: sshConfig, mode: 0o600)
+        harness.writeConfig("[defaults]\nssh_config = \"\(sshConfig)\"\n")
+        let destination = "root@127.0.0.1:\(server.port)"
+        let adHoc = harness.tunnel(["up", "-D", "\(adHocPort)", "-i", server.userKey, "--name", "adhoc", destination])
+        XCTAssertEqual(adHoc.status, 0, adHoc.output + harness.supervisorLog)
+        XCTAssertTrue(adHoc.stdout.contains("adhoc: up: 127.0.0.1:\(adHocPort) -> socks"), adHoc.stdout)
+        let alias = harness.tunnel(["up", "socks-alias"])
+        XCTAssertEqual(alias.status, 0, alias.output + harness.supervisorLog)
+        for port in [adHocPort, aliasPort] {
+            XCTAssertEqual(probe(["echo5", "\(port)", "127.0.0.1", "\(echo.port)"]), "ping")
+        }
+        XCTAssertEqual(harness.listed("adhoc")?.origin, "command line")
+        XCTAssertEqual(harness.listed("socks-alias")?.origin, "ssh_config")
+        XCTAssertEqual(harness.listed("socks-alias")?.forwards.first?.kind, "dynamic")
+        let bad = harness.tunnel(["up", "-D", "1080:localhost:22", destination])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.stderr.contains("-D \"1080:localhost:22\": expected [bind:]port"), bad.stderr)
+    }
 }
