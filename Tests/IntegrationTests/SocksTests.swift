@@ -189,4 +189,16 @@ final class SocksTests: SSHTestCase {
         XCTAssertNotEqual(bad.status, 0)
         XCTAssertTrue(bad.stderr.contains("-D \"1080:localhost:22\": expected [bind:]port"), bad.stderr)
     }
+
+    func testAClientArrivingWhileTheLinkIsDown_isHeldAndServedAfterTheReconnect() {
+        upProxy(extra: "hold_timeout = 30\n")
+        XCTAssertEqual(probe(["echo5", "\(proxyPort)", "127.0.0.1", "\(echo.port)"]), "ping")
+        server.killSessions()
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.listed("lab")?.state != "up" }, "\(harness.list())")
+        XCTAssertTrue(Net.isListening(proxyPort), "the proxy's port stays bound")
+        // Sent while the link is down: it waits, then gets through.
+        XCTAssertEqual(probe(["echo5", "\(proxyPort)", "127.0.0.1", "\(echo.port)"]), "ping")
+        XCTAssertEqual(harness.listed("lab")?.state, "up")
+        XCTAssertEqual(harness.listed("lab")?.forwards.first?.total, 2)
+    }
 }
