@@ -196,7 +196,9 @@ final class Lane: @unchecked Sendable {
         }
         state = .up(link)
         if let shortcuts = CryptoShortcuts.statusOnce() { logger.info("\(shortcuts)") }
-        logger.info("up: \(profile.via) via \(connected.peer), \(connected.authMethod); \(connected.session.negotiatedAlgorithms)")
+        // Through jump hosts `via` already names the path; directly, the address reached says which one it was.
+        let path = profile.jump.isEmpty ? "\(profile.via) via \(connected.peer)" : profile.via
+        logger.info("up: \(path), \(connected.authMethod); \(connected.session.negotiatedAlgorithms)")
         report(.up(authMethod: connected.authMethod))
     }
 
