@@ -142,8 +142,8 @@ func sendUp(_ request: ControlRequest, profiles: [String: Profile], global: Glob
     if !response.ok { throw fail(response.error ?? "the supervisor refused the request") }
     for outcome in response.outcomes {
         let profile = profiles[outcome.name]
-        let routes = zip(profile?.forwards ?? [], outcome.local).map { "\($1) -> \($0.remoteDescription)" }.joined(separator: ", ")
-        let via = profile.map { " via \($0.via)" } ?? ""
+        let routes = (outcome.routes ?? zip(profile?.forwards ?? [], outcome.local).map { "\($1) -> \($0.remoteDescription)" }).joined(separator: ", ")
+        let via = (outcome.via ?? profile?.via).map { " via \($0)" } ?? ""
         if outcome.result == .up || outcome.result == .alreadyUp {
             for spec in profile?.forwards ?? [] where spec.isPublic {
                 writeLine(2, "warning: \(outcome.name): \(spec.localDescription) is not a loopback address: the service is reachable from the network; protect it with firewall rules")

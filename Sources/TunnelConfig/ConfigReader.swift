@@ -158,9 +158,12 @@ struct ConfigReader {
         if !settings.present.contains("host") && !defaults.present.contains("host") {
             errors.append(ConfigError(location: here, message: "\(shownPath): missing required key \"host\""))
         }
-        if Self.forwardKeys.allSatisfy({ !settings.present.contains($0) }) {
+        // Without ssh_config, nothing else can say what to forward. With it,
+        // LocalForward and DynamicForward for the host fill in, and `up` says
+        // so if there are none.
+        if Self.forwardKeys.allSatisfy({ !settings.present.contains($0) }) && (settings.sshConfig ?? defaults.sshConfig) == SSHConfigSource.none {
             errors.append(ConfigError(location: here, message: "\(shownPath): missing required key \"forward\" (a profile needs at least one of "
-                                      + Self.forwardKeys.map(quoted).joined(separator: ", ") + ")"))
+                                      + Self.forwardKeys.map(quoted).joined(separator: ", ") + " when ssh_config = \"none\")"))
         }
 
         let sessions = settings.sessions ?? defaults.sessions ?? Profile.Defaults.sessions

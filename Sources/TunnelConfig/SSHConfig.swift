@@ -142,6 +142,29 @@ extension SSHConfigEntry {
     }
 }
 
+extension SSHConfigEntry {
+    /// LocalForward and DynamicForward, for a profile that writes no forward.
+    func forwards(for host: String, publicAllowed: Bool) throws(SSHConfigError) -> [ForwardSpec] {
+        var specs: [ForwardSpec] = []
+        for text in AdHocTunnel.forwards(fromLocalForward: settings("localforward")) {
+            do { specs.append(try ForwardSpec.parse(text)) } catch { throw SSHConfigError(message: "LocalForward for \(host) in ssh_config: \(error.text)") }
+        }
+        for text in AdHocTunnel.forwards(fromDynamicForward: settings("dynamicforward")) {
+            do { specs.append(try ForwardSpec.parseDynamic(text)) } catch { throw SSHConfigError(message: "DynamicForward for \(host) in ssh_config: \(error.text)") }
+        }
+        guard !specs.isEmpty else {
+            throw SSHConfigError(message: "no forward: the profile writes no forward or dynamic, and ssh_config has no LocalForward or DynamicForward for \(host)")
+        }
+        if !publicAllowed, let spec = specs.first(where: \.isPublic) {
+            throw SSHConfigError(message: "\(spec.kind == .dynamic ? "DynamicForward" : "LocalForward") \(spec.text) for \(host) in ssh_config binds a non-loopback address; set public = true in the profile to allow it")
+        }
+        for (i, spec) in specs.enumerated() where specs[..<i].contains(where: { $0.collides(with: spec) }) {
+            throw SSHConfigError(message: "ssh_config for \(host) forwards \(spec.localDescription) twice")
+        }
+        return specs
+    }
+}
+
 extension Profile {
     /// This profile with what ssh_config says about its host filled in where
     /// the profile (or `[defaults]`) wrote nothing: a key written in
@@ -150,12 +173,20 @@ extension Profile {
     /// its own name, as ssh does, and logs in as ssh_config says for it (the
     /// profile's keys where it says nothing). `notes` are worth a log line.
     public func applyingSSHConfig(_ source: SSHConfigSource, home: String) throws(SSHConfigError) -> (profile: Profile, notes: [String]) {
-        guard let entry = try SSHConfigLookup.query(host, source: source) else { return (self, []) }
+        // A profile without forwards is pointed at by its own header.
+        let header = location.line > 0 ? "\(location): " : ""
+        guard let entry = try SSHConfigLookup.query(host, source: source) else {
+            if forwards.isEmpty { throw SSHConfigError(message: header + "no forward: the profile writes no forward or dynamic, and ssh_config is not read (\(source == .none ? "ssh_config = \"none\"" : "ssh is not installed"))") }
+            return (self, [])
+        }
         var notes: [String] = []
         func unwritten(_ key: String) -> Bool { !written.contains(key) }
         func positive(_ key: String) -> Int? { entry.setting(key).flatMap { Int($0) }.flatMap { $0 > 0 ? $0 : nil } }
 
         var resolved = self
+        if forwards.isEmpty {
+            do { resolved.forwards = try entry.forwards(for: host, publicAllowed: isPublic) } catch { throw SSHConfigError(message: header + error.message) }
+        }
         resolved.host = entry.setting("hostname") ?? host
         if unwritten("port"), let port = entry.setting("port").flatMap({ UInt16($0) }) { resolved.port = port }
         if unwritten("user"), let user = entry.setting("user") { resolved.user = user }

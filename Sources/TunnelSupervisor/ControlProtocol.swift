@@ -73,12 +73,19 @@ public struct TunnelOutcome: Codable, Sendable, Equatable {
     public var message: String?
     /// Local addresses, as bound (with the kernel's port for `auto`).
     public var local: [String] = []
+    /// "127.0.0.1:5433 -> localhost:5432 (postgresql)" per forward, and the
+    /// chain, of the profile as ssh_config completed it (which may have
+    /// added the forwards); absent from older supervisors.
+    public var routes: [String]?
+    public var via: String?
 
-    public init(name: String, result: Result, message: String? = nil, local: [String] = []) {
+    public init(name: String, result: Result, message: String? = nil, local: [String] = [], routes: [String]? = nil, via: String? = nil) {
         self.name = name
         self.result = result
         self.message = message
         self.local = local
+        self.routes = routes
+        self.via = via
     }
 
     public var isFailure: Bool { result == .failed || result == .retrying }

@@ -282,18 +282,24 @@ public final class Supervisor {
     }
 
     private func outcome(_ host: TunnelHost, _ status: TunnelStatus) -> TunnelOutcome {
+        let resolved = host.runtime.profile
+        var outcome = TunnelOutcome(name: host.name, result: .retrying, message: status.lastError, local: status.boundAddresses,
+                                    routes: zip(resolved.forwards, status.boundAddresses).map { "\($1) -> \($0.remoteDescription)" },
+                                    via: resolved.via)
         switch status.phase {
         case .up:
-            let partial = status.sessionsUp < status.sessions
+            outcome.result = .up
+            outcome.message = status.sessionsUp < status.sessions
                 ? "\(status.sessionsUp) of \(status.sessions) SSH connections up: \(status.lastError ?? "the others are not connected")"
                 : nil
-            return TunnelOutcome(name: host.name, result: .up, message: partial, local: status.boundAddresses)
         case .failed:
-            return TunnelOutcome(name: host.name, result: .failed, message: status.lastError, local: status.boundAddresses)
+            outcome.result = .failed
         default:
-            return TunnelOutcome(name: host.name, result: .retrying, message: status.lastError, local: status.boundAddresses)
+            break
         }
+        return outcome
     }
+
 
     /// Binds and starts one tunnel; `done` gets its first result.
     private func start(_ profile: Profile, configPath: String, options: Connector.Options, adHoc: AdHocTunnel? = nil,
@@ -312,7 +318,7 @@ public final class Supervisor {
                 self.launch(profile, resolved: resolved, configPath: configPath, options: options, adHoc: adHoc, done: done)
             case .failure(let error):
                 let queued = self.starting.removeValue(forKey: profile.name) ?? []
-                done(TunnelOutcome(name: profile.name, result: .failed, message: "\(profile.name): \(error)"))
+                done(TunnelOutcome(name: profile.name, result: .failed, message: "\(error)"))
                 queued.forEach { $0() }
             }
         }
@@ -535,7 +541,7 @@ public final class Supervisor {
     private func info(_ host: TunnelHost) -> TunnelInfo {
         let status = host.status
         var forwards: [ForwardInfo] = []
-        for (index, spec) in host.profile.forwards.enumerated() {
+        for (index, spec) in host.runtime.profile.forwards.enumerated() {
             let stats = host.runtime.forwardStats[index].snapshot()
             let local = index < status.boundAddresses.count ? status.boundAddresses[index] : spec.localDescription
             forwards.append(ForwardInfo(kind: spec.kind.rawValue, local: local, remote: spec.remoteDescription, active: stats.active, total: stats.total,

@@ -134,4 +134,20 @@ final class SSHConfigKeywordTests: SSHTestCase {
         // The server picks the client's first choice it also has.
         XCTAssertTrue(server.log.contains("kex: client->server cipher: aes192-ctr MAC: hmac-sha2-256"), server.log)
     }
+
+    func testAProfileWithoutForward_takesLocalForwardAndDynamicForwardFromSSHConfig() throws {
+        let local = Net.freePort(), socks = Net.freePort()
+        writeSSHConfig([("db", "IdentityFile \(server.userKey)\nUserKnownHostsFile \(harness.knownHosts)\nLocalForward \(local) 127.0.0.1:\(echo.port)\nDynamicForward \(socks)"),
+                        ("bare", "IdentityFile \(server.userKey)\nUserKnownHostsFile \(harness.knownHosts)")])
+        harness.writeConfig("[defaults]\nssh_config = \"\(sshConfig)\"\n[tunnels.db]\nhost = \"db\"\n[tunnels.bare]\nhost = \"bare\"\n")
+        XCTAssertEqual(harness.tunnel(["config", "check"]).status, 0)
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        XCTAssertTrue(up.stdout.contains("db: up: 127.0.0.1:\(local) -> 127.0.0.1:\(echo.port), 127.0.0.1:\(socks) -> socks via \(Env.userName)@127.0.0.1:\(server.port)"), up.stdout)
+        assertEchoes(local)
+        XCTAssertEqual(harness.listed("db")?.forwards.map(\.local), ["127.0.0.1:\(local)", "127.0.0.1:\(socks)"])
+        let bare = harness.tunnel(["up", "bare"])
+        XCTAssertNotEqual(bare.status, 0)
+        XCTAssertTrue(bare.stderr.contains("tunnel: bare: \(harness.configPath):5:1: no forward: the profile writes no forward or dynamic, and ssh_config has no LocalForward or DynamicForward for bare"), bare.stderr)
+    }
 }
