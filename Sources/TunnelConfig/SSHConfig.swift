@@ -142,6 +142,17 @@ extension SSHConfigEntry {
     }
 }
 
+extension HopLogin {
+    /// The ssh_config keywords that make `self` differ from `base`, for the log.
+    func keywordsChanged(from base: HopLogin) -> [String] {
+        [("IdentityFile", identities != base.identities), ("IdentitiesOnly", identitiesOnly != base.identitiesOnly),
+         ("IdentityAgent", agent != base.agent), ("UserKnownHostsFile", knownHosts != base.knownHosts),
+         ("HostKeyAlias", hostKeyAlias != base.hostKeyAlias), ("StrictHostKeyChecking", hostKey != base.hostKey),
+         ("HashKnownHosts", hashKnownHosts != base.hashKnownHosts), ("Ciphers", ciphers != base.ciphers), ("MACs", macs != base.macs)]
+            .filter(\.1).map(\.0)
+    }
+}
+
 extension SSHConfigEntry {
     /// LocalForward and DynamicForward, for a profile that writes no forward.
     func forwards(for host: String, publicAllowed: Bool) throws(SSHConfigError) -> [ForwardSpec] {
@@ -228,7 +239,10 @@ extension Profile {
                 throw SSHConfigError(message: "\(name): ssh_config makes the chain \(resolved.via) reach \(earlier.host):\(earlier.port) twice: it would loop")
             }
         }
-        if resolved != self { notes.insert("\(name): ssh_config for \(host): \(resolved.via)", at: 0) }
+        if resolved != self {
+            let keywords = resolved.login.keywordsChanged(from: login)
+            notes.insert("\(name): ssh_config for \(host): \(resolved.via)" + (keywords.isEmpty ? "" : " (\(keywords.joined(separator: ", ")))"), at: 0)
+        }
         return (resolved, notes)
     }
 }
