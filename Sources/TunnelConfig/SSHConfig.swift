@@ -143,6 +143,30 @@ extension SSHConfigEntry {
 }
 
 extension Profile {
+    /// ssh_config's RemoteForward lines for this host, for a profile that
+    /// writes no `remote`. The forms tunnel does not serve (a remote SOCKS
+    /// proxy, Unix sockets), a non-loopback bind without `public = true` and
+    /// a second forward asking for the same address are left out with a note.
+    func remoteForwards(from entry: SSHConfigEntry, notes: inout [String]) -> [RemoteForwardSpec] {
+        let values = entry.settings("remoteforward")
+        var specs: [RemoteForwardSpec] = []
+        for (value, text) in zip(values, AdHocTunnel.forwards(fromRemoteForward: values)) {
+            let spec: RemoteForwardSpec
+            do throws(RemoteForwardSpecError) { spec = try RemoteForwardSpec.parse(text) } catch {
+                notes.append("\(name): ssh_config's RemoteForward \(value) for \(host) left out: \(error.reason)")
+                continue
+            }
+            if spec.isPublic && !isPublic {
+                notes.append("\(name): ssh_config's RemoteForward \(value) for \(host) left out: it asks the server to listen on \(spec.bind), which needs public = true")
+            } else if let earlier = specs.first(where: { $0.collides(with: spec) }) {
+                notes.append("\(name): ssh_config's RemoteForward \(value) for \(host) left out: it asks for the same address as \(earlier.text)")
+            } else {
+                specs.append(spec)
+            }
+        }
+        return specs
+    }
+
     /// This profile with what ssh_config says about its host filled in where
     /// the profile (or `[defaults]`) wrote nothing: a key written in
     /// tunnels.toml wins, then ssh_config, then tunnel's own default. Each
@@ -163,6 +187,7 @@ extension Profile {
         if unwritten("keepalive"), let seconds = positive("serveraliveinterval") { resolved.keepalive = seconds }
         if unwritten("keepalive_count"), let count = positive("serveralivecountmax") { resolved.keepaliveCount = count }
         if unwritten("connect_timeout"), let seconds = positive("connecttimeout") { resolved.connectTimeout = seconds }
+        if unwritten("remote") { resolved.remoteForwards = remoteForwards(from: entry, notes: &notes) }
 
         var hopsToResolve: [JumpHop] = []
         if !jump.isEmpty {

@@ -200,13 +200,13 @@ final class ConfigProfileTests: XCTestCase {
 
     func testMissingForward_isAnErrorAtTheProfileHeader() {
         let config = parseConfig("[tunnels.db]\nhost = \"h\"\n")
-        XCTAssertEqual(errorLines(config), ["1:1: tunnels.db: missing required key \"forward\""])
+        XCTAssertEqual(errorLines(config), ["1:1: tunnels.db: missing required key \"forward\" (a profile needs at least one of \"forward\", \"remote\")"])
     }
 
     func testEmptyProfile_reportsBothMissingKeys() {
         XCTAssertEqual(errorLines(parseConfig("[tunnels.db]\n")), [
             "1:1: tunnels.db: missing required key \"host\"",
-            "1:1: tunnels.db: missing required key \"forward\"",
+            "1:1: tunnels.db: missing required key \"forward\" (a profile needs at least one of \"forward\", \"remote\")",
         ])
     }
 
