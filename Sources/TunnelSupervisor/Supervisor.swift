@@ -266,7 +266,9 @@ public final class Supervisor {
         }
         switch host.status.phase {
         case .up:
-            gather.add(TunnelOutcome(name: host.name, result: .alreadyUp, message: note, local: host.status.boundAddresses))
+            let remote = remoteRoutes(host, host.status)
+            gather.add(TunnelOutcome(name: host.name, result: .alreadyUp, message: note, local: host.status.boundAddresses,
+                                     remote: remote.routes, remoteProblems: remote.problems))
         case .failed:
             // Asked again: retry now instead of waiting out the 5-minute pause.
             wait(host) { gather.add(self.outcome(host, $0)) }
@@ -287,12 +289,31 @@ public final class Supervisor {
             let partial = status.sessionsUp < status.sessions
                 ? "\(status.sessionsUp) of \(status.sessions) SSH connections up: \(status.lastError ?? "the others are not connected")"
                 : nil
-            return TunnelOutcome(name: host.name, result: .up, message: partial, local: status.boundAddresses)
+            let remote = remoteRoutes(host, status)
+            return TunnelOutcome(name: host.name, result: .up, message: partial, local: status.boundAddresses,
+                                 remote: remote.routes, remoteProblems: remote.problems)
         case .failed:
             return TunnelOutcome(name: host.name, result: .failed, message: status.lastError, local: status.boundAddresses)
         default:
             return TunnelOutcome(name: host.name, result: .retrying, message: status.lastError, local: status.boundAddresses)
         }
+    }
+
+    /// The remote forwards the server listens on, as `tunnel up` prints them,
+    /// and why the others are not listening; nil without remote forwards.
+    private func remoteRoutes(_ host: TunnelHost, _ status: TunnelStatus) -> (routes: [String]?, problems: [String]?) {
+        let specs = host.runtime.profile.remoteForwards
+        guard !specs.isEmpty else { return (nil, nil) }
+        var routes: [String] = []
+        var problems: [String] = []
+        for (spec, listener) in zip(specs, status.remoteListeners) {
+            if let port = listener.boundPort {
+                routes.append("\(spec.listenDescription(boundPort: port)) -> \(spec.targetDescription)")
+            } else {
+                problems.append(listener.problem ?? "remote \(spec.listenDescription()): not listening yet")
+            }
+        }
+        return (routes, problems)
     }
 
     /// Binds and starts one tunnel; `done` gets its first result.
@@ -377,7 +398,8 @@ public final class Supervisor {
             let settled: Bool
             switch status.phase {
             // Up once every lane has answered its first attempt (each is bounded by connect_timeout).
-            case .up: settled = status.sessionsConnecting == 0
+            // Remote forwards: once the server answered each request.
+            case .up: settled = status.sessionsConnecting == 0 && status.remoteListeners.allSatisfy(\.settled)
             case .failed, .stopped: settled = true
             default: settled = status.attempts > waiter.attempts
             }
@@ -538,8 +560,16 @@ public final class Supervisor {
         for (index, spec) in host.profile.forwards.enumerated() {
             let stats = host.runtime.forwardStats[index].snapshot()
             let local = index < status.boundAddresses.count ? status.boundAddresses[index] : spec.localDescription
-            forwards.append(ForwardInfo(local: local, remote: spec.remoteDescription, active: stats.active, total: stats.total,
+            forwards.append(ForwardInfo(kind: "local", local: local, remote: spec.remoteDescription, active: stats.active, total: stats.total,
                                         bytes_in: stats.bytesIn, bytes_out: stats.bytesOut, public: spec.isPublic))
+        }
+        // Remote forwards as the tunnel runs them (ssh_config may have added some).
+        for (index, spec) in host.runtime.profile.remoteForwards.enumerated() {
+            let stats = host.runtime.remoteStats[index].snapshot()
+            let port = index < status.remoteListeners.count ? status.remoteListeners[index].boundPort : nil
+            forwards.append(ForwardInfo(kind: "remote", local: spec.targetDescription, remote: spec.listenDescription(boundPort: port),
+                                        active: stats.active, total: stats.total, bytes_in: stats.bytesIn, bytes_out: stats.bytesOut,
+                                        public: spec.isPublic))
         }
         let phase = status.phase == .stopped ? "reconnecting" : status.phase.rawValue
         return TunnelInfo(name: host.name, state: phase, via: host.runtime.profile.via, since: iso8601(status.since),
