@@ -148,6 +148,22 @@ final class RemoteForwardTests: SSHTestCase {
         XCTAssertTrue(harness.supervisorLog.contains(": the server listens\n"), harness.supervisorLog)
     }
 
+    func testSeveralSessions_onlyTheFirstAsksForTheListener() throws {
+        let port = Net.freePort()
+        harness.writeConfig(profile(["\(port):127.0.0.1:\(echo.port)"], extra: "sessions = 3"))
+        let up = harness.tunnel(["up", "web"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        XCTAssertEqual(harness.listed("web")?.sessions_up, 3)
+        XCTAssertEqual(remoteServer.log.components(separatedBy: "Accepted publickey").count - 1, 3, "three logins")
+        let request = Array("one listener".utf8)
+        let exchange = exchangeInside(port: port, request: request)
+        XCTAssertEqual(exchange.reply, echoed(request), exchange.output)
+        XCTAssertNil(listed()?.last_error, "no second request was refused")
+        XCTAssertFalse(harness.supervisorLog.contains("refused the listener"), harness.supervisorLog)
+        XCTAssertEqual(harness.supervisorLog.components(separatedBy: ": the server listens session=1/3\n").count - 1, 1, harness.supervisorLog)
+        XCTAssertEqual(harness.supervisorLog.components(separatedBy: ": the server listens").count - 1, 1, "asked for once, by the first session")
+    }
+
     func testPortZero_reportsThePortTheServerPicked_andItIsReachable() throws {
         harness.writeConfig(profile(["0:127.0.0.1:\(echo.port)"]))
         let up = harness.tunnel(["up", "web"])
