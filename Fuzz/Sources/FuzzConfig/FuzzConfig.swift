@@ -42,7 +42,7 @@ func fuzzConfig(_ bytes: [UInt8]) {
         }
     }
     if let alias = SSHConfigAlias.find(host: "db", configText: text, displayPath: "~/.ssh/config") {
-        printed.append(alias.hint(for: "db"))
+        printed.append(alias.hint(for: "db", .turnedOff))
     }
     blackHole(printed)
 }
