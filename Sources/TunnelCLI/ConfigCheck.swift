@@ -28,6 +28,10 @@ struct ConfigCheck: ParsableCommand {
             for spec in profile.forwards where spec.isPublic {
                 writeLine(2, "warning: \(profile.location): \(profile.name) listens on \(spec.localDescription): reachable from the network (public = true)")
             }
+            for spec in profile.remoteForwards where spec.isPublic {
+                writeLine(2, "warning: \(profile.location): \(profile.name) asks the server to listen on \(spec.listenDescription()): "
+                          + "\(spec.targetDescription) here becomes reachable from the server's network (public = true)")
+            }
         }
     }
 }

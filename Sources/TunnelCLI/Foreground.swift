@@ -36,10 +36,18 @@ func runForeground(profile: Profile, environment: [String: String]) -> Int32 {
         switch status.phase {
         case .up:
             // Like `tunnel up`: announced once every SSH connection has answered.
-            if !run.announced && status.sessionsConnecting == 0 {
+            // Remote forwards: once the server answered each request.
+            if !run.announced && status.sessionsConnecting == 0 && status.remoteListeners.allSatisfy(\.settled) {
                 run.announced = true
                 for (spec, address) in zip(profile.forwards, status.boundAddresses) {
                     writeLine(2, "tunnel \(profile.name): \(address) -> \(spec.remoteDescription) via \(profile.via) (up; Ctrl-C to stop)")
+                }
+                for (spec, listener) in zip(profile.remoteForwards, status.remoteListeners) {
+                    if let port = listener.boundPort {
+                        writeLine(2, "tunnel \(profile.name): remote \(spec.listenDescription(boundPort: port)) -> \(spec.targetDescription) via \(profile.via) (up; Ctrl-C to stop)")
+                    } else {
+                        writeLine(2, "tunnel: \(profile.name): \(listener.problem ?? "remote \(spec.listenDescription()): not listening")")
+                    }
                 }
             }
         case .failed, .reconnecting:

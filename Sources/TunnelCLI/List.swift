@@ -22,9 +22,11 @@ struct List: ParsableCommand {
     }
 }
 
-/// The `tunnel ls` table: one row per forward.
+/// The `tunnel ls` table: one row per forward. KIND is "local" (-L: LOCAL
+/// listens here, REMOTE is reached from the server) or "remote" (-R: REMOTE
+/// is where the server listens, LOCAL is reached from here).
 enum ListTable {
-    static let headers = ["NAME", "LOCAL", "REMOTE", "VIA", "STATE", "UPTIME", "CONN", "IN", "OUT", "RESTARTS", "LAST ERROR"]
+    static let headers = ["NAME", "KIND", "LOCAL", "REMOTE", "VIA", "STATE", "UPTIME", "CONN", "IN", "OUT", "RESTARTS", "LAST ERROR"]
 
     static func render(_ tunnels: [TunnelInfo], now: Double) -> String {
         var rows: [[String]] = [headers]
@@ -37,7 +39,10 @@ enum ListTable {
             if let extra = t.sessions_extra, extra > 0 { state += " +\(extra)" }
             for f in t.forwards {
                 anyPublic = anyPublic || f.public
-                rows.append([t.name, f.local + (f.public ? " !" : ""), f.remote, t.via, state, t.state == "up" ? age : "(\(age))",
+                // "!" marks the listening side.
+                let mark = f.public ? " !" : ""
+                let (local, remote) = f.kind == "remote" ? (f.local, f.remote + mark) : (f.local + mark, f.remote)
+                rows.append([t.name, f.kind ?? "local", local, remote, t.via, state, t.state == "up" ? age : "(\(age))",
                              "\(f.active)/\(f.total)", bytes(f.bytes_in), bytes(f.bytes_out), "\(t.restarts)", t.last_error ?? "-"])
             }
         }
@@ -46,7 +51,7 @@ enum ListTable {
         var out = rows.map { row in
             row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(widths[i]) }.joined(separator: "  ")
         }
-        if anyPublic { out.append("! listens on a non-loopback address: reachable from the network; protect it with a firewall") }
+        if anyPublic { out.append("! listens on a non-loopback address (here, or on the server for a remote forward): reachable from the network; protect it with a firewall") }
         return out.joined(separator: "\n")
     }
 

@@ -9,7 +9,7 @@ struct Up: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Argument(help: "Profile names; with -L, one DESTINATION ([user@]host[:port], ssh://user@host:port or an ssh_config alias).")
+    @Argument(help: "Profile names; with -L or -R, one DESTINATION ([user@]host[:port], ssh://user@host:port or an ssh_config alias).")
     var names: [String]
 
     @Option(name: .customShort("L"), help: "A forward as `ssh -L` writes it ([bind:]port:host:hostport), for a tunnel no profile describes; repeatable.")
@@ -18,16 +18,19 @@ struct Up: ParsableCommand {
     @Option(name: .customShort("D"), help: "A SOCKS proxy as `ssh -D` writes it ([bind:]port), for a tunnel no profile describes; repeatable.")
     var dynamicForwards: [String] = []
 
-    @Option(name: .customShort("J"), help: "Jump hosts, as `ssh -J` (with -L).")
+    @Option(name: .customShort("R"), help: "A remote forward as `ssh -R` writes it ([bind:]port:host:hostport: the server listens on port, 0 for one it picks; connections come back to host:hostport here), for a tunnel no profile describes; repeatable.")
+    var remoteForwards: [String] = []
+
+    @Option(name: .customShort("J"), help: "Jump hosts, as `ssh -J` (with -L, -D or -R).")
     var jump: String?
 
-    @Option(name: .customShort("i"), help: "Private key (with -L).")
+    @Option(name: .customShort("i"), help: "Private key (with -L or -R).")
     var identity: String?
 
-    @Option(name: .customShort("p"), help: "SSH port of DESTINATION (with -L).")
+    @Option(name: .customShort("p"), help: "SSH port of DESTINATION (with -L or -R).")
     var port: UInt16?
 
-    @Option(name: .long, help: "The tunnel's name (with -L; default: DESTINATION).")
+    @Option(name: .long, help: "The tunnel's name (with -L or -R; default: DESTINATION).")
     var name: String?
 
     @Flag(name: .long, help: "Run in this process until interrupted, logging to stderr.")
@@ -36,14 +39,14 @@ struct Up: ParsableCommand {
     @Option(name: .long, help: "Seconds to wait for the tunnels to come up.")
     var timeout: Double?
 
-    /// -L or -D: a tunnel no profile describes.
-    private var isAdHoc: Bool { !localForwards.isEmpty || !dynamicForwards.isEmpty }
+    /// -L, -D or -R: a tunnel no profile describes.
+    private var isAdHoc: Bool { !localForwards.isEmpty || !dynamicForwards.isEmpty || !remoteForwards.isEmpty }
 
     func validate() throws {
-        if names.isEmpty { throw ValidationError(isAdHoc ? "give the DESTINATION after -L or -D" : "name at least one profile") }
-        if isAdHoc && names.count > 1 { throw ValidationError("with -L or -D, give one DESTINATION, not \(names.count)") }
+        if names.isEmpty { throw ValidationError(isAdHoc ? "give the DESTINATION after -L, -D or -R" : "name at least one profile") }
+        if isAdHoc && names.count > 1 { throw ValidationError("with -L, -D or -R, give one DESTINATION, not \(names.count)") }
         if !isAdHoc && (jump != nil || identity != nil || port != nil || name != nil) {
-            throw ValidationError("-J, -i, -p and --name go with -L or -D")
+            throw ValidationError("-J, -i, -p and --name go with -L, -D or -R")
         }
         if port == 0 { throw ValidationError("-p must be 1-65535") }
         if foreground && names.count > 1 { throw ValidationError("--foreground runs one profile") }
@@ -52,17 +55,18 @@ struct Up: ParsableCommand {
 
     func run() throws {
         if isAdHoc {
-            let adHoc = AdHocTunnel(name: name, destination: names[0], forwards: localForwards, dynamic: dynamicForwards, jump: jump, identity: identity,
-                                    port: port, origin: .commandLine)
+            let adHoc = AdHocTunnel(name: name, destination: names[0], forwards: localForwards, dynamic: dynamicForwards, remote: remoteForwards,
+                                    jump: jump, identity: identity, port: port, origin: .commandLine)
             throw ExitCode(try runAdHoc(adHoc))
         }
-        // A name no profile has may be an ssh_config alias with LocalForward or DynamicForward lines.
+        // A name no profile has may be an ssh_config alias with LocalForward, DynamicForward or RemoteForward lines.
         let loaded = try? Config.load(path: global.configPath, environment: global.environment)
         if names.count == 1, loaded?.profileNames.contains(names[0]) != true,
            let entry = try? SSHConfigLookup.query(names[0], source: loaded?.sshConfig ?? .standard),
-           !entry.settings("localforward").isEmpty || !entry.settings("dynamicforward").isEmpty {
+           !entry.settings("localforward").isEmpty || !entry.settings("dynamicforward").isEmpty || !entry.settings("remoteforward").isEmpty {
             let adHoc = AdHocTunnel(name: nil, destination: names[0], forwards: AdHocTunnel.forwards(fromLocalForward: entry.settings("localforward")),
                                     dynamic: AdHocTunnel.forwards(fromDynamicForward: entry.settings("dynamicforward")),
+                                    remote: AdHocTunnel.forwards(fromRemoteForward: entry.settings("remoteforward")),
                                     origin: .sshConfig, sshConfig: loaded?.sshConfig ?? .standard)
             throw ExitCode(try runAdHoc(adHoc))
         }
@@ -142,20 +146,27 @@ func sendUp(_ request: ControlRequest, profiles: [String: Profile], global: Glob
     if !response.ok { throw fail(response.error ?? "the supervisor refused the request") }
     for outcome in response.outcomes {
         let profile = profiles[outcome.name]
-        let routes = (outcome.routes ?? zip(profile?.forwards ?? [], outcome.local).map { "\($1) -> \($0.remoteDescription)" }).joined(separator: ", ")
+        let routes = ((outcome.routes ?? zip(profile?.forwards ?? [], outcome.local).map { "\($1) -> \($0.remoteDescription)" })
+            + (outcome.remote ?? []).map { "remote \($0)" }).joined(separator: ", ")
         let via = (outcome.via ?? profile?.via).map { " via \($0)" } ?? ""
         if outcome.result == .up || outcome.result == .alreadyUp {
             for spec in profile?.forwards ?? [] where spec.isPublic {
                 writeLine(2, "warning: \(outcome.name): \(spec.localDescription) is not a loopback address: the service is reachable from the network; protect it with firewall rules")
             }
+            for spec in profile?.remoteForwards ?? [] where spec.isPublic {
+                writeLine(2, "warning: \(outcome.name): remote \(spec.listenDescription()) is not a loopback address on the server: \(spec.targetDescription) here is reachable from its network")
+            }
         }
         switch outcome.result {
-        case .up:
-            say("\(outcome.name): up: \(routes)\(via)")
+        case .up, .alreadyUp:
+            say("\(outcome.name): \(outcome.result == .up ? "up" : "already up"): \(routes)\(via)")
             if let note = outcome.message { writeLine(2, "note: \(outcome.name): \(note)") }
-        case .alreadyUp:
-            say("\(outcome.name): already up: \(routes)\(via)")
-            if let note = outcome.message { writeLine(2, "note: \(outcome.name): \(note)") }
+            // A remote forward the server does not listen on: the tunnel
+            // stays up and keeps asking, but what was asked for is not there.
+            for problem in outcome.remoteProblems ?? [] {
+                writeLine(2, "tunnel: \(outcome.name): \(problem) (`tunnel down \(outcome.name)` to stop)")
+                failed = true
+            }
         case .retrying:
             writeLine(2, "tunnel: \(outcome.name): \(outcome.message ?? "not connected"); still retrying in the background (`tunnel down \(outcome.name)` to stop)")
             failed = true

@@ -1,13 +1,13 @@
 /// Turns a parsed TOML document into profiles and diagnostics.
 struct ConfigReader {
     static let tunnelKeys = [
-        "host", "port", "user", "identity", "forward", "dynamic", "known_hosts", "host_key",
+        "host", "port", "user", "identity", "forward", "dynamic", "remote", "known_hosts", "host_key",
         "keepalive", "keepalive_count", "connect_timeout", "hold_timeout", "public",
         "sessions", "max_sessions", "proxy_command", "jump", "ssh_config",
     ]
     static let topLevelKeys = ["defaults", "tunnels"]
     /// The keys that say what a profile forwards; it needs one of them.
-    static let forwardKeys = ["forward", "dynamic"]
+    static let forwardKeys = ["forward", "dynamic", "remote"]
 
     /// ssh_config spellings people are likely to reach for.
     static let sshAliases: [String: String] = [
@@ -15,6 +15,7 @@ struct ConfigReader {
         "identityfile": "identity", "key": "identity", "keyfile": "identity",
         "localforward": "forward", "forwards": "forward", "local": "forward",
         "dynamicforward": "dynamic", "socks": "dynamic",
+        "remoteforward": "remote", "remotes": "remote", "reverse": "remote",
         "userknownhostsfile": "known_hosts", "knownhostsfile": "known_hosts",
         "stricthostkeychecking": "host_key", "hostkeypolicy": "host_key",
         "serveraliveinterval": "keepalive", "serveralivecountmax": "keepalive_count",
@@ -47,6 +48,7 @@ struct ConfigReader {
         var user: String?
         var identity: String?
         var forwards: [LocatedForward] = []
+        var remoteForwards: [LocatedRemoteForward] = []
         var knownHosts: String?
         var hostKey: HostKeyPolicy?
         var keepalive: Int?
@@ -69,6 +71,11 @@ struct ConfigReader {
         var spec: ForwardSpec
         var location: SourceLocation
         var profile: String
+    }
+
+    struct LocatedRemoteForward {
+        var spec: RemoteForwardSpec
+        var location: SourceLocation
     }
 
     private struct Candidate {
@@ -125,7 +132,7 @@ struct ConfigReader {
         if Self.tunnelKeys.contains(entry.key) {
             return "unknown key \(name) at the top level (tunnel settings go under [tunnels.NAME] or [defaults])"
         }
-        if let table = entry.value.table, table["host"] != nil || table["forward"] != nil {
+        if let table = entry.value.table, table["host"] != nil || Self.forwardKeys.contains(where: { table[$0] != nil }) {
             return "unknown key \(name) (did you mean [tunnels.\(keyPath([entry.key]))]?)"
         }
         return "unknown key \(name)" + didYouMean(entry.key, among: Self.topLevelKeys)
@@ -183,7 +190,16 @@ struct ConfigReader {
                 errors.append(ConfigError(location: forward.location,
                                           message: "\(shownPath): \(forward.spec.kind == .dynamic ? "dynamic" : "forward") \(quoted(forward.spec.text)) \(reach); set public = true to allow it"))
             }
+            for remote in settings.remoteForwards where remote.spec.isPublic {
+                let bind = remote.spec.bind
+                let reach = bind.isWildcard
+                    ? "asks the server to listen on \(bind) (all its interfaces), so this machine's \(remote.spec.targetDescription) would be reachable from every network the server is on"
+                    : "asks the server to listen on \(bind), so this machine's \(remote.spec.targetDescription) would be reachable from the server's network"
+                errors.append(ConfigError(location: remote.location,
+                                          message: "\(shownPath): remote \(quoted(remote.spec.text)) \(reach); set public = true to allow it"))
+            }
         }
+        errors += remoteOverlaps(settings.remoteForwards, profilePath: shownPath)
         return Candidate(name: name, location: here, settings: settings)
     }
 
@@ -231,6 +247,36 @@ struct ConfigReader {
         profileErrors[later.profile, default: []].append(ConfigError(location: later.location, message: message))
     }
 
+    /// Two remote forwards of one profile asking the one server for the same
+    /// address: the server would refuse the second. The error goes on the
+    /// later one. Linear, like `checkOverlaps` (which is for local listeners,
+    /// across profiles: remote ones of different profiles may be on different
+    /// servers).
+    private func remoteOverlaps(_ remotes: [LocatedRemoteForward], profilePath: String) -> [ConfigError] {
+        struct Key: Hashable { var port: UInt16; var isIPv6: Bool }
+        struct Earlier { var first: Int; var wildcard: Int?; var byHost: [String: Int] }
+        var seen: [Key: Earlier] = [:]
+        var errors: [ConfigError] = []
+        for (i, later) in remotes.enumerated() where later.spec.port != 0 {
+            let bind = later.spec.bind
+            let key = Key(port: later.spec.port, isIPv6: bind.isIPv6)
+            guard var slot = seen.removeValue(forKey: key) else {
+                seen[key] = Earlier(first: i, wildcard: bind.isWildcard ? i : nil, byHost: [bind.host: i])
+                continue
+            }
+            let match = bind.isWildcard ? slot.first : [slot.byHost[bind.host], slot.wildcard].compactMap { $0 }.min()
+            if slot.wildcard == nil && bind.isWildcard { slot.wildcard = i }
+            if slot.byHost[bind.host] == nil { slot.byHost[bind.host] = i }
+            seen[key] = slot
+            guard let match else { continue }
+            let earlier = remotes[match]
+            assert(earlier.spec.collides(with: later.spec))
+            errors.append(ConfigError(location: later.location,
+                                      message: "\(profilePath).remote: \(later.spec.listenDescription()) on the server overlaps \(earlier.spec.listenDescription()) (\(earlier.location))"))
+        }
+        return errors
+    }
+
     private func makeProfile(_ candidate: Candidate, defaults: Settings) -> Profile? {
         let own = candidate.settings
         guard let host = own.host ?? defaults.host else { return nil }
@@ -241,6 +287,7 @@ struct ConfigReader {
             user: own.user ?? defaults.user ?? defaultUser,
             identity: own.identity ?? defaults.identity,
             forwards: own.forwards.map(\.spec),
+            remoteForwards: own.remoteForwards.map(\.spec),
             knownHosts: own.knownHosts ?? defaults.knownHosts ?? expandTilde(Profile.Defaults.knownHosts, home: home),
             hostKey: own.hostKey ?? defaults.hostKey ?? Profile.Defaults.hostKey,
             keepalive: own.keepalive ?? defaults.keepalive ?? Profile.Defaults.keepalive,
@@ -303,6 +350,14 @@ struct ConfigReader {
             case "max_sessions":
                 s.maxSessions = checker.integer(in: 1...Profile.Defaults.sessionLimit)
                 s.maxSessionsLocation = checker.location
+            case "remote":
+                if profile != nil {
+                    s.remoteForwards = checker.remoteForwards(profilePath: keyPath(path))
+                } else {
+                    s.present.remove(entry.key)  // so profiles without forwards are still reported
+                    errors.append(ConfigError(location: location(entry.keyPosition),
+                                              message: "\(name): remote is not allowed in [defaults]; list remote forwards in each [tunnels.NAME]"))
+                }
             case "forward", "dynamic":
                 if let profile {
                     let parse = entry.key == "dynamic" ? ForwardSpec.parseDynamic : ForwardSpec.parse
@@ -446,6 +501,32 @@ private struct ValueChecker {
         return hops
     }
 
+    /// The strings of a string or a non-empty array of strings, each with its
+    /// location; items of other types are reported and left out.
+    mutating func stringItems(what: String) -> [(String, SourceLocation)] {
+        let items: [TOMLValue]
+        switch value.kind {
+        case .string:
+            items = [value]
+        case .array(let array):
+            if array.isEmpty { fail("expected at least one \(what), found an empty array"); return [] }
+            items = array
+        default:
+            expect("a string or an array of strings")
+            return []
+        }
+        var result: [(String, SourceLocation)] = []
+        for (i, item) in items.enumerated() {
+            let itemLocation = SourceLocation(file: location.file, line: item.position.line, column: item.position.column)
+            guard let text = item.string else {
+                fail("expected a string, found \(item.foundDescription)", at: itemLocation, name: "\(name)[\(i)]")
+                continue
+            }
+            result.append((text, itemLocation))
+        }
+        return result
+    }
+
     /// A string or a non-empty array of strings, each a valid spec (`ssh -L`,
     /// or `ssh -D` with `parseDynamic`). Returns the valid ones, so overlaps
     /// are still checked in a broken profile.
@@ -472,6 +553,21 @@ private struct ValueChecker {
             do {
                 let spec = try parse(text)
                 result.append(.init(spec: spec, location: itemLocation, profile: profile))
+            } catch {
+                errors.append(ConfigError(location: itemLocation, message: "\(profilePath): \(error)"))
+            }
+        }
+        return result
+    }
+}
+
+extension ValueChecker {
+    /// A string or a non-empty array of strings, each a valid `ssh -R` spec.
+    mutating func remoteForwards(profilePath: String) -> [ConfigReader.LocatedRemoteForward] {
+        var result: [ConfigReader.LocatedRemoteForward] = []
+        for (text, itemLocation) in stringItems(what: "remote forward") {
+            do throws(RemoteForwardSpecError) {
+                result.append(.init(spec: try RemoteForwardSpec.parse(text), location: itemLocation))
             } catch {
                 errors.append(ConfigError(location: itemLocation, message: "\(profilePath): \(error)"))
             }

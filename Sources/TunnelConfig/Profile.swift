@@ -16,6 +16,11 @@ public struct Profile: Equatable, Sendable {
     /// nil means ssh-agent keys, then the default key files.
     public var identity: String? { login.identities.first }
     public internal(set) var forwards: [ForwardSpec]
+    /// `remote`: listeners on the server whose connections come back to
+    /// this machine (`ssh -R`).
+    public internal(set) var remoteForwards: [RemoteForwardSpec]
+    /// Whether it forwards anything at all: every profile must.
+    public var hasForwards: Bool { !forwards.isEmpty || !remoteForwards.isEmpty }
     /// The known_hosts file learned keys go to, `~` expanded.
     public var knownHosts: String { login.knownHosts[0] }
     public var hostKey: HostKeyPolicy { login.hostKey }
@@ -81,6 +86,7 @@ public struct Profile: Equatable, Sendable {
         user: String,
         identity: String? = nil,
         forwards: [ForwardSpec],
+        remoteForwards: [RemoteForwardSpec] = [],
         knownHosts: String,
         hostKey: HostKeyPolicy = Defaults.hostKey,
         keepalive: Int = Defaults.keepalive,
@@ -102,6 +108,7 @@ public struct Profile: Equatable, Sendable {
         self.user = user
         self.login = HopLogin(identities: identity.map { [$0] } ?? [], knownHosts: [knownHosts], hostKey: hostKey)
         self.forwards = forwards
+        self.remoteForwards = remoteForwards
         self.keepalive = keepalive
         self.keepaliveCount = keepaliveCount
         self.connectTimeout = connectTimeout
@@ -133,7 +140,7 @@ public struct Profile: Equatable, Sendable {
 
     public static func == (a: Profile, b: Profile) -> Bool {
         a.name == b.name && a.host == b.host && a.port == b.port && a.user == b.user
-            && a.login == b.login && a.forwards == b.forwards && a.keepalive == b.keepalive && a.keepaliveCount == b.keepaliveCount
+            && a.login == b.login && a.forwards == b.forwards && a.remoteForwards == b.remoteForwards && a.keepalive == b.keepalive && a.keepaliveCount == b.keepaliveCount
             && a.connectTimeout == b.connectTimeout && a.holdTimeout == b.holdTimeout && a.isPublic == b.isPublic
             && a.sessions == b.sessions && a.maxSessions == b.maxSessions && a.proxyCommand == b.proxyCommand && a.jump == b.jump && a.sshConfig == b.sshConfig
     }

@@ -163,9 +163,6 @@ extension SSHConfigEntry {
         for text in AdHocTunnel.forwards(fromDynamicForward: settings("dynamicforward")) {
             do { specs.append(try ForwardSpec.parseDynamic(text)) } catch { throw SSHConfigError(message: "DynamicForward for \(host) in ssh_config: \(error.text)") }
         }
-        guard !specs.isEmpty else {
-            throw SSHConfigError(message: "no forward: the profile writes no forward or dynamic, and ssh_config has no LocalForward or DynamicForward for \(host)")
-        }
         if !publicAllowed, let spec = specs.first(where: \.isPublic) {
             throw SSHConfigError(message: "\(spec.kind == .dynamic ? "DynamicForward" : "LocalForward") \(spec.text) for \(host) in ssh_config binds a non-loopback address; set public = true in the profile to allow it")
         }
@@ -177,6 +174,30 @@ extension SSHConfigEntry {
 }
 
 extension Profile {
+    /// ssh_config's RemoteForward lines for this host, for a profile that
+    /// writes no `remote`. The forms tunnel does not serve (a remote SOCKS
+    /// proxy, Unix sockets), a non-loopback bind without `public = true` and
+    /// a second forward asking for the same address are left out with a note.
+    func remoteForwards(from entry: SSHConfigEntry, notes: inout [String]) -> [RemoteForwardSpec] {
+        let values = entry.settings("remoteforward")
+        var specs: [RemoteForwardSpec] = []
+        for (value, text) in zip(values, AdHocTunnel.forwards(fromRemoteForward: values)) {
+            let spec: RemoteForwardSpec
+            do throws(RemoteForwardSpecError) { spec = try RemoteForwardSpec.parse(text) } catch {
+                notes.append("\(name): ssh_config's RemoteForward \(value) for \(host) left out: \(error.reason)")
+                continue
+            }
+            if spec.isPublic && !isPublic {
+                notes.append("\(name): ssh_config's RemoteForward \(value) for \(host) left out: it asks the server to listen on \(spec.bind), which needs public = true")
+            } else if let earlier = specs.first(where: { $0.collides(with: spec) }) {
+                notes.append("\(name): ssh_config's RemoteForward \(value) for \(host) left out: it asks for the same address as \(earlier.text)")
+            } else {
+                specs.append(spec)
+            }
+        }
+        return specs
+    }
+
     /// This profile with what ssh_config says about its host filled in where
     /// the profile (or `[defaults]`) wrote nothing: a key written in
     /// tunnels.toml wins, then ssh_config, then tunnel's own default. Each
@@ -187,7 +208,7 @@ extension Profile {
         // A profile without forwards is pointed at by its own header.
         let header = location.line > 0 ? "\(location): " : ""
         guard let entry = try SSHConfigLookup.query(host, source: source) else {
-            if forwards.isEmpty { throw SSHConfigError(message: header + "no forward: the profile writes no forward or dynamic, and ssh_config is not read (\(source == .none ? "ssh_config = \"none\"" : "ssh is not installed"))") }
+            if !hasForwards { throw SSHConfigError(message: header + "no forward: the profile writes no forward, dynamic or remote, and ssh_config is not read (\(source == .none ? "ssh_config = \"none\"" : "ssh is not installed"))") }
             return (self, [])
         }
         var notes: [String] = []
@@ -205,6 +226,10 @@ extension Profile {
         if unwritten("keepalive"), let seconds = positive("serveraliveinterval") { resolved.keepalive = seconds }
         if unwritten("keepalive_count"), let count = positive("serveralivecountmax") { resolved.keepaliveCount = count }
         if unwritten("connect_timeout"), let seconds = positive("connecttimeout") { resolved.connectTimeout = seconds }
+        if unwritten("remote") { resolved.remoteForwards = remoteForwards(from: entry, notes: &notes) }
+        guard resolved.hasForwards else {
+            throw SSHConfigError(message: header + "no forward: the profile writes no forward, dynamic or remote, and ssh_config has no LocalForward, DynamicForward or RemoteForward for \(host)")
+        }
 
         var hopsToResolve: [JumpHop] = []
         if !jump.isEmpty {

@@ -1,16 +1,19 @@
 import TunnelPOSIX
 import TunnelSSH
 
+/// Why a TCP connect to `address` failed, worded for a message (the
+/// server's address here, a remote forward's target in `LocalDialer`).
+func describeTCP(_ errno: Errno, _ address: SocketAddress) -> String {
+    switch errno {
+    case .connectionRefused: return "connection refused by \(address)"
+    case .hostUnreachable, .networkUnreachable: return "no route to host \(address) (\(errno))"
+    case .timedOut: return "connection to \(address) timed out"
+    default: return "cannot connect to \(address): \(errno)"
+    }
+}
+
 /// How a failed attempt is worded: which address refused, what timed out, why a handshake failed.
 extension Connector {
-    func describeTCP(_ errno: Errno, _ address: SocketAddress) -> String {
-        switch errno {
-        case .connectionRefused: return "connection refused by \(address)"
-        case .hostUnreachable, .networkUnreachable: return "no route to host \(address) (\(errno))"
-        case .timedOut: return "connection to \(address) timed out"
-        default: return "cannot connect to \(address): \(errno)"
-        }
-    }
 
     /// All addresses failed: the message names each; a refusal anywhere
     /// outranks no route, which outranks a timeout.

@@ -34,6 +34,8 @@ final class Lane: @unchecked Sendable {
         case returned([Connection])
         /// The channel queue fell below the mark at which accepting resumes.
         case queueDrained
+        /// A remote forward's listener on the server changed.
+        case remoteListener(index: Int, status: RemoteListenerStatus)
     }
 
     /// What the runtime tells a lane, on the lane's loop.
@@ -65,9 +67,23 @@ final class Lane: @unchecked Sendable {
     /// Clients sent by the runtime, waiting for a channel, oldest first.
     private var inbox: [Connection] = []
     private var inboxHead = 0
+    /// The remote forwards' listeners on the server (the first lane only;
+    /// empty elsewhere), each forward's target here, and pending retries.
+    private var remote: RemoteListeners
+    private let remoteForwards: [RemoteForwardSpec]
+    private let remoteTargets: [ChannelTarget]
+    private var remoteRetries: [Int: EventLoop.TimerID] = [:]
 
+    /// `remoteStats`: one per `profile.remoteForwards` for the lane that asks
+    /// the server for them; empty for every other lane.
     init(index: Int, isExtra: Bool, loop: EventLoop, profile: Profile, options: Connector.Options, logger: Logger,
-         pending: PendingClients, report: @escaping @Sendable (Event) -> Void) {
+         pending: PendingClients, remoteStats: [ForwardStats] = [], report: @escaping @Sendable (Event) -> Void) {
+        remoteForwards = remoteStats.isEmpty ? [] : profile.remoteForwards
+        remote = RemoteListeners(forwards: remoteForwards)
+        remoteTargets = zip(remoteForwards, remoteStats).map { spec, stats in
+            ChannelTarget(host: spec.targetHost, port: spec.targetPort, description: spec.targetDescription,
+                          local: "remote \(spec.listenDescription())", stats: stats)
+        }
         self.index = index
         self.isExtra = isExtra
         self.loop = loop
@@ -124,6 +140,7 @@ final class Lane: @unchecked Sendable {
         case .idle: break
         }
         closeChain()
+        cancelRemoteRetries()
         state = .stopped
         if let hook { loop.removeIterationHook(hook) }
         hook = nil
@@ -187,6 +204,17 @@ final class Lane: @unchecked Sendable {
         link.nextClient = { [unowned self] in self.nextConnectionForChannel() }
         link.onClientFinished = { [unowned self] in self.load.subtract(1, ordering: .relaxed) }
         link.onDeath = { [unowned self] link, reason in self.linkDied(link, reason: reason) }
+        if !remoteTargets.isEmpty {
+            link.serveRemoteForwards(remoteTargets, connectTimeout: Double(profile.connectTimeout))
+            link.onClientStarted = { [unowned self] in self.load.add(1, ordering: .relaxed) }
+            link.onListenAnswer = { [unowned self] index, answer in
+                switch answer {
+                case .listening(let port): self.perform(self.remote.granted(index, port: port))
+                case .refused: self.perform(self.remote.refused(index))
+                case .failed(let message): self.perform(self.remote.failed(index, message))
+                }
+            }
+        }
         do {
             try link.start(keepalive: profile.keepalive, keepaliveCount: profile.keepaliveCount)
         } catch {
@@ -200,6 +228,7 @@ final class Lane: @unchecked Sendable {
         let path = profile.jump.isEmpty ? "\(profile.via) via \(connected.peer)" : profile.via
         logger.info("up: \(path), \(connected.authMethod); \(connected.session.negotiatedAlgorithms)")
         report(.up(authMethod: connected.authMethod))
+        perform(remote.linkUp())
     }
 
     private func connectFailed(_ failure: ConnectFailure) {
@@ -222,6 +251,8 @@ final class Lane: @unchecked Sendable {
         }
         let timer = loop.schedule(after: delay) { [unowned self] in self.connect() }
         state = failure.isPermanent ? .failed(timer) : .waiting(timer)
+        // Before the failure, so the failure is the tunnel's last error.
+        perform(remote.linkFailed())
         report(.connectFailed(message: failure.message, isPermanent: failure.isPermanent))
     }
 
@@ -233,6 +264,8 @@ final class Lane: @unchecked Sendable {
         logger.warning("link lost after \(Int(upFor)) s: \(reason)")
         let requeue = link.close(graceful: false) + takeInbox()
         closeChain()
+        cancelRemoteRetries()
+        perform(remote.linkDown())
         if isExtra {
             state = .idle
         } else {
@@ -242,6 +275,39 @@ final class Lane: @unchecked Sendable {
         }
         report(.dropped(reason: reason))
         giveBack(requeue)
+    }
+
+    // MARK: remote forwards
+
+    /// Performs the remote listeners' actions (on `loop`).
+    private func perform(_ actions: [RemoteListeners.Action]) {
+        for action in actions {
+            switch action {
+            case .request(let index, let port):
+                guard case .up(let link) = state else { continue }
+                link.requestListener(index: index, host: remoteForwards[index].requestHost, port: port)
+            case .scheduleRetry(let index, let after):
+                loop.cancel(remoteRetries[index])
+                remoteRetries[index] = loop.schedule(after: after) { [unowned self] in
+                    self.remoteRetries[index] = nil
+                    self.perform(self.remote.retryDue(index))
+                }
+            case .publish(let index, let status):
+                report(.remoteListener(index: index, status: status))
+            case .log(let level, let message):
+                switch level {
+                case .debug: logger.debug("\(message)")
+                case .info: logger.info("\(message)")
+                case .warning: logger.warning("\(message)")
+                case .error: logger.error("\(message)")
+                }
+            }
+        }
+    }
+
+    private func cancelRemoteRetries() {
+        for timer in remoteRetries.values { loop.cancel(timer) }
+        remoteRetries.removeAll()
     }
 
     // MARK: clients

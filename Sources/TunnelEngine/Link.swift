@@ -51,6 +51,22 @@ final class Link {
     /// Why the server last refused a channel, for a jump chain's message.
     var lastRefusal: String?
 
+    // Remote forwards (the first lane's link only; see Link+Remote.swift).
+    /// Where each remote forward's connections go here, and its counters.
+    var remoteTargets: [ChannelTarget] = []
+    /// tcpip-forward requests waiting their turn (one in flight per session).
+    var listenQueue: [ListenRequest] = []
+    var listenInFlight: ListenRequest?
+    /// The server's listeners, by remote forward index.
+    var remoteListeners: [Int: SSHListener] = [:]
+    /// Forwarded connections whose local target is still being connected to.
+    var dialing: [ObjectIdentifier: (attempt: DialAttempt, channel: SSHChannel, target: ChannelTarget)] = [:]
+    var dialer: LocalDialer?
+    /// The server answered a tcpip-forward request.
+    var onListenAnswer: (Int, ListenAnswer) -> Void = { _, _ in }
+    /// A forwarded connection arrived (it ends with `onClientFinished`).
+    var onClientStarted: () -> Void = {}
+
     init(session: SSHSession, loop: EventLoop, logger: Logger, scratch: Scratch) {
         self.session = session
         self.loop = loop
@@ -178,6 +194,11 @@ final class Link {
         discardPingChannelData()
         stepOpens()
         if isDead { return }
+        if !remoteTargets.isEmpty {
+            stepListens()
+            if isDead { return }
+            acceptForwarded()
+        }
         if ping == .inFlight { stepPing() }
         if isDead { return }
 
@@ -201,6 +222,7 @@ final class Link {
         // ping channel, no client) EPOLLIN would fire forever: watch only for
         // the server hanging up until a channel exists.
         let canRead = pingChannel != nil || opening != nil || ping == .opening || !active.isEmpty
+            || listenInFlight != nil || !remoteListeners.isEmpty || !dialing.isEmpty
         let events = session.endPass(canRead: canRead)
         if let loss = session.connectionLoss { return die(loss.description) }
         if !canRead && session.serverHungUp { return die(SSHConnectionLoss.peerClosed.description) }
@@ -291,6 +313,7 @@ final class Link {
             requeue.append(c)
         }
         opening = nil
+        closeRemote(graceful: graceful)
         for c in Array(active.values) { finish(c, graceful ? .closed : .failed) }
         pingChannel?.free()
         pingChannel = nil

@@ -53,5 +53,25 @@ public struct TunnelStatus: Sendable, Equatable {
     public var sessionsConnecting = 0
     /// Extra SSH connections up, opened while clients queued for channels.
     public var extraSessionsUp = 0
+    /// One per remote forward (`profile.remoteForwards`), in order.
+    public var remoteListeners: [RemoteListenerStatus] = []
     public init() {}
+}
+
+/// A remote forward's listener on the server, as the first SSH connection sees it.
+public struct RemoteListenerStatus: Sendable, Equatable {
+    /// The port the server listens on while it does (the one it picked, for port 0).
+    public var boundPort: UInt16?
+    /// Why it is not listening: the server's refusal or a failure, worded
+    /// for `tunnel up` and the last error; nil while listening or waiting for an answer.
+    public var problem: String?
+    /// The server answered the current link's request (granted or refused),
+    /// or the SSH connection that asks for it failed to come up: `tunnel up`
+    /// waits for that.
+    public var settled = false
+    public init(boundPort: UInt16? = nil, problem: String? = nil, settled: Bool = false) {
+        self.boundPort = boundPort
+        self.problem = problem
+        self.settled = settled
+    }
 }

@@ -13,6 +13,8 @@ public final class TunnelRuntime: @unchecked Sendable {
     public let profile: Profile
     public let loop: EventLoop
     public let forwardStats: [ForwardStats]
+    /// One per `profile.remoteForwards`: connections the server sent back.
+    public let remoteStats: [ForwardStats]
     private let statusBox = Locked(TunnelStatus())
     private let options: Connector.Options
     let logger: Logger
@@ -43,11 +45,15 @@ public final class TunnelRuntime: @unchecked Sendable {
         self.options = options
         self.logger = logger
         self.forwardStats = profile.forwards.map { _ in ForwardStats() }
+        self.remoteStats = profile.remoteForwards.map { _ in ForwardStats() }
         gate = AcceptGate(holdTimeout: Double(profile.holdTimeout))
         pending = PendingClients(resumeBelow: gate.maxQueued / 2)
         pool = LanePool(kept: profile.sessions, maxSessions: profile.maxSessions)
         if let idle = currentEnvironment()["TUNNEL_EXTRA_SESSION_IDLE"].flatMap(Double.init) { pool.extraIdleSeconds = idle }
-        statusBox.withLock { $0.sessions = profile.sessions }
+        statusBox.withLock {
+            $0.sessions = profile.sessions
+            $0.remoteListeners = profile.remoteForwards.map { _ in RemoteListenerStatus() }
+        }
     }
 
     public var status: TunnelStatus { statusBox.withLock { $0 } }
@@ -79,6 +85,9 @@ public final class TunnelRuntime: @unchecked Sendable {
         for listener in listeners where listener.spec.isPublic {
             logger.warning("\(listener.address) listens on a non-loopback address: the forwarded service is reachable from the network; protect it with firewall rules")
         }
+        for spec in profile.remoteForwards where spec.isPublic {
+            logger.warning("remote \(spec.listenDescription()) asks the server to listen on a non-loopback address: \(spec.targetDescription) here is reachable from its network")
+        }
         perform(pool.start())
     }
 
@@ -99,7 +108,9 @@ public final class TunnelRuntime: @unchecked Sendable {
             held.removeAll()
             for negotiation in negotiations.values { negotiation.cancel() }
             negotiations.removeAll()
+            let bound = statusBox.withLock { $0.remoteListeners }
             let closed = listeners.map { $0.address.description }
+                + zip(profile.remoteForwards, bound).map { "remote " + $0.listenDescription(boundPort: $1.boundPort) }
             for listener in listeners { listener.close(loop: loop) }
             listeners = []
             logger.info("down: closed \(closed.joined(separator: ", "))")
@@ -139,8 +150,9 @@ public final class TunnelRuntime: @unchecked Sendable {
             let message = Handoff(event)
             loop.execute { [weak self] in self?.handle(message.value, from: index) }
         }
-        let lane = Lane(index: index, isExtra: isExtra, loop: laneLoop, profile: profile, options: options,
-                        logger: logger, pending: pending, report: report)
+        // Only the first lane asks the server for the remote forwards' listeners.
+        let lane = Lane(index: index, isExtra: isExtra, loop: laneLoop, profile: profile, options: options, logger: logger,
+                        pending: pending, remoteStats: index == 0 && !isExtra ? remoteStats : [], report: report)
         lanes[index] = lane
         guard laneLoop !== loop else { return lane.start() }
         laneThreadsRunning += 1
@@ -169,6 +181,13 @@ public final class TunnelRuntime: @unchecked Sendable {
             return
         case .queueDrained:
             perform(gate.queueShrank(pending: pending.value))
+            return
+        case .remoteListener(let index, let listener):
+            guard !isStopped else { return }
+            update { status in
+                status.remoteListeners[index] = listener
+                if let problem = listener.problem { status.lastError = problem }
+            }
             return
         case .connecting:
             report = .connecting

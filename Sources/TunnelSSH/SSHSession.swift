@@ -64,6 +64,8 @@ public final class SSHSession {
     let handle: OpaquePointer
     let transport: SSHTransport
     private var channels: [ObjectIdentifier: Unmanaged<SSHChannel>] = [:]
+    /// Remote-forward listeners; libssh2 frees them with the session.
+    private var listeners: [ObjectIdentifier: Unmanaged<SSHListener>] = [:]
     /// The server shut down its sending side (EPOLLRDHUP).
     var peerHungUp = false
     private var closed = false
@@ -196,9 +198,23 @@ public final class SSHSession {
             if error.code == LIBSSH2_ERROR_CHANNEL_FAILURE { error.refusal = ChannelOpenRefusal(libssh2Message: error.message) }
             throw error
         }
+        return .done(adopt(raw))
+    }
+
+    /// Wraps a channel libssh2 created (an open, or a forwarded-tcpip
+    /// channel accepted from a listener) and tracks it until it is freed.
+    func adopt(_ raw: OpaquePointer) -> SSHChannel {
         let channel = SSHChannel(handle: raw, session: self)
         channels[ObjectIdentifier(channel)] = .passUnretained(channel)
-        return .done(channel)
+        return channel
+    }
+
+    func track(_ listener: SSHListener) {
+        listeners[ObjectIdentifier(listener)] = .passUnretained(listener)
+    }
+
+    func forget(_ listener: SSHListener) {
+        listeners.removeValue(forKey: ObjectIdentifier(listener))
     }
 
     /// Opens a direct-tcpip channel (what `ssh -L` asks the server for).
@@ -264,6 +280,8 @@ public final class SSHSession {
         transport.socket.shutdown(Socket.shutdownBoth)
         for channel in channels.values { channel.takeUnretainedValue().freeHandle() }
         channels.removeAll()
+        for listener in listeners.values { listener.takeUnretainedValue().invalidate() }
+        listeners.removeAll()
         deferredFrees.removeAll()
         _ = libssh2_session_free(handle)
         transport.socket.close()

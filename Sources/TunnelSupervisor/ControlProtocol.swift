@@ -79,13 +79,24 @@ public struct TunnelOutcome: Codable, Sendable, Equatable {
     public var routes: [String]?
     public var via: String?
 
-    public init(name: String, result: Result, message: String? = nil, local: [String] = [], routes: [String]? = nil, via: String? = nil) {
+    /// Remote forwards, "127.0.0.1:43127 -> localhost:3000" (with the port
+    /// the server picked for port 0), those the server listens on; absent
+    /// from older supervisors.
+    public var remote: [String]?
+    /// Why a remote forward is not listening, one line each (the tunnel
+    /// stays up and keeps asking).
+    public var remoteProblems: [String]?
+
+    public init(name: String, result: Result, message: String? = nil, local: [String] = [], routes: [String]? = nil, via: String? = nil,
+                remote: [String]? = nil, remoteProblems: [String]? = nil) {
         self.name = name
         self.result = result
         self.message = message
         self.local = local
         self.routes = routes
         self.via = via
+        self.remote = remote
+        self.remoteProblems = remoteProblems
     }
 
     public var isFailure: Bool { result == .failed || result == .retrying }
@@ -93,8 +104,10 @@ public struct TunnelOutcome: Codable, Sendable, Equatable {
 
 /// One forward as `tunnel ls --json` shows it.
 public struct ForwardInfo: Codable, Sendable, Equatable {
-    /// "local" (-L), "dynamic" (-D, whose remote is "socks") or "remote" (-R);
-    /// absent from older supervisors.
+    /// "local" (-L), "dynamic" (-D, whose remote is "socks") or "remote"
+    /// (-R); absent from older supervisors. For a remote forward, `remote`
+    /// is where the server listens (with the port it picked) and `local` the
+    /// target on this machine.
     public var kind: String?
     public var local: String
     public var remote: String

@@ -266,7 +266,9 @@ public final class Supervisor {
         }
         switch host.status.phase {
         case .up:
-            gather.add(TunnelOutcome(name: host.name, result: .alreadyUp, message: note, local: host.status.boundAddresses))
+            let remote = remoteRoutes(host, host.status)
+            gather.add(TunnelOutcome(name: host.name, result: .alreadyUp, message: note, local: host.status.boundAddresses,
+                                     remote: remote.routes, remoteProblems: remote.problems))
         case .failed:
             // Asked again: retry now instead of waiting out the 5-minute pause.
             wait(host) { gather.add(self.outcome(host, $0)) }
@@ -292,6 +294,9 @@ public final class Supervisor {
             outcome.message = status.sessionsUp < status.sessions
                 ? "\(status.sessionsUp) of \(status.sessions) SSH connections up: \(status.lastError ?? "the others are not connected")"
                 : nil
+            let remote = remoteRoutes(host, status)
+            outcome.remote = remote.routes
+            outcome.remoteProblems = remote.problems
         case .failed:
             outcome.result = .failed
         default:
@@ -300,6 +305,22 @@ public final class Supervisor {
         return outcome
     }
 
+    /// The remote forwards the server listens on, as `tunnel up` prints them,
+    /// and why the others are not listening; nil without remote forwards.
+    private func remoteRoutes(_ host: TunnelHost, _ status: TunnelStatus) -> (routes: [String]?, problems: [String]?) {
+        let specs = host.runtime.profile.remoteForwards
+        guard !specs.isEmpty else { return (nil, nil) }
+        var routes: [String] = []
+        var problems: [String] = []
+        for (spec, listener) in zip(specs, status.remoteListeners) {
+            if let port = listener.boundPort {
+                routes.append("\(spec.listenDescription(boundPort: port)) -> \(spec.targetDescription)")
+            } else {
+                problems.append(listener.problem ?? "remote \(spec.listenDescription()): not listening yet")
+            }
+        }
+        return (routes, problems)
+    }
 
     /// Binds and starts one tunnel; `done` gets its first result.
     private func start(_ profile: Profile, configPath: String, options: Connector.Options, adHoc: AdHocTunnel? = nil,
@@ -383,7 +404,8 @@ public final class Supervisor {
             let settled: Bool
             switch status.phase {
             // Up once every lane has answered its first attempt (each is bounded by connect_timeout).
-            case .up: settled = status.sessionsConnecting == 0
+            // Remote forwards: once the server answered each request.
+            case .up: settled = status.sessionsConnecting == 0 && status.remoteListeners.allSatisfy(\.settled)
             case .failed, .stopped: settled = true
             default: settled = status.attempts > waiter.attempts
             }
@@ -546,6 +568,14 @@ public final class Supervisor {
             let local = index < status.boundAddresses.count ? status.boundAddresses[index] : spec.localDescription
             forwards.append(ForwardInfo(kind: spec.kind.rawValue, local: local, remote: spec.remoteDescription, active: stats.active, total: stats.total,
                                         bytes_in: stats.bytesIn, bytes_out: stats.bytesOut, public: spec.isPublic))
+        }
+        // Remote forwards as the tunnel runs them (ssh_config may have added some).
+        for (index, spec) in host.runtime.profile.remoteForwards.enumerated() {
+            let stats = host.runtime.remoteStats[index].snapshot()
+            let port = index < status.remoteListeners.count ? status.remoteListeners[index].boundPort : nil
+            forwards.append(ForwardInfo(kind: "remote", local: spec.targetDescription, remote: spec.listenDescription(boundPort: port),
+                                        active: stats.active, total: stats.total, bytes_in: stats.bytesIn, bytes_out: stats.bytesOut,
+                                        public: spec.isPublic))
         }
         let phase = status.phase == .stopped ? "reconnecting" : status.phase.rawValue
         return TunnelInfo(name: host.name, state: phase, via: host.runtime.profile.via, since: iso8601(status.since),

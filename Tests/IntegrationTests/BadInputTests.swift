@@ -59,7 +59,7 @@ final class BadInputTests: XCTestCase {
         harness.writeConfig("[tunnels.db]\nforward = \"1:a:2\"\n")
         expectError(contains: ["\(harness.configPath):1:", "host"])
         harness.writeConfig("[tunnels.db]\nhost = \"10.0.0.1\"\n")
-        expectError(contains: ["\(harness.configPath):1:", "no forward: the profile writes no forward or dynamic, and ssh_config has no LocalForward or DynamicForward for 10.0.0.1"])
+        expectError(contains: ["\(harness.configPath):1:", "no forward: the profile writes no forward, dynamic or remote, and ssh_config has no LocalForward, DynamicForward or RemoteForward for 10.0.0.1"])
         harness.writeConfig("[tunnels.db]\nhost = \"10.0.0.1\"\nssh_config = \"none\"\n")
         expectError(contains: ["\(harness.configPath):1:", "missing required key \"forward\""])
     }

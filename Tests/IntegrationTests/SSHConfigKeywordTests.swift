@@ -148,6 +148,6 @@ final class SSHConfigKeywordTests: SSHTestCase {
         XCTAssertEqual(harness.listed("db")?.forwards.map(\.local), ["127.0.0.1:\(local)", "127.0.0.1:\(socks)"])
         let bare = harness.tunnel(["up", "bare"])
         XCTAssertNotEqual(bare.status, 0)
-        XCTAssertTrue(bare.stderr.contains("tunnel: bare: \(harness.configPath):5:1: no forward: the profile writes no forward or dynamic, and ssh_config has no LocalForward or DynamicForward for bare"), bare.stderr)
+        XCTAssertTrue(bare.stderr.contains("tunnel: bare: \(harness.configPath):5:1: no forward: the profile writes no forward, dynamic or remote, and ssh_config has no LocalForward, DynamicForward or RemoteForward for bare"), bare.stderr)
     }
 }

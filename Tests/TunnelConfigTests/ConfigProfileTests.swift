@@ -201,13 +201,13 @@ final class ConfigProfileTests: XCTestCase {
     func testMissingForward_isAnErrorAtTheProfileHeader_whenSSHConfigCannotSupplyOne() {
         XCTAssertEqual(errorLines(parseConfig("[tunnels.db]\nhost = \"h\"\n")), [], "ssh_config's LocalForward may supply it")
         let config = parseConfig("[tunnels.db]\nhost = \"h\"\nssh_config = \"none\"\n")
-        XCTAssertEqual(errorLines(config), ["1:1: tunnels.db: missing required key \"forward\" (a profile needs at least one of \"forward\", \"dynamic\" when ssh_config = \"none\")"])
+        XCTAssertEqual(errorLines(config), ["1:1: tunnels.db: missing required key \"forward\" (a profile needs at least one of \"forward\", \"dynamic\", \"remote\" when ssh_config = \"none\")"])
     }
 
     func testEmptyProfile_reportsBothMissingKeys() {
         XCTAssertEqual(errorLines(parseConfig("[defaults]\nssh_config = \"none\"\n[tunnels.db]\n")), [
             "3:1: tunnels.db: missing required key \"host\"",
-            "3:1: tunnels.db: missing required key \"forward\" (a profile needs at least one of \"forward\", \"dynamic\" when ssh_config = \"none\")",
+            "3:1: tunnels.db: missing required key \"forward\" (a profile needs at least one of \"forward\", \"dynamic\", \"remote\" when ssh_config = \"none\")",
         ])
     }
 

@@ -3,7 +3,7 @@ import TunnelConfig
 
 /// What `tunnel config check` and `tunnel up` do with a profiles file once it
 /// is read: TOML parsing, validation, forward specs, every message. Also each
-/// line of the input as a forward spec and the input as ~/.ssh/config.
+/// line of the input as a forward spec (-L and -R) and the input as ~/.ssh/config.
 func fuzzConfig(_ bytes: [UInt8]) {
     let config = Config.parse(bytes: bytes, path: "/fuzz/tunnels.toml", environment: ["HOME": "/home/fuzz", "USER": "fuzz"])
     var printed = config.errors.map(\.description)
@@ -15,6 +15,10 @@ func fuzzConfig(_ bytes: [UInt8]) {
                 // A valid spec reads back the same from its own text.
                 precondition((try? ForwardSpec.parse(spec.text)) == spec, "\(spec.text) does not read back")
                 if spec.isPublic { printed.append(spec.localDescription) }
+            }
+            for spec in profile.remoteForwards {
+                precondition((try? RemoteForwardSpec.parse(spec.text)) == spec, "\(spec.text) does not read back")
+                printed.append(spec.description)
             }
         } catch {
             printed.append(error.description)
@@ -31,9 +35,14 @@ func fuzzConfig(_ bytes: [UInt8]) {
         } catch {
             printed.append(error.description)
         }
+        do throws(RemoteForwardSpecError) {
+            printed.append(try RemoteForwardSpec.parse(String(line)).description)
+        } catch {
+            printed.append(error.description)
+        }
     }
     if let alias = SSHConfigAlias.find(host: "db", configText: text, displayPath: "~/.ssh/config") {
-        printed.append(alias.hint(for: "db"))
+        printed.append(alias.hint(for: "db", .turnedOff))
     }
     blackHole(printed)
 }
