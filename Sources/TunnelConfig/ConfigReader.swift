@@ -209,23 +209,32 @@ struct ConfigReader {
 
     /// Two listeners on the same port collide when their addresses overlap. The
     /// error goes on the later forward, naming the earlier one.
-    /// Linear in the number of forwards (a file may list hundreds of
-    /// thousands): per port and family it keeps the first forward, the first
-    /// wildcard and the first on each address, which are the only candidates for
-    /// "the earliest forward this one collides with" (see `ForwardSpec.collides`).
     private mutating func checkOverlaps(_ forwards: [LocatedForward]) {
+        var paths: [String: Int] = [:]
+        var ports: [(index: Int, port: UInt16, bind: BindAddress)] = []
+        for (i, forward) in forwards.enumerated() {
+            if let path = forward.spec.localPath {
+                if let match = paths[path] { reportOverlap(forwards[match], forward) } else { paths[path] = i }
+            } else {
+                ports.append((i, forward.spec.localPort, forward.spec.bind))
+            }
+        }
+        for (earlier, later) in Self.overlaps(ports) { reportOverlap(forwards[earlier], forwards[later]) }
+    }
+
+    /// For each address that overlaps an earlier one on the same port, the
+    /// two indices (the earliest such earlier one). Port 0 (picked for us)
+    /// never overlaps. Linear in the number of addresses (a file may list
+    /// hundreds of thousands): per port and family it keeps the first, the
+    /// first wildcard and the first on each address, which are the only
+    /// candidates for "the earliest one this one collides with".
+    private static func overlaps(_ addresses: [(index: Int, port: UInt16, bind: BindAddress)]) -> [(earlier: Int, later: Int)] {
         struct Key: Hashable { var port: UInt16; var isIPv6: Bool }
         struct Earlier { var first: Int; var wildcard: Int?; var byHost: [String: Int] }
         var seen: [Key: Earlier] = [:]
-        var paths: [String: Int] = [:]
-        for (i, later) in forwards.enumerated() {
-            if let path = later.spec.localPath {
-                if let match = paths[path] { reportOverlap(forwards[match], later) } else { paths[path] = i }
-                continue
-            }
-            guard later.spec.localPort != 0 else { continue }
-            let bind = later.spec.bind
-            let key = Key(port: later.spec.localPort, isIPv6: bind.isIPv6)
+        var found: [(earlier: Int, later: Int)] = []
+        for (i, port, bind) in addresses where port != 0 {
+            let key = Key(port: port, isIPv6: bind.isIPv6)
             // Taken out and put back, so its dictionary is not copied on each change.
             guard var slot = seen.removeValue(forKey: key) else {
                 seen[key] = Earlier(first: i, wildcard: bind.isWildcard ? i : nil, byHost: [bind.host: i])
@@ -235,9 +244,9 @@ struct ConfigReader {
             if slot.wildcard == nil && bind.isWildcard { slot.wildcard = i }
             if slot.byHost[bind.host] == nil { slot.byHost[bind.host] = i }
             seen[key] = slot
-            guard let match else { continue }
-            reportOverlap(forwards[match], later)
+            if let match { found.append((match, i)) }
         }
+        return found
     }
 
     private mutating func reportOverlap(_ earlier: LocatedForward, _ later: LocatedForward) {
@@ -249,32 +258,15 @@ struct ConfigReader {
 
     /// Two remote forwards of one profile asking the one server for the same
     /// address: the server would refuse the second. The error goes on the
-    /// later one. Linear, like `checkOverlaps` (which is for local listeners,
-    /// across profiles: remote ones of different profiles may be on different
-    /// servers).
+    /// later one. (Local listeners are checked across profiles; remote ones of
+    /// different profiles may be on different servers.)
     private func remoteOverlaps(_ remotes: [LocatedRemoteForward], profilePath: String) -> [ConfigError] {
-        struct Key: Hashable { var port: UInt16; var isIPv6: Bool }
-        struct Earlier { var first: Int; var wildcard: Int?; var byHost: [String: Int] }
-        var seen: [Key: Earlier] = [:]
-        var errors: [ConfigError] = []
-        for (i, later) in remotes.enumerated() where later.spec.port != 0 {
-            let bind = later.spec.bind
-            let key = Key(port: later.spec.port, isIPv6: bind.isIPv6)
-            guard var slot = seen.removeValue(forKey: key) else {
-                seen[key] = Earlier(first: i, wildcard: bind.isWildcard ? i : nil, byHost: [bind.host: i])
-                continue
-            }
-            let match = bind.isWildcard ? slot.first : [slot.byHost[bind.host], slot.wildcard].compactMap { $0 }.min()
-            if slot.wildcard == nil && bind.isWildcard { slot.wildcard = i }
-            if slot.byHost[bind.host] == nil { slot.byHost[bind.host] = i }
-            seen[key] = slot
-            guard let match else { continue }
-            let earlier = remotes[match]
+        Self.overlaps(remotes.enumerated().map { ($0.offset, $0.element.spec.port, $0.element.spec.bind) }).map { earlierIndex, laterIndex in
+            let (earlier, later) = (remotes[earlierIndex], remotes[laterIndex])
             assert(earlier.spec.collides(with: later.spec))
-            errors.append(ConfigError(location: later.location,
-                                      message: "\(profilePath).remote: \(later.spec.listenDescription()) on the server overlaps \(earlier.spec.listenDescription()) (\(earlier.location))"))
+            return ConfigError(location: later.location,
+                               message: "\(profilePath).remote: \(later.spec.listenDescription()) on the server overlaps \(earlier.spec.listenDescription()) (\(earlier.location))")
         }
-        return errors
     }
 
     private func makeProfile(_ candidate: Candidate, defaults: Settings) -> Profile? {

@@ -186,26 +186,54 @@ public struct ForwardSpec: Hashable, Sendable, CustomStringConvertible {
         return ForwardSpec(kind: .dynamic, bind: bind, localPort: port, remoteHost: "", remotePort: 0, text: text)
     }
 
-    /// Splits on ":" outside brackets; a bracketed field must be the whole field.
+    /// The shared field parsers, with `-L`'s names for the fields.
     private static func splitFields(_ text: String, failure: (String) -> ForwardSpecError) throws(ForwardSpecError) -> [Substring] {
+        do { return try SpecFields.split(text) } catch { throw failure(error.reason) }
+    }
+
+    private static func parseBind(_ field: Substring?, failure: (String) -> ForwardSpecError) throws(ForwardSpecError) -> BindAddress {
+        do { return try SpecFields.bind(field, named: "bind address") } catch { throw failure(error.reason) }
+    }
+
+    private static func parseLocalPort(_ field: Substring, failure: (String) -> ForwardSpecError) throws(ForwardSpecError) -> UInt16 {
+        do { return try SpecFields.listenPort(field, named: "local port", zeroMeans: "any free port") } catch { throw failure(error.reason) }
+    }
+
+    private static func parseRemoteHost(_ field: Substring, failure: (String) -> ForwardSpecError) throws(ForwardSpecError) -> String {
+        do { return try SpecFields.host(field, named: "remote host") } catch { throw failure(error.reason) }
+    }
+
+    private static func parseRemotePort(_ field: Substring, failure: (String) -> ForwardSpecError) throws(ForwardSpecError) -> UInt16 {
+        do { return try SpecFields.port(field, named: "remote port") } catch { throw failure(error.reason) }
+    }
+}
+
+/// The fields of `[bind:]port:host:hostport`, shared by `ForwardSpec` (-L)
+/// and `RemoteForwardSpec` (-R), which differ only in what the fields are
+/// called in messages.
+enum SpecFields {
+    struct Problem: Error { let reason: String }
+
+    /// Splits on ":" outside brackets; a bracketed field must be the whole field.
+    static func split(_ text: String) throws(Problem) -> [Substring] {
         var fields: [Substring] = []
         var fieldStart = text.startIndex
         var i = text.startIndex
         while i < text.endIndex {
-            let c = text[i]
-            if c == "[" {
-                guard i == fieldStart else { throw failure("\"[\" may only start a field (an IPv6 address in brackets)") }
-                guard let close = text[i...].firstIndex(of: "]") else { throw failure("\"[\" without a matching \"]\"") }
+            switch text[i] {
+            case "[":
+                guard i == fieldStart else { throw Problem(reason: "\"[\" may only start a field (an IPv6 address in brackets)") }
+                guard let close = text[i...].firstIndex(of: "]") else { throw Problem(reason: "\"[\" without a matching \"]\"") }
                 i = text.index(after: close)
-                if i < text.endIndex && text[i] != ":" {
-                    throw failure("expected \":\" after \"]\"")
-                }
+                if i < text.endIndex && text[i] != ":" { throw Problem(reason: "expected \":\" after \"]\"") }
                 continue
-            }
-            if c == "]" { throw failure("\"]\" without a matching \"[\"") }
-            if c == ":" {
+            case "]":
+                throw Problem(reason: "\"]\" without a matching \"[\"")
+            case ":":
                 fields.append(text[fieldStart..<i])
                 fieldStart = text.index(after: i)
+            default:
+                break
             }
             i = text.index(after: i)
         }
@@ -213,55 +241,55 @@ public struct ForwardSpec: Hashable, Sendable, CustomStringConvertible {
         return fields
     }
 
-    private static func parseBind(_ field: Substring?, failure: (String) -> ForwardSpecError) throws(ForwardSpecError) -> BindAddress {
+    /// nil: loopback; "" or "*": every IPv4 interface.
+    static func bind(_ field: Substring?, named name: String) throws(Problem) -> BindAddress {
         guard let field else { return .loopbackIPv4 }
         if field.isEmpty || field == "*" { return .anyIPv4 }
         if field.lowercased() == "localhost" { return .loopbackIPv4 }
         if let address = BindAddress(ipLiteral: String(field)), field.hasPrefix("[") || !address.isIPv6 {
             return address
         }
-        throw failure("bind address must be an IP address, localhost or * (found \(quoted(String(field))))")
+        throw Problem(reason: "\(name) must be an IP address, localhost or * (found \(quoted(String(field))))")
     }
 
-    private static func parseLocalPort(_ field: Substring, failure: (String) -> ForwardSpecError) throws(ForwardSpecError) -> UInt16 {
-        if field.isEmpty { throw failure("local port is missing") }
+    /// A port to listen on: 0 or `auto` for one picked for us.
+    static func listenPort(_ field: Substring, named name: String, zeroMeans: String) throws(Problem) -> UInt16 {
+        if field.isEmpty { throw Problem(reason: "\(name) is missing") }
         if field.lowercased() == "auto" { return 0 }
-        guard field.allSatisfy(\.isASCIIDigit) else {
-            throw failure("local port \(quoted(String(field))) is not a number")
-        }
+        guard field.allSatisfy(\.isASCIIDigit) else { throw Problem(reason: "\(name) \(quoted(String(field))) is not a number") }
         guard let port = Int(field), port <= 65535 else {
-            throw failure("local port \(field) is out of range (1-65535, or 0/auto for any free port)")
+            throw Problem(reason: "\(name) \(field) is out of range (1-65535, or 0/auto for \(zeroMeans))")
         }
         return UInt16(port)
     }
 
-    private static func parseRemoteHost(_ field: Substring, failure: (String) -> ForwardSpecError) throws(ForwardSpecError) -> String {
-        if field.isEmpty { throw failure("remote host is missing") }
+    /// A host name or IP address; IPv6 in brackets, returned without them.
+    static func host(_ field: Substring, named name: String) throws(Problem) -> String {
+        if field.isEmpty { throw Problem(reason: "\(name) is missing") }
         if field.hasPrefix("[") {
             let inner = field.dropFirst().dropLast()
             guard System.parseIP(String(inner), ipv6: true) != nil else {
-                throw failure("remote host \(quoted(String(field))) is not an IPv6 address")
+                throw Problem(reason: "\(name) \(quoted(String(field))) is not an IPv6 address")
             }
             return String(inner)
         }
         return String(field)
     }
 
-    private static func parseRemotePort(_ field: Substring, failure: (String) -> ForwardSpecError) throws(ForwardSpecError) -> UInt16 {
-        if field.isEmpty { throw failure("remote port is missing") }
+    /// A port to connect to: a number or a service name.
+    static func port(_ field: Substring, named name: String) throws(Problem) -> UInt16 {
+        if field.isEmpty { throw Problem(reason: "\(name) is missing") }
         if field.allSatisfy(\.isASCIIDigit) {
-            guard let port = Int(field), (1...65535).contains(port) else {
-                throw failure("remote port \(field) is out of range (1-65535)")
-            }
+            guard let port = Int(field), (1...65535).contains(port) else { throw Problem(reason: "\(name) \(field) is out of range (1-65535)") }
             return UInt16(port)
         }
         guard let port = ServiceNames.port(named: String(field)) else {
-            throw failure("remote port \(quoted(String(field))) is not a number or a known service name")
+            throw Problem(reason: "\(name) \(quoted(String(field))) is not a number or a known service name")
         }
         return port
     }
 }
 
 extension Character {
-    fileprivate var isASCIIDigit: Bool { isASCII && isNumber }
+    var isASCIIDigit: Bool { isASCII && isNumber }
 }

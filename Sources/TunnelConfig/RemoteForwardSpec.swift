@@ -98,82 +98,24 @@ public struct RemoteForwardSpec: Hashable, Sendable, CustomStringConvertible {
                                  text: text)
     }
 
-    /// Splits on ":" outside brackets; a bracketed field must be the whole field.
+    /// The shared field parsers, with `-R`'s names for the fields.
     private static func fields(of text: String, failure: (String) -> RemoteForwardSpecError) throws(RemoteForwardSpecError) -> [Substring] {
-        var fields: [Substring] = []
-        var fieldStart = text.startIndex
-        var i = text.startIndex
-        while i < text.endIndex {
-            switch text[i] {
-            case "[":
-                guard i == fieldStart else { throw failure("\"[\" may only start a field (an IPv6 address in brackets)") }
-                guard let close = text[i...].firstIndex(of: "]") else { throw failure("\"[\" without a matching \"]\"") }
-                i = text.index(after: close)
-                if i < text.endIndex && text[i] != ":" { throw failure("expected \":\" after \"]\"") }
-                continue
-            case "]":
-                throw failure("\"]\" without a matching \"[\"")
-            case ":":
-                fields.append(text[fieldStart..<i])
-                fieldStart = text.index(after: i)
-            default:
-                break
-            }
-            i = text.index(after: i)
-        }
-        fields.append(text[fieldStart...])
-        return fields
+        do { return try SpecFields.split(text) } catch { throw failure(error.reason) }
     }
 
     private static func bind(_ field: Substring?, failure: (String) -> RemoteForwardSpecError) throws(RemoteForwardSpecError) -> BindAddress {
-        guard let field else { return .loopbackIPv4 }
-        if field.isEmpty || field == "*" { return .anyIPv4 }
-        if field.lowercased() == "localhost" { return .loopbackIPv4 }
-        if let address = BindAddress(ipLiteral: String(field)), field.hasPrefix("[") || !address.isIPv6 {
-            return address
-        }
-        throw failure("the server's bind address must be an IP address, localhost or * (found \(quoted(String(field))))")
+        do { return try SpecFields.bind(field, named: "the server's bind address") } catch { throw failure(error.reason) }
     }
 
     private static func listenPort(_ field: Substring, failure: (String) -> RemoteForwardSpecError) throws(RemoteForwardSpecError) -> UInt16 {
-        if field.isEmpty { throw failure("the server's port is missing") }
-        if field.lowercased() == "auto" { return 0 }
-        guard field.allSatisfy(\.isASCIIDigit) else {
-            throw failure("the server's port \(quoted(String(field))) is not a number")
-        }
-        guard let port = Int(field), port <= 65535 else {
-            throw failure("the server's port \(field) is out of range (1-65535, or 0/auto for one the server picks)")
-        }
-        return UInt16(port)
+        do { return try SpecFields.listenPort(field, named: "the server's port", zeroMeans: "one the server picks") } catch { throw failure(error.reason) }
     }
 
     private static func targetHost(_ field: Substring, failure: (String) -> RemoteForwardSpecError) throws(RemoteForwardSpecError) -> String {
-        if field.isEmpty { throw failure("target host is missing") }
-        if field.hasPrefix("[") {
-            let inner = field.dropFirst().dropLast()
-            guard System.parseIP(String(inner), ipv6: true) != nil else {
-                throw failure("target host \(quoted(String(field))) is not an IPv6 address")
-            }
-            return String(inner)
-        }
-        return String(field)
+        do { return try SpecFields.host(field, named: "target host") } catch { throw failure(error.reason) }
     }
 
     private static func targetPort(_ field: Substring, failure: (String) -> RemoteForwardSpecError) throws(RemoteForwardSpecError) -> UInt16 {
-        if field.isEmpty { throw failure("target port is missing") }
-        if field.allSatisfy(\.isASCIIDigit) {
-            guard let port = Int(field), (1...65535).contains(port) else {
-                throw failure("target port \(field) is out of range (1-65535)")
-            }
-            return UInt16(port)
-        }
-        guard let port = ServiceNames.port(named: String(field)) else {
-            throw failure("target port \(quoted(String(field))) is not a number or a known service name")
-        }
-        return port
+        do { return try SpecFields.port(field, named: "target port") } catch { throw failure(error.reason) }
     }
-}
-
-extension Character {
-    fileprivate var isASCIIDigit: Bool { isASCII && isNumber }
 }

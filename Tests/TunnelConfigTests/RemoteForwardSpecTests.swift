@@ -174,9 +174,9 @@ final class RemoteForwardConfigTests: XCTestCase {
     }
 
     func testRemoteInDefaults_isRefused_andTheProfileStillNeedsAForward() {
-        XCTAssertEqual(errorLines(parseConfig("[defaults]\nremote = \"8080:a:1\"\n[tunnels.web]\nhost = \"h\"\n")), [
+        XCTAssertEqual(errorLines(parseConfig("[defaults]\nremote = \"8080:a:1\"\nssh_config = \"none\"\n[tunnels.web]\nhost = \"h\"\n")), [
             "2:1: defaults.remote: remote is not allowed in [defaults]; list remote forwards in each [tunnels.NAME]",
-            "3:1: tunnels.web: missing required key \"forward\" (a profile needs at least one of \"forward\", \"remote\")",
+            "4:1: tunnels.web: missing required key \"forward\" (a profile needs at least one of \"forward\", \"dynamic\", \"remote\" when ssh_config = \"none\")",
         ])
     }
 
