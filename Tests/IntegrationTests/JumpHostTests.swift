@@ -59,6 +59,23 @@ final class JumpHostTests: SSHTestCase {
         XCTAssertTrue(harness.supervisorLog.contains("hop 1 of 2 (\(bastionName)) up via \(namespace.insideAddress):\(bastion.port)"), harness.supervisorLog)
     }
 
+    func testSOCKSAndUnixSocketForwards_workThroughTheJumpToo() throws {
+        harness.trust(bastion)
+        harness.trust(inner)
+        let socks = Net.freePort()
+        let socketPath = makeTempDir("jump-sock") + "/inner.sock"
+        harness.writeConfig(profile(Net.freePort(), target: inner, jump: bastionName, service: inner.port)
+            .replacingOccurrences(of: "forward = [", with: "dynamic = \"\(socks)\"\nforward = [\"\(socketPath):127.0.0.1:\(inner.port)\", "))
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        // The inner server's banner, asked for by name through the SOCKS proxy (the name resolves on the inner host).
+        let viaSocks = runCommand(Env.which("nc")!, ["-X", "5", "-x", "127.0.0.1:\(socks)", "-w", "5", "localhost", "\(inner.port)"], timeout: 30, stdin: "")
+        XCTAssertTrue(viaSocks.stdout.hasPrefix("SSH-2.0-"), viaSocks.output)
+        let viaSocket = runCommand(Env.which("nc")!, ["-U", "-w", "5", socketPath], timeout: 30, stdin: "")
+        XCTAssertTrue(viaSocket.stdout.hasPrefix("SSH-2.0-"), viaSocket.output)
+        XCTAssertEqual(harness.listed("db")?.forwards.compactMap(\.kind).sorted(), ["dynamic", "local", "local"])
+    }
+
     func testUnknownBastionKey_isRefusedNamingTheBastion() {
         harness.trust(inner)
         harness.writeConfig(profile(Net.freePort(), target: inner, jump: bastionName, service: inner.port))
