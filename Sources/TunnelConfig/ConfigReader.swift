@@ -524,27 +524,10 @@ private struct ValueChecker {
     /// are still checked in a broken profile.
     mutating func forwards(profile: String, profilePath: String,
                            parse: (String) throws(ForwardSpecError) -> ForwardSpec) -> [ConfigReader.LocatedForward] {
-        let items: [TOMLValue]
-        switch value.kind {
-        case .string:
-            items = [value]
-        case .array(let array):
-            if array.isEmpty { fail("expected at least one forward, found an empty array"); return [] }
-            items = array
-        default:
-            expect("a string or an array of strings")
-            return []
-        }
         var result: [ConfigReader.LocatedForward] = []
-        for (i, item) in items.enumerated() {
-            let itemLocation = SourceLocation(file: location.file, line: item.position.line, column: item.position.column)
-            guard let text = item.string else {
-                fail("expected a string, found \(item.foundDescription)", at: itemLocation, name: "\(name)[\(i)]")
-                continue
-            }
+        for (text, itemLocation) in stringItems(what: "forward") {
             do {
-                let spec = try parse(text)
-                result.append(.init(spec: spec, location: itemLocation, profile: profile))
+                result.append(.init(spec: try parse(text), location: itemLocation, profile: profile))
             } catch {
                 errors.append(ConfigError(location: itemLocation, message: "\(profilePath): \(error)"))
             }

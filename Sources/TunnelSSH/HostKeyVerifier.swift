@@ -35,10 +35,6 @@ public enum HostKeyVerifier {
     }
 
     /// Host key algorithms to offer, the ones already trusted for this host first.
-    public static func preferredAlgorithms(knownHosts: KnownHosts, host: String, port: UInt16) -> [String] {
-        preferredAlgorithms(Lookup(files: [knownHosts], host: host, port: port))
-    }
-
     public static func preferredAlgorithms(_ lookup: Lookup) -> [String] {
         var known: [String] = []
         for file in lookup.files {
@@ -47,13 +43,9 @@ public enum HostKeyVerifier {
         return known.filter { SSHAlgorithms.hostKeys.contains($0) } + SSHAlgorithms.hostKeys.filter { !known.contains($0) }
     }
 
-    /// `record: false` (for `tunnel check`) reports what accept-new would add without writing it.
-    public static func verify(_ key: HostKey, knownHosts: KnownHosts, host: String, port: UInt16, acceptNew: Bool, record: Bool = true) throws(HostKeyFailure) -> Outcome {
-        try verify(key, Lookup(files: [knownHosts], host: host, port: port), acceptNew: acceptNew, record: record)
-    }
-
     /// Trusted when any file trusts the key; refused when any file revokes it,
     /// or when it is unknown and a file knows other keys for the name.
+    /// `record: false` (for `tunnel check`) reports what accept-new would add without writing it.
     public static func verify(_ key: HostKey, _ lookup: Lookup, acceptNew: Bool, record: Bool = true) throws(HostKeyFailure) -> Outcome {
         let name = lookup.name
         let type = key.type.rawValue

@@ -25,21 +25,8 @@ final class RemoteForwardTests: SSHTestCase {
 
     /// A profile for `server` (in the namespace) with these remote forwards.
     private func profile(_ remote: [String], server: SSHServer? = nil, extra: String = "") -> String {
-        let server = server ?? remoteServer!
-        return """
-        [tunnels.web]
-        host = "\(server.address)"
-        port = \(server.port)
-        user = "\(Env.userName)"
-        identity = "\(server.userKey)"
-        known_hosts = "\(harness.knownHosts)"
-        remote = [\(remote.map { "\"\($0)\"" }.joined(separator: ", "))]
-        keepalive = 2
-        keepalive_count = 3
-        connect_timeout = 5
-        \(extra)
-
-        """
+        harness.profile("web", server: server ?? remoteServer!, forwards: [],
+                        extra: "remote = [\(remote.map { "\"\($0)\"" }.joined(separator: ", "))]\n" + extra)
     }
 
     /// Inside the namespace: connects to 127.0.0.1:`port`, sends `request`,

@@ -17,8 +17,7 @@ final class SocksTests: SSHTestCase {
     /// A profile with one SOCKS proxy, brought up.
     private func upProxy(extra: String = "", file: StaticString = #filePath, line: UInt = #line) {
         proxyPort = Net.freePort()
-        harness.writeConfig(harness.profile("lab", server: server, forwards: [], extra: "dynamic = \"\(proxyPort)\"\n" + extra)
-            .replacingOccurrences(of: "forward = []\n", with: ""))
+        harness.writeConfig(harness.profile("lab", server: server, forwards: [], extra: "dynamic = \"\(proxyPort)\"\n" + extra))
         let up = harness.tunnel(["up", "lab"])
         XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog, file: file, line: line)
     }
@@ -139,19 +138,10 @@ final class SocksTests: SSHTestCase {
         write("127.0.0.1 localhost\n127.0.0.1 intranet.lab.internal\n", to: netnsEtc + "/hosts")
         let bastion = try SSHServer(namespace: namespace, listenAddress: namespace.insideAddress)
         defer { bastion.stop() }
-        try bastion.authorize(publicKeyFile: server.userKey + ".pub")
         harness.trust(bastion)
         try startWeb(namespace: namespace)
         proxyPort = Net.freePort()
-        harness.writeConfig("""
-        [tunnels.lab]
-        host = "\(namespace.insideAddress)"
-        port = \(bastion.port)
-        user = "root"
-        identity = "\(server.userKey)"
-        known_hosts = "\(harness.knownHosts)"
-        dynamic = ["\(proxyPort)"]
-        """)
+        harness.writeConfig(harness.profile("lab", server: bastion, forwards: [], extra: "dynamic = [\"\(proxyPort)\"]\n"))
         let up = harness.tunnel(["up", "lab"])
         XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
         let url = "http://intranet.lab.internal:\(webPort)/hello.txt"

@@ -70,3 +70,14 @@ func generateKey(in directory: TemporaryDirectory, name: String, type: String, b
     return GeneratedKey(privatePath: path, publicPath: path + ".pub", privateText: privateText,
                         publicType: String(fields[0]), blob: blob, publicBase64: String(fields[1]))
 }
+
+/// One known_hosts file looked up under host and port: the form most tests need.
+extension HostKeyVerifier {
+    static func preferredAlgorithms(knownHosts: KnownHosts, host: String, port: UInt16) -> [String] {
+        preferredAlgorithms(Lookup(files: [knownHosts], host: host, port: port))
+    }
+
+    static func verify(_ key: HostKey, knownHosts: KnownHosts, host: String, port: UInt16, acceptNew: Bool, record: Bool = true) throws(HostKeyFailure) -> Outcome {
+        try verify(key, Lookup(files: [knownHosts], host: host, port: port), acceptNew: acceptNew, record: record)
+    }
+}

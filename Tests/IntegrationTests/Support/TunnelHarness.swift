@@ -16,17 +16,19 @@ final class TunnelHarness {
         write("", to: knownHosts, mode: 0o600)
     }
 
-    /// A profile block for `server`, trusting its key unless told otherwise.
+    /// A profile block for `server`, at the address it listens on, with its
+    /// own user key; no `forward` line when `forwards` is empty (`extra` then
+    /// says what it forwards).
     func profile(_ name: String, server: SSHServer, forwards: [String], extra: String = "") -> String {
-        """
+        let forwardLine = forwards.isEmpty ? "" : "forward = [\(forwards.map { "\"\($0)\"" }.joined(separator: ", "))]\n"
+        return """
         [tunnels.\(name)]
-        host = "127.0.0.1"
+        host = "\(server.address)"
         port = \(server.port)
         user = "\(Env.userName)"
         identity = "\(server.userKey)"
         known_hosts = "\(knownHosts)"
-        forward = [\(forwards.map { "\"\($0)\"" }.joined(separator: ", "))]
-        keepalive = 2
+        \(forwardLine)keepalive = 2
         keepalive_count = 3
         connect_timeout = 5
         \(extra)
