@@ -20,12 +20,45 @@ public final class ForwardStats: Sendable {
 }
 
 /// The link's state as `tunnel ls` names it.
-public enum LinkPhase: String, Sendable, Codable, Equatable {
+public enum LinkPhase: String, Sendable, Codable, Equatable, CaseIterable {
     case connecting
     case up
     case reconnecting
     case failed
+    /// A lazy tunnel with its listeners bound and no SSH connection: the next client starts one.
+    case idle
     case stopped
+}
+
+/// Durations in fixed buckets, as a Prometheus histogram reports them.
+public struct DurationHistogram: Sendable, Equatable {
+    /// Upper bounds in seconds; a last, implicit bucket holds the rest (+Inf).
+    public static let bounds: [Double] = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+    /// Per bucket, not cumulative; one more than `bounds` (the +Inf bucket).
+    public private(set) var counts: [UInt64] = Array(repeating: 0, count: DurationHistogram.bounds.count + 1)
+    public private(set) var sum: Double = 0
+    public private(set) var count: UInt64 = 0
+
+    public init() {}
+
+    public mutating func record(_ seconds: Double) {
+        let bucket = DurationHistogram.bounds.firstIndex { seconds <= $0 } ?? DurationHistogram.bounds.count
+        counts[bucket] += 1
+        sum += seconds
+        count += 1
+    }
+}
+
+/// One entry of a tunnel's recent history: what state it entered, when, and why.
+public struct StateChange: Sendable, Equatable {
+    public var time: Double
+    public var phase: LinkPhase
+    public var reason: String?
+    public init(time: Double, phase: LinkPhase, reason: String?) {
+        self.time = time
+        self.phase = phase
+        self.reason = reason
+    }
 }
 
 /// What the supervisor shows for one tunnel.
@@ -55,6 +88,13 @@ public struct TunnelStatus: Sendable, Equatable {
     public var extraSessionsUp = 0
     /// One per remote forward (`profile.remoteForwards`), in order.
     public var remoteListeners: [RemoteListenerStatus] = []
+    /// The last keepalive round trip of the first SSH connection up, in seconds.
+    public var rttSeconds: Double?
+    /// Successful connects of the kept SSH connections, TCP through auth.
+    public var connectDurations = DurationHistogram()
+    /// The last state changes, oldest first (at most `historyLimit`).
+    public var history: [StateChange] = []
+    public static let historyLimit = 10
     public init() {}
 }
 
