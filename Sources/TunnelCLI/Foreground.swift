@@ -50,6 +50,13 @@ func runForeground(profile: Profile, environment: [String: String]) -> Int32 {
                     }
                 }
             }
+        case .idle:
+            if !run.announced {
+                run.announced = true
+                for (spec, address) in zip(profile.forwards, status.boundAddresses) {
+                    writeLine(2, "tunnel \(profile.name): \(address) -> \(spec.remoteDescription) via \(profile.via) (idle: connects when the first client arrives; Ctrl-C to stop)")
+                }
+            }
         case .failed, .reconnecting:
             // Before the first success nothing is retried in the foreground:
             // the user is watching and wants the reason now.

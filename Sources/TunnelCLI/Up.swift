@@ -149,7 +149,7 @@ func sendUp(_ request: ControlRequest, profiles: [String: Profile], global: Glob
         let routes = ((outcome.routes ?? zip(profile?.forwards ?? [], outcome.local).map { "\($1) -> \($0.remoteDescription)" })
             + (outcome.remote ?? []).map { "remote \($0)" }).joined(separator: ", ")
         let via = (outcome.via ?? profile?.via).map { " via \($0)" } ?? ""
-        if outcome.result == .up || outcome.result == .alreadyUp {
+        if outcome.result == .up || outcome.result == .alreadyUp || outcome.result == .idle {
             for spec in profile?.forwards ?? [] where spec.isPublic {
                 writeLine(2, "warning: \(outcome.name): \(spec.localDescription) is not a loopback address: the service is reachable from the network; protect it with firewall rules")
             }
@@ -167,6 +167,9 @@ func sendUp(_ request: ControlRequest, profiles: [String: Profile], global: Glob
                 writeLine(2, "tunnel: \(outcome.name): \(problem) (`tunnel down \(outcome.name)` to stop)")
                 failed = true
             }
+        case .idle:
+            say("\(outcome.name): idle, connects when the first client arrives: \(routes)\(via)")
+            if let note = outcome.message { writeLine(2, "note: \(outcome.name): \(note)") }
         case .retrying:
             writeLine(2, "tunnel: \(outcome.name): \(outcome.message ?? "not connected"); still retrying in the background (`tunnel down \(outcome.name)` to stop)")
             failed = true

@@ -3,7 +3,7 @@ struct ConfigReader {
     static let tunnelKeys = [
         "host", "port", "user", "identity", "forward", "dynamic", "remote", "known_hosts", "host_key",
         "keepalive", "keepalive_count", "connect_timeout", "hold_timeout", "public",
-        "sessions", "max_sessions", "proxy_command", "jump", "ssh_config",
+        "sessions", "max_sessions", "proxy_command", "jump", "ssh_config", "lazy", "idle_timeout",
     ]
     static let topLevelKeys = ["defaults", "tunnels"]
     /// The keys that say what a profile forwards; it needs one of them.
@@ -55,6 +55,9 @@ struct ConfigReader {
         var keepaliveCount: Int?
         var connectTimeout: Int?
         var holdTimeout: Int?
+        var lazy: Bool?
+        var lazyLocation: SourceLocation?
+        var idleTimeout: Int?
         var isPublic: Bool?
         var sessions: Int?
         var maxSessions: Int?
@@ -180,6 +183,14 @@ struct ConfigReader {
             errors.append(ConfigError(location: at, message: "\(key): \(most) is fewer than sessions = \(sessions) of \(shownPath); max_sessions counts those too"))
         }
 
+        // The server listens for a remote forward only while connected: a
+        // lazy tunnel would never ask it to.
+        if settings.lazy ?? defaults.lazy ?? false, let first = settings.remoteForwards.first,
+           let at = settings.lazyLocation ?? defaults.lazyLocation {
+            errors.append(ConfigError(location: at, message: "\(shownPath): lazy = true cannot go with remote \(quoted(first.spec.text)): "
+                                      + "the server listens for a remote forward only while connected, and a lazy tunnel connects only when a local client arrives"))
+        }
+
         let isPublic = settings.isPublic ?? defaults.isPublic ?? Profile.Defaults.isPublic
         if !isPublic {
             for forward in settings.forwards where forward.spec.isPublic {
@@ -286,6 +297,8 @@ struct ConfigReader {
             keepaliveCount: own.keepaliveCount ?? defaults.keepaliveCount ?? Profile.Defaults.keepaliveCount,
             connectTimeout: own.connectTimeout ?? defaults.connectTimeout ?? Profile.Defaults.connectTimeout,
             holdTimeout: own.holdTimeout ?? defaults.holdTimeout ?? Profile.Defaults.holdTimeout,
+            lazy: own.lazy ?? defaults.lazy ?? false,
+            idleTimeout: own.idleTimeout ?? defaults.idleTimeout ?? Profile.Defaults.idleTimeout,
             isPublic: own.isPublic ?? defaults.isPublic ?? Profile.Defaults.isPublic,
             sessions: own.sessions ?? defaults.sessions ?? Profile.Defaults.sessions,
             maxSessions: own.maxSessions ?? defaults.maxSessions,
@@ -335,6 +348,11 @@ struct ConfigReader {
                 s.connectTimeout = checker.integer(in: 1...86400)
             case "hold_timeout":
                 s.holdTimeout = checker.integer(in: 0...86400)
+            case "lazy":
+                s.lazy = checker.boolean()
+                s.lazyLocation = checker.location
+            case "idle_timeout":
+                s.idleTimeout = checker.integer(in: 1...604800)
             case "public":
                 s.isPublic = checker.boolean()
             case "sessions":

@@ -34,6 +34,10 @@ public struct Profile: Equatable, Sendable {
     public internal(set) var connectTimeout: Int
     /// Seconds a client waits for a reconnecting link before it is closed.
     public internal(set) var holdTimeout: Int
+    /// `lazy = true`: listeners bind at once, the SSH connection waits for the first client.
+    public internal(set) var lazy: Bool
+    /// A lazy tunnel closes its SSH connection after this many seconds without a client.
+    public internal(set) var idleTimeout: Int
     /// `public = true`: binding non-loopback addresses is allowed.
     public internal(set) var isPublic: Bool
     /// SSH connections the tunnel spreads its clients over (each on its own
@@ -70,6 +74,7 @@ public struct Profile: Equatable, Sendable {
         public static let keepaliveCount = 3
         public static let connectTimeout = 10
         public static let holdTimeout = 10
+        public static let idleTimeout = 300
         public static let isPublic = false
         public static let sessions = 1
         /// `max_sessions` when not written: this, or `sessions` if more.
@@ -93,6 +98,8 @@ public struct Profile: Equatable, Sendable {
         keepaliveCount: Int = Defaults.keepaliveCount,
         connectTimeout: Int = Defaults.connectTimeout,
         holdTimeout: Int = Defaults.holdTimeout,
+        lazy: Bool = false,
+        idleTimeout: Int = Defaults.idleTimeout,
         isPublic: Bool = Defaults.isPublic,
         sessions: Int = Defaults.sessions,
         maxSessions: Int? = nil,
@@ -113,6 +120,8 @@ public struct Profile: Equatable, Sendable {
         self.keepaliveCount = keepaliveCount
         self.connectTimeout = connectTimeout
         self.holdTimeout = holdTimeout
+        self.lazy = lazy
+        self.idleTimeout = idleTimeout
         self.isPublic = isPublic
         self.sessions = sessions
         self.maxSessions = max(maxSessions ?? Defaults.maxSessions, sessions)
@@ -142,6 +151,7 @@ public struct Profile: Equatable, Sendable {
         a.name == b.name && a.host == b.host && a.port == b.port && a.user == b.user
             && a.login == b.login && a.forwards == b.forwards && a.remoteForwards == b.remoteForwards && a.keepalive == b.keepalive && a.keepaliveCount == b.keepaliveCount
             && a.connectTimeout == b.connectTimeout && a.holdTimeout == b.holdTimeout && a.isPublic == b.isPublic
+            && a.lazy == b.lazy && a.idleTimeout == b.idleTimeout
             && a.sessions == b.sessions && a.maxSessions == b.maxSessions && a.proxyCommand == b.proxyCommand && a.jump == b.jump && a.sshConfig == b.sshConfig
     }
 }

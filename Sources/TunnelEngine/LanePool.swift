@@ -63,6 +63,9 @@ public struct LanePool: Sendable {
     public private(set) var lanes: [Lane] = []
     public private(set) var everUp = false
     public private(set) var isStopped = false
+    /// A lazy tunnel with no lanes: the next client wakes it (`wake`), and
+    /// it sleeps again once idle (`sleep`).
+    public private(set) var isAsleep = false
     private var nextIndex = 0
     /// An extra lane is connecting: one at a time, so a slow server is not hit by a burst of logins.
     public private(set) var isGrowing = false
@@ -73,9 +76,11 @@ public struct LanePool: Sendable {
     /// Round-robin start among equally loaded lanes.
     private var roundRobin = 0
 
-    public init(kept: Int, maxSessions: Int) {
+    /// `asleep`: a lazy tunnel, which starts with no lane until `wake`.
+    public init(kept: Int, maxSessions: Int, asleep: Bool = false) {
         self.kept = max(1, kept)
         self.maxSessions = max(self.kept, maxSessions)
+        self.isAsleep = asleep
     }
 
     public var anyUp: Bool { lanes.contains { $0.phase == .up } }
@@ -87,6 +92,8 @@ public struct LanePool: Sendable {
         let phase: LinkPhase
         if isStopped {
             phase = .stopped
+        } else if isAsleep {
+            phase = .idle
         } else if keptPhases.contains(.up) {
             phase = .up
         } else if !keptPhases.isEmpty && keptPhases.allSatisfy({ $0 == .failed }) {
@@ -245,6 +252,28 @@ public struct LanePool: Sendable {
             choice.append(up[best])
         }
         return choice
+    }
+
+    /// A lazy tunnel's first client arrived: the kept lanes start connecting.
+    public mutating func wake() -> [Action] {
+        guard isAsleep, !isStopped else { return [] }
+        isAsleep = false
+        return start()
+    }
+
+    /// A lazy tunnel had no client for its idle timeout: every lane stops
+    /// (the returned indices) and the pool waits for the next `wake`.
+    /// A failed tunnel stays failed instead: waking it would retry a
+    /// failure retrying cannot fix on every new client.
+    public mutating func sleep() -> [Int] {
+        guard !isAsleep, !isStopped, summary.phase != .failed else { return [] }
+        isAsleep = true
+        everUp = false
+        isGrowing = false
+        answered.removeAll()
+        let stopped = lanes.map(\.index)
+        lanes.removeAll()
+        return stopped
     }
 
     /// Every lane stops; later reports are ignored.

@@ -27,6 +27,7 @@ extension TunnelRuntime {
     /// Accepts a batch of clients and hands them to the lanes.
     func acceptClients(from index: Int) {
         let listener = listeners[index]
+        if pool.isAsleep { return wake(for: listener.address.description) }
         var accepted: [Connection] = []
         defer { if !accepted.isEmpty { assign(accepted) } }
         for _ in 0..<256 {
@@ -82,6 +83,7 @@ extension TunnelRuntime {
     /// until one is; then adds a lane if many clients wait for channels.
     func assign(_ connections: [Connection]) {
         guard !isStopped else { return connections.forEach { $0.closeUnserved() } }
+        if pool.isAsleep { wake(for: "\(connections.count) client(s)") }
         defer { perform(pool.growIfBackedUp(pending: pending.value, now: Instant.now())) }
         let up = pool.upLanes.compactMap { lanes[$0] }
         let choice = pool.assign(count: connections.count, loads: up.map { $0.load.load(ordering: .relaxed) })

@@ -30,6 +30,12 @@ public final class TunnelRuntime: @unchecked Sendable {
     let pending: PendingClients
     var holdTimer: EventLoop.TimerID?
     private var idleCheckTimer: EventLoop.TimerID?
+    /// A lazy tunnel awake: looks for clients every so often, and since
+    /// when there has been none.
+    var lazyTimer: EventLoop.TimerID?
+    var quietSince: Instant?
+    /// When each kept lane began its current connection attempt.
+    var connectStarted: [Int: Instant] = [:]
     /// Lane threads still running (lanes other than the first), and what to
     /// call once a stop has seen them all end.
     private var laneThreadsRunning = 0
@@ -48,7 +54,7 @@ public final class TunnelRuntime: @unchecked Sendable {
         self.remoteStats = profile.remoteForwards.map { _ in ForwardStats() }
         gate = AcceptGate(holdTimeout: Double(profile.holdTimeout))
         pending = PendingClients(resumeBelow: gate.maxQueued / 2)
-        pool = LanePool(kept: profile.sessions, maxSessions: profile.maxSessions)
+        pool = LanePool(kept: profile.sessions, maxSessions: profile.maxSessions, asleep: TunnelRuntime.isLazy(profile))
         if let idle = currentEnvironment()["TUNNEL_EXTRA_SESSION_IDLE"].flatMap(Double.init) { pool.extraIdleSeconds = idle }
         statusBox.withLock {
             $0.sessions = profile.sessions
@@ -57,6 +63,10 @@ public final class TunnelRuntime: @unchecked Sendable {
     }
 
     public var status: TunnelStatus { statusBox.withLock { $0 } }
+
+    /// Lazy as configured, unless ssh_config added remote forwards: the
+    /// server listens for those only while connected, so such a tunnel connects at once.
+    static func isLazy(_ profile: Profile) -> Bool { profile.lazy && profile.remoteForwards.isEmpty }
 
     // MARK: lifecycle
 
@@ -88,7 +98,15 @@ public final class TunnelRuntime: @unchecked Sendable {
         for spec in profile.remoteForwards where spec.isPublic {
             logger.warning("remote \(spec.listenDescription()) asks the server to listen on a non-loopback address: \(spec.targetDescription) here is reachable from its network")
         }
-        perform(pool.start())
+        if pool.isAsleep {
+            // Listeners are watched, but a client is not accepted until a
+            // lane is up: it waits in the kernel's queue while one connects.
+            perform(gate.linkUp())
+            publish(reason: "lazy: connects when the first client arrives") { _ in }
+        } else {
+            if profile.lazy { logger.warning("lazy = true is ignored: ssh_config adds remote forwards, which need the SSH connection up") }
+            perform(pool.start())
+        }
     }
 
     /// Closes listeners, connections and sessions; `completion` runs on the
@@ -101,8 +119,10 @@ public final class TunnelRuntime: @unchecked Sendable {
             perform(gate.stop())
             loop.cancel(holdTimer)
             loop.cancel(idleCheckTimer)
+            loop.cancel(lazyTimer)
             holdTimer = nil
             idleCheckTimer = nil
+            lazyTimer = nil
             for index in pool.stop() { stopLane(index, graceful: graceful) }
             for c in held { c.closeUnserved() }
             held.removeAll()
@@ -114,7 +134,7 @@ public final class TunnelRuntime: @unchecked Sendable {
             for listener in listeners { listener.close(loop: loop) }
             listeners = []
             logger.info("down: closed \(closed.joined(separator: ", "))")
-            publish { _ in }
+            publish(reason: "stopped") { _ in }
         }
         finishStopIfDone()
     }
@@ -168,7 +188,7 @@ public final class TunnelRuntime: @unchecked Sendable {
         finishStopIfDone()
     }
 
-    private func stopLane(_ index: Int, graceful: Bool) {
+    func stopLane(_ index: Int, graceful: Bool) {
         guard let lane = lanes.removeValue(forKey: index) else { return }
         lane.send(.stop(graceful: graceful, endLoop: lane.loop !== loop))
     }
@@ -200,10 +220,27 @@ public final class TunnelRuntime: @unchecked Sendable {
         }
         guard !isStopped else { return }
         let isExtra = pool.lane(index)?.isExtra ?? true
-        let outcome = pool.report(report, from: index, now: Instant.now())
-        publish { status in
+        let now = Instant.now()
+        let outcome = pool.report(report, from: index, now: now)
+        var connectSeconds: Double?
+        if !isExtra {
+            switch event {
+            case .connecting: connectStarted[index] = now
+            case .up: connectSeconds = connectStarted.removeValue(forKey: index).map { now.seconds(since: $0) }
+            default: connectStarted.removeValue(forKey: index)
+            }
+        }
+        let reason: String?
+        switch event {
+        case .up(let authMethod): reason = "connected (\(authMethod))"
+        case .connectFailed(let message, _): reason = message
+        case .dropped(let why): reason = "link lost: \(why)"
+        default: reason = nil
+        }
+        publish(reason: reason) { status in
             guard !isExtra else { return }
             if outcome.attemptFinished { status.attempts += 1 }
+            if let connectSeconds { status.connectDurations.record(connectSeconds) }
             switch event {
             case .up(let authMethod): status.authMethod = authMethod
             case .connectFailed(let message, _): status.lastError = message
@@ -259,13 +296,19 @@ public final class TunnelRuntime: @unchecked Sendable {
         onStatusChange?(snapshot)
     }
 
-    /// Updates the status from the pool's summary plus `change`.
-    private func publish(_ change: (inout TunnelStatus) -> Void) {
+    /// Updates the status from the pool's summary plus `change`; a change of
+    /// phase goes into the history with `reason`.
+    func publish(reason: @autoclosure () -> String? = nil, _ change: (inout TunnelStatus) -> Void) {
         let summary = pool.summary
         update { status in
             change(&status)
             status.everUp = status.everUp || pool.everUp
-            if summary.phase != status.phase { status.since = wallClockSeconds() }
+            if summary.phase != status.phase || status.history.isEmpty {
+                let now = wallClockSeconds()
+                status.since = now
+                status.history.append(StateChange(time: now, phase: summary.phase, reason: reason()))
+                if status.history.count > TunnelStatus.historyLimit { status.history.removeFirst(status.history.count - TunnelStatus.historyLimit) }
+            }
             status.phase = summary.phase
             status.sessionsUp = summary.sessionsUp
             status.sessionsConnecting = summary.sessionsConnecting

@@ -67,6 +67,8 @@ public struct ControlRequest: Codable, Sendable {
 public struct TunnelOutcome: Codable, Sendable, Equatable {
     public enum Result: String, Codable, Sendable {
         case up, alreadyUp = "already-up", down, notUp = "not-up", failed, retrying, restarted, unchanged, removed
+        /// A lazy tunnel listening, with no SSH connection until a client arrives.
+        case idle
     }
     public var name: String
     public var result: Result

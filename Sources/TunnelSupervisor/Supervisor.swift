@@ -269,6 +269,10 @@ public final class Supervisor {
             let remote = remoteRoutes(host, host.status)
             gather.add(TunnelOutcome(name: host.name, result: .alreadyUp, message: note, local: host.status.boundAddresses,
                                      remote: remote.routes, remoteProblems: remote.problems))
+        case .idle:
+            var idle = outcome(host, host.status)
+            idle.message = note
+            gather.add(idle)
         case .failed:
             // Asked again: retry now instead of waiting out the 5-minute pause.
             wait(host) { gather.add(self.outcome(host, $0)) }
@@ -280,6 +284,8 @@ public final class Supervisor {
 
     /// Calls `resolve` after the tunnel's next connection attempt (or at once if up).
     private func wait(_ host: TunnelHost, _ resolve: @escaping (TunnelStatus) -> Void) {
+        // A lazy tunnel makes no attempt until a client arrives: idle is its answer.
+        if host.status.phase == .idle { return resolve(host.status) }
         host.waiters.append((host.status.attempts, resolve))
     }
 
@@ -299,6 +305,9 @@ public final class Supervisor {
             outcome.remoteProblems = remote.problems
         case .failed:
             outcome.result = .failed
+        case .idle:
+            outcome.result = .idle
+            outcome.message = nil
         default:
             break
         }
@@ -406,7 +415,7 @@ public final class Supervisor {
             // Up once every lane has answered its first attempt (each is bounded by connect_timeout).
             // Remote forwards: once the server answered each request.
             case .up: settled = status.sessionsConnecting == 0 && status.remoteListeners.allSatisfy(\.settled)
-            case .failed, .stopped: settled = true
+            case .failed, .stopped, .idle: settled = true
             default: settled = status.attempts > waiter.attempts
             }
             if settled { waiter.resolve(status) } else { still.append(waiter) }

@@ -559,3 +559,41 @@ final class ConfigProfileTests: XCTestCase {
         XCTAssertEqual(config.errors.compactMap(\.location?.line), [4, 5, 7, 9])
     }
 }
+
+final class LazyConfigTests: XCTestCase {
+    func testLazy_isOffByDefault_with300sIdle_andBothKeysAreRead() throws {
+        let config = parseConfig("""
+        [defaults]
+        idle_timeout = 60
+
+        [tunnels.eager]
+        host = "h"
+        forward = "1:h:2"
+
+        [tunnels.lazy]
+        host = "h"
+        forward = "3:h:4"
+        lazy = true
+        idle_timeout = 5
+        """)
+        let eager = try profile("eager", in: config), lazy = try profile("lazy", in: config)
+        XCTAssertFalse(eager.lazy)
+        XCTAssertEqual(eager.idleTimeout, 60)
+        XCTAssertTrue(lazy.lazy)
+        XCTAssertEqual(lazy.idleTimeout, 5)
+        XCTAssertEqual(try profile("x", in: parseConfig("[tunnels.x]\nhost = \"h\"\nforward = \"1:h:2\"\n")).idleTimeout, 300)
+        XCTAssertNotEqual(eager, { var p = eager; p.lazy = true; return p }(), "a reload notices lazy changing")
+    }
+
+    func testLazy_badValues_nameTheKey() {
+        assertSingleError("[tunnels.db]\nhost = \"h\"\nforward = \"1:h:2\"\nlazy = \"yes\"\n",
+                          #"4:8: tunnels.db.lazy: expected a boolean (true or false), found a string ("yes")"#)
+        assertSingleError("[tunnels.db]\nhost = \"h\"\nforward = \"1:h:2\"\nidle_timeout = 0\n",
+                          "4:16: tunnels.db.idle_timeout: 0 is out of range (1-604800)")
+    }
+
+    func testLazy_withARemoteForward_isRefusedAtTheLazyKey() {
+        assertSingleError("[tunnels.db]\nhost = \"h\"\nremote = \"8080:localhost:80\"\nlazy = true\n",
+                          #"4:8: tunnels.db: lazy = true cannot go with remote "8080:localhost:80": the server listens for a remote forward only while connected, and a lazy tunnel connects only when a local client arrives"#)
+    }
+}

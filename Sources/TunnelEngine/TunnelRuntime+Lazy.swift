@@ -1,0 +1,67 @@
+import TunnelPOSIX
+
+/// A lazy tunnel (`lazy = true`): its listeners are bound from the start,
+/// its SSH connection opens when the first client arrives and closes again
+/// after `idle_timeout` seconds without one.
+extension TunnelRuntime {
+    /// A client is waiting on a sleeping tunnel: the lanes start connecting
+    /// while it (and any that follow) waits in the kernel's accept queue,
+    /// up to hold_timeout, so simultaneous clients share one attempt.
+    func wake(for address: String) {
+        guard pool.isAsleep, !isStopped else { return }
+        quietSince = nil
+        perform(gate.linkDown())
+        let actions = pool.wake()
+        logger.info("a client is waiting on \(address): connecting")
+        publish(reason: "client waiting on \(address)") { _ in }
+        perform(actions)
+        watchForIdleness()
+    }
+
+    /// Looks for clients every so often while awake.
+    func watchForIdleness() {
+        guard lazyTimer == nil, !isStopped, !pool.isAsleep else { return }
+        let interval = min(1.0, max(0.1, Double(profile.idleTimeout) / 4))
+        lazyTimer = loop.schedule(after: interval) { [weak self] in
+            guard let self else { return }
+            self.lazyTimer = nil
+            self.checkIdleness()
+        }
+    }
+
+    private func checkIdleness() {
+        guard !isStopped, !pool.isAsleep else { return }
+        let now = Instant.now()
+        if hasClients {
+            quietSince = nil
+        } else if let since = quietSince {
+            if now.seconds(since: since) >= Double(profile.idleTimeout) { return sleep() }
+        } else {
+            quietSince = now
+        }
+        watchForIdleness()
+    }
+
+    /// Clients served, held, negotiating, queued for a channel, or still in
+    /// the kernel's accept queue.
+    private var hasClients: Bool {
+        forwardStats.contains { $0.active.load(ordering: .relaxed) > 0 } || !held.isEmpty || !negotiations.isEmpty
+            || pending.value > 0 || listeners.contains { ($0.socket.acceptQueueLength() ?? 0) > 0 }
+    }
+
+    /// Closes the SSH connections and waits for the next client. A failed
+    /// tunnel stays failed (`LanePool.sleep`) and keeps looking.
+    private func sleep() {
+        let stopping = pool.sleep()
+        guard pool.isAsleep else {
+            quietSince = nil
+            return watchForIdleness()
+        }
+        for index in stopping { stopLane(index, graceful: true) }
+        connectStarted.removeAll()
+        quietSince = nil
+        logger.info("idle: no client for \(profile.idleTimeout) s; SSH connection closed until the next one")
+        perform(gate.linkUp())
+        publish(reason: "no client for \(profile.idleTimeout) s") { _ in }
+    }
+}
