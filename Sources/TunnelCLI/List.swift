@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import FoundationEssentials
 import TunnelPOSIX
 import TunnelSupervisor
@@ -8,8 +9,15 @@ struct List: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
     @Flag(name: .long, help: "Print a JSON array of tunnels.") var json = false
+    @Flag(name: .long, help: "Redraw the table every second, with bytes per second per forward, until Ctrl-C (one table per second when stdout is not a terminal).")
+    var watch = false
+
+    func validate() throws {
+        if watch && json { throw ValidationError("--watch and --json do not go together") }
+    }
 
     func run() throws {
+        if watch { return try Watch(global: global).run() }
         let tunnels = try global.ask(ControlRequest(command: .list))?.tunnels ?? []
         if json {
             let encoder = JSONEncoder()
@@ -28,7 +36,11 @@ struct List: ParsableCommand {
 enum ListTable {
     static let headers = ["NAME", "KIND", "LOCAL", "REMOTE", "VIA", "STATE", "UPTIME", "CONN", "IN", "OUT", "RESTARTS", "LAST ERROR"]
 
-    static func render(_ tunnels: [TunnelInfo], now: Double) -> String {
+    /// `rates`: bytes per second in and out per forward (keyed by `rateKey`),
+    /// for `--watch`; nil leaves those columns out.
+    static func render(_ tunnels: [TunnelInfo], now: Double, rates: [String: (in: Double, out: Double)]? = nil) -> String {
+        var headers = self.headers
+        if rates != nil { headers.insert(contentsOf: ["IN/s", "OUT/s"], at: headers.firstIndex(of: "RESTARTS")!) }
         var rows: [[String]] = [headers]
         var anyPublic = false
         for t in tunnels {
@@ -42,8 +54,13 @@ enum ListTable {
                 // "!" marks the listening side.
                 let mark = f.public ? " !" : ""
                 let (local, remote) = f.kind == "remote" ? (f.local, f.remote + mark) : (f.local + mark, f.remote)
-                rows.append([t.name, f.kind ?? "local", local, remote, t.via, state, t.state == "up" ? age : "(\(age))",
-                             "\(f.active)/\(f.total)", bytes(f.bytes_in), bytes(f.bytes_out), "\(t.restarts)", t.last_error ?? "-"])
+                var row = [t.name, f.kind ?? "local", local, remote, t.via, state, t.state == "up" ? age : "(\(age))",
+                           "\(f.active)/\(f.total)", bytes(f.bytes_in), bytes(f.bytes_out), "\(t.restarts)", t.last_error ?? "-"]
+                if let rates {
+                    let rate = rates[rateKey(t, f)]
+                    row.insert(contentsOf: [rate.map { bytes(UInt64($0.in)) + "/s" } ?? "-", rate.map { bytes(UInt64($0.out)) + "/s" } ?? "-"], at: 10)
+                }
+                rows.append(row)
             }
         }
         var widths = [Int](repeating: 0, count: headers.count)
@@ -54,6 +71,18 @@ enum ListTable {
         if anyPublic { out.append("! listens on a non-loopback address (here, or on the server for a remote forward): reachable from the network; protect it with a firewall") }
         return out.joined(separator: "\n")
     }
+
+    /// "14:03:07" in local time, for `--watch`'s header.
+    static func clockTime(_ seconds: Double) -> String {
+        var t = Int(seconds)
+        var parts = tm()
+        localtime_r(&t, &parts)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec))"
+    }
+
+    /// One forward across refreshes.
+    static func rateKey(_ t: TunnelInfo, _ f: ForwardInfo) -> String { "\(t.name)\u{0}\(f.kind ?? "local")\u{0}\(f.local)\u{0}\(f.remote)" }
 
     static func duration(_ seconds: Double) -> String {
         let s = max(0, Int(seconds))

@@ -9,7 +9,7 @@ public struct TunnelCommand: ParsableCommand {
         commandName: "tunnel",
         abstract: "SSH local port forwards (ssh -L) that stay up.",
         version: tunnelVersion,
-        subcommands: [Up.self, Down.self, List.self, Reload.self, Daemon.self, Logs.self, Check.self, ConfigCommand.self]
+        subcommands: [Up.self, Down.self, List.self, Status.self, Reload.self, Daemon.self, Logs.self, Check.self, ConfigCommand.self]
     )
 
     public init() {}

@@ -28,6 +28,8 @@ final class Lane: @unchecked Sendable {
     enum Event {
         case connecting
         case up(authMethod: String)
+        /// Right after `up`: what `tunnel status` shows about the connection.
+        case connected(peer: String, algorithms: String, hostKeyFingerprint: String)
         case connectFailed(message: String, isPermanent: Bool)
         case dropped(reason: String)
         /// Clients that were sent to this lane but never got a channel.
@@ -228,6 +230,7 @@ final class Lane: @unchecked Sendable {
         let path = profile.jump.isEmpty ? "\(profile.via) via \(connected.peer)" : profile.via
         logger.info("up: \(path), \(connected.authMethod); \(connected.session.negotiatedAlgorithms)")
         report(.up(authMethod: connected.authMethod))
+        report(.connected(peer: path, algorithms: connected.session.negotiatedAlgorithms, hostKeyFingerprint: connected.hostKeyFingerprint))
         perform(remote.linkUp())
     }
 

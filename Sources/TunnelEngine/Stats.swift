@@ -92,6 +92,8 @@ public struct TunnelStatus: Sendable, Equatable {
     public var rttSeconds: Double?
     /// Successful connects of the kept SSH connections, TCP through auth.
     public var connectDurations = DurationHistogram()
+    /// Each SSH connection of the tunnel (kept and extra), by lane index.
+    public var connections: [ConnectionStatus] = []
     /// The last state changes, oldest first (at most `historyLimit`).
     public var history: [StateChange] = []
     public static let historyLimit = 10
@@ -114,4 +116,21 @@ public struct RemoteListenerStatus: Sendable, Equatable {
         self.problem = problem
         self.settled = settled
     }
+}
+
+/// One SSH connection of a tunnel, for `tunnel status`.
+public struct ConnectionStatus: Sendable, Equatable {
+    public var index: Int
+    public var isExtra = false
+    public var phase: LinkPhase = .connecting
+    /// Wall-clock time it came up, while up.
+    public var upSince: Double?
+    /// What the session runs over: "127.0.0.1:22", or the proxy command.
+    public var peer: String?
+    public var authMethod: String?
+    /// Key exchange, host key, cipher/MAC, as negotiated.
+    public var algorithms: String?
+    public var hostKeyFingerprint: String?
+    public var rttSeconds: Double?
+    public init(index: Int) { self.index = index }
 }

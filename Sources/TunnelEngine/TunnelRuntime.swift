@@ -36,6 +36,8 @@ public final class TunnelRuntime: @unchecked Sendable {
     var quietSince: Instant?
     /// When each kept lane began its current connection attempt.
     var connectStarted: [Int: Instant] = [:]
+    /// What each lane's current connection reported, for `tunnel status`.
+    var laneFacts: [Int: ConnectionStatus] = [:]
     /// Lane threads still running (lanes other than the first), and what to
     /// call once a stop has seen them all end.
     private var laneThreadsRunning = 0
@@ -189,6 +191,7 @@ public final class TunnelRuntime: @unchecked Sendable {
     }
 
     func stopLane(_ index: Int, graceful: Bool) {
+        laneFacts.removeValue(forKey: index)
         guard let lane = lanes.removeValue(forKey: index) else { return }
         lane.send(.stop(graceful: graceful, endLoop: lane.loop !== loop))
     }
@@ -209,6 +212,13 @@ public final class TunnelRuntime: @unchecked Sendable {
                 if let problem = listener.problem { status.lastError = problem }
             }
             return
+        case .connected(let peer, let algorithms, let fingerprint):
+            guard !isStopped, pool.lane(index) != nil else { return }
+            laneFacts[index, default: ConnectionStatus(index: index)].peer = peer
+            laneFacts[index]?.algorithms = algorithms
+            laneFacts[index]?.hostKeyFingerprint = fingerprint
+            publish { _ in }
+            return
         case .connecting:
             report = .connecting
         case .up:
@@ -221,6 +231,14 @@ public final class TunnelRuntime: @unchecked Sendable {
         guard !isStopped else { return }
         let isExtra = pool.lane(index)?.isExtra ?? true
         let now = Instant.now()
+        switch event {
+        case .up(let authMethod):
+            laneFacts[index] = ConnectionStatus(index: index)
+            laneFacts[index]?.upSince = wallClockSeconds()
+            laneFacts[index]?.authMethod = authMethod
+        default:
+            laneFacts.removeValue(forKey: index)
+        }
         let outcome = pool.report(report, from: index, now: now)
         var connectSeconds: Double?
         if !isExtra {
@@ -310,6 +328,12 @@ public final class TunnelRuntime: @unchecked Sendable {
                 if status.history.count > TunnelStatus.historyLimit { status.history.removeFirst(status.history.count - TunnelStatus.historyLimit) }
             }
             status.phase = summary.phase
+            status.connections = pool.lanes.map { lane in
+                var c = laneFacts[lane.index] ?? ConnectionStatus(index: lane.index)
+                c.isExtra = lane.isExtra
+                c.phase = lane.phase
+                return c
+            }
             status.sessionsUp = summary.sessionsUp
             status.sessionsConnecting = summary.sessionsConnecting
             status.extraSessionsUp = summary.extraSessionsUp

@@ -32,6 +32,8 @@ public let tunnelVersion = "0.1.0"
 public struct ControlRequest: Codable, Sendable {
     public enum Command: String, Codable, Sendable {
         case hello, up, down, list, reload, stop
+        /// One tunnel in depth (`names[0]`).
+        case status
     }
     public var v: Int = ControlProtocol.version
     public var command: Command
@@ -149,6 +151,8 @@ public struct ControlResponse: Codable, Sendable {
     public var pid: Int32?
     public var outcomes: [TunnelOutcome] = []
     public var tunnels: [TunnelInfo] = []
+    /// The answer to `status`.
+    public var detail: TunnelDetail?
 
     public init(ok: Bool, error: String? = nil) {
         self.ok = ok
@@ -164,6 +168,7 @@ public struct ControlResponse: Codable, Sendable {
         pid = try c.decodeIfPresent(Int32.self, forKey: .pid)
         outcomes = try c.decodeIfPresent([TunnelOutcome].self, forKey: .outcomes) ?? []
         tunnels = try c.decodeIfPresent([TunnelInfo].self, forKey: .tunnels) ?? []
+        detail = try c.decodeIfPresent(TunnelDetail.self, forKey: .detail)
     }
 }
 

@@ -169,6 +169,15 @@ public final class Supervisor {
                 response.outcomes = outcomes
                 reply(response)
             }
+        case .status:
+            guard let name = request.names.first, let host = tunnels[name] else {
+                let name = request.names.first ?? ""
+                let known = tunnels.keys.sorted()
+                return reply(ControlResponse(ok: false, error: "\(name) is not up" + (known.isEmpty ? "" : " (up: \(known.joined(separator: ", ")))")))
+            }
+            var response = ControlResponse(ok: true)
+            response.detail = detail(host)
+            reply(response)
         case .stop:
             reply(ControlResponse(ok: true))
             // Let the reply leave before the socket closes.
@@ -568,6 +577,19 @@ public final class Supervisor {
     }
 
     // MARK: listing
+
+    private func detail(_ host: TunnelHost) -> TunnelDetail {
+        let status = host.status, profile = host.runtime.profile
+        let connections = status.connections.map { c in
+            ConnectionInfo(number: c.index + 1, extra: c.isExtra, state: c.phase.rawValue, up_since: c.upSince.map(iso8601),
+                           peer: c.peer, auth: c.authMethod, algorithms: c.algorithms, host_key: c.hostKeyFingerprint,
+                           rtt_ms: milliseconds(c.rttSeconds))
+        }
+        return TunnelDetail(tunnel: info(host), connections: connections,
+                            history: status.history.map { HistoryEntry(time: iso8601($0.time), state: $0.phase.rawValue, reason: $0.reason) },
+                            lazy: profile.lazy, idle_timeout: profile.lazy ? profile.idleTimeout : nil,
+                            keepalive: profile.keepalive, keepalive_count: profile.keepaliveCount)
+    }
 
     private func info(_ host: TunnelHost) -> TunnelInfo {
         let status = host.status
