@@ -397,6 +397,42 @@ def start(tb):
     return res
 
 
+# ------------------------------------------------------------------ lazy
+def lazy_first_once(tb):
+    """A lazy tunnel brought up (idle, no SSH connection), then its first client:
+    from that client's connect to the first `select 1` through it."""
+    tb.tunnel_down("lazydb")
+    tb.tunnel_up("lazydb")
+    listed = tb.tunnel_ls()
+    state = next((t.get("state") for t in listed if t.get("name") == "lazydb"), None) if isinstance(listed, list) else None
+    if state != "idle":
+        raise BenchError(f"lazydb is {state!r} after `tunnel up`, not idle")
+    t0 = time.monotonic()
+    try:
+        elapsed, attempts = psql_until_ok(tb, tb.tports["lazydb"], t0, None)
+    finally:
+        tb.tunnel_down("lazydb")
+    return elapsed, {"psql_attempts": attempts}
+
+
+def lazy(tb):
+    """Row lazy: a lazy tunnel's first client, from its connect to the first `select 1`
+    (the SSH connection opens meanwhile), against `ssh -f -N -L` started fresh, from
+    starting ssh to the first `select 1` (median of start_reps each)."""
+    reps = tb.p["start_reps"]
+    times = {v: [] for v in report.VARIANTS}
+    details = {v: [] for v in report.VARIANTS}
+    for r in range(reps):
+        for v in order(r):
+            log(f"lazy: repetition {r + 1} of {reps}: {'first client of an idle lazy tunnel' if v == 'tunnel' else v + ' -f -N -L'}")
+            t, d = lazy_first_once(tb) if v == "tunnel" else start_ssh_once(tb, v)
+            times[v].append(t * 1000)
+            details[v].append(d)
+    return {v: (statistics.median(times[v]), {"median_ms": round(statistics.median(times[v]), 1),
+                                              "runs_ms": [round(x, 1) for x in times[v]], "runs": details[v]})
+            for v in report.VARIANTS}
+
+
 # ---------------------------------------------------------------- context
 def crypto_ceiling(tb, rep):
     """libcrypto's own speed in libssh2's 16-byte-call pattern, plain and
@@ -586,6 +622,8 @@ def _measure_row(tb, rep, row, k, fanout_cache):
             res = idle(tb)
         elif row == "start":
             res = start(tb)
+        elif row == "lazy":
+            res = lazy(tb)
         return report.record(row, res)
     except BenchError as e:
         if row in ("fanout", "memory"):

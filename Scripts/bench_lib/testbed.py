@@ -502,6 +502,7 @@ class Testbed:
     def write_profiles(self):
         """tunnels.toml: one profile per forward the rows use (and a known_hosts line for the relay)."""
         self.tports = {"db": free_port(), "iperf": free_port(), "echo": free_port()}
+        extra = {}
         self.tports["db1"] = free_port()
         targets = {"db": self.pg_port, "db1": self.pg_port, "iperf": self.iperf_port, "echo": self.echo_port}
         # Many-client rows (query, storm, start, fan-out) use --sessions SSH
@@ -517,9 +518,13 @@ class Testbed:
         self.tports["late"] = free_port()
         targets["late"] = self.echo_port
         sessions["late"] = 2
+        # lazy: a lazy profile to PostgreSQL, idle until the lazy row's first client.
+        self.tports["lazydb"] = free_port()
+        targets["lazydb"] = self.pg_port
+        extra["lazydb"] = "lazy = true\n"
         self.relay_port = free_port()
         ssh_ports = {"late": self.relay_port}
-        extra = {"late": f"connect_timeout = {LATE_CONNECT_TIMEOUT}\n"}
+        extra["late"] = f"connect_timeout = {LATE_CONNECT_TIMEOUT}\n"
         with open(self.known_hosts) as f:
             host_key = f.readline().split(" ", 1)[1]
         with open(self.known_hosts, "a") as f:
