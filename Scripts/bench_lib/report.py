@@ -48,7 +48,7 @@ def fmt_value(row, v):
         return f"{v:.1f} MiB"
     if row == "idle":
         return f"{v:.3f} s"
-    if row == "start":
+    if row in ("start", "lazy"):
         return f"{v:.0f} ms"
     return str(v)
 
