@@ -189,6 +189,10 @@ public final class TunnelRuntime: @unchecked Sendable {
                 if let problem = listener.problem { status.lastError = problem }
             }
             return
+        case .roundTrip(let seconds):
+            guard !isStopped, pool.lane(index)?.isExtra == false else { return }
+            update { $0.rttSeconds = seconds }
+            return
         case .connecting:
             report = .connecting
         case .up:
