@@ -18,6 +18,8 @@
 #include <pthread.h>
 #include <spawn.h>
 #include <malloc.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 
 // epoll_event is packed on x86_64; reading and writing it here keeps Swift
 // away from the packed layout.
@@ -88,5 +90,41 @@ static inline void tunnel_tune_malloc(void) {
 static inline int tunnel_set_thread_name(const char *name) {
     return pthread_setname_np(pthread_self(), name);
 }
+
+// Netlink route socket. NLMSG_*/RTA_* are macros Swift cannot import; the
+// parser (NetlinkRoute.swift) walks the bytes itself with bounds checks and
+// takes its layout from these.
+static inline uint32_t tunnel_netlink_route_groups(void) {
+    return RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
+}
+
+static inline int tunnel_netlink_route_socket(void) {
+    return socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE);
+}
+
+static inline int tunnel_netlink_bind(int fd, uint32_t groups) {
+    struct sockaddr_nl addr;
+    memset(&addr, 0, sizeof addr);
+    addr.nl_family = AF_NETLINK;
+    addr.nl_groups = groups;
+    return bind(fd, (struct sockaddr *)&addr, sizeof addr);
+}
+
+// One datagram; *sender is the port id it came from (0: the kernel).
+// MSG_TRUNC makes the result the datagram's full length even when cut short.
+static inline ssize_t tunnel_netlink_recv(int fd, void *buffer, size_t length, uint32_t *sender) {
+    struct sockaddr_nl addr;
+    socklen_t len = sizeof addr;
+    memset(&addr, 0, sizeof addr);
+    ssize_t n = recvfrom(fd, buffer, length, MSG_TRUNC, (struct sockaddr *)&addr, &len);
+    *sender = addr.nl_pid;
+    return n;
+}
+
+static inline uint32_t tunnel_nlmsg_align(uint32_t length) { return NLMSG_ALIGN(length); }
+static inline uint32_t tunnel_nlmsg_header_length(void) { return NLMSG_HDRLEN; }
+static inline uint32_t tunnel_rta_align(uint32_t length) { return RTA_ALIGN(length); }
+static inline uint32_t tunnel_ifaddrmsg_length(void) { return NLMSG_ALIGN(sizeof(struct ifaddrmsg)); }
+static inline uint32_t tunnel_rtmsg_length(void) { return NLMSG_ALIGN(sizeof(struct rtmsg)); }
 
 #endif

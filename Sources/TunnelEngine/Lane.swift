@@ -38,6 +38,8 @@ final class Lane: @unchecked Sendable {
         case queueDrained
         /// A remote forward's listener on the server changed.
         case remoteListener(index: Int, status: RemoteListenerStatus)
+        /// A keepalive's round trip.
+        case roundTrip(seconds: Double)
     }
 
     /// What the runtime tells a lane, on the lane's loop.
@@ -46,6 +48,8 @@ final class Lane: @unchecked Sendable {
         /// A new lane came up: give back the newer half of the waiting clients.
         case shed
         case retryNow
+        /// The network changed: probe the link, or reconnect without waiting.
+        case networkChanged(NetworkChange)
         /// Close everything; with `endLoop`, the lane's own loop returns too.
         case stop(graceful: Bool, endLoop: Bool)
     }
@@ -75,6 +79,9 @@ final class Lane: @unchecked Sendable {
     private let remoteForwards: [RemoteForwardSpec]
     private let remoteTargets: [ChannelTarget]
     private var remoteRetries: [Int: EventLoop.TimerID] = [:]
+    /// The server address the last link reached (the first hop's), for
+    /// judging network changes while reconnecting.
+    private var lastServer: IPAddress?
 
     /// `remoteStats`: one per `profile.remoteForwards` for the lane that asks
     /// the server for them; empty for every other lane.
@@ -114,6 +121,7 @@ final class Lane: @unchecked Sendable {
         case .clients(let batch): receive(batch)
         case .shed: shedWaiting()
         case .retryNow: retryNow()
+        case .networkChanged(let change): networkChanged(change)
         case .stop(let graceful, let endLoop):
             stop(graceful: graceful)
             if endLoop { loop.stop() }
@@ -154,6 +162,40 @@ final class Lane: @unchecked Sendable {
         case .waiting(let timer), .failed(let timer):
             loop.cancel(timer)
             backoff.reset()
+            connect()
+        default:
+            break
+        }
+    }
+
+    /// Up: probe, so a dead path is noticed in seconds. Waiting (or not yet
+    /// past TCP connect): a new address or route may be the way back, so
+    /// try now; the backoff keeps its count for the failures after.
+    private func networkChanged(_ change: NetworkChange) {
+        // Through jump hosts only the first hop's socket is TCP.
+        let ends = chain?.links.first?.endpoints
+        let reaction: NetworkChange.Reaction
+        switch state {
+        case .up(let link):
+            let ends = ends ?? link.endpoints
+            reaction = change.reaction(state: .up, local: ends.local, server: ends.server)
+        case .waiting:
+            reaction = change.reaction(state: .waiting, local: nil, server: lastServer)
+        case .connecting(let connector) where chain == nil && connector.isBeforeTCPConnected:
+            reaction = change.reaction(state: .connecting, local: nil, server: lastServer)
+        default:
+            return
+        }
+        switch (reaction, state) {
+        case (.probe, .up(let link)):
+            link.probe(after: "\(change)")
+        case (.retryNow, .waiting(let timer)):
+            logger.info("reconnecting now after \(change)")
+            loop.cancel(timer)
+            connect()
+        case (.retryNow, .connecting(let connector)):
+            logger.info("reconnecting now after \(change)")
+            connector.cancel()
             connect()
         default:
             break
@@ -206,6 +248,7 @@ final class Lane: @unchecked Sendable {
         link.nextClient = { [unowned self] in self.nextConnectionForChannel() }
         link.onClientFinished = { [unowned self] in self.load.subtract(1, ordering: .relaxed) }
         link.onDeath = { [unowned self] link, reason in self.linkDied(link, reason: reason) }
+        link.onRoundTrip = { [unowned self] seconds in self.report(.roundTrip(seconds: seconds)) }
         if !remoteTargets.isEmpty {
             link.serveRemoteForwards(remoteTargets, connectTimeout: Double(profile.connectTimeout))
             link.onClientStarted = { [unowned self] in self.load.add(1, ordering: .relaxed) }
@@ -225,6 +268,7 @@ final class Lane: @unchecked Sendable {
             return
         }
         state = .up(link)
+        lastServer = (chain?.links.first ?? link).endpoints.server ?? lastServer
         if let shortcuts = CryptoShortcuts.statusOnce() { logger.info("\(shortcuts)") }
         // Through jump hosts `via` already names the path; directly, the address reached says which one it was.
         let path = profile.jump.isEmpty ? "\(profile.via) via \(connected.peer)" : profile.via

@@ -18,8 +18,7 @@ extension Link {
             return
         }
         if idle >= interval && ping == .idle {
-            ping = .inFlight
-            stepPing()
+            startPing()
         } else if ping == .unavailable {
             session.sendKeepalive()
         }
@@ -34,7 +33,11 @@ extension Link {
     func stepPing() {
         guard ping == .inFlight, let channel = pingChannel else { return }
         do {
-            if try channel.ping() { ping = .idle }
+            if try channel.ping() {
+                ping = .idle
+                if let sent = pingSentAt { onRoundTrip(Instant.now().seconds(since: sent)) }
+                pingSentAt = nil
+            }
         } catch {
             die("keepalive failed: \(error.message)")
         }
@@ -57,7 +60,9 @@ extension Link {
                 do {
                     guard case .done(let channel) = try session.openSessionChannel() else { return }
                     pingChannel = channel
-                    ping = .idle
+                    // A first ping at once, so the round trip is known from the start.
+                    ping = .inFlight
+                    pingSentAt = Instant.now()
                 } catch {
                     if error.isTransportFailure { return die(session.lossReason(error)) }
                     ping = .unavailable

@@ -67,6 +67,16 @@ final class Link {
     /// A forwarded connection arrived (it ends with `onClientFinished`).
     var onClientStarted: () -> Void = {}
 
+    // Probes and round trips (see Link+Probe.swift).
+    /// When the ping in flight was sent, for its round trip.
+    var pingSentAt: Instant?
+    /// A keepalive was answered after this many seconds.
+    var onRoundTrip: (Double) -> Void = { _ in }
+    /// The deadline of a probe after a network change.
+    var probeTimer: EventLoop.TimerID?
+    /// The session socket's two ends, when it is TCP.
+    private(set) var endpoints: (local: IPAddress?, server: IPAddress?) = (nil, nil)
+
     init(session: SSHSession, loop: EventLoop, logger: Logger, scratch: Scratch) {
         self.session = session
         self.loop = loop
@@ -84,6 +94,8 @@ final class Link {
             self.session.socketEvents(events)
         }
         scheduleLiveness(keepalive: keepalive, count: keepaliveCount)
+        let ends = session.endpoints
+        endpoints = (ends.local.flatMap(IPAddress.init), ends.peer.flatMap(IPAddress.init))
     }
 
     // MARK: connections
@@ -305,6 +317,8 @@ final class Link {
         isDead = true
         loop.cancel(livenessTimer)
         livenessTimer = nil
+        loop.cancel(probeTimer)
+        probeTimer = nil
         loop.cancel(fullScanTimer)
         fullScanTimer = nil
         hot.removeAll()

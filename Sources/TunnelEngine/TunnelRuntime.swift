@@ -219,6 +219,11 @@ public final class TunnelRuntime: @unchecked Sendable {
             laneFacts[index]?.hostKeyFingerprint = fingerprint
             publish { _ in }
             return
+        case .roundTrip(let seconds):
+            guard !isStopped, let lane = pool.lane(index) else { return }
+            laneFacts[index]?.rttSeconds = seconds
+            publish { status in if !lane.isExtra { status.rttSeconds = seconds } }
+            return
         case .connecting:
             report = .connecting
         case .up:

@@ -33,3 +33,14 @@ public func wallClockSeconds() -> Double {
     clock_gettime(CLOCK_REALTIME, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
+
+/// CLOCK_BOOTTIME and CLOCK_MONOTONIC in nanoseconds, read together: their
+/// difference grows only while the machine is suspended.
+public func suspendClocks() -> (boottime: UInt64, monotonic: UInt64) {
+    func read(_ clock: clockid_t) -> UInt64 {
+        var ts = timespec()
+        clock_gettime(clock, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+    return (read(CLOCK_BOOTTIME), read(CLOCK_MONOTONIC))
+}

@@ -141,6 +141,9 @@ public struct TunnelInfo: Codable, Sendable, Equatable {
     public var hops: [String]?
     /// "profile FILE:LINE", "ssh_config" or "command line".
     public var origin: String?
+    /// The last keepalive round trip in milliseconds, rounded up to 0.1 ms
+    /// (so a measured one never shows as 0), while up; absent from older supervisors.
+    public var rtt_ms: Double?
 }
 
 public struct ControlResponse: Codable, Sendable {

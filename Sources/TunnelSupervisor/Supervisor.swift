@@ -21,6 +21,8 @@ public final class Supervisor {
     private var control: ControlServer?
     private var signals: SignalFD?
     private var signalRegistration: EventLoop.Registration?
+    /// Address and route changes, and resumes from suspend.
+    private var network: NetworkWatch?
     private var shuttingDown = false
     private var exitCode: Int32 = 0
 
@@ -90,10 +92,14 @@ public final class Supervisor {
             writeLine(2, "tunnel: cannot start the supervisor: \(error)")
             return 1
         }
+        supervisor.network = NetworkWatch(loop: loop, logger: logger) { [unowned supervisor] change in
+            for host in supervisor.tunnels.values where !host.isStopping { host.networkChanged(change) }
+        }
         logger.info("supervisor \(tunnelVersion) started (pid \(ProcessControl.pid), runtime directory \(dir.path))")
         // First thing once the loop runs (this thread is the loop's).
         loop.schedule(after: 0) { supervisor.restoreDesiredState() }
         loop.run()
+        supervisor.network?.close()
         supervisor.control?.close()
         if let registration = supervisor.signalRegistration { loop.deregister(registration) }
         signals.close()
@@ -614,6 +620,7 @@ public final class Supervisor {
                           sessions: status.sessions, sessions_up: status.sessionsUp,
                           sessions_extra: status.extraSessionsUp,
                           hops: host.runtime.profile.jump.isEmpty ? nil : host.runtime.profile.hops.map(\.description),
-                          origin: host.adHoc.map(\.origin.rawValue) ?? "profile \(host.profile.location.file):\(host.profile.location.line)")
+                          origin: host.adHoc.map(\.origin.rawValue) ?? "profile \(host.profile.location.file):\(host.profile.location.line)",
+                          rtt_ms: status.phase == .up ? status.rttSeconds.map { ($0 * 10_000).rounded(.up) / 10 } : nil)
     }
 }

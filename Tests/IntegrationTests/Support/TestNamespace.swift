@@ -10,6 +10,8 @@ final class TestNamespace {
     let hostAddress: String
     let insideAddress: String
     private let veth: String
+    /// This side's end of the veth pair (it holds `hostAddress`).
+    var hostInterface: String { veth + "a" }
 
     init() throws {
         let n = Int.random(in: 1...250)

@@ -90,6 +90,7 @@ struct ListedTunnel: Decodable {
     let sessions_extra: Int?
     let hops: [String]?
     let origin: String?
+    let rtt_ms: Double?
 }
 
 extension TunnelHarness {

@@ -1,0 +1,88 @@
+import Foundation
+import XCTest
+
+/// The supervisor watches address and route changes: a tunnel whose local
+/// address goes away probes its server at once instead of waiting out
+/// keepalive × keepalive_count (here 30 s × 3), and reconnects as soon as the
+/// address is back instead of waiting out its backoff. The SSH server runs in
+/// a network namespace across a veth pair whose address on this side the
+/// test removes and puts back.
+final class NetworkChangeReconnectTests: SSHTestCase {
+    private var namespace: TestNamespace!
+    private var remoteServer: SSHServer!
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        namespace = try TestNamespace()
+        remoteServer = try SSHServer(namespace: namespace, listenAddress: namespace.insideAddress)
+        harness.trust(remoteServer)
+    }
+
+    override func tearDown() {
+        remoteServer?.stop()
+        namespace?.remove()
+        super.tearDown()
+    }
+
+    /// A tunnel to the namespace's server with a 30 s keepalive, forwarding
+    /// `localPort` to that server's own SSH port (whose banner shows traffic flows).
+    private func writeProfile(localPort: UInt16) {
+        let text = harness.profile("net", server: remoteServer, forwards: ["\(localPort):\(namespace.insideAddress):\(remoteServer.port)"])
+        XCTAssertTrue(text.contains("keepalive = 2\n"))
+        harness.writeConfig(text.replacingOccurrences(of: "keepalive = 2\n", with: "keepalive = 30\n"))
+    }
+
+    private func banner(_ port: UInt16) -> String? {
+        guard let fd = Net.connect(port) else { return nil }
+        defer { close(fd) }
+        Net.setTimeout(fd, 10)
+        return Net.readExactly(fd, 8).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    private func ip(_ args: [String]) {
+        let result = runCommand("/usr/bin/ip", args)
+        XCTAssertEqual(result.status, 0, "ip \(args.joined(separator: " ")): \(result.output)")
+    }
+
+    func testClientAddressRemoved_tunnelLeavesUpOnAProbe_andReconnectsWhenTheAddressReturns() throws {
+        let localPort = Net.freePort()
+        writeProfile(localPort: localPort)
+        let up = harness.tunnel(["up", "net"])
+        XCTAssertEqual(up.status, 0, up.output)
+        XCTAssertEqual(banner(localPort), "SSH-2.0-")
+
+        ip(["addr", "del", namespace.hostAddress + "/30", "dev", namespace.hostInterface])
+        let left = eventually(timeout: 20, interval: 0.1) { self.harness.listed("net")?.state != "up" }
+        XCTAssertTrue(left, "\(harness.list())")
+        // Noticed by the probe after the change, not by the keepalive deadline (90 s).
+        let log = harness.supervisorLog
+        XCTAssertTrue(log.contains("network: address \(namespace.hostAddress)/30 removed"), log)
+        XCTAssertTrue(log.contains("link lost after "), log)
+        XCTAssertTrue(log.contains("no answer within 2 s after "), log)
+        XCTAssertFalse(log.contains("no data from the server for"), log)
+        XCTAssertTrue(harness.listed("net")?.last_error?.hasPrefix("no answer within 2 s after ") == true, "\(harness.list())")
+
+        let before = harness.supervisorLog
+        ip(["addr", "add", namespace.hostAddress + "/30", "dev", namespace.hostInterface])
+        let back = eventually(timeout: 20, interval: 0.1) { self.harness.listed("net")?.state == "up" }
+        XCTAssertTrue(back, "\(harness.list())\n\(harness.supervisorLog)")
+        // Reconnected because the address came back, not when a backoff ran out.
+        let after = String(harness.supervisorLog.dropFirst(before.count))
+        XCTAssertTrue(after.contains("network: address \(namespace.hostAddress)/30 added"), after)
+        XCTAssertTrue(after.contains("reconnecting now after "), after)
+        XCTAssertEqual(banner(localPort), "SSH-2.0-", "traffic flows through the forward again")
+    }
+
+    func testRoundTrip_isListedOnceUp() throws {
+        let localPort = Net.freePort()
+        writeProfile(localPort: localPort)
+        let up = harness.tunnel(["up", "net"])
+        XCTAssertEqual(up.status, 0, up.output)
+        // The first ping goes out as soon as the link is up, not after 30 s.
+        XCTAssertTrue(eventually(timeout: 10, interval: 0.1) { self.harness.listed("net")?.rtt_ms != nil }, "\(harness.list())")
+        let rtt = try XCTUnwrap(harness.listed("net")?.rtt_ms)
+        XCTAssertGreaterThan(rtt, 0)
+        let json = harness.tunnel(["ls", "--json"]).stdout
+        XCTAssertTrue(json.contains("\"rtt_ms\""), json)
+    }
+}
