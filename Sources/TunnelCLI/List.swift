@@ -34,7 +34,7 @@ struct List: ParsableCommand {
 /// listens here, REMOTE is reached from the server) or "remote" (-R: REMOTE
 /// is where the server listens, LOCAL is reached from here).
 enum ListTable {
-    static let headers = ["NAME", "KIND", "LOCAL", "REMOTE", "VIA", "STATE", "UPTIME", "CONN", "IN", "OUT", "RESTARTS", "LAST ERROR"]
+    static let headers = ["NAME", "KIND", "LOCAL", "REMOTE", "VIA", "STATE", "UPTIME", "RTT", "CONN", "IN", "OUT", "RESTARTS", "LAST ERROR"]
 
     /// `rates`: bytes per second in and out per forward (keyed by `rateKey`),
     /// for `--watch`; nil leaves those columns out.
@@ -55,10 +55,10 @@ enum ListTable {
                 let mark = f.public ? " !" : ""
                 let (local, remote) = f.kind == "remote" ? (f.local, f.remote + mark) : (f.local + mark, f.remote)
                 var row = [t.name, f.kind ?? "local", local, remote, t.via, state, t.state == "up" ? age : "(\(age))",
-                           "\(f.active)/\(f.total)", bytes(f.bytes_in), bytes(f.bytes_out), "\(t.restarts)", t.last_error ?? "-"]
+                           t.rtt_ms.map { "\($0) ms" } ?? "-", "\(f.active)/\(f.total)", bytes(f.bytes_in), bytes(f.bytes_out), "\(t.restarts)", t.last_error ?? "-"]
                 if let rates {
                     let rate = rates[rateKey(t, f)]
-                    row.insert(contentsOf: [rate.map { bytes(UInt64($0.in)) + "/s" } ?? "-", rate.map { bytes(UInt64($0.out)) + "/s" } ?? "-"], at: 10)
+                    row.insert(contentsOf: [rate.map { bytes(UInt64($0.in)) + "/s" } ?? "-", rate.map { bytes(UInt64($0.out)) + "/s" } ?? "-"], at: 11)
                 }
                 rows.append(row)
             }

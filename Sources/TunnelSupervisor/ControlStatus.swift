@@ -34,7 +34,8 @@ public struct HistoryEntry: Codable, Sendable, Equatable {
     public var reason: String?
 }
 
-/// Milliseconds to 0.1 ms, as `ls` and `status` show round trips.
+/// Milliseconds to 0.1 ms, as `ls` and `status` show round trips; rounded
+/// up, so a measured loopback round trip never shows as 0.
 func milliseconds(_ seconds: Double?) -> Double? {
-    seconds.map { ($0 * 10_000).rounded() / 10 }
+    seconds.map { ($0 * 10_000).rounded(.up) / 10 }
 }

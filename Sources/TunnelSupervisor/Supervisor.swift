@@ -589,7 +589,7 @@ public final class Supervisor {
         let connections = status.connections.map { c in
             ConnectionInfo(number: c.index + 1, extra: c.isExtra, state: c.phase.rawValue, up_since: c.upSince.map(iso8601),
                            peer: c.peer, auth: c.authMethod, algorithms: c.algorithms, host_key: c.hostKeyFingerprint,
-                           rtt_ms: milliseconds(c.rttSeconds))
+                           rtt_ms: c.phase == .up ? milliseconds(c.rttSeconds) : nil)
         }
         return TunnelDetail(tunnel: info(host), connections: connections,
                             history: status.history.map { HistoryEntry(time: iso8601($0.time), state: $0.phase.rawValue, reason: $0.reason) },
@@ -621,6 +621,6 @@ public final class Supervisor {
                           sessions_extra: status.extraSessionsUp,
                           hops: host.runtime.profile.jump.isEmpty ? nil : host.runtime.profile.hops.map(\.description),
                           origin: host.adHoc.map(\.origin.rawValue) ?? "profile \(host.profile.location.file):\(host.profile.location.line)",
-                          rtt_ms: status.phase == .up ? status.rttSeconds.map { ($0 * 10_000).rounded(.up) / 10 } : nil)
+                          rtt_ms: status.phase == .up ? milliseconds(status.rttSeconds) : nil)
     }
 }

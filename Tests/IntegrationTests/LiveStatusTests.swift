@@ -13,6 +13,7 @@ final class LiveStatusTests: SSHTestCase {
             var auth: String?
             var algorithms: String?
             var host_key: String?
+            var rtt_ms: Double?
         }
         struct Change: Decodable { var time: String; var state: String; var reason: String? }
         var tunnel: ListedTunnel
@@ -49,6 +50,7 @@ final class LiveStatusTests: SSHTestCase {
             XCTAssertEqual(c.peer, "\(Env.userName)@127.0.0.1:\(server.port) via 127.0.0.1:\(server.port)")
             XCTAssertEqual(c.host_key, server.hostKeyFingerprint)
             XCTAssertNotNil(c.up_since)
+            XCTAssertGreaterThan(c.rtt_ms ?? 0, 0, "each connection pings once it is up")
             // kex, host key type, cipher/MAC, as libssh2 negotiated them.
             XCTAssertTrue(c.algorithms?.contains("ssh-ed25519") ?? false, "\(String(describing: c.algorithms))")
         }
@@ -58,7 +60,7 @@ final class LiveStatusTests: SSHTestCase {
 
         let text = harness.tunnel(["status", "db"])
         XCTAssertEqual(text.status, 0)
-        for needle in ["db: up for", "SSH connections:", "#1 up", "#2 up", "ssh-ed25519", "host key \(server.hostKeyFingerprint)",
+        for needle in ["db: up for", "SSH connections:", "#1 up", "#2 up", "rtt ", "ssh-ed25519", "host key \(server.hostKeyFingerprint)",
                        "Forwards:", "local 127.0.0.1:\(port) -> 127.0.0.1:\(echo.port): 0 open, 1 total, in 5 B, out 5 B",
                        "Last state changes:", "connected (publickey with"] {
             XCTAssertTrue(text.stdout.contains(needle), "\(needle) missing from:\n\(text.stdout)")
