@@ -19,7 +19,8 @@ struct DaemonRun: ParsableCommand {
     @Flag(name: .long, help: .hidden) var detached = false
 
     func run() throws {
-        let code = Supervisor.run(dir: global.runtimeDirectory, alsoStderr: !detached, environment: global.environment)
+        let code = Supervisor.run(dir: global.runtimeDirectory, alsoStderr: !detached, environment: global.environment,
+                                  configPath: global.configPath)
         if code != 0 { throw ExitCode(code) }
     }
 }

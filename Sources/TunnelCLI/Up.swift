@@ -61,7 +61,8 @@ struct Up: ParsableCommand {
         }
         // A name no profile has may be an ssh_config alias with LocalForward, DynamicForward or RemoteForward lines.
         let loaded = try? Config.load(path: global.configPath, environment: global.environment)
-        if names.count == 1, loaded?.profileNames.contains(names[0]) != true,
+        // `daemon` names the [daemon] table, never an alias: the profile lookup below says so.
+        if names.count == 1, loaded?.profileNames.contains(names[0]) != true, !Config.reservedProfileNames.contains(names[0]),
            let entry = try? SSHConfigLookup.query(names[0], source: loaded?.sshConfig ?? .standard),
            !entry.settings("localforward").isEmpty || !entry.settings("dynamicforward").isEmpty || !entry.settings("remoteforward").isEmpty {
             let adHoc = AdHocTunnel(name: nil, destination: names[0], forwards: AdHocTunnel.forwards(fromLocalForward: entry.settings("localforward")),
@@ -138,7 +139,8 @@ func sendUp(_ request: ControlRequest, profiles: [String: Profile], global: Glob
     let wait = timeout ?? 60
     let response: ControlResponse
     do {
-        let socket = try global.client.connectStarting(executable: ProcessControl.executablePath, environment: environment)
+        let socket = try global.client.connectStarting(executable: ProcessControl.executablePath, environment: environment,
+                                                       configPath: global.configPath)
         response = try global.client.send(request, over: socket, timeout: wait)
     } catch {
         throw fail(error.message)

@@ -15,6 +15,10 @@ public struct Config: Sendable {
     public let errors: [ConfigError]
     /// `ssh_config` in `[defaults]`: where aliases are looked up.
     public var sshConfig: SSHConfigSource = .standard
+    /// `[daemon]`: the supervisor's settings (defaults when absent or broken).
+    public internal(set) var daemon = DaemonSettings()
+    /// The problems of `[daemon]` (also in `errors`).
+    public internal(set) var daemonErrors: [ConfigError] = []
 
     /// `profileNames` for lookups (a file may define many thousands).
     let nameSet: Set<String>
@@ -26,6 +30,9 @@ public struct Config: Sendable {
 
     /// The profile, or the errors that make it unusable.
     public func profile(named name: String) throws(ConfigErrors) -> Profile {
+        if Config.reservedProfileNames.contains(name) && !nameSet.contains(name) {
+            throw ConfigErrors([ConfigError(location: nil, message: Config.reservedNameMessage(name, path: path))])
+        }
         guard nameSet.contains(name) else {
             // After a syntax error the name may simply be past the error.
             if hasSyntaxError { throw ConfigErrors(fileErrors) }
@@ -112,6 +119,8 @@ public struct Config: Sendable {
                             fileErrors: sortedByPosition(reader.fileErrors), hasSyntaxError: false,
                             profileErrors: reader.profileErrors.mapValues(sortedByPosition), profiles: reader.profiles)
         config.sshConfig = reader.defaultSSHConfig
+        config.daemon = reader.daemon
+        config.daemonErrors = sortedByPosition(reader.daemonErrors)
         return config
     }
 }

@@ -5,7 +5,7 @@ struct ConfigReader {
         "keepalive", "keepalive_count", "connect_timeout", "hold_timeout", "public",
         "sessions", "max_sessions", "proxy_command", "jump", "ssh_config", "lazy", "idle_timeout",
     ]
-    static let topLevelKeys = ["defaults", "tunnels"]
+    static let topLevelKeys = ["daemon", "defaults", "tunnels"]
     /// The keys that say what a profile forwards; it needs one of them.
     static let forwardKeys = ["forward", "dynamic", "remote"]
 
@@ -34,6 +34,9 @@ struct ConfigReader {
     private(set) var profiles: [String: Profile] = [:]
     /// `ssh_config` in `[defaults]`.
     private(set) var defaultSSHConfig: SSHConfigSource = .standard
+    /// `[daemon]`, and its errors (also in `fileErrors`).
+    private(set) var daemon = DaemonSettings()
+    private(set) var daemonErrors: [ConfigError] = []
 
     init(path: String, home: String, defaultUser: String) {
         self.path = path
@@ -94,6 +97,10 @@ struct ConfigReader {
     // MARK: - Document
 
     mutating func read(_ root: TOMLTable) {
+        if let entry = root.entry("daemon") {
+            (daemon, daemonErrors) = Self.readDaemon(entry, location: location)
+            fileErrors += daemonErrors
+        }
         var defaults = Settings()
         if let entry = root.entry("defaults") {
             if let table = entry.value.table {
@@ -156,6 +163,9 @@ struct ConfigReader {
         if !isValidProfileName(name) {
             errors.append(ConfigError(location: location(entry.keyPosition),
                                       message: "\(shownPath): profile name \(quoted(name)) may only contain letters, digits, \"_\", \".\" and \"-\""))
+        } else if Config.reservedProfileNames.contains(name) {
+            errors.append(ConfigError(location: location(entry.keyPosition),
+                                      message: "\(shownPath): \(quoted(name)) is reserved ([\(name)] holds the supervisor's settings); give the profile another name"))
         }
         guard let table = entry.value.table else {
             errors.append(ConfigError(location: location(entry.value.position),

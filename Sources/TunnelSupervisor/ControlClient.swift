@@ -1,5 +1,6 @@
 import Glibc
 import TunnelPOSIX
+import TunnelConfig
 
 /// The CLI's side of the control socket. Starts the supervisor on first use.
 public struct ControlClient {
@@ -93,12 +94,20 @@ public struct ControlClient {
 
     /// Connects, starting a supervisor (detached, its own session and log)
     /// when none is running. A stale socket or pid file is replaced.
-    public func connectStarting(executable: String, environment: [String: String]) throws(Failure) -> Socket {
+    /// `configPath`: the profiles file whose `[daemon]` table a started supervisor follows.
+    public func connectStarting(executable: String, environment: [String: String], configPath: String? = nil) throws(Failure) -> Socket {
         do { try dir.prepare() } catch { throw Failure(message: error.message) }
         if let socket = try connect() { return socket }
+        // A supervisor refuses to start on a bad [daemon] table: say why here, with file:line, not "see the log".
+        if let configPath {
+            do throws(DaemonSettingsError) { _ = try Config.daemonSettings(path: configPath, environment: environment) } catch {
+                throw Failure(message: error.description)
+            }
+        }
         let pid: pid_t
         do {
-            pid = try ProcessControl.spawnDetached(executable, ["daemon", "--runtime-dir", dir.path, "--detached"], environment: environment)
+            let config = configPath.map { ["--config", $0] } ?? []
+            pid = try ProcessControl.spawnDetached(executable, ["daemon", "--runtime-dir", dir.path, "--detached"] + config, environment: environment)
         } catch {
             throw Failure(message: "cannot start the supervisor: \(error)")
         }

@@ -25,6 +25,8 @@ public final class Supervisor {
     private var network: NetworkWatch?
     private var shuttingDown = false
     private var exitCode: Int32 = 0
+    /// The Prometheus endpoint and carried counters (Supervisor+Metrics.swift).
+    var metrics: SupervisorMetrics?
 
     private init(dir: RuntimeDirectory, loop: EventLoop, logger: Logger, environment: [String: String]) {
         self.dir = dir
@@ -35,8 +37,9 @@ public final class Supervisor {
     }
 
     /// Runs a supervisor until it is stopped. `alsoStderr`: log to stderr too
-    /// (`tunnel daemon` in the foreground, e.g. under systemd).
-    public static func run(dir: RuntimeDirectory, alsoStderr: Bool, environment: [String: String]) -> Int32 {
+    /// (`tunnel daemon` in the foreground, e.g. under systemd). `configPath`:
+    /// the profiles file whose `[daemon]` table it follows.
+    public static func run(dir: RuntimeDirectory, alsoStderr: Bool, environment: [String: String], configPath: String? = nil) -> Int32 {
         ProcessControl.ignoreSIGPIPE()
         ProcessControl.raiseFileLimit()
         do { try dir.prepare() } catch {
@@ -63,6 +66,7 @@ public final class Supervisor {
         }
         let sink = LogSink(fds: alsoStderr ? [2] : [], file: logFile, minimumLevel: environment["TUNNEL_DEBUG"] != nil ? .debug : .info)
         let logger = Logger(label: "tunnel") { LineLogHandler(label: $0, sink: sink) }
+        guard let daemonSettings = daemonSettings(configPath: configPath, environment: environment, logger: logger) else { return 1 }
 
         let loop: EventLoop
         let signals: SignalFD
@@ -78,6 +82,9 @@ public final class Supervisor {
         let supervisor = Supervisor(dir: dir, loop: loop, logger: logger, environment: environment)
         supervisor.signals = signals
         do {
+            // First: a port in use must not leave a control socket behind.
+            supervisor.metrics = try SupervisorMetrics(configPath: configPath, settings: daemonSettings, loop: loop, logger: logger,
+                                                       environment: environment) { [unowned supervisor] in Array(supervisor.tunnels.values) }
             // We hold the lock, so any socket file left here is stale.
             Files.remove(dir.socketPath)
             supervisor.control = try ControlServer(path: dir.socketPath, loop: loop, logger: logger) { [unowned supervisor] request, reply in
@@ -88,6 +95,11 @@ public final class Supervisor {
                 supervisor.signalled()
             }
         } catch {
+            // Each descriptor closed by its owner, also on this path.
+            supervisor.metrics?.close()
+            supervisor.control?.close()
+            if let registration = supervisor.signalRegistration { loop.deregister(registration) }
+            signals.close()
             logger.critical("cannot start: \(error)")
             writeLine(2, "tunnel: cannot start the supervisor: \(error)")
             return 1
@@ -100,6 +112,7 @@ public final class Supervisor {
         loop.schedule(after: 0) { supervisor.restoreDesiredState() }
         loop.run()
         supervisor.network?.close()
+        supervisor.metrics?.close()
         supervisor.control?.close()
         if let registration = supervisor.signalRegistration { loop.deregister(registration) }
         signals.close()
@@ -441,6 +454,7 @@ public final class Supervisor {
     private func hostExited(_ host: TunnelHost) {
         guard tunnels[host.name] === host else { return }
         tunnels.removeValue(forKey: host.name)
+        metrics?.hostExited(host)
         for waiter in host.waiters {
             var status = host.status
             status.phase = .stopped
@@ -475,6 +489,8 @@ public final class Supervisor {
     // MARK: reload
 
     private func reload(done: @escaping ([TunnelOutcome]) -> Void) {
+        let daemonOutcomes = metrics?.reload() ?? []
+        let done = { (outcomes: [TunnelOutcome]) in done(daemonOutcomes + outcomes) }
         let names = tunnels.keys.sorted()
         let gather = Gather(names, done)
         var configs: [String: Result<Config, ConfigErrors>] = [:]
