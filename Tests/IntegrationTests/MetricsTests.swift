@@ -72,6 +72,12 @@ final class MetricsTests: SSHTestCase {
         XCTAssertNotNil(value(text, #"tunnel_forward_bytes_total{tunnel="spare",forward="remote 127.0.0.1:auto->127.0.0.1:\#(echo.port)",direction="in"}"#), text)
         XCTAssertEqual(value(text, #"tunnel_connect_duration_seconds_bucket{tunnel="db",le="+Inf"}"#),
                        value(text, #"tunnel_connect_duration_seconds_count{tunnel="db"}"#))
+        // One successful connect so far, handshake through auth, and its time in the sum.
+        XCTAssertEqual(value(text, #"tunnel_connect_duration_seconds_count{tunnel="db"}"#), 1, text)
+        XCTAssertGreaterThan(value(text, #"tunnel_connect_duration_seconds_sum{tunnel="db"}"#) ?? 0, 0, text)
+        // A ping goes out as soon as the connection is up: its round trip is known.
+        XCTAssertTrue(eventually(timeout: 10) { (self.scrape(metrics).flatMap { self.value($0, #"tunnel_keepalive_rtt_seconds{tunnel="db"}"#) } ?? 0) > 0 },
+                      "no round trip in \(self.scrape(metrics) ?? "")")
 
         let head = runCommand(curl, ["-sS", "-i", "--max-time", "20", "http://127.0.0.1:\(metrics)/metrics"]).stdout
         XCTAssertTrue(head.hasPrefix("HTTP/1.1 200 OK\r\n"), head)
