@@ -35,6 +35,9 @@ public struct AcceptGate: Sendable {
     public static let descriptorPauseSeconds = 0.1
 
     public private(set) var state: State = .holding
+    /// A lazy tunnel's first connection attempt is under way: the clients
+    /// waiting came to be served by it, so none expires before it ends.
+    public private(set) var awaitingFirstAttempt = false
     private var holdTickArmed = false
     /// Per listener: when each client now in its kernel accept queue was
     /// first seen there, oldest first.
@@ -140,8 +143,16 @@ public struct AcceptGate: Sendable {
 
     /// A client held since `since` has waited out hold_timeout.
     public func isExpired(since: Instant, now: Instant) -> Bool {
-        now.seconds(since: since) >= holdTimeout
+        !awaitingFirstAttempt && now.seconds(since: since) >= holdTimeout
     }
+
+    /// A lazy tunnel woke for a client: hold_timeout counts only once the
+    /// first attempt has failed, so `hold_timeout = 0` still serves it.
+    public mutating func firstAttemptStarted() { awaitingFirstAttempt = true }
+
+    /// The first attempt came up or failed: clients that have waited
+    /// hold_timeout by now are closed on the next tick.
+    public mutating func firstAttemptEnded() { awaitingFirstAttempt = false }
 
     public mutating func stop() -> [Action] {
         guard state != .stopped else { return [] }

@@ -11,6 +11,7 @@ extension TunnelRuntime {
         guard pool.isAsleep, !isStopped else { return }
         quietSince = nil
         perform(gate.linkDown())
+        gate.firstAttemptStarted()
         let actions = pool.wake()
         logger.info("a client is waiting on \(address): connecting")
         publish(reason: "client waiting on \(address)") { _ in }
@@ -58,6 +59,7 @@ extension TunnelRuntime {
             return watchForIdleness()
         }
         for index in stopping { stopLane(index, graceful: true) }
+        gate.firstAttemptEnded()
         connectStarted.removeAll()
         quietSince = nil
         logger.info("idle: no client for \(profile.idleTimeout) s; SSH connection closed until the next one")

@@ -273,6 +273,7 @@ public final class TunnelRuntime: @unchecked Sendable {
             default: break
             }
         }
+        if outcome.attemptFinished { gate.firstAttemptEnded() }
         perform(outcome.actions)
     }
 

@@ -36,6 +36,19 @@ final class AcceptGateTests: XCTestCase {
         XCTAssertEqual(gate.holdTick(now: at(15), kernelQueue: [0: 1]).acceptAndClose, [0: 1])
     }
 
+    func testLazyFirstAttempt_expiresNoClient_untilItEnds_thenHoldTimeoutCountsFromArrival() {
+        var gate = AcceptGate(holdTimeout: 0)
+        _ = gate.linkUp()
+        _ = gate.linkDown()
+        gate.firstAttemptStarted()
+        XCTAssertEqual(gate.holdTick(now: at(0), kernelQueue: [0: 2]).acceptAndClose, [:], "hold_timeout = 0, yet the first clients wait for the attempt")
+        XCTAssertEqual(gate.holdTick(now: at(3), kernelQueue: [0: 2]).acceptAndClose, [:])
+        XCTAssertFalse(gate.isExpired(since: at(0), now: at(3)))
+        gate.firstAttemptEnded()
+        XCTAssertTrue(gate.isExpired(since: at(0), now: at(3)))
+        XCTAssertEqual(gate.holdTick(now: at(3.25), kernelQueue: [0: 2]).acceptAndClose, [0: 2], "the attempt failed: closed as any held client")
+    }
+
     func testHoldTimeout_clientsThatGaveUp_leaveFromTheFront() {
         var gate = AcceptGate(holdTimeout: 10)
         _ = gate.linkDown()
