@@ -94,7 +94,10 @@ func runForeground(profile: Profile, environment: [String: String]) -> Int32 {
             loop.stop()
         }
     }
+    // Address and route changes and sleep, as the supervisor watches them.
+    let network = NetworkWatch(loop: loop, logger: logger) { change in runtime.networkChanged(change) }
     loop.run()
+    network.close()
     runtime.onStatusChange = nil
     if let signalRegistration { loop.deregister(signalRegistration) }
     return run.exitCode

@@ -6,7 +6,7 @@ import TunnelPOSIX
 /// and route changes, and a 1 s look at the clocks for resumes from
 /// suspend. Every change goes to every tunnel; each SSH connection decides
 /// for itself whether it concerns it. Runs on the supervisor's loop.
-final class NetworkWatch {
+public final class NetworkWatch {
     private let loop: EventLoop
     private let logger: Logger
     private let onChange: (NetworkChange) -> Void
@@ -18,7 +18,7 @@ final class NetworkWatch {
     /// address leaving its tentative state is a second RTM_NEWADDR).
     private var lastLogged: (change: NetworkChange, at: Instant)?
 
-    init(loop: EventLoop, logger: Logger, onChange: @escaping (NetworkChange) -> Void) {
+    public init(loop: EventLoop, logger: Logger, onChange: @escaping (NetworkChange) -> Void) {
         self.loop = loop
         self.logger = logger
         self.onChange = onChange
@@ -74,7 +74,7 @@ final class NetworkWatch {
     }
 
     /// Ends the watch (the loop has stopped or is stopping).
-    func close() {
+    public func close() {
         closeSocket()
         loop.cancel(clockTimer)
         clockTimer = nil
