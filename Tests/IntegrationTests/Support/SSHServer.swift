@@ -59,7 +59,9 @@ final class SSHServer {
         let p = try namespace.map { try Background("/usr/bin/ip", ["netns", "exec", $0.name] + sshd, logPath: dir + "/sshd.stdout") }
             ?? Background(sshd[0], Array(sshd.dropFirst()), logPath: dir + "/sshd.stdout")
         process = p
-        let listening = { self.namespace == nil ? Net.isListening(self.port) : read(self.logPath).contains("Server listening on \(self.address) port \(self.port)") }
+        // sshd logs this line once it listens; reading it is cheaper than
+        // parsing /proc/net/tcp, which many sockets (a bench nearby) make large.
+        let listening = { read(self.logPath).contains("Server listening on \(self.address) port \(self.port)") }
         guard eventually(timeout: 10, listening) else {
             throw NSError(domain: "sshd", code: 1, userInfo: [NSLocalizedDescriptionKey: "sshd did not start: \(read(logPath))"])
         }
