@@ -370,7 +370,7 @@ class Testbed:
         self.pgbench = os.path.join(self.pgbin, "pgbench")
 
     def build(self):
-        """`swift build -c release` (with retries), then a private copy of the binary."""
+        """`swift build -c release --static-swift-stdlib` (with retries; the build Scripts/package uses), then a private copy of the binary."""
         if not self.args.no_build:
             if not shutil.which("swift") and os.path.exists("/opt/swift/usr/bin/swift"):
                 os.environ["PATH"] = "/opt/swift/usr/bin:" + os.environ["PATH"]
@@ -379,9 +379,9 @@ class Testbed:
                 raise BenchError("swift is not installed (expected at /opt/swift)")
             attempts = self.args.build_attempts
             for attempt in range(1, attempts + 1):
-                log(f"swift build -c release (attempt {attempt} of {attempts})")
+                log(f"swift build -c release --static-swift-stdlib (attempt {attempt} of {attempts})")
                 try:
-                    run(["swift", "build", "-c", "release"], timeout=1800, cwd=ROOT)
+                    run(["swift", "build", "-c", "release", "--static-swift-stdlib"], timeout=1800, cwd=ROOT)
                     break
                 except BenchError as e:
                     if attempt == attempts:
@@ -389,7 +389,7 @@ class Testbed:
                     warn(f"build failed (sources may be mid-edit), retrying in 60 s: {e}")
                     time.sleep(60)
         if not os.access(BUILT_TUNNEL, os.X_OK):
-            raise BenchError(f"{BUILT_TUNNEL} does not exist: build it with `swift build -c release` "
+            raise BenchError(f"{BUILT_TUNNEL} does not exist: build it with `swift build -c release --static-swift-stdlib` "
                              f"(or drop --no-build)")
         # A private copy, so a rebuild during the run cannot swap the binary under us.
         self.tunnel = os.path.join(self.work, "tunnel")

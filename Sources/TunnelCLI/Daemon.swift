@@ -19,7 +19,13 @@ struct DaemonRun: ParsableCommand {
     @Flag(name: .long, help: .hidden) var detached = false
 
     func run() throws {
-        let code = Supervisor.run(dir: global.runtimeDirectory, alsoStderr: !detached, environment: global.environment,
+        var environment = global.environment
+        if detached {
+            // Started by `tunnel up`, not by systemd: a NOTIFY_SOCKET or
+            // JOURNAL_STREAM it inherited belongs to whatever ran that shell.
+            for key in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"] { environment[key] = nil }
+        }
+        let code = Supervisor.run(dir: global.runtimeDirectory, alsoStderr: !detached, environment: environment,
                                   configPath: global.configPath)
         if code != 0 { throw ExitCode(code) }
     }

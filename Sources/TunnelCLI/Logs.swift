@@ -13,6 +13,7 @@ struct Logs: ParsableCommand {
     @Option(name: .shortAndLong, help: "Show the last N lines first.") var lines: Int = 200
 
     func run() throws {
+        try journal()
         let path = global.runtimeDirectory.logPath
         let tag = name.map { "[\($0)] " }
         func matches(_ line: Substring) -> Bool { tag.map { line.contains($0) } ?? true }
@@ -35,5 +36,35 @@ struct Logs: ParsableCommand {
             partial = String(parts.removeLast())
             for line in parts where matches(line) { say(String(line)) }
         }
+    }
+}
+
+extension Logs {
+    /// A supervisor under systemd logs to the journal (it leaves a note in
+    /// the runtime directory saying which unit): read it through journalctl
+    /// when there is one, else say how. Returns when there is no such note.
+    func journal() throws {
+        guard let selector = try? Files.readText(global.runtimeDirectory.journalPath) else { return }
+        let options = selector.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
+        let command = "journalctl " + options.joined(separator: " ")
+        guard let journalctl = ProcessControl.which("journalctl") else {
+            throw fail("the supervisor logs to the journal: use `\(command)`")
+        }
+        var args = options + ["--no-pager", "--lines", String(lines)]
+        if follow { args.append("--follow") }
+        // Its lines as the log file has them: `[NAME] level: message`.
+        if let name { args += ["--case-sensitive=true", "--grep", "\\[" + Self.regexEscaped(name) + "\\] "] }
+        note("(the supervisor logs to the journal: \(command))")
+        throw fail("cannot run \(journalctl): \(ProcessControl.exec(journalctl, args))")
+    }
+
+    /// `name` as a PCRE matching itself.
+    static func regexEscaped(_ name: String) -> String {
+        var out = ""
+        for c in name.unicodeScalars {
+            if !(c.properties.isAlphabetic || ("0"..."9").contains(c) || c == "_") { out.append("\\") }
+            out.unicodeScalars.append(c)
+        }
+        return out
     }
 }

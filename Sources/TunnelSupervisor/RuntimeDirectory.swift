@@ -22,6 +22,9 @@ public struct RuntimeDirectory: Sendable, Equatable {
     public var lockPath: String { path + "/supervisor.lock" }
     public var logPath: String { path + "/supervisor.log" }
     public var statePath: String { path + "/state.json" }
+    /// Present while the supervisor logs to the journal instead of `logPath`;
+    /// holds the journalctl options that select its unit (`--user -u tunnel.service`).
+    public var journalPath: String { path + "/supervisor.journal" }
 
     /// Why the directory cannot be used, worded for the user.
     public struct Problem: Error, Equatable, Sendable, CustomStringConvertible {

@@ -23,6 +23,8 @@ public final class Supervisor {
     private var signalRegistration: EventLoop.Registration?
     /// Address and route changes, and resumes from suspend.
     private var network: NetworkWatch?
+    /// READY/RELOADING/STOPPING/WATCHDOG for systemd (Supervisor+Systemd.swift).
+    private var systemd: SystemdService?
     private var shuttingDown = false
     private var exitCode: Int32 = 0
     /// The Prometheus endpoint and carried counters (Supervisor+Metrics.swift).
@@ -37,11 +39,14 @@ public final class Supervisor {
     }
 
     /// Runs a supervisor until it is stopped. `alsoStderr`: log to stderr too
-    /// (`tunnel daemon` in the foreground, e.g. under systemd). `configPath`:
-    /// the profiles file whose `[daemon]` table it follows.
+    /// (`tunnel daemon` in the foreground). Under systemd, with
+    /// `$JOURNAL_STREAM` naming stderr, it logs there for the journal instead
+    /// of to its file. `configPath`: the profiles file whose `[daemon]` table it follows.
     public static func run(dir: RuntimeDirectory, alsoStderr: Bool, environment: [String: String], configPath: String? = nil) -> Int32 {
         ProcessControl.ignoreSIGPIPE()
         ProcessControl.raiseFileLimit()
+        let journal = SystemdEnvironment.journalStreamMatches(environment)
+        func writeLine(_ fd: Int32, _ line: String) { TunnelPOSIX.writeLine(fd, journal ? "<3>" + line : line) }
         do { try dir.prepare() } catch {
             writeLine(2, "tunnel: \(error)")
             return 1
@@ -59,12 +64,22 @@ public final class Supervisor {
             return 1
         }
         defer { lock.release() }
-        let logFile: RotatingLogFile
-        do { logFile = try RotatingLogFile(path: dir.logPath) } catch {
-            writeLine(2, "tunnel: cannot open the log \(dir.logPath): \(error.errno)")
-            return 1
+        let level: Logger.Level = environment["TUNNEL_DEBUG"] != nil ? .debug : .info
+        let sink: LogSink
+        if journal {
+            sink = LogSink(journal: 2, minimumLevel: level)
+            // What `tunnel logs` passes to journalctl.
+            let unit = SystemdEnvironment.unit() ?? (name: "tunnel.service", user: true)
+            try? Files.replace(dir.journalPath, with: (unit.user ? "--user -u " : "-u ") + unit.name + "\n")
+        } else {
+            Files.remove(dir.journalPath)
+            let logFile: RotatingLogFile
+            do { logFile = try RotatingLogFile(path: dir.logPath) } catch {
+                writeLine(2, "tunnel: cannot open the log \(dir.logPath): \(error.errno)")
+                return 1
+            }
+            sink = LogSink(fds: alsoStderr ? [2] : [], file: logFile, minimumLevel: level)
         }
-        let sink = LogSink(fds: alsoStderr ? [2] : [], file: logFile, minimumLevel: environment["TUNNEL_DEBUG"] != nil ? .debug : .info)
         let logger = Logger(label: "tunnel") { LineLogHandler(label: $0, sink: sink) }
         guard let daemonSettings = daemonSettings(configPath: configPath, environment: environment, logger: logger) else { return 1 }
 
@@ -108,9 +123,11 @@ public final class Supervisor {
             for host in supervisor.tunnels.values where !host.isStopping { host.networkChanged(change) }
         }
         logger.info("supervisor \(tunnelVersion) started (pid \(ProcessControl.pid), runtime directory \(dir.path))")
+        supervisor.systemd = SystemdService(environment: environment, loop: loop, logger: logger)
         // First thing once the loop runs (this thread is the loop's).
         loop.schedule(after: 0) { supervisor.restoreDesiredState() }
         loop.run()
+        supervisor.systemd?.close()
         supervisor.network?.close()
         supervisor.metrics?.close()
         supervisor.control?.close()
@@ -118,6 +135,7 @@ public final class Supervisor {
         signals.close()
         Files.remove(dir.socketPath)
         Files.remove(dir.pidPath)
+        if journal { Files.remove(dir.journalPath) }
         logger.info("supervisor stopped")
         return supervisor.exitCode
     }
@@ -148,6 +166,7 @@ public final class Supervisor {
     private func shutdown() {
         guard !shuttingDown else { return }
         shuttingDown = true
+        systemd?.stopping()
         control?.close()
         control = nil
         Files.remove(dir.socketPath)
@@ -488,9 +507,13 @@ public final class Supervisor {
 
     // MARK: reload
 
-    private func reload(done: @escaping ([TunnelOutcome]) -> Void) {
+    private func reload(done reloaded: @escaping ([TunnelOutcome]) -> Void) {
+        systemd?.reloading()
         let daemonOutcomes = metrics?.reload() ?? []
-        let done = { (outcomes: [TunnelOutcome]) in done(daemonOutcomes + outcomes) }
+        let done = { [weak self] (outcomes: [TunnelOutcome]) in
+            self?.systemd?.reloaded()
+            reloaded(daemonOutcomes + outcomes)
+        }
         let names = tunnels.keys.sorted()
         let gather = Gather(names, done)
         var configs: [String: Result<Config, ConfigErrors>] = [:]
@@ -570,15 +593,21 @@ public final class Supervisor {
         do { try store.save(desired) } catch { logger.error("cannot save the desired state to \(dir.statePath): \(error)") }
     }
 
+    /// Starts the saved tunnels; systemd hears READY=1 once each has answered
+    /// its start (up, idle or failed after its first attempt, as `tunnel up`
+    /// returns) or could not be restored.
     private func restoreDesiredState() {
         let saved = store.load()
         desired = saved
+        let restored = Gather(saved.tunnels.map(\.name)) { [weak self] _ in self?.systemd?.ready() }
         for entry in saved.tunnels {
+            let skip = TunnelOutcome(name: entry.name, result: .failed)
             let profile: Profile
             let options = restoredOptions(entry)
             if let adHoc = entry.adHoc {
                 do { profile = try adHoc.profile(home: options.home, environment: environment) } catch {
                     logger.error("cannot restore \(entry.name) from the \(adHoc.origin.rawValue): \(error.message)")
+                    restored.add(skip)
                     continue
                 }
             } else {
@@ -586,11 +615,13 @@ public final class Supervisor {
                     profile = try Config.load(path: entry.config, environment: environment).profile(named: entry.name)
                 } catch {
                     logger.error("cannot restore \(entry.name) from \(entry.config): \(error.description)")
+                    restored.add(skip)
                     continue
                 }
             }
             logger.info("restoring \(entry.name) (was up before the supervisor restarted)")
             start(profile, configPath: entry.config, options: options, adHoc: entry.adHoc) { [weak self] outcome in
+                restored.add(outcome)
                 if outcome.result == .failed && self?.tunnels[entry.name] == nil {
                     self?.logger.error("cannot restore \(entry.name): \(outcome.message ?? "failed")")
                 }
