@@ -4,7 +4,7 @@
 # so a fresh Debian 12 machine needs nothing done by hand.
 TUNNEL_APT_PACKAGES="libssh2-1-dev openssh-server openssh-client postgresql postgresql-client postgresql-contrib
   libssl-dev python3 iperf3 iproute2 util-linux procps psmisc libcap2-bin ca-certificates git
-  curl netcat-openbsd proxychains4"
+  curl netcat-openbsd proxychains4 python3-matplotlib"
 
 install_packages() {
   local missing=""
