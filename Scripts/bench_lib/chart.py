@@ -11,6 +11,9 @@ import datetime
 import json
 import sys
 
+# A figure of 0 (an idle process that used no measurable CPU) cannot sit on a log scale: drawn at this.
+FLOOR = 0.01
+
 
 def draw(results, out):
     import matplotlib
@@ -29,19 +32,19 @@ def draw(results, out):
             label, tgt, better = f"{rec.get('label', rec['title'])} (÷ bound)", 1.0, "le"
         else:
             val, label, tgt, better = rec.get("ratio"), rec.get("label", rec["title"]), bound, kind
-        if val is None or val <= 0:
+        if val is None or (val <= 0 and kind != "abs"):
             continue
-        items.append((label, val, tgt, better, rec.get("met")))
+        items.append((label, max(val, FLOOR), tgt, better, rec.get("met"), val))
     if not items:
         return False
     fig, ax = plt.subplots(figsize=(10, 0.36 * len(items) + 1.6))
     ys = list(range(len(items)))[::-1]
     colors = {True: "#2e8b57", False: "#c0392b", None: "#95a5a6"}
     ax.barh(ys, [i[1] for i in items], color=[colors[i[4]] for i in items], height=0.6)
-    for y, (label, val, tgt, better, met) in zip(ys, items):
+    for y, (label, val, tgt, better, met, shown) in zip(ys, items):
         if tgt is not None:
             ax.plot([tgt, tgt], [y - 0.42, y + 0.42], color="black", linewidth=2)
-        ax.text(max(val, tgt or 0) * 1.06, y, f"{val:.2f}", va="center", fontsize=7)
+        ax.text(max(val, tgt or 0) * 1.06, y, f"{shown:.2f}", va="center", fontsize=7)
     ax.set_yticks(ys)
     ax.set_yticklabels([i[0] for i in items], fontsize=8)
     ax.set_xscale("log")
