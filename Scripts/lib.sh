@@ -6,7 +6,7 @@
 # so a fresh Debian 12 machine needs nothing done by hand.
 TUNNEL_APT_PACKAGES="libssh2-1-dev openssh-server openssh-client postgresql postgresql-client postgresql-contrib
   libssl-dev python3 iperf3 iproute2 util-linux procps psmisc libcap2-bin ca-certificates git
-  curl netcat-openbsd proxychains4 prometheus tmux
+  curl netcat-openbsd proxychains4 prometheus tmux python3-matplotlib
   dpkg-dev lintian man-db bash-completion systemd"
 
 install_packages() {

@@ -11,6 +11,10 @@ few example errors.
 (proof that the forwarder accepted them), so a forwarder with a small listen
 backlog is not overrun; each connection then stays open until every one has
 been echoed, so all N are open together at the end.
+
+--hold (with --paced): once every connection has settled, prints `HELD <ok>`
+on stdout and keeps the good ones open until a line (or EOF) arrives on
+stdin: the caller measures the forwarder with all N idle connections open.
 """
 import argparse
 import asyncio
@@ -114,6 +118,8 @@ async def one(port, expected, start, deadline, gate=None, barrier=None):
                     await asyncio.wait_for(barrier.event.wait(), max(0.001, deadline - time.perf_counter()))
                 except asyncio.TimeoutError:
                     pass
+                if barrier.released is not None:
+                    await barrier.released.wait()
                 transport.close()
         if failure is None:
             try:  # "last close": wait until the socket is really closed
@@ -156,8 +162,9 @@ async def one(port, expected, start, deadline, gate=None, barrier=None):
 
 class Barrier:
     """Set once `total` connections have settled (echoed or failed)."""
-    def __init__(self, total):
+    def __init__(self, total, hold=False):
         self.total, self.count, self.event = total, 0, asyncio.Event()
+        self.released = asyncio.Event() if hold else None   # --hold: set once stdin says so
 
     def settle(self):
         self.count += 1
@@ -178,11 +185,27 @@ async def main(args):
         off = rnd.randrange(len(pool) - size)
         slices.append(view[off:off + size])
     gate = asyncio.Semaphore(args.paced) if args.paced else None
-    barrier = Barrier(args.connections) if args.paced else None
+    barrier = Barrier(args.connections, args.hold) if args.paced else None
     start = time.perf_counter()
     deadline = start + args.timeout
+    held_s = None
+
+    async def hold():
+        nonlocal held_s
+        try:
+            await asyncio.wait_for(barrier.event.wait(), max(0.001, deadline - time.perf_counter()))
+        except asyncio.TimeoutError:
+            pass
+        held_s = time.perf_counter() - start
+        print(f"HELD {OpenCount.now}", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        barrier.released.set()
+
+    holder = asyncio.ensure_future(hold()) if barrier is not None and args.hold else None
     results = await asyncio.gather(*(one(args.port, s, start, deadline, gate, barrier) for s in slices))
     wall = time.perf_counter() - start
+    if holder is not None:
+        await holder
     failures = {"connect": 0, "short": 0, "mismatch": 0, "timeout": 0}
     examples = []
     latencies = []
@@ -211,6 +234,7 @@ async def main(args):
         "failures_by_kind": failures,
         "examples": examples,
         "wall_s": round(wall, 4),
+        "all_open_after_s": round(held_s, 4) if held_s is not None else None,
         "done_at_s": {"p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99), "max": pct(latencies, 1.0)},
         "failed_at_s": {"min": pct(failed_at, 0.0), "p50": pct(failed_at, 0.5), "max": pct(failed_at, 1.0)},
     }))
@@ -224,4 +248,6 @@ if __name__ == "__main__":
     p.add_argument("--timeout", type=float, default=120)
     p.add_argument("--paced", type=int, default=0, metavar="K",
                    help="at most K connections waiting for their first echoed byte; all stay open until all are echoed")
+    p.add_argument("--hold", action="store_true",
+                   help="with --paced: print HELD once all have settled, keep them open until a line on stdin")
     asyncio.run(main(p.parse_args()))

@@ -10,27 +10,53 @@ import datetime
 import json
 import os
 import re
+import subprocess
+import sys
 import time
+
+from bench_lib import chart
 
 from bench_lib.testbed import BUILT_TUNNEL, ROOT
 
 RESULTS = os.path.join(ROOT, "bench-results", "latest.json")
-ROW_ORDER = ["up", "down", "query", "storm", "fanout", "memory", "idle", "start", "lazy"]
+CHART = os.path.join(ROOT, "bench-results", "latest.png")
+SCALE = ["scale_up", "scale_threads", "scale_rss", "scale_idle", "scale_ls"]
+ROW_ORDER = ["up", "down", "query", "storm", "fanout", "memory", "latency", "connect", "idle", "start", "lazy",
+             *SCALE, "conns", "cpu_gb", "cpu_tx", "jump_up", "jump_down", "jump_query"]
 ALIASES = {"throughput": ["up", "down"], "pgbench": ["query", "storm"], "all": ROW_ORDER,
-           "fan-out": ["fanout"], "mem": ["memory"], "qps": ["query"], "tps": ["query"]}
+           "fan-out": ["fanout"], "mem": ["memory"], "qps": ["query"], "tps": ["query"],
+           "rtt": ["latency", "connect"], "scale": SCALE, "cpu": ["cpu_gb", "cpu_tx"],
+           "jump": ["jump_up", "jump_down", "jump_query"]}
 VARIANTS = ["tunnel", "ssh", "ssh_default"]
+CORES = os.cpu_count() or 1
+THREADS_BOUND = 2 * CORES + 6
 
-# name, title, unit, target description, ratio bound, "ge" / "le" / "abs"
+# name: title, unit, target description, bound, kind. Kinds: "ge" / "le" (the ratio
+# tunnel / ssh -L against the bound), "abs" (tunnel's own figure at most the bound),
+# "info" (figures and their ratio, no target).
 ROWS = {
-    "up":     ("throughput up", "Mbit/s", "≥ 0.8", 0.8, "ge"),
-    "down":   ("throughput down", "Mbit/s", "≥ 0.8", 0.8, "ge"),
+    "up":     ("throughput up", "Mbit/s", "≥ 0.9", 0.9, "ge"),
+    "down":   ("throughput down", "Mbit/s", "≥ 0.9", 0.9, "ge"),
     "query":  ("query rate", "tps", "≥ 1.2", 1.2, "ge"),
-    "storm":  ("connection storm", "tps", "≥ 2.0", 2.0, "ge"),
-    "fanout": ("fan-out", "s", "≤ 1.0, 0 failures", 1.0, "le"),
-    "memory": ("memory", "MiB", "≤ 1.0", 1.0, "le"),
+    "storm":  ("connection storm", "tps", "≥ 3.0", 3.0, "ge"),
+    "fanout": ("fan-out", "s", "≤ 0.8, 0 failures", 0.8, "le"),
+    "memory": ("peak RSS during fan-out", "MiB", "≤ 0.8", 0.8, "le"),
+    "latency": ("latency, one connection, added p50", "µs", "≤ 0.9", 0.9, "le"),
+    "connect": ("latency, new connection, added p50", "µs", "≤ 0.9", 0.9, "le"),
     "idle":   ("idle", "CPU s", "≤ 0.2 s absolute", 0.2, "abs"),
-    "start":  ("start", "ms", "≤ 1.0", 1.0, "le"),
+    "start":  ("start", "ms", "≤ 0.5", 0.5, "le"),
     "lazy":   ("lazy first client", "ms", "≤ 1.0", 1.0, "le"),
+    "scale_up": ("scale: tunnel up of all", "s", "≤ 10 s", 10.0, "abs"),
+    "scale_threads": ("scale: supervisor threads", "", f"≤ {THREADS_BOUND} (2 × cores + 6)", THREADS_BOUND, "abs"),
+    "scale_rss": ("scale: supervisor RSS", "MiB", "≤ 80 MiB", 80.0, "abs"),
+    "scale_idle": ("scale: idle CPU", "CPU s/min", "≤ 0.5 s/min", 0.5, "abs"),
+    "scale_ls": ("scale: tunnel ls --json", "s", "≤ 0.2 s", 0.2, "abs"),
+    "conns":  ("idle connections: RSS each", "KiB", "— (figure)", None, "info"),
+    "cpu_gb": ("CPU per GB moved (up + down)", "CPU s", "— (figure)", None, "info"),
+    "cpu_tx": ("CPU per 1,000 transactions", "CPU s", "— (figure)", None, "info"),
+    "jump_up": ("one jump: throughput up", "Mbit/s", "— (figure)", None, "info"),
+    "jump_down": ("one jump: throughput down", "Mbit/s", "— (figure)", None, "info"),
+    "jump_query": ("one jump: query rate", "tps", "— (figure)", None, "info"),
 }
 
 
@@ -38,18 +64,34 @@ def fmt_value(row, v):
     """A figure as the table shows it."""
     if v is None:
         return "—"
-    if row in ("up", "down"):
+    if row in ("up", "down", "jump_up", "jump_down"):
         return f"{v:,.0f} Mbit/s"
-    if row in ("query", "storm"):
+    if row in ("query", "storm", "jump_query"):
         return f"{v:,.0f} tps"
     if row == "fanout":
         return f"{v:.2f} s"
-    if row == "memory":
+    if row in ("memory", "scale_rss"):
         return f"{v:.1f} MiB"
     if row == "idle":
         return f"{v:.3f} s"
     if row in ("start", "lazy"):
         return f"{v:.0f} ms"
+    if row in ("latency", "connect"):
+        return f"+{v:.0f} µs"
+    if row == "scale_up":
+        return f"{v:.1f} s"
+    if row == "scale_threads":
+        return f"{v:.0f}"
+    if row == "scale_idle":
+        return f"{v:.3f} s/min"
+    if row == "scale_ls":
+        return f"{v:.3f} s"
+    if row == "conns":
+        return f"{v:.1f} KiB"
+    if row == "cpu_gb":
+        return f"{v:.2f} s/GB"
+    if row == "cpu_tx":
+        return f"{v:.3f} s/1k"
     return str(v)
 
 
@@ -57,7 +99,7 @@ def record(row, per_variant, error=None):
     """A row's result record from {variant: (value, detail)} (None with `error` when it was not
     measured): the values, the ratio tunnel / ssh -L, and whether the target was met."""
     title, unit, target_text, bound, kind = ROWS[row]
-    r = {"title": title, "unit": unit, "target": target_text, "error": error}
+    r = {"title": title, "unit": unit, "target": target_text, "bound": bound, "kind": kind, "error": error}
     vals = {}
     for v in VARIANTS:
         if per_variant and v in per_variant:
@@ -71,7 +113,9 @@ def record(row, per_variant, error=None):
     ratio = t / s if t is not None and s else None
     r["ratio"] = round(ratio, 4) if ratio is not None else None
     met = False
-    if error is None and t is not None:
+    if kind == "info":
+        met = None
+    elif error is None and t is not None:
         if kind == "abs":
             met = t <= bound
         elif ratio is not None:
@@ -110,12 +154,53 @@ class Report:
         print(f"ssh: {m['openssh']}; libssh2: {m['libssh2']}; PostgreSQL {m['postgresql']}")
         print(f"tunnel: {tb.tunnel_version} ({m['tunnel_commit']}, binary sha256 {tb.tunnel_sha[:12]}); "
               f"nofile {m['nofile']}, somaxconn {m['somaxconn']}; mode: {'smoke' if self.args.smoke else 'full'}")
-        print(f"tunnel profiles: sessions = {self.args.sessions} (SSH connections) for query, storm, start and fan-out; "
-              f"1 for throughput and idle; max_sessions at its default (4: extra connections while clients queue "
-              f"for channels); ssh -L always uses one")
+        print("tunnel profiles: the default (host, port, user, identity, known_hosts, forward; nothing tuned) for "
+              "every row; lazy adds lazy = true, the jump rows jump = the bastion; a profile with "
+              f"sessions = {self.args.sessions} is context only; ssh -L uses one connection")
+
+    def row_title(self, row):
+        title = ROWS[row][0]
+        if row == "idle":
+            return f"idle, {self.p['idle_n']} tunnels, {self.p['idle_s']} s"
+        if row in SCALE:
+            return title.replace("scale:", f"scale ({self.p['scale_n']} tunnels):")
+        if row == "conns":
+            return f"{self.p['conns_n']:,} idle connections: RSS each"
+        return title
+
+    def cells(self, row, r):
+        """The tunnel, ssh and ssh_default cells of a row."""
+        vals = {v: (r[v]["value"] if r[v] else None) for v in VARIANTS}
+        cells = {v: fmt_value(row, vals[v]) for v in VARIANTS}
+        det = {v: (r[v].get("detail") if r[v] else None) or {} for v in VARIANTS}
+        if r["error"]:
+            cells["tunnel"] = "not measured"
+            return cells
+        for v in VARIANTS:
+            d = det[v]
+            if not r[v]:
+                continue
+            if row == "fanout":
+                cells[v] += f", {d['failures']} failed"
+            if row in ("query", "up", "down") and d.get("median_of"):
+                cells[v] += f" (median of {d['median_of']})"
+            if row in ("latency", "connect"):
+                cells[v] += f" (p99 {d['p99_us']:.0f} µs)"
+            if row in ("cpu_gb", "cpu_tx"):
+                cells[v] += f" (sshd {d['sshd']:.{2 if row == 'cpu_gb' else 3}f})"
+            if row == "conns":
+                cells[v] += f" ({d['open']:,} open, {d['rss_held_mib']:.0f} MiB)"
+            if row.startswith("jump_") and v != "tunnel":
+                cells[v] += " (ssh -J)"
+            if row == "scale_threads":
+                cells[v] += f" ({d['fds']} fds)"
+        if row == "idle":
+            for v in ("ssh", "ssh_default"):
+                cells[v] += f" (sum of {self.p['idle_n']})"
+        return cells
 
     def print_table(self):
-        """The table, then the context and notes below it; returns (targets met, rows)."""
+        """The table, then the context and notes below it; returns (targets met, rows with a target)."""
         head = ["row", "tunnel", "ssh -L (same algorithms)", "ratio", "target", "met?", "ssh -L (default algorithms)"]
         lines = []
         met = total = 0
@@ -123,30 +208,15 @@ class Report:
             if row not in self.results:
                 continue
             r = self.results[row]
-            total += 1
-            met += r["met"]
-            vals = {v: (r[v]["value"] if r[v] else None) for v in VARIANTS}
-            cells = {v: fmt_value(row, vals[v]) for v in VARIANTS}
-            if row == "fanout" and r["error"] is None:
-                for v in VARIANTS:
-                    d = r[v]["detail"] if r[v] else None
-                    if d is not None:
-                        cells[v] += f", {d['failures']} failed"
-            if row in ("query", "up", "down") and r["error"] is None:
-                for v in VARIANTS:
-                    d = r[v]["detail"] if r[v] else None
-                    if d and d.get("median_of"):
-                        cells[v] += f" (median of {d['median_of']})"
-            if row == "idle" and r["error"] is None:
-                for v in ("ssh", "ssh_default"):
-                    cells[v] += f" (sum of {self.p['idle_n']})"
-            if r["error"]:
-                cells["tunnel"] = "not measured"
+            if r["met"] is not None:
+                total += 1
+                met += r["met"]
+            cells = self.cells(row, r)
             ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "—"
             if r["ratio"] is not None and ROWS[row][3] is not None and ratio == f"{ROWS[row][3]:.2f}":
                 ratio = f"{r['ratio']:.3f}"   # rounding must not hide which side of the target it fell
-            lines.append([r["title"], cells["tunnel"], cells["ssh"], ratio, r["target"],
-                          "yes" if r["met"] else "NO", cells["ssh_default"]])
+            lines.append([self.row_title(row), cells["tunnel"], cells["ssh"], ratio, r["target"],
+                          "—" if r["met"] is None else ("yes" if r["met"] else "NO"), cells["ssh_default"]])
         widths = [max(len(head[i]), *(len(l[i]) for l in lines)) if lines else len(head[i]) for i in range(len(head))]
 
         def fmt(cells):
@@ -160,6 +230,11 @@ class Report:
         for row in ROW_ORDER:
             if row in self.results and self.results[row]["error"]:
                 print(f"{row}: not measured: {self.results[row]['error']}")
+        missed = [self.row_title(r) for r in ROW_ORDER if r in self.results and self.results[r]["met"] is False]
+        if missed:
+            print("missed their target: " + "; ".join(missed))
+        print("seconds per row: " + ", ".join(f"{r} {self.results[r].get('seconds', 0):.0f}" for r in ROW_ORDER
+                                              if r in self.results and self.results[r].get("seconds", 0) >= 0.5))
         self.print_context()
         if self.tunnel_algorithms:
             print(f"tunnel negotiated: {'; '.join(self.tunnel_algorithms)}; ssh -L (same algorithms): -c aes128-ctr -m hmac-sha2-512")
@@ -190,15 +265,45 @@ class Report:
                 print(f"{row} samples, in run order ({'Mbit/s' if unit == 'mbit_s' else unit}): tunnel "
                       + ", ".join(f"{x:,.0f}" for x in t) + "; ssh -L " + ", ".join(f"{x:,.0f}" for x in sh)
                       + "; ratio per round " + ", ".join(f"{a / b:.2f}" for a, b in zip(t, sh)))
+        d, r = self.context.get("query_tuned"), self.results.get("query")
+        if d:
+            ssh = r["ssh"]["value"] if r and r.get("ssh") else None
+            print(f"query through a tuned profile, sessions = {d['sessions']} (context, never the row): {d['tps']:,.0f} tps"
+                  + (f" ({d['tps'] / ssh:.2f} of ssh -L)" if ssh else ""))
         ctx = []
-        for row in ("query", "storm"):
-            d = self.context.get(f"{row}_one_session")
-            r = self.results.get(row)
-            if d:
-                ssh = r["ssh"]["value"] if r and r.get("ssh") else None
-                ctx.append(f"{row} {d['tps']:,.0f} tps" + (f" ({d['tps'] / ssh:.2f} of ssh -L)" if ssh else ""))
+        for row in ("latency", "connect"):
+            d = self.context.get(f"{row}_direct")
+            if d and row in self.results and not self.results[row]["error"]:
+                t, sh = self.results[row]["tunnel"]["detail"], self.results[row]["ssh"]["detail"]
+                p99 = f"{t['added_p99_us'] / sh['added_p99_us']:.2f}" if sh["added_p99_us"] > 0 else "—"
+                ctx.append(f"{row}: direct p50 {d['p50_us']:.0f} µs, p99 {d['p99_us']:.0f}; tunnel p50 {t['p50_us']:.0f}, "
+                           f"p99 {t['p99_us']:.0f}; ssh -L p50 {sh['p50_us']:.0f}, p99 {sh['p99_us']:.0f}; "
+                           f"added p99 ratio {p99}")
         if ctx:
-            print("tunnel with sessions = 1 (context): " + ", ".join(ctx))
+            print("latency, 64-byte round trips, ratio = (tunnel − direct) / (ssh − direct): " + " | ".join(ctx))
+        sc = next((self.results[r]["tunnel"]["detail"] for r in SCALE if r in self.results and self.results[r]["tunnel"]), None)
+        if sc:
+            print(f"scale: {sc['tunnels']} tunnels up in {sc['up_s']:.1f} s; supervisor RSS {sc['rss_mib']:.1f} MiB, "
+                  f"{sc['threads']} threads, {sc['fds']} fds, idle {sc['idle_cpu_s_per_min']:.3f} CPU s/min "
+                  f"(over {sc['idle_window_s']} s), ls --json {sc['ls_json_s']:.3f} s; {sc['sshd_processes']} sshd processes"
+                  + ("" if sc["tunnels"] >= 300 else " (smoke: the targets are for 300 tunnels)"))
+        cn = self.results.get("conns")
+        if cn and not cn["error"]:
+            parts = []
+            for v in ("tunnel", "ssh"):
+                d = cn[v]["detail"] if cn[v] else None
+                if d:
+                    parts.append(f"{v}: {d['open']:,} open after {d['opened_in_s'] or 0:.1f} s, RSS {d['rss_before_mib']:.1f} → "
+                                 f"{d['rss_held_mib']:.1f} MiB, {d['fds_held']:,} fds, {d['threads']} threads, {d['failures']} failed")
+            print("idle connections held open: " + "; ".join(parts))
+        for row in ("cpu_gb", "cpu_tx"):
+            c = self.results.get(row)
+            if c and not c["error"]:
+                t, sh = c["tunnel"]["detail"], c["ssh"]["detail"]
+                what = "GB moved (iperf3 up + down)" if row == "cpu_gb" else "1,000 transactions (pgbench -S -c 8)"
+                print(f"CPU per {what}: tunnel {t['forwarder']:.3f} s + its sshd {t['sshd']:.3f} s = "
+                      f"{t['forwarder'] + t['sshd']:.3f}; ssh -L {sh['forwarder']:.3f} s + its sshd {sh['sshd']:.3f} s = "
+                      f"{sh['forwarder'] + sh['sshd']:.3f}")
         cc = self.context.get("crypto_ceiling")
         if cc:
             print(f"libcrypto on this CPU, one core, one direction: aes128-ctr in libssh2's 16-byte calls "
@@ -255,18 +360,20 @@ class Report:
             "duration_s": round(time.monotonic() - self.t_start, 1),
             "machine": machine,
             "tunnel": {"binary": BUILT_TUNNEL, "sha256": tb.tunnel_sha, "version": tb.tunnel_version},
-            "parameters": {**self.p, "sessions": self.args.sessions},
+            "parameters": {**self.p, "tuned_context_sessions": self.args.sessions},
             "commands": {
                 "ssh": " ".join(tb.ssh_argv("ssh", "LOCAL", "TARGET")),
                 "ssh_default": " ".join(tb.ssh_argv("ssh_default", "LOCAL", "TARGET")),
                 "tunnel_profile_example": open(tb.config).read().split("\n\n")[0],
             },
-            "rows": self.results,
+            "rows": {row: dict(r, label=self.row_title(row)) for row, r in self.results.items()},
             "context": self.context,
             "tunnel_negotiated": self.tunnel_algorithms,
             "supervisor_log_warnings": self.tunnel_log_issues[:200],
             "notes": self.notes,
-            "summary": {"met": met, "total": total},
+            "summary": {"met": met, "total": total,
+                        "missed": [r for r in ROW_ORDER if r in self.results and self.results[r]["met"] is False]},
+            "chart": os.path.basename(CHART),
         }
         tmp = RESULTS + ".tmp"
         with open(tmp, "w") as f:
@@ -274,11 +381,37 @@ class Report:
             f.write("\n")
         os.replace(tmp, RESULTS)
 
+    def write_chart(self):
+        """bench-results/latest.png from latest.json (Scripts/bench_lib/chart.py), in this
+        interpreter when it has matplotlib, else in Debian's /usr/bin/python3 (where
+        python3-matplotlib installs); says so and carries on when neither has it."""
+        rel = os.path.relpath(CHART, os.getcwd()) if CHART.startswith(os.getcwd()) else CHART
+        try:
+            chart.draw(RESULTS, CHART)
+            print(f"chart: {rel}")
+            return CHART
+        except ImportError:
+            pass
+        system = "/usr/bin/python3"
+        if os.path.exists(system) and os.path.realpath(system) != os.path.realpath(sys.executable):
+            p = subprocess.run([system, chart.__file__, RESULTS, CHART], capture_output=True, text=True, timeout=120)
+            if p.returncode == 0:
+                print(f"chart: {rel} (drawn by {system})")
+                return CHART
+            if "No module named 'matplotlib'" not in p.stderr:
+                print(f"chart: not written: {p.stderr.strip()[-300:]}")
+                return None
+        print("chart: not written, python3-matplotlib is not installed (apt-get install python3-matplotlib); "
+              "the table and the JSON are complete without it")
+        return None
+
     def print_summary(self, met, total):
         elapsed = time.monotonic() - self.t_start
         print(f"results: {os.path.relpath(RESULTS, os.getcwd()) if RESULTS.startswith(os.getcwd()) else RESULTS}; "
               f"took {elapsed:.0f} s")
-        print(f"bench: {met} of {total} targets met")
+        print(f"bench: {met} of {total} targets met"
+              + (f" (rows of figures without a target: {sum(1 for r in self.results.values() if r['met'] is None)})"
+                 if any(r["met"] is None for r in self.results.values()) else ""))
 
     def smoke_problems(self):
         """Why a --smoke run fails: rows not measured, fan-out failures, links without CCryptoCalls' shortcuts."""

@@ -3,17 +3,22 @@
 Each row function takes the Testbed (and the Report, for the context it
 gathers on the way) and returns {variant: (value, detail)} for tunnel, ssh
 (same algorithms) and ssh_default; `measure` runs the selected rows in table
-order and files a result record per row with report.record. Context (no
-target): direct runs without forwarding, tunnel with one SSH connection, the
-fan-out burst, the libcrypto ceiling, and three figures the integration
-tests once asserted (page faults during a bulk transfer, RSS with a stalled
-client and idle connections, `tunnel up` waiting out connect_timeout).
+order and files a result record per row with report.record. Every tunnel row
+runs the default profile. Rows measured together share one measurement:
+fanout and memory, the five scale rows, the three jump rows; cpu_gb and
+cpu_tx divide the CPU that the up, down and query samples recorded. Context
+(no target): direct runs without forwarding, the tuned profile
+(sessions = --sessions) beside the query row, the fan-out burst, the
+libcrypto ceiling, and three figures the integration tests once asserted
+(page faults during a bulk transfer, RSS with a stalled client and idle
+connections, `tunnel up` waiting out connect_timeout).
 FULL and SMOKE are the sizes of a full run and of --smoke.
 """
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -23,21 +28,33 @@ import time
 
 from bench_lib import report
 from bench_lib.testbed import (BENCH_LIB, LATE_BY_S, LATE_CONNECT_TIMEOUT, ROOT, BenchError, DelayedRelay, Sampler,
-                               alive, cpu_seconds, free_port, kill_pid, log, minor_faults, pids_with_arg,
-                               popen_logged, run, status_kib, tail, wait_listening, warn)
+                               alive, cpu_of, cpu_seconds, fd_count, free_port, kill_pid, log, minor_faults,
+                               pids_with_arg, popen_logged, readline_timeout, run, status_kib, stop_popen, tail,
+                               wait_listening, warn)
 
 # query_rounds, iperf_rounds: the query and throughput rows are the median of
 # that many interleaved samples per side (tunnel, ssh -L, ssh -L, tunnel, ...):
 # this VM's noise moves one sample by more than the 20 % the targets ask for
 # (ssh -L alone measured 2.5 to 3.8 Gbit/s in back-to-back 5 s runs).
-FULL = dict(iperf_t=10, iperf_rounds=3, pg_t=15, pg_scale=5, query_rounds=3, fan_n=5000, fan_size=65536, fan_timeout=30,
-            idle_n=20, idle_s=60, start_reps=5, direct=True)
-SMOKE = dict(iperf_t=1, iperf_rounds=2, pg_t=2, pg_scale=5, query_rounds=2, fan_n=200, fan_size=65536, fan_timeout=60,
-             idle_n=3, idle_s=3, start_reps=1, direct=False)
+#
+# A full run must stay under 12 minutes (without the build): iperf3 runs 6 s
+# and pgbench 8 s per sample, the context runs (direct, tuned profile) 3-4 s.
+# lat_*: the latency rows (round trips per sample, samples per side, new
+# connections per sample); scale_*: tunnels in the scale row's supervisor and
+# its idle window (CPU per minute is scaled from it); conns_n: the idle
+# connections held through one forwarder; jump_*: the jump rows' sizes.
+FULL = dict(iperf_t=6, iperf_rounds=3, pg_t=8, pg_scale=5, query_rounds=3, storm_rounds=1, fan_n=5000,
+            fan_size=65536, fan_timeout=30, idle_n=20, idle_s=60, start_reps=5, direct=True,
+            lat_trips=3000, lat_rounds=3, lat_new=300, scale_n=300, scale_idle_s=20, conns_n=10000,
+            jump_rounds=2, jump_iperf_t=5, jump_pg_t=6)
+SMOKE = dict(iperf_t=1, iperf_rounds=2, pg_t=2, pg_scale=5, query_rounds=2, storm_rounds=1, fan_n=200,
+             fan_size=65536, fan_timeout=60, idle_n=3, idle_s=3, start_reps=1, direct=False,
+             lat_trips=1000, lat_rounds=1, lat_new=100, scale_n=50, scale_idle_s=3, conns_n=300,
+             jump_rounds=1, jump_iperf_t=1, jump_pg_t=2)
 
 FANOUT_PACED = 100
-# Direct runs (no forwarding) are context only: shorter, to keep a full run under 10 minutes.
-CONTEXT_T = 4
+# Direct runs (no forwarding) and the tuned profile are context only: shorter, to keep a full run under 12 minutes.
+CONTEXT_T = 3
 MIB = 1 << 20
 
 
@@ -46,22 +63,53 @@ def order(k):
     return ["tunnel", "ssh", "ssh_default"] if k % 2 == 0 else ["ssh", "tunnel", "ssh_default"]
 
 
-def interleaved(tb, k, rounds, profile, unit, what, measure_one):
+class CPUWatch:
+    """CPU seconds of a forwarder (tunnel's supervisor or the ssh process) and of the
+    sshd processes serving the testbed, between start() and stop(). sshd's side is
+    every process below the sshd listener: only the forward measured is up then."""
+
+    def __init__(self, tb, pid):
+        self.tb, self.pid = tb, pid
+
+    def start(self):
+        self.f0 = cpu_of([self.pid]).get(self.pid, 0.0)
+        self.s0 = cpu_of(self.tb.sshd_pids())
+        return self
+
+    def stop(self):
+        f1 = cpu_of([self.pid]).get(self.pid, self.f0)
+        s1 = cpu_of(self.tb.sshd_pids())
+        # processes that started meanwhile (an extra SSH connection) count from 0
+        return {"forwarder_cpu_s": round(f1 - self.f0, 3),
+                "sshd_cpu_s": round(sum(v - self.s0.get(p, 0.0) for p, v in s1.items()), 3)}
+
+
+def interleaved(tb, k, rounds, profile, unit, what, measure_one, variants=None):
     """`rounds` samples per variant in alternating order (the second
     reference gets one); per variant the median value, with the detail of
-    the sample nearest it and, over several rounds, every sample."""
+    the sample nearest it and, over several rounds, every sample. Each
+    sample's detail also holds the CPU seconds of the forwarder and of sshd
+    (CPUWatch), and the totals over a variant's samples go in its detail
+    (the CPU-cost rows divide them by the work done)."""
     samples = {}
     for r in range(rounds):
         for v in order(k + r):
+            if variants is not None and v not in variants:
+                continue
             if v == "ssh_default" and r > 0:
                 continue
             log(f"{what} through {v}" + (f" (round {r + 1} of {rounds})" if rounds > 1 else ""))
-            with tb.forward(v, profile) as (port, _):
-                samples.setdefault(v, []).append(measure_one(port))
+            with tb.forward(v, profile) as (port, pid):
+                watch = CPUWatch(tb, pid).start()
+                value, detail = measure_one(port)
+                samples.setdefault(v, []).append((value, dict(detail, **watch.stop())))
     res = {}
     for v, got in samples.items():
         value = statistics.median(s[0] for s in got)
         detail = min(got, key=lambda s: abs(s[0] - value))[1]
+        totals = {key: round(sum(s[1].get(key) or 0 for s in got), 3)
+                  for key in ("forwarder_cpu_s", "sshd_cpu_s", "bytes", "transactions")}
+        detail = dict(detail, totals={key: val for key, val in totals.items() if val})
         if len(got) > 1:
             detail = dict(detail, median_of=len(got), **{f"samples_{unit}": [round(s[0], 1) for s in got]})
         res[v] = (value, detail)
@@ -92,6 +140,7 @@ def iperf(tb, port, reverse, t=None):
     rcv = end["sum_received"]["bits_per_second"] / 1e6
     snd = end["sum_sent"]["bits_per_second"] / 1e6
     return rcv, {"received_mbit_s": round(rcv, 1), "sent_mbit_s": round(snd, 1),
+                 "bytes": end["sum_received"].get("bytes"),
                  "retransmits": end["sum_sent"].get("retransmits"),
                  "receiver": "client (-R)" if reverse else "server"}
 
@@ -132,20 +181,22 @@ def pgbench(tb, port, connect_each, t=None):
             detail[key] = float(mm.group(1))
     if detail.get("failed"):
         raise BenchError(f"pgbench: {int(detail['failed'])} failed transactions")
+    if "transactions" in detail:
+        detail["transactions"] = int(detail["transactions"])
     return detail["tps"], detail
 
 
 def query_or_storm(tb, rep, row, k):
     """Rows query (8 clients, connected once) and storm (-C: a connection per transaction);
-    in a full run also direct and, for query, through tunnel with sessions = 1, as context."""
+    in a full run also direct and, for query, through the tuned profile (sessions = --sessions), as context."""
     storm = row == "storm"
-    res = interleaved(tb, k, 1 if storm else tb.p["query_rounds"], "db", "tps",
+    res = interleaved(tb, k, tb.p["storm_rounds" if storm else "query_rounds"], "db", "tps",
                       f"{row}: pgbench -S{' -C -c 4' if storm else ' -c 8'} -j 2 -T {tb.p['pg_t']}",
                       lambda port: pgbench(tb, port, storm))
-    if tb.p["direct"] and tb.args.sessions > 1 and not storm:
-        log(f"{row}: pgbench through tunnel with sessions = 1 (context)")
-        with tb.forward("tunnel", "db1") as (port, _):
-            rep.context[f"{row}_one_session"] = pgbench(tb, port, storm)[1]
+    if tb.p["direct"] and not storm:
+        log(f"{row}: pgbench through tunnel with sessions = {tb.args.sessions}, {tb.p['pg_t']} s (context, tuned)")
+        with tb.forward("tunnel", "db_tuned") as (port, _):
+            rep.context[f"{row}_tuned"] = dict(pgbench(tb, port, storm)[1], sessions=tb.args.sessions)
     if tb.p["direct"]:
         log(f"{row}: pgbench direct, {CONTEXT_T} s (context)")
         rep.context[f"{row}_direct"] = pgbench(tb, tb.pg_port, storm, CONTEXT_T)[1]
@@ -436,6 +487,334 @@ def lazy(tb):
             for v in report.VARIANTS}
 
 
+# ---------------------------------------------------------------- latency
+LAT_BYTES = 64
+LAT_WARMUP = 100
+
+
+def pct(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p * len(values)))]
+
+
+def _echo_once(s, msg, what):
+    s.sendall(msg)
+    got = 0
+    while got < LAT_BYTES:
+        chunk = s.recv(LAT_BYTES - got)
+        if not chunk:
+            raise BenchError(f"the echo {what} closed the connection")
+        got += len(chunk)
+
+
+def round_trips(direct_port, port, n):
+    """n round trips of LAT_BYTES bytes over one connection through port, each right after
+    one over a direct connection to the echo server (so both see the same moment of a busy
+    machine), after LAT_WARMUP pairs not counted; returns (direct µs, through µs)."""
+    msg = os.urandom(LAT_BYTES)
+    d_out, t_out = [], []
+    with socket.create_connection(("127.0.0.1", direct_port), timeout=10) as d, \
+            socket.create_connection(("127.0.0.1", port), timeout=10) as t:
+        for s in (d, t):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(n + LAT_WARMUP):
+            t0 = time.perf_counter_ns()
+            _echo_once(d, msg, "direct")
+            t1 = time.perf_counter_ns()
+            _echo_once(t, msg, f"through port {port}")
+            t2 = time.perf_counter_ns()
+            if i >= LAT_WARMUP:
+                d_out.append((t1 - t0) / 1000)
+                t_out.append((t2 - t1) / 1000)
+    return d_out, t_out
+
+
+def new_connections(direct_port, port, n):
+    """n times, a direct one then one through port: connect, one LAT_BYTES round trip, close;
+    returns (direct µs, through µs)."""
+    msg = os.urandom(LAT_BYTES)
+    out = ([], [])
+    for i in range(n):
+        for j, p in enumerate((direct_port, port)):
+            t0 = time.perf_counter_ns()
+            with socket.create_connection(("127.0.0.1", p), timeout=10) as s:
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                _echo_once(s, msg, f"through port {p} (new connection {i})")
+                out[j].append((time.perf_counter_ns() - t0) / 1000)
+    return out
+
+
+def latency(tb, rep, row, k):
+    """Rows latency (one connection, lat_trips round trips of 64 bytes) and connect (lat_new
+    times: connect, one 64-byte round trip, close), through the echo profile, each trip
+    paired with one direct to the echo server (no forwarding) just before it. Variants in
+    alternating order over lat_rounds rounds; a variant's value is what it adds over direct
+    at p50 (microseconds; p50 through minus p50 direct of the same sample), the median over
+    rounds, so the ratio is (tunnel - direct) / (ssh - direct). p99 goes in the detail."""
+    new = row == "connect"
+    n = tb.p["lat_new"] if new else tb.p["lat_trips"]
+    fn = new_connections if new else round_trips
+    what = (f"{n} x (connect + one {LAT_BYTES}-byte round trip + close)" if new
+            else f"{n} {LAT_BYTES}-byte round trips on one connection")
+    per = {}
+    direct = []
+    for r in range(tb.p["lat_rounds"]):
+        for v in order(k + r):
+            if v == "ssh_default" and r > 0:
+                continue
+            log(f"{row}: {what}, through {v}, each after one direct (round {r + 1} of {tb.p['lat_rounds']})")
+            with tb.forward(v, "echo") as (port, _):
+                if new:
+                    new_connections(tb.echo_port, port, 5)   # the first channel (and any extra connection) not counted
+                d, got = fn(tb.echo_port, port, n)
+            d50, d99 = pct(d, 0.5), pct(d, 0.99)
+            direct.append((d50, d99))
+            per.setdefault(v, []).append((pct(got, 0.5) - d50, pct(got, 0.99) - d99, pct(got, 0.5), pct(got, 0.99)))
+    res = {}
+    for v, got in per.items():
+        add50 = statistics.median(g[0] for g in got)
+        res[v] = (add50, {"added_p50_us": round(add50, 1), "added_p99_us": round(statistics.median(g[1] for g in got), 1),
+                          "p50_us": round(statistics.median(g[2] for g in got), 1),
+                          "p99_us": round(statistics.median(g[3] for g in got), 1),
+                          "samples_added_p50_us": [round(g[0], 1) for g in got], "n": n})
+    rep.context[f"{row}_direct"] = {"p50_us": round(statistics.median(d[0] for d in direct), 1),
+                                    "p99_us": round(statistics.median(d[1] for d in direct), 1)}
+    if res.get("ssh") and res["ssh"][0] <= 0:
+        raise BenchError(f"ssh -L added {res['ssh'][0]:.1f} µs over direct: no ratio to take")
+    return res
+
+
+# ------------------------------------------------------------------ scale
+def timed(fn, reps):
+    """The median seconds of `reps` calls of fn."""
+    times = []
+    for _ in range(reps):
+        t0 = time.monotonic()
+        fn()
+        times.append(time.monotonic() - t0)
+    return statistics.median(times)
+
+
+def proc_threads(pid):
+    return status_kib(pid, "Threads")
+
+
+def scale(tb, rep):
+    """The scale rows' data: scale_n default profiles (a config and supervisor of their own)
+    brought up with one cold `tunnel up`; then the supervisor's RSS, threads and fds, its CPU
+    over scale_idle_s without traffic (scaled to a minute), and `tunnel ls --json`'s time
+    (median of 3)."""
+    n = tb.p["scale_n"]
+    aside, names = tb.write_scale_profiles(n)
+    log(f"scale: tunnel up of {n} tunnels (cold, a supervisor of its own)")
+    aside.stop_supervisor()
+    try:
+        t0 = time.monotonic()
+        aside.tunnel_cmd("up", *names, "--timeout", "120", timeout=240)
+        up_s = time.monotonic() - t0
+        pid = aside.supervisor_pid()
+        if pid is None:
+            raise BenchError("no supervisor after `tunnel up` of the scale tunnels")
+        tb.supervisor_pids.add(pid)
+        listed = aside.tunnel_ls()
+        states = {}
+        if isinstance(listed, list):
+            for t in listed:
+                states[t.get("state")] = states.get(t.get("state"), 0) + 1
+        if states.get("up", 0) < n:
+            raise BenchError(f"after `tunnel up` of {n} tunnels: {states or listed}")
+        time.sleep(2)
+        rss = status_kib(pid, "VmRSS")
+        threads, fds = proc_threads(pid), fd_count(pid)
+        secs = tb.p["scale_idle_s"]
+        log(f"scale: {n} tunnels idle for {secs} s (CPU scaled to a minute), then tunnel ls --json x3")
+        c0 = cpu_seconds(pid)
+        time.sleep(secs)
+        idle_per_min = (cpu_seconds(pid) - c0) * 60 / secs
+        ls_s = timed(lambda: aside.tunnel_cmd("ls", "--json", timeout=30), 3)
+        rss_after = status_kib(pid, "VmRSS")
+        data = {"tunnels": n, "up_s": round(up_s, 2), "rss_mib": round(max(rss, rss_after) / 1024, 1),
+                "threads": threads, "fds": fds, "idle_cpu_s_per_min": round(idle_per_min, 3), "idle_window_s": secs,
+                "ls_json_s": round(ls_s, 3), "cores": os.cpu_count(), "sshd_processes": len(tb.sshd_pids())}
+        log(f"scale: up {up_s:.1f} s, RSS {data['rss_mib']} MiB, {threads} threads, {fds} fds, "
+            f"idle {idle_per_min:.3f} CPU s/min, ls --json {ls_s:.3f} s")
+        return data
+    finally:
+        t0 = time.monotonic()
+        aside.tunnel_down()
+        aside.stop_supervisor()
+        log(f"scale: down and supervisor stopped in {time.monotonic() - t0:.1f} s")
+
+
+SCALE_ROWS = {"scale_up": "up_s", "scale_threads": "threads", "scale_rss": "rss_mib",
+              "scale_idle": "idle_cpu_s_per_min", "scale_ls": "ls_json_s"}
+
+
+def scale_row(row, data):
+    return {"tunnel": (data[SCALE_ROWS[row]], data)}
+
+
+# ------------------------------------------------- idle connections (conns)
+def hold_connections(tb, variant):
+    """conns_n connections (64 bytes echoed each, at most FANOUT_PACED awaiting their first
+    byte) through a fresh forwarder, all held open: the forwarder's RSS, threads and fds
+    before and with all of them open."""
+    n = tb.p["conns_n"]
+    with tb.forward(variant, "echo", fresh=True) as (port, pid):
+        time.sleep(0.5)
+        base = status_kib(pid, "VmRSS")
+        base_fds = fd_count(pid)
+        client = subprocess.Popen([sys.executable, os.path.join(BENCH_LIB, "fanout_client.py"), "--port", str(port),
+                                   "--connections", str(n), "--size", "64", "--timeout", str(max(60, n // 50)),
+                                   "--paced", str(FANOUT_PACED), "--hold"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        tb.procs.append(client)
+        try:
+            line = readline_timeout(client.stdout, max(90, n // 40))
+            if not line or not line.startswith("HELD"):
+                raise BenchError(f"the client did not hold its connections: {line!r} {tail(client.stderr.read() if client.poll() is not None else '')}")
+            open_now = int(line.split()[1])
+            time.sleep(1)
+            if not alive(pid):
+                raise BenchError(f"the forwarding process (pid {pid}) died with {open_now} connections open")
+            held = status_kib(pid, "VmRSS")
+            threads, fds = proc_threads(pid), fd_count(pid)
+            out, err = client.communicate("\n", timeout=120)
+        finally:
+            tb.forget(client)
+        try:
+            data = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise BenchError(f"the connection client failed (exit {client.returncode}): {tail(err or out)}")
+        if open_now == 0:
+            raise BenchError(f"no connection was held open ({data.get('examples')})")
+        return {"connections": n, "open": open_now, "failures": data["failures"], "examples": data["examples"][:2],
+                "opened_in_s": data.get("all_open_after_s"), "rss_before_mib": round(base / 1024, 2),
+                "rss_held_mib": round(held / 1024, 2), "kib_per_connection": round((held - base) / open_now, 2),
+                "threads": threads, "fds_before": base_fds, "fds_held": fds}
+
+
+def conns(tb, k):
+    """Row conns: KiB of the forwarder's RSS per idle connection held open through it."""
+    if not tb.fd_ok:
+        raise BenchError(tb.fd_problem)
+    res = {}
+    for v in order(k)[:2]:
+        log(f"conns: {tb.p['conns_n']} idle connections held through {v} (fresh {'supervisor' if v == 'tunnel' else 'ssh process'})")
+        d = hold_connections(tb, v)
+        log(f"conns: {v}: {d['open']} open, {d['kib_per_connection']:.1f} KiB each, RSS {d['rss_held_mib']:.1f} MiB, "
+            f"{d['failures']} failed")
+        res[v] = (d["kib_per_connection"], d)
+    return res
+
+
+# --------------------------------------------------------------- CPU cost
+def cpu_cost(tb, rep, row, k, sources):
+    """Rows cpu_gb (forwarder CPU s per GB through iperf3, up and down together) and cpu_tx
+    (per 1,000 pgbench -S -c 8 transactions), from the samples of rows up, down and query
+    (their totals; when those rows did not run, one sample each is taken here). sshd's side
+    goes in the detail."""
+    kind = "bytes" if row == "cpu_gb" else "transactions"
+    per = 1e9 if row == "cpu_gb" else 1000
+    need = ("up", "down") if row == "cpu_gb" else ("query",)
+    res = {}
+    for src in need:
+        data = sources.get(src)
+        if data is None:
+            log(f"{row}: row {src} did not run here, one sample per side")
+            if src == "query":
+                data = interleaved(tb, k, 1, "db", "tps", f"{row}: pgbench -S -c 8 -j 2 -T {tb.p['pg_t']}",
+                                   lambda port: pgbench(tb, port, False), variants=("tunnel", "ssh"))
+            else:
+                data = interleaved(tb, k, 1, "iperf", "mbit_s", f"{row}: iperf3{' -R' if src == 'down' else ''} -t {tb.p['iperf_t']}",
+                                   lambda port, rev=(src == "down"): iperf(tb, port, rev), variants=("tunnel", "ssh"))
+            sources[src] = data
+        for v, (_, detail) in data.items():
+            t = detail.get("totals", {})
+            acc = res.setdefault(v, {"forwarder_cpu_s": 0.0, "sshd_cpu_s": 0.0, "work": 0})
+            acc["forwarder_cpu_s"] += t.get("forwarder_cpu_s", 0)
+            acc["sshd_cpu_s"] += t.get("sshd_cpu_s", 0)
+            acc["work"] += t.get(kind, 0)
+    out = {}
+    for v, acc in res.items():
+        if not acc["work"]:
+            continue
+        f = acc["forwarder_cpu_s"] * per / acc["work"]
+        out[v] = (f, {"forwarder": round(f, 3), "sshd": round(acc["sshd_cpu_s"] * per / acc["work"], 3),
+                      "forwarder_cpu_s": round(acc["forwarder_cpu_s"], 2), "sshd_cpu_s": round(acc["sshd_cpu_s"], 2),
+                      kind: acc["work"], "from_rows": list(need)})
+    if "tunnel" not in out or "ssh" not in out:
+        raise BenchError(f"no {kind} counted")
+    return out
+
+
+# ------------------------------------------------------------------- jump
+class JumpForward:
+    """`with JumpForward(tb, variant) as (iperf_port, pg_port, pid)`: the jump profile through
+    tunnel, or `ssh -N -J bastion -L ... -L ...` (own process group: its `ssh -W` goes too)."""
+
+    def __init__(self, tb, variant):
+        self.tb, self.variant, self.proc = tb, variant, None
+
+    def __enter__(self):
+        tb = self.tb
+        if self.variant == "tunnel":
+            pid = tb.tunnel_up("jump")
+            return tb.tports["jump"], tb.tports["jump_db"], pid
+        ports = free_port(), free_port()
+        errpath = os.path.join(tb.work, f"ssh-jump-{ports[0]}.err")
+        argv = ["ssh", "-N", "-F", tb.jump_ssh_config, "-J", "bench-bastion",
+                "-L", f"127.0.0.1:{ports[0]}:127.0.0.1:{tb.iperf_port}",
+                "-L", f"127.0.0.1:{ports[1]}:127.0.0.1:{tb.pg_port}", "bench-target"]
+        self.proc = popen_logged(argv, errpath, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=tb.env,
+                                 start_new_session=True)
+        tb.procs.append(self.proc)
+        try:
+            for p in ports:
+                wait_listening(p, 30, self.proc, "ssh -J -L")
+        except BenchError as e:
+            self.__exit__()
+            with open(errpath) as f:
+                raise BenchError(f"{e}: {tail(f.read())}")
+        return ports[0], ports[1], self.proc.pid
+
+    def __exit__(self, *exc):
+        if self.variant == "tunnel":
+            self.tb.tunnel_down("jump")
+            return False
+        self.tb.forget(self.proc)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        return False
+
+
+def jump(tb, rep, k):
+    """The jump rows' data: per round, in alternating order, the jump profile through tunnel and
+    `ssh -J -L` (one SSH chain each, carrying both forwards): iperf3 up, iperf3 -R, pgbench
+    -S -c 8 -j 2. Medians over jump_rounds. Returns {row: {variant: (value, detail)}}."""
+    tb.start_bastion()
+    samples = {}
+    t_i, t_p = tb.p["jump_iperf_t"], tb.p["jump_pg_t"]
+    for r in range(tb.p["jump_rounds"]):
+        for v in order(k + r):
+            if v == "ssh_default":
+                continue
+            log(f"jump: through {'tunnel (jump = bastion)' if v == 'tunnel' else 'ssh -J bastion -L'}: iperf3 -t {t_i}, -R, "
+                f"pgbench -S -c 8 -j 2 -T {t_p} (round {r + 1} of {tb.p['jump_rounds']})")
+            with JumpForward(tb, v) as (ip, pg, _):
+                samples.setdefault(("jump_up", v), []).append(iperf(tb, ip, False, t_i))
+                samples.setdefault(("jump_down", v), []).append(iperf(tb, ip, True, t_i))
+                samples.setdefault(("jump_query", v), []).append(pgbench(tb, pg, False, t_p))
+    out = {}
+    for (row, v), got in samples.items():
+        value = statistics.median(g[0] for g in got)
+        detail = dict(min(got, key=lambda g: abs(g[0] - value))[1], samples=[round(g[0], 1) for g in got])
+        out.setdefault(row, {})[v] = (value, detail)
+    return out
+
+
 # ---------------------------------------------------------------- context
 def crypto_ceiling(tb, rep):
     """libcrypto's own speed in libssh2's 16-byte-call pattern, plain and
@@ -590,14 +969,16 @@ CONTEXT_AFTER = {
 # -------------------------------------------------------------- all rows
 def measure(tb, rep, selected):
     """Runs the selected rows in table order, filing a record per row in rep.results
-    (a row that fails is filed as not measured) and their context in rep.context."""
+    (a row that fails is filed as not measured) and their context in rep.context.
+    Rows measured together (fanout and memory, the scale rows, the jump rows) share
+    one measurement: its seconds go to the first of them."""
     if "up" in selected or "down" in selected:
         crypto_ceiling(tb, rep)
-    fanout_cache = {}
+    cache = {"sources": {}}
     for k, row in enumerate(r for r in report.ROW_ORDER if r in selected):
         t0 = time.monotonic()
         try:
-            rep.results[row] = _measure_row(tb, rep, row, k, fanout_cache)
+            rep.results[row] = _measure_row(tb, rep, row, k, cache)
         finally:
             if row in rep.results:
                 rep.results[row]["seconds"] = round(time.monotonic() - t0, 1)
@@ -609,28 +990,50 @@ def measure(tb, rep, selected):
                 rep.notes.append(f"{key} (context) not measured: {e}")
 
 
-def _measure_row(tb, rep, row, k, fanout_cache):
+def _shared(cache, key, fn, what):
+    """The measurement several rows read, taken once (None once it failed)."""
+    if key not in cache:
+        try:
+            cache[key] = fn()
+        except BenchError as e:
+            cache[key] = None
+            cache[key + "_error"] = str(e)
+            warn(f"{what}: could not be measured: {e}")
+    if cache[key] is None:
+        raise BenchError(f"not measured: {cache.get(key + '_error', what + ' failed')}")
+    return cache[key]
+
+
+def _measure_row(tb, rep, row, k, cache):
     try:
         if row in ("up", "down"):
             res = throughput(tb, rep, row, k)
+            cache["sources"][row] = res
         elif row in ("query", "storm"):
             res = query_or_storm(tb, rep, row, k)
+            if row == "query":
+                cache["sources"][row] = res
         elif row in ("fanout", "memory"):
-            if "data" not in fanout_cache:
-                fanout_cache["data"] = fanout(tb, rep, k)
-            if fanout_cache["data"] is None:
-                return report.record(row, None, error="not measured: the fan-out failed")
-            res = (fanout_row if row == "fanout" else memory_row)(fanout_cache["data"])
+            data = _shared(cache, "fanout", lambda: fanout(tb, rep, k), "the fan-out")
+            res = (fanout_row if row == "fanout" else memory_row)(data)
+        elif row in ("latency", "connect"):
+            res = latency(tb, rep, row, k)
         elif row == "idle":
             res = idle(tb)
         elif row == "start":
             res = start(tb)
         elif row == "lazy":
             res = lazy(tb)
+        elif row in SCALE_ROWS:
+            res = scale_row(row, _shared(cache, "scale", lambda: scale(tb, rep), "the scale run"))
+        elif row == "conns":
+            res = conns(tb, k)
+        elif row in ("cpu_gb", "cpu_tx"):
+            res = cpu_cost(tb, rep, row, k, cache["sources"])
+        elif row.startswith("jump_"):
+            res = _shared(cache, "jump", lambda: jump(tb, rep, k), "the jump rows")[row]
         return report.record(row, res)
     except BenchError as e:
-        if row in ("fanout", "memory"):
-            fanout_cache["data"] = None
         warn(f"{row}: could not be measured: {e}")
         return report.record(row, None, error=str(e))
     except (KeyError, TypeError) as e:

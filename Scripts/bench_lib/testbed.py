@@ -226,6 +226,40 @@ def status_kib(pid, key):
     return 0
 
 
+def descendants(pid):
+    """Every process below pid (children, their children, ...)."""
+    children = {}
+    for d in glob.glob("/proc/[0-9]*"):
+        try:
+            children.setdefault(int(_stat_fields(d[6:])[1]), []).append(int(d[6:]))
+        except (OSError, ValueError, IndexError):
+            continue
+    out, stack = [], list(children.get(pid, []))
+    while stack:
+        p = stack.pop()
+        out.append(p)
+        stack += children.get(p, [])
+    return out
+
+
+def cpu_of(pids):
+    """{pid: CPU seconds} of the processes still there."""
+    got = {}
+    for p in pids:
+        try:
+            got[p] = cpu_seconds(p)
+        except (OSError, IndexError, ValueError):
+            pass
+    return got
+
+
+def fd_count(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
 def pids_with_arg(token, exe_name=None):
     """Processes whose command line contains token (and whose argv[0] basename is exe_name)."""
     found = []
@@ -401,7 +435,7 @@ class Testbed:
     def raise_fd_limit(self):
         """RLIMIT_NOFILE as high as the fan-out needs (sets fd_ok, and fd_problem when it cannot)."""
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        need = self.p["fan_n"] + FD_MARGIN
+        need = max(self.p["fan_n"], self.p.get("conns_n", 0)) + FD_MARGIN
         if hard == resource.RLIM_INFINITY:   # NOFILE cannot really be unlimited: fs.nr_open caps it
             try:
                 hard = int(open("/proc/sys/fs/nr_open").read())
@@ -423,7 +457,7 @@ class Testbed:
         if not self.fd_ok:
             self.fd_problem = (
                 f"the open-file limit is {soft} (hard {hard}), but the fan-out needs about {need} file descriptors "
-                f"in each of the client, the echo server, sshd and the forwarder ({self.p['fan_n']} connections + "
+                f"in each of the client, the echo server, sshd and the forwarder ({need - FD_MARGIN} connections + "
                 f"{FD_MARGIN}). Raise the hard limit and run again, e.g. as root `ulimit -Hn 65536; Scripts/bench`, "
                 f"`prlimit --nofile=65536:65536 Scripts/bench`, docker run --ulimit nofile=65536:65536, "
                 f"LimitNOFILE=65536 in a systemd unit, or `* hard nofile 65536` in /etc/security/limits.conf.")
@@ -500,14 +534,17 @@ class Testbed:
             warn(f"iperf3 server restart failed: {e}")
 
     def write_profiles(self):
-        """tunnels.toml: one profile per forward the rows use (and a known_hosts line for the relay)."""
+        """tunnels.toml: one profile per forward the rows use (and a known_hosts line for the relay).
+
+        Every row's profile is the default one, as users write it: host, port,
+        user, identity, known_hosts and forward (plus `jump` for the jump rows,
+        `lazy = true` for the lazy row). Tuned variants are context only:
+        db_tuned (sessions = --sessions), and the late-session profile."""
         self.tports = {"db": free_port(), "iperf": free_port(), "echo": free_port()}
         extra = {}
-        self.tports["db1"] = free_port()
-        targets = {"db": self.pg_port, "db1": self.pg_port, "iperf": self.iperf_port, "echo": self.echo_port}
-        # Many-client rows (query, storm, start, fan-out) use --sessions SSH
-        # connections; db1 is the same forward over one, measured as context.
-        sessions = {"db": self.args.sessions, "echo": self.args.sessions}
+        self.tports["db_tuned"] = free_port()
+        targets = {"db": self.pg_port, "db_tuned": self.pg_port, "iperf": self.iperf_port, "echo": self.echo_port}
+        extra["db_tuned"] = f"sessions = {self.args.sessions}\n"
         for i in range(1, self.p["idle_n"] + 1):
             self.tports[f"idle{i}"] = free_port()
             targets[f"idle{i}"] = self.echo_port
@@ -517,34 +554,110 @@ class Testbed:
         targets["echo1"] = self.paced_echo_port
         self.tports["late"] = free_port()
         targets["late"] = self.echo_port
-        sessions["late"] = 2
         # lazy: a lazy profile to PostgreSQL, idle until the lazy row's first client.
         self.tports["lazydb"] = free_port()
         targets["lazydb"] = self.pg_port
         extra["lazydb"] = "lazy = true\n"
         self.relay_port = free_port()
         ssh_ports = {"late": self.relay_port}
-        extra["late"] = f"connect_timeout = {LATE_CONNECT_TIMEOUT}\n"
+        extra["late"] = f"connect_timeout = {LATE_CONNECT_TIMEOUT}\nsessions = 2\n"
+        # jump: iperf3 and PostgreSQL through one jump host (the bastion sshd,
+        # started when a jump row runs), both forwards on one chain as one
+        # `ssh -J` carries both -L.
+        self.bastion_port = free_port()
+        self.bastion_dir = os.path.join(self.work, "bastion")
+        self.tports["jump"] = free_port()
+        self.tports["jump_db"] = free_port()
         with open(self.known_hosts) as f:
             host_key = f.readline().split(" ", 1)[1]
         with open(self.known_hosts, "a") as f:
             f.write(f"[127.0.0.1]:{self.relay_port} {host_key}")
         user = run(["id", "-un"], timeout=5).stdout.strip()
-        out = []
-        for name, lport in self.tports.items():
-            out.append(f"""[tunnels.{name}]
-host = "127.0.0.1"
-port = {ssh_ports.get(name, self.ssh_port)}
-user = "{user}"
-identity = "{self.key}"
-known_hosts = "{self.known_hosts}"
-forward = ["{lport}:127.0.0.1:{targets[name]}"]
-sessions = {sessions.get(name, 1)}
-{extra.get(name, "")}""")
-        with open(self.config, "w") as f:
-            f.write("\n".join(out))
+        extra["jump"] = f'jump = "{user}@127.0.0.1:{self.bastion_port}"\n'
+        forwards = {"jump": [f"{self.tports['jump']}:127.0.0.1:{self.iperf_port}",
+                             f"{self.tports['jump_db']}:127.0.0.1:{self.pg_port}"]}
+        targets["jump"] = self.iperf_port
+        targets["jump_db"] = self.pg_port
         self.user = user
         self.targets = targets
+        out = []
+        for name, lport in self.tports.items():
+            if name == "jump_db":
+                continue
+            fw = forwards.get(name, [f"{lport}:127.0.0.1:{targets[name]}"])
+            out.append(self.profile_text(name, fw, ssh_ports.get(name, self.ssh_port), extra.get(name, "")))
+        with open(self.config, "w") as f:
+            f.write("\n".join(out))
+
+    def profile_text(self, name, forwards, ssh_port=None, extra=""):
+        """One [tunnels.NAME] table: the default profile (host, port, user, identity, known_hosts, forward) and `extra`."""
+        fw = ", ".join(f'"{f}"' for f in forwards)
+        return f"""[tunnels.{name}]
+host = "127.0.0.1"
+port = {ssh_port or self.ssh_port}
+user = "{self.user}"
+identity = "{self.key}"
+known_hosts = "{self.known_hosts}"
+forward = [{fw}]
+{extra}"""
+
+    def write_scale_profiles(self, n):
+        """A config of its own (scale.toml) with n default profiles scale1..scaleN to the echo server;
+        returns (the aside testbed that uses it, the names)."""
+        aside = self.aside("scale")
+        aside.config = os.path.join(self.work, "scale.toml")
+        aside.env["TUNNEL_CONFIG"] = aside.config
+        names = [f"scale{i}" for i in range(1, n + 1)]
+        with open(aside.config, "w") as f:
+            f.write("\n".join(self.profile_text(nm, [f"{free_port()}:127.0.0.1:{self.echo_port}"]) for nm in names))
+        return aside, names
+
+    def start_bastion(self):
+        """The jump rows' bastion: a second sshd (Scripts/lib.sh start_sshd, as Scripts/jumpbench
+        starts its own) offering only aes128-ctr + hmac-sha2-512, taking our key; its host key
+        goes into known_hosts, and an ssh_config for `ssh -J` pins the same algorithms on both hops
+        (-J does not pass -c/-m to the jump's ssh)."""
+        if getattr(self, "bastion_started", False):
+            return
+        os.makedirs(self.bastion_dir, exist_ok=True)
+        log(f"sshd (bastion) on 127.0.0.1:{self.bastion_port} (Scripts/lib.sh start_sshd)")
+        bash_lib('start_sshd "$1" "$2" "$3"', self.bastion_dir, self.bastion_port,
+                 "Ciphers aes128-ctr\nMACs hmac-sha2-512", timeout=60)
+        self.bastion_started = True
+        wait_listening(self.bastion_port, 10, what="sshd (bastion)")
+        shutil.copy(self.key + ".pub", os.path.join(self.bastion_dir, "authorized_keys"))
+        with open(os.path.join(self.bastion_dir, "known_hosts")) as f, open(self.known_hosts, "a") as kh:
+            kh.write(f.read())
+        self.jump_ssh_config = os.path.join(self.work, "ssh_config_jump")
+        with open(self.jump_ssh_config, "w") as f:
+            f.write(f"""Host bench-bastion
+  HostName 127.0.0.1
+  Port {self.bastion_port}
+Host bench-target
+  HostName 127.0.0.1
+  Port {self.ssh_port}
+Host *
+  User {self.user}
+  IdentityFile {self.key}
+  IdentitiesOnly yes
+  UserKnownHostsFile {self.known_hosts}
+  StrictHostKeyChecking yes
+  BatchMode yes
+  Ciphers aes128-ctr
+  MACs hmac-sha2-512
+  Compression no
+  ControlPath none
+  ExitOnForwardFailure yes
+  LogLevel ERROR
+""")
+
+    def sshd_pids(self):
+        """The sshd processes below the rows' sshd listener (one or two per SSH connection)."""
+        try:
+            with open(os.path.join(self.sshd_dir, "sshd.pid")) as f:
+                return descendants(int(f.read().strip()))
+        except (OSError, ValueError):
+            return []
 
     # ------------------------------------------------------------ forwarders
     def tunnel_cmd(self, *args, timeout=60, check=True):
@@ -737,6 +850,12 @@ sessions = {sessions.get(name, 1)}
                 kill_pid(int(f.read().strip()))
         except (OSError, ValueError, AttributeError):
             pass
+        if getattr(self, "bastion_started", False):
+            try:
+                with open(os.path.join(self.bastion_dir, "sshd.pid")) as f:
+                    kill_pid(int(f.read().strip()))
+            except (OSError, ValueError):
+                pass
         if getattr(self, "pg_started", False):
             try:
                 bash_lib('stop_postgres "$1"', self.pg_dir, timeout=60)
