@@ -661,7 +661,7 @@ public final class Supervisor {
                                         active: stats.active, total: stats.total, bytes_in: stats.bytesIn, bytes_out: stats.bytesOut,
                                         public: spec.isPublic))
         }
-        let phase = status.phase == .stopped ? "reconnecting" : status.phase.rawValue
+        let phase = MetricsExposition.stateName(status.phase)
         return TunnelInfo(name: host.name, state: phase, via: host.runtime.profile.via, since: iso8601(status.since),
                           restarts: status.restarts, last_error: status.lastError, forwards: forwards,
                           sessions: status.sessions, sessions_up: status.sessionsUp,

@@ -7,22 +7,7 @@ import XCTest
 /// address is back instead of waiting out its backoff. The SSH server runs in
 /// a network namespace across a veth pair whose address on this side the
 /// test removes and puts back.
-final class NetworkChangeReconnectTests: SSHTestCase {
-    private var namespace: TestNamespace!
-    private var remoteServer: SSHServer!
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        namespace = try TestNamespace()
-        remoteServer = try SSHServer(namespace: namespace, listenAddress: namespace.insideAddress)
-        harness.trust(remoteServer)
-    }
-
-    override func tearDown() {
-        remoteServer?.stop()
-        namespace?.remove()
-        super.tearDown()
-    }
+final class NetworkChangeReconnectTests: NamespacedSSHTestCase {
 
     /// A tunnel to the namespace's server with a 30 s keepalive, forwarding
     /// `localPort` to that server's own SSH port (whose banner shows traffic flows).

@@ -5,23 +5,8 @@ import XCTest
 /// there for each remote forward; its clients are started inside that
 /// namespace (`ip netns exec`), and the services they reach exist only in
 /// this one (on its own loopback), so only the forward can carry them.
-final class RemoteForwardTests: SSHTestCase {
-    private var namespace: TestNamespace!
-    /// The server the remote forwards listen on, inside the namespace.
-    private var remoteServer: SSHServer!
-
-    override func setUpWithError() throws {
-        try super.setUpWithError()
-        namespace = try TestNamespace()
-        remoteServer = try SSHServer(namespace: namespace, listenAddress: namespace.insideAddress)
-        harness.trust(remoteServer)
-    }
-
-    override func tearDown() {
-        remoteServer?.stop()
-        namespace?.remove()
-        super.tearDown()
-    }
+final class RemoteForwardTests: NamespacedSSHTestCase {
+    // remoteServer: the server the remote forwards listen on, inside the namespace.
 
     /// A profile for `server` (in the namespace) with these remote forwards.
     private func profile(_ remote: [String], server: SSHServer? = nil, extra: String = "") -> String {

@@ -29,3 +29,23 @@ class SSHTestCase: XCTestCase {
         echo?.stop()
     }
 }
+
+/// An SSHTestCase plus a second sshd inside a network namespace of its own,
+/// listening on the namespace's inside address and trusted by the harness.
+class NamespacedSSHTestCase: SSHTestCase {
+    var namespace: TestNamespace!
+    var remoteServer: SSHServer!
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        namespace = try TestNamespace()
+        remoteServer = try SSHServer(namespace: namespace, listenAddress: namespace.insideAddress)
+        harness.trust(remoteServer)
+    }
+
+    override func tearDown() {
+        remoteServer?.stop()
+        namespace?.remove()
+        super.tearDown()
+    }
+}
