@@ -16,14 +16,14 @@ import time
 
 from bench_lib import chart
 
-from bench_lib.testbed import BUILT_TUNNEL, ROOT
+from bench_lib.testbed import ROOT
 
 RESULTS = os.path.join(ROOT, "bench-results", "latest.json")
 CHART = os.path.join(ROOT, "bench-results", "latest.png")
 SCALE = ["scale_up", "scale_threads", "scale_rss", "scale_idle", "scale_ls"]
-ROW_ORDER = ["up", "down", "query", "storm", "fanout", "memory", "latency", "connect", "idle", "start", "lazy",
+ROW_ORDER = ["up", "down", "busy", "query", "storm", "fanout", "memory", "latency", "connect", "idle", "start", "lazy",
              *SCALE, "conns", "cpu_gb", "cpu_tx", "jump_up", "jump_down", "jump_query"]
-ALIASES = {"throughput": ["up", "down"], "pgbench": ["query", "storm"], "all": ROW_ORDER,
+ALIASES = {"throughput": ["up", "down"], "busy": ["busy"], "pgbench": ["query", "storm"], "all": ROW_ORDER,
            "fan-out": ["fanout"], "mem": ["memory"], "qps": ["query"], "tps": ["query"],
            "rtt": ["latency", "connect"], "scale": SCALE, "cpu": ["cpu_gb", "cpu_tx"],
            "jump": ["jump_up", "jump_down", "jump_query"]}
@@ -37,6 +37,7 @@ THREADS_BOUND = 2 * CORES + 6
 ROWS = {
     "up":     ("throughput up", "Mbit/s", "≥ 0.9", 0.9, "ge"),
     "down":   ("throughput down", "Mbit/s", "≥ 0.9", 0.9, "ge"),
+    "busy":   ("4 busy tunnels: total throughput up", "Mbit/s", "— (figure)", None, "info"),
     "query":  ("query rate", "tps", "≥ 1.2", 1.2, "ge"),
     "storm":  ("connection storm", "tps", "≥ 3.0", 3.0, "ge"),
     "fanout": ("fan-out", "s", "≤ 0.8, 0 failures", 0.8, "le"),
@@ -64,7 +65,7 @@ def fmt_value(row, v):
     """A figure as the table shows it."""
     if v is None:
         return "—"
-    if row in ("up", "down", "jump_up", "jump_down"):
+    if row in ("up", "down", "busy", "jump_up", "jump_down"):
         return f"{v:,.0f} Mbit/s"
     if row in ("query", "storm", "jump_query"):
         return f"{v:,.0f} tps"
@@ -184,6 +185,10 @@ class Report:
                 cells[v] += f", {d['failures']} failed"
             if row in ("query", "up", "down") and d.get("median_of"):
                 cells[v] += f" (median of {d['median_of']})"
+            if row == "busy":
+                procs = d.get("forwarder_processes", 1)
+                cells[v] += (f" ({d['threads_max']} threads" + (f" in {procs} processes" if procs > 1 else "")
+                             + (f", median of {d['median_of']})" if d.get("median_of") else ")"))
             if row in ("latency", "connect"):
                 cells[v] += f" (p99 {d['p99_us']:.0f} µs)"
             if row in ("cpu_gb", "cpu_tx"):
@@ -265,6 +270,16 @@ class Report:
                 print(f"{row} samples, in run order ({'Mbit/s' if unit == 'mbit_s' else unit}): tunnel "
                       + ", ".join(f"{x:,.0f}" for x in t) + "; ssh -L " + ", ".join(f"{x:,.0f}" for x in sh)
                       + "; ratio per round " + ", ".join(f"{a / b:.2f}" for a, b in zip(t, sh)))
+        b = self.results.get("busy")
+        if b and not b["error"] and b["tunnel"] and b["ssh"]:
+            t, sh = b["tunnel"]["detail"], b["ssh"]["detail"]
+            print(f"busy, per tunnel (Mbit/s, the sample nearest the median): tunnel "
+                  + ", ".join(f"{x:,.0f}" for x in t["per_tunnel_mbit_s"])
+                  + f" (supervisor threads {t['threads_before']} before, {t['threads_min']}–{t['threads_max']} during); "
+                  + "ssh -L " + ", ".join(f"{x:,.0f}" for x in sh["per_tunnel_mbit_s"])
+                  + (f"; samples, in run order: tunnel " + ", ".join(f"{x:,.0f}" for x in t["samples_mbit_s"])
+                     + "; ssh -L " + ", ".join(f"{x:,.0f}" for x in sh["samples_mbit_s"])
+                     if t.get("samples_mbit_s") and sh.get("samples_mbit_s") else ""))
         d, r = self.context.get("query_tuned"), self.results.get("query")
         if d:
             ssh = r["ssh"]["value"] if r and r.get("ssh") else None
@@ -359,7 +374,8 @@ class Report:
             "mode": "smoke" if self.args.smoke else "full",
             "duration_s": round(time.monotonic() - self.t_start, 1),
             "machine": machine,
-            "tunnel": {"binary": BUILT_TUNNEL, "sha256": tb.tunnel_sha, "version": tb.tunnel_version},
+            "tunnel": {"binary": tb.tunnel_source, "given_with_binary_option": bool(self.args.binary),
+                       "sha256": tb.tunnel_sha, "version": tb.tunnel_version},
             "parameters": {**self.p, "tuned_context_sessions": self.args.sessions},
             "commands": {
                 "ssh": " ".join(tb.ssh_argv("ssh", "LOCAL", "TARGET")),

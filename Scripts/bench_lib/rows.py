@@ -4,7 +4,8 @@ Each row function takes the Testbed (and the Report, for the context it
 gathers on the way) and returns {variant: (value, detail)} for tunnel, ssh
 (same algorithms) and ssh_default; `measure` runs the selected rows in table
 order and files a result record per row with report.record. Every tunnel row
-runs the default profile. Rows measured together share one measurement:
+runs the default profile; the busy row brings four of them up in one
+supervisor and loads all four at once. Rows measured together share one measurement:
 fanout and memory, the five scale rows, the three jump rows; cpu_gb and
 cpu_tx divide the CPU that the up, down and query samples recorded. Context
 (no target): direct runs without forwarding, the tuned profile
@@ -27,7 +28,7 @@ import threading
 import time
 
 from bench_lib import report
-from bench_lib.testbed import (BENCH_LIB, LATE_BY_S, LATE_CONNECT_TIMEOUT, ROOT, BenchError, DelayedRelay, Sampler,
+from bench_lib.testbed import (BENCH_LIB, BUSY_N, LATE_BY_S, LATE_CONNECT_TIMEOUT, ROOT, BenchError, DelayedRelay, Sampler,
                                alive, cpu_of, cpu_seconds, fd_count, free_port, kill_pid, log, minor_faults,
                                pids_with_arg, popen_logged, readline_timeout, run, status_kib, stop_popen, tail,
                                wait_listening, warn)
@@ -42,12 +43,14 @@ from bench_lib.testbed import (BENCH_LIB, LATE_BY_S, LATE_CONNECT_TIMEOUT, ROOT,
 # lat_*: the latency rows (round trips per sample, samples per side, new
 # connections per sample); scale_*: tunnels in the scale row's supervisor and
 # its idle window (CPU per minute is scaled from it); conns_n: the idle
-# connections held through one forwarder; jump_*: the jump rows' sizes.
-FULL = dict(iperf_t=6, iperf_rounds=3, pg_t=8, pg_scale=5, query_rounds=3, storm_rounds=1, fan_n=5000,
+# connections held through one forwarder; jump_*: the jump rows' sizes;
+# busy_*: the busy row's rounds and iperf3 seconds (those of up and down in a
+# full run: 3 rounds x 2 sides x about 8 s, under a minute in all).
+FULL = dict(iperf_t=6, iperf_rounds=3, busy_t=6, busy_rounds=3, pg_t=8, pg_scale=5, query_rounds=3, storm_rounds=1, fan_n=5000,
             fan_size=65536, fan_timeout=30, idle_n=20, idle_s=60, start_reps=5, direct=True,
             lat_trips=3000, lat_rounds=3, lat_new=300, scale_n=300, scale_idle_s=20, conns_n=10000,
             jump_rounds=2, jump_iperf_t=5, jump_pg_t=6)
-SMOKE = dict(iperf_t=1, iperf_rounds=2, pg_t=2, pg_scale=5, query_rounds=2, storm_rounds=1, fan_n=200,
+SMOKE = dict(iperf_t=1, iperf_rounds=2, busy_t=1, busy_rounds=2, pg_t=2, pg_scale=5, query_rounds=2, storm_rounds=1, fan_n=200,
              fan_size=65536, fan_timeout=60, idle_n=3, idle_s=3, start_reps=1, direct=False,
              lat_trips=1000, lat_rounds=1, lat_new=100, scale_n=50, scale_idle_s=3, conns_n=300,
              jump_rounds=1, jump_iperf_t=1, jump_pg_t=2)
@@ -154,6 +157,158 @@ def throughput(tb, rep, row, k):
     if tb.p["direct"]:
         log(f"{row}: iperf3 direct, {CONTEXT_T} s (context)")
         rep.context[f"{row}_direct"] = iperf(tb, tb.iperf_port, reverse, CONTEXT_T)[1]
+    return res
+
+
+# ------------------------------------------------------------------- busy
+class ThreadWatch(threading.Thread):
+    """The summed Threads of /proc/PID/status of some processes, every 100 ms: min, max and the samples."""
+
+    def __init__(self, pids, interval=0.1):
+        super().__init__(daemon=True)
+        self.pids, self.interval = list(pids), interval
+        self.samples = []
+        self.stop_event = threading.Event()
+
+    def run(self):
+        while not self.stop_event.is_set():
+            try:
+                self.samples.append(sum(status_kib(p, "Threads") for p in self.pids))
+            except OSError:
+                pass
+            self.stop_event.wait(self.interval)
+
+    def stop(self):
+        self.stop_event.set()
+        self.join(2)
+        return {"min": min(self.samples, default=None), "max": max(self.samples, default=None),
+                "samples": len(self.samples)}
+
+
+class BusyForwards:
+    """`with BusyForwards(tb, variant) as (local ports, forwarder pids)`: the BUSY_N busy
+    profiles brought up together in the rows' supervisor (one `tunnel up`), or one
+    `ssh -N -L` per busy target, all started before any is waited for."""
+
+    def __init__(self, tb, variant):
+        self.tb, self.variant, self.procs = tb, variant, []
+        self.names = [f"busy{i}" for i in range(1, BUSY_N + 1)]
+
+    def __enter__(self):
+        tb = self.tb
+        if self.variant == "tunnel":
+            pid = tb.tunnel_up(*self.names)
+            return [tb.tports[n] for n in self.names], [pid]
+        spawned = [tb.spawn_ssh(self.variant, tb.targets[n]) for n in self.names]
+        self.procs = [p for p, _, _ in spawned]
+        try:
+            for p, lport, errpath in spawned:
+                try:
+                    wait_listening(lport, 20, p, f"ssh -L ({self.variant})")
+                except BenchError as e:
+                    with open(errpath) as f:
+                        raise BenchError(f"{e}: {tail(f.read())}")
+        except BenchError:
+            self.__exit__()
+            raise
+        return [lport for _, lport, _ in spawned], [p.pid for p in self.procs]
+
+    def __exit__(self, *exc):
+        if self.variant == "tunnel":
+            self.tb.tunnel_down(*self.names)
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            self.tb.forget(p)
+        return False
+
+
+def busy_once(tb, ports, pids, t):
+    """BUSY_N `iperf3 -c -t t` (up, as row up), one per local port, started together; returns
+    (the sum of their received Mbit/s, detail with each one's Mbit/s, the forwarders' threads
+    during the run, and the CPU seconds of the forwarders and of sshd)."""
+    f0, s0 = cpu_of(pids), cpu_of(tb.sshd_pids())
+    threads_before = sum(status_kib(p, "Threads") for p in pids)
+    watch = ThreadWatch(pids)
+    watch.start()
+    clients = []
+    try:
+        for port in ports:
+            clients.append(subprocess.Popen(
+                ["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(t), "-J", "--connect-timeout", "10000"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=tb.env))
+        tb.procs.extend(clients)
+        outs = []
+        deadline = time.monotonic() + t + 40
+        for c in clients:
+            try:
+                outs.append(c.communicate(timeout=max(1, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                outs.append(None)
+    finally:
+        threads = watch.stop()
+        for c in clients:
+            tb.forget(c)
+    f1, s1 = cpu_of(pids), cpu_of(tb.sshd_pids())
+    per, sent, total_bytes, problems = [], [], 0, []
+    for i, (c, out) in enumerate(zip(clients, outs)):
+        try:
+            if out is None:
+                raise BenchError(f"did not finish within {t + 40} s")
+            data = json.loads(out[0])
+            if data.get("error") or c.returncode != 0:
+                raise BenchError(data.get("error") or tail(out[1]))
+            end = data["end"]
+            per.append(end["sum_received"]["bits_per_second"] / 1e6)
+            sent.append(end["sum_sent"]["bits_per_second"] / 1e6)
+            total_bytes += end["sum_received"].get("bytes") or 0
+        except (BenchError, ValueError, KeyError, TypeError) as e:
+            problems.append(f"busy{i + 1}: {e}")
+            tb.restart_busy_iperf(i)
+    if problems:
+        raise BenchError("iperf3: " + "; ".join(problems))
+    total = sum(per)
+    return total, {"received_mbit_s": round(total, 1), "per_tunnel_mbit_s": [round(x, 1) for x in per],
+                   "sent_mbit_s": round(sum(sent), 1), "bytes": total_bytes,
+                   "forwarder_processes": len(pids), "threads_before": threads_before,
+                   "threads_max": threads["max"], "threads_min": threads["min"], "thread_samples": threads["samples"],
+                   "forwarder_cpu_s": round(sum(v - f0.get(p, v) for p, v in f1.items()), 3),
+                   "sshd_cpu_s": round(sum(v - s0.get(p, 0.0) for p, v in s1.items()), 3)}
+
+
+def busy(tb, k):
+    """Row busy: BUSY_N tunnels in one supervisor, each to an iperf3 server of its own, with
+    BUSY_N `iperf3 -c` (up) at once; the sum of their received Mbit/s, against BUSY_N `ssh -N -L`
+    (same algorithms) run the same way. busy_rounds interleaved rounds of busy_t s, the median;
+    the detail holds each tunnel's Mbit/s and the forwarders' threads (the supervisor's, or the
+    ssh processes' summed) during the run. No default-algorithms reference (time)."""
+    rounds, t = tb.p["busy_rounds"], tb.p["busy_t"]
+    tb.start_busy_iperf()
+    samples = {}
+    try:
+        for r in range(rounds):
+            for v in order(k + r):
+                if v == "ssh_default":
+                    continue
+                log(f"busy: {BUSY_N} x iperf3 -t {t} at once through {BUSY_N} "
+                    f"{'tunnels (one supervisor)' if v == 'tunnel' else 'ssh -N -L'} (round {r + 1} of {rounds})")
+                with BusyForwards(tb, v) as (ports, pids):
+                    value, detail = busy_once(tb, ports, pids, t)
+                log(f"busy: {v}: {value:,.0f} Mbit/s (" + ", ".join(f"{x:,.0f}" for x in detail["per_tunnel_mbit_s"])
+                    + f"), {detail['threads_max']} threads")
+                samples.setdefault(v, []).append((value, detail))
+    finally:
+        tb.stop_busy_iperf()
+    res = {}
+    for v, got in samples.items():
+        value = statistics.median(s[0] for s in got)
+        detail = min(got, key=lambda s: abs(s[0] - value))[1]
+        totals = {key: round(sum(s[1].get(key) or 0 for s in got), 3) for key in ("forwarder_cpu_s", "sshd_cpu_s", "bytes")}
+        detail = dict(detail, totals=totals, threads_max_all=max(s[1]["threads_max"] or 0 for s in got),
+                      tunnels=BUSY_N, seconds_each=t)
+        if len(got) > 1:
+            detail = dict(detail, median_of=len(got), samples_mbit_s=[round(s[0], 1) for s in got])
+        res[v] = (value, detail)
     return res
 
 
@@ -1009,6 +1164,8 @@ def _measure_row(tb, rep, row, k, cache):
         if row in ("up", "down"):
             res = throughput(tb, rep, row, k)
             cache["sources"][row] = res
+        elif row == "busy":
+            res = busy(tb, k)
         elif row in ("query", "storm"):
             res = query_or_storm(tb, rep, row, k)
             if row == "query":

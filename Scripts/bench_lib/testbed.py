@@ -3,10 +3,11 @@
 Holds the process helpers (run a command with a timeout, free loopback ports,
 kill and stop processes, CPU seconds, RSS and page faults from /proc, an RSS
 sampler) and `Testbed`: a throwaway OpenSSH sshd, PostgreSQL with pgbench's
-tables, an iperf3 server and an echo server (Scripts/lib.sh does the sshd and
-the cluster), the release build of tunnel with its profiles, `tunnel up` and
-`ssh -N -L` forwards, and the cleanup that stops all of it. `DelayedRelay`
-holds connections back on their way to sshd (a slow path to a server).
+tables, an iperf3 server (and the busy row's four) and an echo server
+(Scripts/lib.sh does the sshd and the cluster), the release build of tunnel
+(or the --binary given) with its profiles, `tunnel up` and `ssh -N -L`
+forwards, and the cleanup that stops all of it. `DelayedRelay` holds
+connections back on their way to sshd (a slow path to a server).
 """
 import copy
 import glob
@@ -37,6 +38,8 @@ FD_MARGIN = 512
 LATE_BY_S = 8
 # ... against this connect_timeout (the integration tests' profiles use 5).
 LATE_CONNECT_TIMEOUT = 5
+# The busy row's tunnels (one supervisor) and iperf3 servers.
+BUSY_N = 4
 
 
 class BenchError(Exception):
@@ -404,8 +407,14 @@ class Testbed:
         self.pgbench = os.path.join(self.pgbin, "pgbench")
 
     def build(self):
-        """`swift build -c release --static-swift-stdlib` (with retries; the build Scripts/package uses), then a private copy of the binary."""
-        if not self.args.no_build:
+        """`swift build -c release --static-swift-stdlib` (with retries; the build Scripts/package uses), then a private copy
+        of the binary; with --binary PATH, no build and a private copy of that executable (an older build, side by side)."""
+        self.tunnel_source = os.path.abspath(self.args.binary) if self.args.binary else BUILT_TUNNEL
+        if self.args.binary:
+            if not os.path.isfile(self.tunnel_source) or not os.access(self.tunnel_source, os.X_OK):
+                raise BenchError(f"--binary {self.args.binary}: not an executable file")
+            log(f"tunnel binary: {self.tunnel_source} (--binary; no build)")
+        elif not self.args.no_build:
             if not shutil.which("swift") and os.path.exists("/opt/swift/usr/bin/swift"):
                 os.environ["PATH"] = "/opt/swift/usr/bin:" + os.environ["PATH"]
                 self.env["PATH"] = os.environ["PATH"]
@@ -422,12 +431,12 @@ class Testbed:
                         raise BenchError(f"the release build failed: {e}")
                     warn(f"build failed (sources may be mid-edit), retrying in 60 s: {e}")
                     time.sleep(60)
-        if not os.access(BUILT_TUNNEL, os.X_OK):
+        if not os.access(self.tunnel_source, os.X_OK):
             raise BenchError(f"{BUILT_TUNNEL} does not exist: build it with `swift build -c release --static-swift-stdlib` "
                              f"(or drop --no-build)")
         # A private copy, so a rebuild during the run cannot swap the binary under us.
         self.tunnel = os.path.join(self.work, "tunnel")
-        shutil.copy2(BUILT_TUNNEL, self.tunnel)
+        shutil.copy2(self.tunnel_source, self.tunnel)
         with open(self.tunnel, "rb") as f:
             self.tunnel_sha = hashlib.sha256(f.read()).hexdigest()
         self.tunnel_version = run([self.tunnel, "--version"], timeout=10, check=False).stdout.strip()
@@ -533,6 +542,31 @@ class Testbed:
         except BenchError as e:
             warn(f"iperf3 server restart failed: {e}")
 
+    def start_busy_iperf(self, i=None):
+        """The busy row's iperf3 servers (`iperf3 -s` serves one test at a time, so one per busy
+        tunnel) on busy_iperf_ports, or only the i-th; started for that row, stopped after it."""
+        for j in ([i] if i is not None else range(len(self.busy_iperf_ports))):
+            port = self.busy_iperf_ports[j]
+            p = popen_logged(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)],
+                             os.path.join(self.work, f"iperf3-busy{j + 1}.log"), "a",
+                             stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+            self.procs.append(p)
+            self.busy_iperf_procs[j] = p
+        for j in ([i] if i is not None else range(len(self.busy_iperf_ports))):
+            wait_listening(self.busy_iperf_ports[j], 10, self.busy_iperf_procs[j], f"iperf3 -s (busy{j + 1})")
+
+    def restart_busy_iperf(self, i):
+        self.forget(self.busy_iperf_procs.get(i))
+        try:
+            self.start_busy_iperf(i)
+        except BenchError as e:
+            warn(f"iperf3 server (busy{i + 1}) restart failed: {e}")
+
+    def stop_busy_iperf(self):
+        for p in self.busy_iperf_procs.values():
+            self.forget(p)
+        self.busy_iperf_procs = {}
+
     def write_profiles(self):
         """tunnels.toml: one profile per forward the rows use (and a known_hosts line for the relay).
 
@@ -558,6 +592,13 @@ class Testbed:
         self.tports["lazydb"] = free_port()
         targets["lazydb"] = self.pg_port
         extra["lazydb"] = "lazy = true\n"
+        # busy: BUSY_N default profiles, each to an iperf3 server of its own
+        # (started by the busy row, Testbed.start_busy_iperf).
+        self.busy_iperf_ports = [free_port() for _ in range(BUSY_N)]
+        self.busy_iperf_procs = {}
+        for i, port in enumerate(self.busy_iperf_ports, 1):
+            self.tports[f"busy{i}"] = free_port()
+            targets[f"busy{i}"] = port
         self.relay_port = free_port()
         ssh_ports = {"late": self.relay_port}
         extra["late"] = f"connect_timeout = {LATE_CONNECT_TIMEOUT}\nsessions = 2\n"
@@ -824,7 +865,9 @@ Host *
             "openssh": (ssh_v.stderr or ssh_v.stdout).strip(),
             "libssh2": libssh2 or "libssh2-1 not installed",
             "postgresql": os.path.basename(os.path.dirname(self.pgbin)),
-            "tunnel_commit": git + (" + uncommitted changes in Sources" if dirty else ""),
+            "tunnel_commit": (f"--binary {self.tunnel_source}, commit unknown" if self.args.binary
+                              else git + (" + uncommitted changes in Sources" if dirty else "")),
+            "bench_commit": git,
             "nofile": self.nofile, "somaxconn": somaxconn,
         }
 
