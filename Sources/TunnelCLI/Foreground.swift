@@ -28,7 +28,8 @@ func runForeground(profile: Profile, environment: [String: String]) -> Int32 {
     defer { signals.close() }
 
     let options = Connector.Options(agentSocket: environment["SSH_AUTH_SOCK"], home: homeDirectory(environment))
-    let runtime = TunnelRuntime(profile: profile, loop: loop, options: options, logger: logger)
+    // The first SSH connection runs on this thread; more (`sessions`, `max_sessions`) on a group started on demand.
+    let runtime = TunnelRuntime(profile: profile, loop: loop, group: EventLoopGroup(), options: options, logger: logger)
     final class RunState { var exitCode: Int32 = 0; var announced = false }
     let run = RunState()
 

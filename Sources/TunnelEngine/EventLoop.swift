@@ -2,6 +2,18 @@ import Glibc
 import Synchronization
 import TunnelPOSIX
 
+/// Who a descriptor watch, timer or task works for. Many tunnels share one
+/// loop, so a tunnel's service hook (`addServiceHook`) runs only after a pass
+/// in which something of its own ran, not after every pass of the loop.
+/// Watches and timers created while an owner's code runs belong to it.
+public struct LoopOwner: Hashable, Sendable {
+    fileprivate let id: UInt64
+    private static let counter = Atomic<UInt64>(1)
+    public init() { id = LoopOwner.counter.wrappingAdd(1, ordering: .relaxed).oldValue }
+    fileprivate init(raw: UInt64) { id = raw }
+    fileprivate static let none = LoopOwner(raw: 0)
+}
+
 /// A single-threaded epoll loop. Everything registered with it is touched only
 /// on its thread; `execute` is the one entry point for other threads.
 public final class EventLoop: @unchecked Sendable {
@@ -16,6 +28,7 @@ public final class EventLoop: @unchecked Sendable {
     private struct Watch {
         let fd: Int32
         var events: IOEvents
+        let owner: LoopOwner
         let handler: (IOEvents) -> Void
     }
 
@@ -23,10 +36,15 @@ public final class EventLoop: @unchecked Sendable {
     private let wakeup: EventFD
     private var watches: [UInt64: Watch] = [:]
     private var nextID: UInt64 = 1
-    private let inbox = Locked<[() -> Void]>([])
+    private let inbox = Locked<[(owner: LoopOwner, task: () -> Void)]>([])
     private var timers = TimerQueue()
     private var hooks: [UInt64: () -> Void] = [:]
-    private var callbacks: [UInt64: (repeats: Bool, body: (any Sendable) -> Void)] = [:]
+    private var serviceHooks: [LoopOwner: () -> Void] = [:]
+    /// Owners whose code ran in this pass: their service hooks run at its end.
+    private var dirty: Set<LoopOwner> = []
+    /// The owner whose code runs now (`.none` for the loop's own or unowned code).
+    private var currentOwner = LoopOwner.none
+    private var callbacks: [UInt64: (repeats: Bool, owner: LoopOwner, body: (any Sendable) -> Void)] = [:]
     private var stopping = false
     private let wakeupID: UInt64 = 0
     /// The thread inside `run` (0 when none). Atomic: `perform` and the
@@ -56,7 +74,7 @@ public final class EventLoop: @unchecked Sendable {
         let id = nextID
         nextID += 1
         try selector.add(fd: fd, events: events, id: id)
-        watches[id] = Watch(fd: fd, events: events, handler: handler)
+        watches[id] = Watch(fd: fd, events: events, owner: currentOwner, handler: handler)
         return Registration(id: id)
     }
 
@@ -87,7 +105,7 @@ public final class EventLoop: @unchecked Sendable {
     public func schedule(after seconds: Double, _ body: @escaping () -> Void) -> TimerID {
         let id = nextID
         nextID += 1
-        timers.insert(deadline: Instant.now().adding(seconds: seconds), id: id, body: body)
+        timers.insert(deadline: Instant.now().adding(seconds: seconds), id: id, owner: currentOwner.id, body: body)
         return TimerID(id: id)
     }
 
@@ -107,11 +125,39 @@ public final class EventLoop: @unchecked Sendable {
 
     public func removeIterationHook(_ id: UInt64) { hooks.removeValue(forKey: id) }
 
+    /// Runs `body` at the end of each pass in which code of `owner` ran: a
+    /// handler or timer it created, or a task sent with `perform(owner:)`.
+    /// One thread serves many owners, and an idle one costs nothing per pass.
+    public func addServiceHook(_ owner: LoopOwner, _ body: @escaping () -> Void) {
+        precondition(owner != .none)
+        serviceHooks[owner] = body
+    }
+
+    public func removeServiceHook(_ owner: LoopOwner) {
+        serviceHooks.removeValue(forKey: owner)
+        dirty.remove(owner)
+    }
+
+    /// Runs `body` now as `owner`'s code: what it registers or schedules is
+    /// `owner`'s, and `owner`'s service hook runs at the end of the pass.
+    public func run(as owner: LoopOwner, _ body: () -> Void) {
+        let saved = currentOwner
+        currentOwner = owner
+        body()
+        currentOwner = saved
+        if owner != .none { dirty.insert(owner) }
+    }
+
     // MARK: cross-thread
 
     /// Runs `task` on the loop thread. Safe from any thread.
     public func execute(_ task: @escaping @Sendable () -> Void) {
-        inbox.withLock { $0.append(task) }
+        execute(owner: .none, task)
+    }
+
+    /// Runs `task` on the loop thread as `owner`'s code (see `run(as:)`). Safe from any thread.
+    public func execute(owner: LoopOwner, _ task: @escaping @Sendable () -> Void) {
+        inbox.withLock { $0.append((owner, task)) }
         wakeup.signal()
     }
 
@@ -120,18 +166,19 @@ public final class EventLoop: @unchecked Sendable {
     /// loop-confined objects hand work to a helper thread without the helper
     /// ever holding them.
     /// With `repeats`, it may fire any number of times until cancelled.
+    /// `body` runs as the owner whose code created the callback.
     public func callback<Value: Sendable>(repeats: Bool = false, _ body: @escaping (Value) -> Void) -> LoopCallback<Value> {
         precondition(inLoopThread || loopThread.load(ordering: .acquiring) == 0)
         let id = nextID
         nextID += 1
-        callbacks[id] = (repeats, { body($0 as! Value) })
+        callbacks[id] = (repeats, currentOwner, { body($0 as! Value) })
         return LoopCallback(loop: self, id: id)
     }
 
     fileprivate func fire(_ id: UInt64, _ value: any Sendable) {
-        guard let (repeats, body) = callbacks[id] else { return }
+        guard let (repeats, owner, body) = callbacks[id] else { return }
         if !repeats { callbacks.removeValue(forKey: id) }
-        body(value)
+        run(as: owner) { body(value) }
     }
 
     fileprivate func cancelCallback(_ id: UInt64) { callbacks.removeValue(forKey: id) }
@@ -139,6 +186,11 @@ public final class EventLoop: @unchecked Sendable {
     /// Runs `task` now when called on the loop thread, else like `execute`.
     public func perform(_ task: @escaping @Sendable () -> Void) {
         if inLoopThread { task() } else { execute(task) }
+    }
+
+    /// Runs `task` as `owner`'s code: now on the loop thread, else like `execute(owner:)`.
+    public func perform(owner: LoopOwner, _ task: @escaping @Sendable () -> Void) {
+        if inLoopThread { run(as: owner, task) } else { execute(owner: owner, task) }
     }
 
     // MARK: running
@@ -150,7 +202,8 @@ public final class EventLoop: @unchecked Sendable {
         defer { loopThread.store(0, ordering: .releasing) }
         stopping = false
         while !stopping {
-            let timeout = timers.millisecondsUntilNext(now: Instant.now())
+            // A hook's work may have made more for another owner: no sleeping then.
+            let timeout = dirty.isEmpty ? timers.millisecondsUntilNext(now: Instant.now()) : 0
             do {
                 try selector.wait(timeoutMilliseconds: timeout) { id, events in
                     if id == wakeupID {
@@ -158,27 +211,42 @@ public final class EventLoop: @unchecked Sendable {
                         return
                     }
                     // Stale events (deregistered earlier in this batch) have no watch.
-                    watches[id]?.handler(events)
+                    guard let watch = watches[id] else { return }
+                    run(as: watch.owner) { watch.handler(events) }
                 }
             } catch {
                 preconditionFailure("\(error)")
             }
             runInbox()
             // Bodies run outside the queue's mutation: they may schedule timers.
-            for body in timers.popDue(now: Instant.now()) { body() }
+            for due in timers.popDue(now: Instant.now()) { run(as: LoopOwner(raw: due.owner), due.body) }
             runInbox()
             for hook in hooks.values { hook() }
+            runServiceHooks()
         }
         runInbox()
     }
 
     private func runInbox() {
-        let tasks = inbox.withLock { tasks -> [() -> Void] in
+        let tasks = inbox.withLock { tasks -> [(owner: LoopOwner, task: () -> Void)] in
             let out = tasks
             tasks.removeAll()
             return out
         }
-        for task in tasks { task() }
+        for (owner, task) in tasks { run(as: owner, task) }
+    }
+
+    private func runServiceHooks() {
+        guard !dirty.isEmpty else { return }
+        let due = dirty
+        dirty.removeAll(keepingCapacity: true)
+        for owner in due {
+            guard let hook = serviceHooks[owner] else { continue }
+            let saved = currentOwner
+            currentOwner = owner
+            hook()
+            currentOwner = saved
+        }
     }
 
     /// Makes `run` return after the current iteration. From the loop thread.

@@ -4,10 +4,10 @@ import TunnelConfig
 import TunnelPOSIX
 import TunnelSSH
 
-/// One SSH connection of a tunnel, with its own reconnect logic, on its own
-/// event loop. The runtime accepts the clients and sends each to the
-/// least-loaded lane that is up, so busy tunnels use more than one core here
-/// and more than one sshd process there. An extra lane never reconnects: it
+/// One SSH connection of a tunnel, with its own reconnect logic, on a loop of
+/// the tunnels' group (the first lane on its runtime's). The runtime accepts
+/// the clients and sends each to the least-loaded lane that is up, so busy
+/// tunnels use more than one core here and more than one sshd process there. An extra lane never reconnects: it
 /// reports its failure or loss and the runtime retires it.
 ///
 /// The runtime and its lanes exchange messages only: `send` runs a command on
@@ -40,6 +40,8 @@ final class Lane: @unchecked Sendable {
         case remoteListener(index: Int, status: RemoteListenerStatus)
         /// A keepalive's round trip.
         case roundTrip(seconds: Double)
+        /// After `.stop`: everything the lane held is closed.
+        case stopped
     }
 
     /// What the runtime tells a lane, on the lane's loop.
@@ -50,13 +52,15 @@ final class Lane: @unchecked Sendable {
         case retryNow
         /// The network changed: probe the link, or reconnect without waiting.
         case networkChanged(NetworkChange)
-        /// Close everything; with `endLoop`, the lane's own loop returns too.
-        case stop(graceful: Bool, endLoop: Bool)
+        /// Close everything, then report `.stopped`.
+        case stop(graceful: Bool)
     }
 
     let index: Int
     let isExtra: Bool
     let loop: EventLoop
+    /// This lane's code on `loop`, which other tunnels share: its service hook runs when it had work.
+    let owner = LoopOwner()
     /// Clients sent to this lane and not yet finished: what the runtime balances on.
     let load = Atomic<Int>(0)
     private let report: @Sendable (Event) -> Void
@@ -68,7 +72,6 @@ final class Lane: @unchecked Sendable {
     /// The jump hosts in front of the link, while connecting and while up.
     private var chain: HopChain?
     private var backoff = Backoff()
-    private var hook: UInt64?
     private let scratch: Scratch
     /// Clients sent by the runtime, waiting for a channel, oldest first.
     private var inbox: [Connection] = []
@@ -113,7 +116,7 @@ final class Lane: @unchecked Sendable {
     /// Runs `command` on the lane's loop. Safe from any thread.
     func send(_ command: Command) {
         let message = Handoff(command)
-        loop.perform { [self] in handle(message.value) }
+        loop.perform(owner: owner) { [self] in handle(message.value) }
     }
 
     private func handle(_ command: Command) {
@@ -122,9 +125,9 @@ final class Lane: @unchecked Sendable {
         case .shed: shedWaiting()
         case .retryNow: retryNow()
         case .networkChanged(let change): networkChanged(change)
-        case .stop(let graceful, let endLoop):
+        case .stop(let graceful):
             stop(graceful: graceful)
-            if endLoop { loop.stop() }
+            report(.stopped)
         }
     }
 
@@ -132,11 +135,11 @@ final class Lane: @unchecked Sendable {
 
     func start() {
         precondition(loop.inLoopThread)
-        hook = loop.addIterationHook { [unowned self] in
+        loop.addServiceHook(owner) { [unowned self] in
             self.chain?.serviceSessions()
             if case .up(let link) = self.state { link.serviceSession() }
         }
-        connect()
+        loop.run(as: owner) { connect() }
     }
 
     /// Closes the session and every client it holds. Idempotent.
@@ -152,8 +155,7 @@ final class Lane: @unchecked Sendable {
         closeChain()
         cancelRemoteRetries()
         state = .stopped
-        if let hook { loop.removeIterationHook(hook) }
-        hook = nil
+        loop.removeServiceHook(owner)
         for c in unserved { closeUnserved(c) }
     }
 

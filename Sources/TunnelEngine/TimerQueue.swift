@@ -3,10 +3,11 @@ import TunnelPOSIX
 /// Deadlines in a binary heap; cancellation is lazy.
 struct TimerQueue {
     private var heap: [(deadline: Instant, id: UInt64)] = []
-    private var bodies: [UInt64: () -> Void] = [:]
+    private var bodies: [UInt64: (owner: UInt64, body: () -> Void)] = [:]
 
-    mutating func insert(deadline: Instant, id: UInt64, body: @escaping () -> Void) {
-        bodies[id] = body
+    /// `owner`: whose code the body is (EventLoop's `LoopOwner`), carried back by `popDue`.
+    mutating func insert(deadline: Instant, id: UInt64, owner: UInt64 = 0, body: @escaping () -> Void) {
+        bodies[id] = (owner, body)
         heap.append((deadline, id))
         var i = heap.count - 1
         while i > 0 {
@@ -47,8 +48,8 @@ struct TimerQueue {
         return Int32(min(ms, UInt64(Int32.max)))
     }
 
-    mutating func popDue(now: Instant) -> [() -> Void] {
-        var due: [() -> Void] = []
+    mutating func popDue(now: Instant) -> [(owner: UInt64, body: () -> Void)] {
+        var due: [(owner: UInt64, body: () -> Void)] = []
         while let top = heap.first, top.deadline <= now {
             _ = popMin()
             if let body = bodies.removeValue(forKey: top.id) { due.append(body) }

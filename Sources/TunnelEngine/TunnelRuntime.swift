@@ -5,13 +5,15 @@ import TunnelSSH
 
 /// One profile's tunnel: its listeners, the clients waiting for a link, and
 /// its lanes (one SSH connection each; lane 0 runs on `loop`, the others on
-/// threads of their own). The decisions are the two state machines'
+/// the least-loaded loops of `group`). The decisions are the two state machines'
 /// (`AcceptGate`, `LanePool`); this class performs their actions. Everything
 /// here runs on `loop`'s thread; `status` and the forward stats may be read
 /// from any thread.
 public final class TunnelRuntime: @unchecked Sendable {
     public let profile: Profile
     public let loop: EventLoop
+    /// Where lanes other than the first run.
+    let group: EventLoopGroup
     public let forwardStats: [ForwardStats]
     /// One per `profile.remoteForwards`: connections the server sent back.
     public let remoteStats: [ForwardStats]
@@ -38,18 +40,21 @@ public final class TunnelRuntime: @unchecked Sendable {
     var connectStarted: [Int: Instant] = [:]
     /// What each lane's current connection reported, for `tunnel status`.
     var laneFacts: [Int: ConnectionStatus] = [:]
-    /// Lane threads still running (lanes other than the first), and what to
-    /// call once a stop has seen them all end.
-    private var laneThreadsRunning = 0
+    /// Lanes told to stop that have not yet said they closed everything,
+    /// and what to call once a stop has seen them all.
+    private var lanesStopping = 0
+    private var stoppingLoops: [Int: EventLoop] = [:]
     private var stopCompletions: [() -> Void] = []
     var isStopped = false
 
     /// Called on the loop thread after every status change.
     public var onStatusChange: ((TunnelStatus) -> Void)?
 
-    public init(profile: Profile, loop: EventLoop, options: Connector.Options, logger: Logger) {
+    /// `loop`: the runtime's and its first lane's; `group`: the other lanes'.
+    public init(profile: Profile, loop: EventLoop, group: EventLoopGroup, options: Connector.Options, logger: Logger) {
         self.profile = profile
         self.loop = loop
+        self.group = group
         self.options = options
         self.logger = logger
         self.forwardStats = profile.forwards.map { _ in ForwardStats() }
@@ -142,7 +147,7 @@ public final class TunnelRuntime: @unchecked Sendable {
     }
 
     private func finishStopIfDone() {
-        guard isStopped, laneThreadsRunning == 0 else { return }
+        guard isStopped, lanesStopping == 0 else { return }
         let completions = stopCompletions
         stopCompletions.removeAll()
         for completion in completions { completion() }
@@ -161,7 +166,7 @@ public final class TunnelRuntime: @unchecked Sendable {
             laneLoop = loop
         } else {
             do {
-                laneLoop = try EventLoop()
+                laneLoop = try group.acquire()
             } catch {
                 logger.warning("cannot start an event loop for SSH connection \(index + 1): \(error)")
                 if isExtra { pool.launchFailed(lane: index, now: Instant.now()) }
@@ -176,29 +181,29 @@ public final class TunnelRuntime: @unchecked Sendable {
         let lane = Lane(index: index, isExtra: isExtra, loop: laneLoop, profile: profile, options: options, logger: logger,
                         pending: pending, remoteStats: index == 0 && !isExtra ? remoteStats : [], report: report)
         lanes[index] = lane
-        guard laneLoop !== loop else { return lane.start() }
-        laneThreadsRunning += 1
-        startThread(name: "tunnel-\(profile.name)-\(index + 1)") { [weak self, loop] in
-            laneLoop.run()
-            loop.execute { [weak self] in self?.laneThreadEnded() }
-        }
-        laneLoop.execute { lane.start() }
-    }
-
-    private func laneThreadEnded() {
-        laneThreadsRunning -= 1
-        finishStopIfDone()
+        laneLoop.perform { lane.start() }
     }
 
     func stopLane(_ index: Int, graceful: Bool) {
         laneFacts.removeValue(forKey: index)
         guard let lane = lanes.removeValue(forKey: index) else { return }
-        lane.send(.stop(graceful: graceful, endLoop: lane.loop !== loop))
+        lanesStopping += 1
+        if lane.loop !== loop { stoppingLoops[index] = lane.loop }
+        lane.send(.stop(graceful: graceful))
+    }
+
+    /// A lane closed what it held: its group loop carries one fewer.
+    private func laneStopped(_ index: Int) {
+        lanesStopping -= 1
+        if let laneLoop = stoppingLoops.removeValue(forKey: index) { group.release(laneLoop) }
+        finishStopIfDone()
     }
 
     private func handle(_ event: Lane.Event, from index: Int) {
         let report: LanePool.Report
         switch event {
+        case .stopped:
+            return laneStopped(index)
         case .returned(let connections):
             if isStopped { for c in connections { c.closeUnserved() } } else { assign(connections) }
             return

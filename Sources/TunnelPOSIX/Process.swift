@@ -4,6 +4,8 @@ import CLinuxShim
 /// Process-level helpers: pids, locks, spawning the daemon.
 public enum ProcessControl {
     public static var pid: pid_t { getpid() }
+    /// Cores online (at least 1): the size of the tunnels' event-loop group.
+    public static var onlineCores: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
     public static var uid: uid_t { getuid() }
 
     /// Whether a process with this pid exists (and we may signal it).

@@ -9,12 +9,14 @@ import TunnelPOSIX
 public final class Supervisor {
     private let dir: RuntimeDirectory
     private let loop: EventLoop
+    /// Where the tunnels run: one loop per core, apart from this loop.
+    private let group: EventLoopGroup
     private let logger: Logger
     private let environment: [String: String]
     private var tunnels: [String: TunnelHost] = [:]
-    /// Tunnels being restarted by a reload: the new profile starts once the old thread exits.
+    /// Tunnels being restarted by a reload: the new profile starts once the old one has closed everything.
     private var onExit: [String: () -> Void] = [:]
-    /// Names whose thread is starting, with what to do once it has.
+    /// Names whose tunnel is starting, with what to do once it has.
     private var starting: [String: [() -> Void]] = [:]
     private var desired = DesiredState()
     private let store: StateStore
@@ -33,6 +35,7 @@ public final class Supervisor {
     private init(dir: RuntimeDirectory, loop: EventLoop, logger: Logger, environment: [String: String]) {
         self.dir = dir
         self.loop = loop
+        self.group = EventLoopGroup(size: Supervisor.loopCount(environment))
         self.logger = logger
         self.environment = environment
         self.store = StateStore(path: dir.statePath)
@@ -413,7 +416,8 @@ public final class Supervisor {
 
     private func launch(_ profile: Profile, resolved: Profile, configPath: String, options: Connector.Options, adHoc: AdHocTunnel?,
                         done: @escaping (TunnelOutcome) -> Void) {
-        TunnelHost.start(profile: profile, resolved: resolved, configPath: configPath, options: options, logger: logger, supervisorLoop: loop,
+        TunnelHost.start(profile: profile, resolved: resolved, configPath: configPath, options: options, logger: logger,
+                         group: group, supervisorLoop: loop,
                          onStatus: { [weak self] host, status in self?.statusChanged(host, status) },
                          onExit: { [weak self] host in self?.hostExited(host) },
                          completion: { [weak self] result in
@@ -470,6 +474,12 @@ public final class Supervisor {
         host.waiters = still
     }
 
+    /// One loop per core; `TUNNEL_LOOPS` (1–256) sets another count, for tests and the bench.
+    static func loopCount(_ environment: [String: String]) -> Int {
+        if let text = environment["TUNNEL_LOOPS"], let count = Int(text), (1...256).contains(count) { return count }
+        return ProcessControl.onlineCores
+    }
+
     private func hostExited(_ host: TunnelHost) {
         guard tunnels[host.name] === host else { return }
         tunnels.removeValue(forKey: host.name)
@@ -480,7 +490,7 @@ public final class Supervisor {
             waiter.resolve(status)
         }
         host.waiters = []
-        // Its thread and buffers are gone: give their memory back.
+        // Its buffers are gone: give their memory back.
         Allocator.releaseFreeMemory()
         if let next = onExit.removeValue(forKey: host.name) { next() }
         if shuttingDown && tunnels.isEmpty { loop.stop() }

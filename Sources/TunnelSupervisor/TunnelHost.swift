@@ -3,9 +3,9 @@ import TunnelConfig
 import TunnelEngine
 import TunnelPOSIX
 
-/// One tunnel's runtime on its own event-loop thread, so tunnels use every
-/// core. The supervisor talks to it only through `loop.execute`; it reports
-/// back through the supervisor loop's `execute`.
+/// One tunnel's runtime on a loop of the tunnels' group (shared with other
+/// tunnels, one loop per core). The supervisor talks to it only through
+/// `loop.execute`; it reports back through the supervisor loop's `execute`.
 final class TunnelHost: @unchecked Sendable {
     let name: String
     let configPath: String
@@ -15,78 +15,84 @@ final class TunnelHost: @unchecked Sendable {
     /// Set for a tunnel no profile describes: a reload leaves it alone.
     var adHoc: AdHocTunnel?
     let loop: EventLoop
+    let group: EventLoopGroup
     let runtime: TunnelRuntime
+    /// Fired on the supervisor's loop once the runtime has closed everything.
+    private let exited: LoopCallback<TunnelHost>
 
     // Touched only on the supervisor's loop:
     var status = TunnelStatus()
     var waiters: [(attempts: Int, resolve: (TunnelStatus) -> Void)] = []
     var isStopping = false
 
-    private init(name: String, configPath: String, profile: Profile, options: Connector.Options, loop: EventLoop, runtime: TunnelRuntime) {
+    private init(name: String, configPath: String, profile: Profile, options: Connector.Options, loop: EventLoop, group: EventLoopGroup,
+                 runtime: TunnelRuntime, exited: LoopCallback<TunnelHost>) {
         self.name = name
         self.configPath = configPath
         self.profile = profile
         self.options = options
         self.loop = loop
+        self.group = group
         self.runtime = runtime
+        self.exited = exited
     }
 
-    /// Starts the thread, binds the listeners there and reports the result on
-    /// `supervisorLoop` (the caller's). `onStatus` receives every status
-    /// change, also there. The closures stay on that loop: the tunnel's
-    /// thread only fires callbacks into it.
+    /// Places the tunnel on `group`'s least-loaded loop, binds the listeners
+    /// there and reports the result on `supervisorLoop` (the caller's).
+    /// `onStatus` receives every status change, also there. The closures stay
+    /// on that loop: the tunnel's loop only fires callbacks into it.
     /// `profile` as tunnels.toml says (what a reload compares), `resolved`
     /// with ssh_config applied (what the tunnel runs).
     static func start(profile: Profile, resolved: Profile, configPath: String, options: Connector.Options, logger: Logger,
-                      supervisorLoop: EventLoop,
+                      group: EventLoopGroup, supervisorLoop: EventLoop,
                       onStatus: @escaping (TunnelHost, TunnelStatus) -> Void,
                       onExit: @escaping (TunnelHost) -> Void,
                       completion: @escaping (Result<TunnelHost, BindFailure>) -> Void) {
         let loop: EventLoop
         do {
-            loop = try EventLoop()
+            loop = try group.acquire()
         } catch {
             completion(.failure(BindFailure(address: "", errno: error.errno, message: "cannot start an event loop: \(error)")))
             return
         }
         var tunnelLogger = logger
         tunnelLogger[metadataKey: "tunnel"] = "\(profile.name)"
-        let runtime = TunnelRuntime(profile: resolved, loop: loop, options: options, logger: tunnelLogger)
-        let host = TunnelHost(name: profile.name, configPath: configPath, profile: profile, options: options, loop: loop, runtime: runtime)
-        let statusChanged = supervisorLoop.callback(repeats: true) { (status: TunnelStatus) in onStatus(host, status) }
-        let started = supervisorLoop.callback(completion)
+        let runtime = TunnelRuntime(profile: resolved, loop: loop, group: group, options: options, logger: tunnelLogger)
+        var statusChanged: LoopCallback<TunnelStatus>?
         let exited = supervisorLoop.callback { (host: TunnelHost) in
-            statusChanged.cancel()
+            statusChanged?.cancel()
             onExit(host)
         }
-        runtime.onStatusChange = { status in statusChanged(status) }
-        startThread(name: "tunnel-\(profile.name)") {
-            loop.execute {
-                do throws(BindFailure) {
-                    try runtime.start()
-                    started(.success(host))
-                } catch {
-                    runtime.onStatusChange = nil
-                    loop.stop()
-                    started(.failure(error))
-                }
+        let host = TunnelHost(name: profile.name, configPath: configPath, profile: profile, options: options, loop: loop, group: group,
+                              runtime: runtime, exited: exited)
+        let changed = supervisorLoop.callback(repeats: true) { (status: TunnelStatus) in onStatus(host, status) }
+        statusChanged = changed
+        let started = supervisorLoop.callback(completion)
+        runtime.onStatusChange = { status in changed(status) }
+        loop.execute {
+            do throws(BindFailure) {
+                try runtime.start()
+                started(.success(host))
+            } catch {
+                runtime.onStatusChange = nil
+                group.release(loop)
+                started(.failure(error))
+                exited(host)
             }
-            loop.run()
-            exited(host)
         }
     }
 
-    /// Stops the runtime and ends the thread once every lane has closed what
-    /// it held; `onExit` follows.
+    /// Stops the runtime; `onExit` follows once every lane has closed what it held.
     func stop(graceful: Bool) {
         guard !isStopping else { return }
         isStopping = true
-        let runtime = self.runtime, loop = self.loop
-        loop.execute {
+        let runtime = self.runtime, loop = self.loop, group = self.group, exited = self.exited
+        loop.execute { [self] in
             runtime.stop(graceful: graceful) {
                 // The status callback holds this host: let both go.
                 runtime.onStatusChange = nil
-                loop.stop()
+                group.release(loop)
+                exited(self)
             }
         }
     }

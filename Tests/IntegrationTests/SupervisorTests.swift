@@ -54,16 +54,67 @@ final class SupervisorTests: SSHTestCase {
         close(fd)
         XCTAssertTrue(eventually(timeout: 5) { self.harness.listed("alpha")?.forwards[1].active == 0 })
 
-        // One event-loop thread per tunnel besides the supervisor's own.
+        // The tunnels share the group's loops (one per core) besides the
+        // supervisor's own: two tunnels on a 2-core machine use two, not a thread each.
         let pid = try XCTUnwrap(harness.supervisorPID)
         let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-        let names = Set(threads.map { read("/proc/\(pid)/task/\($0)/comm").trimmingCharacters(in: .whitespacesAndNewlines) })
-        XCTAssertTrue(names.contains("tunnel-alpha") && names.contains("tunnel-beta"), "threads: \(names)")
+        let names = threads.map { read("/proc/\(pid)/task/\($0)/comm").trimmingCharacters(in: .whitespacesAndNewlines) }
+        let loops = names.filter { $0.hasPrefix("tunnel-loop-") }
+        XCTAssertEqual(loops.count, min(2, ProcessInfo.processInfo.activeProcessorCount), "threads: \(names)")
+        XCTAssertFalse(names.contains("tunnel-alpha") || names.contains("tunnel-beta"), "no thread per tunnel: \(names)")
 
         let table = harness.tunnel(["ls"]).stdout
         for needle in ["NAME", "STATE", "alpha", "beta", "127.0.0.1:\(b1)", "up"] {
             XCTAssertTrue(table.contains(needle), table)
         }
+    }
+
+    /// Three tunnels on ONE event loop (TUNNEL_LOOPS=1): transfers through
+    /// all at once arrive intact, and stopping one while the others carry
+    /// data leaves the shared loop running for them.
+    func testThreeTunnelsOnOneSharedLoop_carryConcurrentTransfers_andDownOfOneLeavesTheOthersWorking() throws {
+        let names = ["one", "two", "three"]
+        let ports = names.map { _ in Net.freePort() }
+        harness.writeConfig(zip(names, ports).map { harness.profile($0, server: server, forwards: ["\($1):127.0.0.1:\(echo.port)"]) }.joined())
+        let up = harness.tunnel(["up"] + names, timeout: 30, env: ["TUNNEL_LOOPS": "1"])
+        XCTAssertEqual(up.status, 0, up.output)
+        let pid = try XCTUnwrap(harness.supervisorPID)
+        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        let threadNames = threads.map { read("/proc/\(pid)/task/\($0)/comm").trimmingCharacters(in: .whitespacesAndNewlines) }
+        XCTAssertEqual(threadNames.filter { $0.hasPrefix("tunnel-loop-") }, ["tunnel-loop-1"], "threads: \(threadNames)")
+
+        // 4 MB each way through every tunnel at once, in 64 KiB steps.
+        let size = 4 << 20
+        let payloads = (0..<3).map { randomBytes(size, seed: UInt64(20 + $0)) }
+        let fds = try ports.map { try XCTUnwrap(Net.connect($0)) }
+        defer { fds.forEach { close($0) } }
+        final class Echoed: @unchecked Sendable {
+            let lock = NSLock()
+            var sums: [Int: UInt64] = [:]
+            func set(_ k: Int, _ sum: UInt64?) { lock.lock(); sums[k] = sum; lock.unlock() }
+            func get(_ k: Int) -> UInt64? { lock.lock(); defer { lock.unlock() }; return sums[k] }
+        }
+        let echoed = Echoed()
+        let group = DispatchGroup()
+        for k in 0..<3 {
+            let fd = fds[k], payload = payloads[k]
+            // Writer and reader apart: the echo comes back while we still send.
+            Thread { _ = payload.withUnsafeBytes { Net.sendAll(fd, $0) } }.start()
+            DispatchQueue.global().async(group: group) {
+                echoed.set(k, Net.readExactly(fd, size).map(checksum))
+            }
+        }
+        // While the transfers run, `three` goes down: the others must not notice.
+        usleep(50_000)
+        XCTAssertEqual(harness.tunnel(["down", "three"]).status, 0)
+        XCTAssertEqual(group.wait(timeout: .now() + 60), .success)
+        for k in 0..<2 {
+            XCTAssertEqual(echoed.get(k), checksum(payloads[k]), "tunnel \(names[k])")
+        }
+        XCTAssertFalse(Net.isListening(ports[2]))
+        XCTAssertEqual(Self.roundTrip(ports[0], "still"), "still")
+        XCTAssertEqual(Self.roundTrip(ports[1], "here"), "here")
+        XCTAssertEqual(harness.listed("one")?.state, "up")
     }
 
     func testKilledSessionProcess_reconnects_countsOneRestart_keepsTheListenerBound_andServesAClientFromTheOutage() throws {

@@ -324,6 +324,88 @@ final class EventLoopTests: XCTestCase {
         XCTAssertEqual(count.value, after)
     }
 
+    // MARK: service hooks (many tunnels on one loop)
+
+    /// Two owners with a socket pair each; returns their hooks' run counts.
+    private func twoOwnersWithSockets() -> (counts: Shared<[Int]>, writers: [Int32], owners: [LoopOwner]) {
+        let loop = self.loop!
+        let counts = Shared([0, 0])
+        let owners = [LoopOwner(), LoopOwner()]
+        var writers: [Int32] = []
+        for k in 0..<2 {
+            let (reader, writer) = socketPair()
+            writers.append(writer)
+            let owner = owners[k]
+            onLoop {
+                loop.addServiceHook(owner) { counts.mutate { $0[k] += 1 } }
+                // Registered as the owner's code: its events are the owner's.
+                loop.run(as: owner) {
+                    _ = try? loop.register(fd: reader, events: .readable) { _ in
+                        var byte: UInt8 = 0
+                        _ = read(reader, &byte, 1)
+                    }
+                }
+            }
+        }
+        return (counts, writers, owners)
+    }
+
+    func testEventLoop_serviceHook_runsAfterItsOwnersEventsOnly() {
+        let (counts, writers, _) = twoOwnersWithSockets()
+        _ = onLoop { true }
+        let start = counts.value
+        send(writers[0], "a")
+        XCTAssertTrue(eventually { counts.value[0] > start[0] })
+        // A few more passes for other reasons: neither hook runs again.
+        for _ in 0..<3 { _ = onLoop { true } }
+        let after = counts.value
+        XCTAssertEqual(after[1], start[1], "the other owner had no work")
+        send(writers[1], "b")
+        XCTAssertTrue(eventually { counts.value[1] > after[1] })
+        for _ in 0..<3 { _ = onLoop { true } }
+        XCTAssertEqual(counts.value[0], after[0], "owner 0 had no work since")
+    }
+
+    func testEventLoop_timerAndCallbackMadeByAnOwner_runItsHook_andPerformFromAnotherThreadDoesToo() {
+        let loop = self.loop!
+        let (counts, _, owners) = twoOwnersWithSockets()
+        _ = onLoop { true }
+        var before = counts.value
+        let callback: LoopCallback<Int> = onLoop {
+            var made: LoopCallback<Int>!
+            loop.run(as: owners[1]) {
+                loop.schedule(after: 0.01) {}
+                made = loop.callback { (_: Int) in }
+            }
+            return made
+        }
+        // run(as:) itself counts as the owner's work; wait for that pass.
+        XCTAssertTrue(eventually { counts.value[1] > before[1] })
+        before = counts.value
+        XCTAssertTrue(eventually { counts.value[1] > before[1] }, "the timer fired as owner 1's code")
+        before = counts.value
+        callback(7)
+        XCTAssertTrue(eventually { counts.value[1] > before[1] }, "the callback ran as owner 1's code")
+        before = counts.value
+        loop.perform(owner: owners[0]) {}
+        XCTAssertTrue(eventually { counts.value[0] > before[0] })
+        XCTAssertEqual(counts.value[1], before[1])
+        // Removed: the owner's later work runs no hook.
+        onLoop { loop.removeServiceHook(owners[0]) }
+        let removed = counts.value[0]
+        loop.perform(owner: owners[0]) {}
+        for _ in 0..<3 { _ = onLoop { true } }
+        XCTAssertEqual(counts.value[0], removed)
+    }
+
+    private func eventually(_ condition: () -> Bool) -> Bool {
+        for _ in 0..<500 {
+            if condition() { return true }
+            usleep(10_000)
+        }
+        return condition()
+    }
+
     func testEventLoop_stop_makesRunReturn() {
         let loop = self.loop!
         loop.execute { loop.stop() }

@@ -25,7 +25,7 @@ final class TimerQueueTests: XCTestCase {
         deadlines.shuffle(using: &generator)
         for ms in deadlines { insert(&q, ms: ms, id: UInt64(ms), log: log) }
 
-        for body in q.popDue(now: at(ms: 10_000)) { body() }
+        for due in q.popDue(now: at(ms: 10_000)) { due.body() }
 
         XCTAssertEqual(log.ids, Array(1...200).map { UInt64($0 * 7) })
         XCTAssertEqual(q.millisecondsUntilNext(now: at(ms: 0)), -1)
@@ -38,11 +38,11 @@ final class TimerQueueTests: XCTestCase {
             insert(&q, ms: ms, id: UInt64(id), log: log)
         }
 
-        for body in q.popDue(now: at(ms: 30)) { body() }
+        for due in q.popDue(now: at(ms: 30)) { due.body() }
         XCTAssertEqual(log.ids, [1, 2, 3], "deadline == now counts as due; later ones stay")
 
         XCTAssertTrue(q.popDue(now: at(ms: 39)).isEmpty)
-        for body in q.popDue(now: at(ms: 1000)) { body() }
+        for due in q.popDue(now: at(ms: 1000)) { due.body() }
         XCTAssertEqual(log.ids, [1, 2, 3, 4, 5, 6])
         XCTAssertTrue(q.popDue(now: at(ms: 2000)).isEmpty)
     }
@@ -63,7 +63,7 @@ final class TimerQueueTests: XCTestCase {
         q.cancel(1)
         q.cancel(4)
 
-        for body in q.popDue(now: at(ms: 1000)) { body() }
+        for due in q.popDue(now: at(ms: 1000)) { due.body() }
 
         XCTAssertEqual(log.ids, [2, 3, 5])
     }
@@ -73,7 +73,7 @@ final class TimerQueueTests: XCTestCase {
         let log = FiredLog()
         insert(&q, ms: 10, id: 1, log: log)
         q.cancel(99)
-        for body in q.popDue(now: at(ms: 10)) { body() }
+        for due in q.popDue(now: at(ms: 10)) { due.body() }
         XCTAssertEqual(log.ids, [1])
     }
 
@@ -160,7 +160,7 @@ final class TimerQueueTests: XCTestCase {
             default:
                 now += Int(generator.next() % 100)
                 log.ids.removeAll()
-                for body in q.popDue(now: at(ms: now)) { body() }
+                for due in q.popDue(now: at(ms: now)) { due.body() }
                 let due = model.filter { $0.value <= now }
                 XCTAssertEqual(Set(log.ids), Set(due.keys))
                 let firedDeadlines = log.ids.map { due[$0] ?? -1 }
