@@ -5,8 +5,9 @@ import TunnelPOSIX
 /// Each transition returns the actions its owner (TunnelRuntime) performs, so
 /// the logic is tested without sockets or threads.
 ///
-/// `kept` lanes (the profile's `sessions`) reconnect forever. While clients
-/// queue for channels, extra lanes open one at a time up to `maxSessions`;
+/// `kept` lanes (the profile's `sessions`) reconnect forever. When every lane
+/// up carries `busyPerLane` clients, or while clients queue for channels,
+/// extra lanes open one at a time up to `maxSessions`;
 /// an extra lane never reconnects: a failure or a loss retires it, and it
 /// retires after `extraIdleSeconds` without clients.
 public struct LanePool: Sendable {
@@ -30,6 +31,10 @@ public struct LanePool: Sendable {
         case holdClients
         /// Check extra lanes for idleness after this many seconds.
         case scheduleIdleCheck(after: Double)
+        /// Clients kept back for an extra lane (`admit`) go to the lanes now:
+        /// it came up or failed, or the hold ran out (`after` seconds).
+        case releaseHeldForGrowth
+        case scheduleGrowthHoldEnd(after: Double)
         case log(LogLevel, String)
     }
 
@@ -57,6 +62,13 @@ public struct LanePool: Sendable {
     /// an SSH connection: libssh2 opens one channel at a time per connection,
     /// one round trip each, so a queue this long waits many round trips.
     public var growthBacklog = 16
+    /// Clients on every up lane at which the next client waits (at most
+    /// `growthHoldSeconds`) for an extra lane instead. One SSH connection
+    /// serves its channels in one sshd process, and pgbench's 8 clients
+    /// made 1.0–1.3× ssh -L's query rate over one and 1.45× over two
+    /// (2-core bench): a pool of clients is worth a second connection.
+    public var busyPerLane = 4
+    public var growthHoldSeconds = 0.5
     public var growthPauseSeconds = 30.0
     public var extraIdleSeconds = 15.0
 
@@ -69,6 +81,7 @@ public struct LanePool: Sendable {
     private var nextIndex = 0
     /// An extra lane is connecting: one at a time, so a slow server is not hit by a burst of logins.
     public private(set) var isGrowing = false
+    private var growthStartedAt: Instant?
     /// After an extra lane failed, none is tried before this.
     public private(set) var growthPausedUntil = Instant(nanoseconds: 0)
     /// Kept lanes that answered (up or failed) since the last counted attempt.
@@ -169,11 +182,12 @@ public struct LanePool: Sendable {
             lanes[position].phase = .up
             lanes[position].idleSince = now
             return [.log(.info, "extra SSH connection \(index + 1) up: \(lanes.count) of at most \(maxSessions)")]
-                + shedOnto(index) + [.scheduleIdleCheck(after: idleCheckInterval)]
+                + shedOnto(index) + [.releaseHeldForGrowth, .scheduleIdleCheck(after: idleCheckInterval)]
         case .connectFailed(let message, _):
             isGrowing = false
             growthPausedUntil = now.adding(seconds: growthPauseSeconds)
             return [.log(.warning, "no extra SSH connection for \(Int(growthPauseSeconds)) s: \(message)")] + retire(at: position)
+                + [.releaseHeldForGrowth]
         case .dropped:
             return retire(at: position)
         }
@@ -195,14 +209,39 @@ public struct LanePool: Sendable {
 
     /// Adds an extra lane while `pending` clients wait for a channel.
     public mutating func growIfBackedUp(pending: Int, now: Instant) -> [Action] {
-        guard !isStopped, !isGrowing, lanes.count < maxSessions, anyUp, pending >= growthBacklog,
-              !(now < growthPausedUntil)
-        else { return [] }
+        guard mayGrow(now: now), pending >= growthBacklog else { return [] }
+        return grow(because: "\(pending) clients waiting for a channel", now: now)
+    }
+
+    /// How many of `count` new clients go to the up lanes now, whose loads
+    /// are `loads` (as in `assign`). When every lane up carries
+    /// `busyPerLane` clients and another SSH connection may open, it opens
+    /// and the rest wait for it: until it is up or failed
+    /// (`.releaseHeldForGrowth`), at most `growthHoldSeconds`.
+    public mutating func admit(count: Int, loads: [Int], now: Instant) -> (admitted: Int, actions: [Action]) {
+        let room = loads.reduce(0) { $0 + max(0, busyPerLane - $1) }
+        guard !loads.isEmpty, count > room else { return (count, []) }
+        if isGrowing {
+            let holding = growthStartedAt.map { now.seconds(since: $0) < growthHoldSeconds } ?? false
+            return (holding ? room : count, [])
+        }
+        guard mayGrow(now: now) else { return (count, []) }
+        let busy = loads.reduce(0, +)
+        return (room, grow(because: "\(busy) clients on \(loads.count) SSH connection(s)", now: now)
+                    + [.scheduleGrowthHoldEnd(after: growthHoldSeconds)])
+    }
+
+    private func mayGrow(now: Instant) -> Bool {
+        !isStopped && !isGrowing && lanes.count < maxSessions && anyUp && !(now < growthPausedUntil)
+    }
+
+    private mutating func grow(because reason: String, now: Instant) -> [Action] {
         let index = nextIndex
         nextIndex += 1
         isGrowing = true
+        growthStartedAt = now
         lanes.append(Lane(index: index, isExtra: true, phase: .connecting))
-        return [.log(.info, "\(pending) clients waiting for a channel: opening extra SSH connection \(index + 1)"),
+        return [.log(.info, "\(reason): opening extra SSH connection \(index + 1)"),
                 .launch(lane: index, isExtra: true)]
     }
 

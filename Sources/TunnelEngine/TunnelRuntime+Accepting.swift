@@ -80,12 +80,24 @@ extension TunnelRuntime {
     }
 
     /// Hands clients to the least-loaded lanes that are up, or holds them
-    /// until one is; then adds a lane if many clients wait for channels.
+    /// until one is; adds a lane when every lane up is busy (the clients
+    /// beyond wait a moment for it) or many clients wait for channels.
     func assign(_ connections: [Connection]) {
         guard !isStopped else { return connections.forEach { $0.closeUnserved() } }
         if pool.isAsleep { wake(for: "\(connections.count) client(s)") }
         defer { perform(pool.growIfBackedUp(pending: pending.value, now: Instant.now())) }
         let up = pool.upLanes.compactMap { lanes[$0] }
+        var connections = connections
+        if !up.isEmpty {
+            // Every connection busy: some clients wait for an extra one.
+            let (admitted, actions) = pool.admit(count: connections.count, loads: up.map { $0.load.load(ordering: .relaxed) }, now: Instant.now())
+            if admitted < connections.count {
+                heldForGrowth.append(contentsOf: connections[admitted...])
+                connections.removeLast(connections.count - admitted)
+            }
+            perform(actions)
+            if connections.isEmpty { return }
+        }
         let choice = pool.assign(count: connections.count, loads: up.map { $0.load.load(ordering: .relaxed) })
         guard choice.count == connections.count else {
             held.append(contentsOf: connections)
@@ -100,6 +112,15 @@ extension TunnelRuntime {
             pending.add(batch.count)
             lane.send(.clients(batch))
         }
+    }
+
+    /// The clients kept back for an extra SSH connection go to the lanes.
+    func releaseHeldForGrowth() {
+        loop.cancel(growthHoldTimer)
+        growthHoldTimer = nil
+        let waiting = heldForGrowth
+        heldForGrowth.removeAll()
+        if !waiting.isEmpty { assign(waiting) }
     }
 
     /// While no lane is up, closes clients that have waited out hold_timeout,

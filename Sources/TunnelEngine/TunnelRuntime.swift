@@ -27,6 +27,10 @@ public final class TunnelRuntime: @unchecked Sendable {
     /// Clients accepted earlier whose lane went down while no other lane was
     /// up, oldest first. They wait for the next lane up, or hold_timeout.
     var held: [Connection] = []
+    /// Clients kept back (briefly) for an extra SSH connection being opened
+    /// because every one up is busy (`LanePool.admit`), oldest first.
+    var heldForGrowth: [Connection] = []
+    var growthHoldTimer: EventLoop.TimerID?
     /// `-D` clients still sending their SOCKS requests.
     var negotiations: [ObjectIdentifier: SocksNegotiation] = [:]
     let pending: PendingClients
@@ -131,8 +135,11 @@ public final class TunnelRuntime: @unchecked Sendable {
             idleCheckTimer = nil
             lazyTimer = nil
             for index in pool.stop() { stopLane(index, graceful: graceful) }
-            for c in held { c.closeUnserved() }
+            for c in held + heldForGrowth { c.closeUnserved() }
             held.removeAll()
+            heldForGrowth.removeAll()
+            loop.cancel(growthHoldTimer)
+            growthHoldTimer = nil
             for negotiation in negotiations.values { negotiation.cancel() }
             negotiations.removeAll()
             let bound = statusBox.withLock { $0.remoteListeners }
@@ -169,7 +176,10 @@ public final class TunnelRuntime: @unchecked Sendable {
                 laneLoop = try group.acquire()
             } catch {
                 logger.warning("cannot start an event loop for SSH connection \(index + 1): \(error)")
-                if isExtra { pool.launchFailed(lane: index, now: Instant.now()) }
+                if isExtra {
+                    pool.launchFailed(lane: index, now: Instant.now())
+                    releaseHeldForGrowth()
+                }
                 return
             }
         }
@@ -306,6 +316,14 @@ public final class TunnelRuntime: @unchecked Sendable {
                 idleCheckTimer = loop.schedule(after: after) { [unowned self] in
                     self.idleCheckTimer = nil
                     self.perform(self.pool.checkIdle(now: Instant.now()) { self.lanes[$0]?.load.load(ordering: .relaxed) ?? 0 })
+                }
+            case .releaseHeldForGrowth:
+                releaseHeldForGrowth()
+            case .scheduleGrowthHoldEnd(let after):
+                loop.cancel(growthHoldTimer)
+                growthHoldTimer = loop.schedule(after: after) { [unowned self] in
+                    self.growthHoldTimer = nil
+                    self.releaseHeldForGrowth()
                 }
             case .log(.info, let message):
                 logger.info("\(message)")

@@ -29,10 +29,11 @@ final class LazyTunnelTests: SSHTestCase {
         XCTAssertEqual(connections, 0, "no SSH connection before the first client: \(server.log)")
         XCTAssertEqual(logins, 0)
 
-        // Five clients at once, each sending before anything is connected. With
-        // hold_timeout = 0 they still wait for the connection they started.
-        let fds = (0..<5).compactMap { _ in Net.connect(port) }
-        XCTAssertEqual(fds.count, 5)
+        // Four clients at once (as many as one connection carries before the
+        // tunnel adds another), each sending before anything is connected.
+        // With hold_timeout = 0 they still wait for the connection they started.
+        let fds = (0..<4).compactMap { _ in Net.connect(port) }
+        XCTAssertEqual(fds.count, 4)
         for (i, fd) in fds.enumerated() {
             Net.setTimeout(fd, 20)
             XCTAssertTrue(Net.sendAll(fd, Array("client-\(i)".utf8)))
@@ -56,7 +57,7 @@ final class LazyTunnelTests: SSHTestCase {
         XCTAssertEqual(logins, 2)
         let listed = try XCTUnwrap(harness.listed("db"))
         XCTAssertEqual(listed.restarts, 0, "idling is not a restart")
-        XCTAssertEqual(listed.forwards[0].total, 6)
+        XCTAssertEqual(listed.forwards[0].total, 5)
     }
 
     func testLazy_whileIdleOrInUse_aSecondUpAnswersAtOnce_andDownClosesTheListener() throws {

@@ -347,6 +347,25 @@ final class SessionsTests: SSHTestCase {
         XCTAssertEqual(sshConnections(), 1)
     }
 
+    /// The default profile (one SSH connection, max_sessions 4): a pool of
+    /// eight clients makes it open a second connection once the first
+    /// carries four, and the pool ends up split four and four.
+    func testDefaultProfile_aPoolOfEightClients_opensASecondConnectionAtFourBusy_andSplitsFourAndFour() throws {
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"]))
+        XCTAssertEqual(harness.tunnel(["up", "db"], timeout: 30).status, 0)
+        var fds = try openEchoingClients(4, port, "first")
+        defer { fds.forEach { close($0) } }
+        XCTAssertEqual(sshConnections(), 1, "four clients fit on one connection")
+        fds += try openEchoingClients(4, port, "more")
+        XCTAssertEqual(server.log.components(separatedBy: "Accepted publickey").count - 1, 2, "a second login, not more")
+        XCTAssertEqual(targetConnectionsPerSSHConnection().values.sorted(), [4, 4])
+        XCTAssertEqual(harness.listed("db")?.sessions_extra, 1)
+        XCTAssertTrue(harness.supervisorLog.contains("4 clients on 1 SSH connection(s): opening extra SSH connection 2"), harness.supervisorLog)
+        // Every client still echoes through its connection.
+        for (i, fd) in fds.enumerated() { XCTAssertTrue(Self.echoes(fd, "again \(i)")) }
+    }
+
     func testMaxSessionsOne_aBurstStaysOnOneConnection_andEveryClientIsServed() throws {
         let port = Net.freePort()
         harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"], extra: "max_sessions = 1\n"))

@@ -96,6 +96,56 @@ final class LanePoolTests: XCTestCase {
         XCTAssertEqual(pool.summary.sessionsUp, 1, "extra lanes are counted apart")
     }
 
+    func testAdmit_belowTheBusyMark_admitsEveryClient_andGrowsNothing() {
+        var pool = upPool(kept: 1, max: 4)
+        let (admitted, actions) = pool.admit(count: 3, loads: [1], now: t0)
+        XCTAssertEqual(admitted, 3)
+        XCTAssertEqual(actions, [])
+        XCTAssertFalse(pool.isGrowing)
+    }
+
+    func testAdmit_aPoolOfEightOnOneBusyConnection_admitsFour_opensAnExtra_andHoldsTheRestUntilItIsUp() {
+        var pool = upPool(kept: 1, max: 4)
+        let (admitted, actions) = pool.admit(count: 8, loads: [0], now: t0)
+        XCTAssertEqual(admitted, 4, "up to busyPerLane on the lane that is up")
+        XCTAssertEqual(actions.last, .scheduleGrowthHoldEnd(after: 0.5))
+        XCTAssertTrue(actions.contains(.launch(lane: 1, isExtra: true)))
+        XCTAssertTrue(pool.isGrowing)
+        // While it connects (within the hold), more clients wait too.
+        XCTAssertEqual(pool.admit(count: 2, loads: [4], now: at(0.2)).admitted, 0)
+        // It comes up: the held clients go out, and to it (the least loaded).
+        let up = pool.report(.up, from: 1, now: at(0.3))
+        XCTAssertTrue(up.actions.contains(.releaseHeldForGrowth))
+        XCTAssertEqual(pool.admit(count: 6, loads: [4, 0], now: at(0.3)).admitted, 4)
+        XCTAssertEqual(pool.assign(count: 4, loads: [4, 0]), [1, 1, 1, 1])
+    }
+
+    func testAdmit_afterTheHoldRunsOut_orWithMaxSessionsReached_admitsEveryClient() {
+        var pool = upPool(kept: 1, max: 2)
+        _ = pool.admit(count: 8, loads: [0], now: t0)
+        XCTAssertEqual(pool.admit(count: 3, loads: [4], now: at(0.5)).admitted, 3, "the hold is over: no more waiting")
+        _ = pool.report(.up, from: 1, now: at(0.6))
+        let full = pool.admit(count: 10, loads: [5, 5], now: at(1))
+        XCTAssertEqual(full.admitted, 10, "max_sessions reached: nothing to wait for")
+        XCTAssertEqual(full.actions, [])
+    }
+
+    func testAdmit_aFailedExtraConnection_releasesTheHeldClients_andPausesGrowth() {
+        var pool = upPool(kept: 1, max: 4)
+        _ = pool.admit(count: 8, loads: [0], now: t0)
+        let failed = pool.report(.connectFailed(message: "refused", isPermanent: false), from: 1, now: at(0.1))
+        XCTAssertEqual(failed.actions.last, .releaseHeldForGrowth)
+        let again = pool.admit(count: 8, loads: [4], now: at(0.2))
+        XCTAssertEqual(again.admitted, 8, "growth is paused: every client goes to the lane up")
+        XCTAssertEqual(again.actions, [])
+    }
+
+    func testAdmit_withMaxSessionsOne_neverHolds() {
+        var pool = upPool(kept: 1, max: 1)
+        XCTAssertEqual(pool.admit(count: 50, loads: [10], now: t0).admitted, 50)
+        XCTAssertFalse(pool.isGrowing)
+    }
+
     func testGrowthIsPaused_afterAFailedExtraConnection() {
         var pool = upPool(kept: 1, max: 3)
         _ = pool.growIfBackedUp(pending: 20, now: at(0))
