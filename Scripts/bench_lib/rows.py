@@ -28,7 +28,7 @@ import threading
 import time
 
 from bench_lib import report
-from bench_lib.testbed import (BENCH_LIB, BUSY_N, LATE_BY_S, LATE_CONNECT_TIMEOUT, ROOT, BenchError, DelayedRelay, Sampler,
+from bench_lib.testbed import (BENCH_LIB, BUSY_N, LATE_BY_S, LATE_CONNECT_TIMEOUT, ROOT, BenchError, DelayedRelay, PeriodicSampler, Sampler,
                                alive, cpu_of, cpu_seconds, fd_count, free_port, kill_pid, log, minor_faults,
                                pids_with_arg, popen_logged, readline_timeout, run, status_kib, stop_popen, tail,
                                wait_listening, warn)
@@ -161,26 +161,19 @@ def throughput(tb, rep, row, k):
 
 
 # ------------------------------------------------------------------- busy
-class ThreadWatch(threading.Thread):
+class ThreadWatch(PeriodicSampler):
     """The summed Threads of /proc/PID/status of some processes, every 100 ms: min, max and the samples."""
 
     def __init__(self, pids, interval=0.1):
-        super().__init__(daemon=True)
-        self.pids, self.interval = list(pids), interval
+        super().__init__(interval)
+        self.pids = list(pids)
         self.samples = []
-        self.stop_event = threading.Event()
 
-    def run(self):
-        while not self.stop_event.is_set():
-            try:
-                self.samples.append(sum(status_kib(p, "Threads") for p in self.pids))
-            except OSError:
-                pass
-            self.stop_event.wait(self.interval)
+    def sample(self):
+        self.samples.append(sum(status_kib(p, "Threads") for p in self.pids))
 
     def stop(self):
-        self.stop_event.set()
-        self.join(2)
+        super().stop()
         return {"min": min(self.samples, default=None), "max": max(self.samples, default=None),
                 "samples": len(self.samples)}
 

@@ -289,21 +289,22 @@ def readline_timeout(stream, timeout):
     return stream.readline().strip() if r else None
 
 
-class Sampler(threading.Thread):
-    """Samples VmRSS of a process every 50 ms."""
+class PeriodicSampler(threading.Thread):
+    """Calls `sample()` every `interval` seconds until `stop()`; a process that is gone
+    (OSError from /proc) skips the sample."""
 
-    def __init__(self, pid, interval=0.05):
+    def __init__(self, interval):
         super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
-        self.peak_kib = 0
-        self.samples = 0
+        self.interval = interval
         self.stop_event = threading.Event()
+
+    def sample(self):
+        raise NotImplementedError
 
     def run(self):
         while not self.stop_event.is_set():
             try:
-                self.peak_kib = max(self.peak_kib, status_kib(self.pid, "VmRSS"))
-                self.samples += 1
+                self.sample()
             except OSError:
                 pass
             self.stop_event.wait(self.interval)
@@ -311,6 +312,20 @@ class Sampler(threading.Thread):
     def stop(self):
         self.stop_event.set()
         self.join(2)
+
+
+class Sampler(PeriodicSampler):
+    """Samples VmRSS of a process every 50 ms."""
+
+    def __init__(self, pid, interval=0.05):
+        super().__init__(interval)
+        self.pid = pid
+        self.peak_kib = 0
+        self.samples = 0
+
+    def sample(self):
+        self.peak_kib = max(self.peak_kib, status_kib(self.pid, "VmRSS"))
+        self.samples += 1
 
 
 class DelayedRelay:

@@ -141,11 +141,16 @@ public final class EventLoop: @unchecked Sendable {
     /// Runs `body` now as `owner`'s code: what it registers or schedules is
     /// `owner`'s, and `owner`'s service hook runs at the end of the pass.
     public func run(as owner: LoopOwner, _ body: () -> Void) {
+        within(owner, body)
+        if owner != .none { dirty.insert(owner) }
+    }
+
+    /// `body` with `owner` current, without marking it for its hook.
+    private func within(_ owner: LoopOwner, _ body: () -> Void) {
         let saved = currentOwner
         currentOwner = owner
         body()
         currentOwner = saved
-        if owner != .none { dirty.insert(owner) }
     }
 
     // MARK: cross-thread
@@ -242,10 +247,7 @@ public final class EventLoop: @unchecked Sendable {
         dirty.removeAll(keepingCapacity: true)
         for owner in due {
             guard let hook = serviceHooks[owner] else { continue }
-            let saved = currentOwner
-            currentOwner = owner
-            hook()
-            currentOwner = saved
+            within(owner, hook)
         }
     }
 

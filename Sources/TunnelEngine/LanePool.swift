@@ -246,10 +246,11 @@ public struct LanePool: Sendable {
     }
 
     /// An extra lane could not even be started (no event loop): pause growth as after a failure.
-    public mutating func launchFailed(lane index: Int, now: Instant) {
+    public mutating func launchFailed(lane index: Int, now: Instant) -> [Action] {
         lanes.removeAll { $0.index == index }
         isGrowing = false
         growthPausedUntil = now.adding(seconds: growthPauseSeconds)
+        return [.releaseHeldForGrowth]
     }
 
     /// Retires up extra lanes that have had no client for `extraIdleSeconds`.

@@ -87,10 +87,11 @@ extension TunnelRuntime {
         if pool.isAsleep { wake(for: "\(connections.count) client(s)") }
         defer { perform(pool.growIfBackedUp(pending: pending.value, now: Instant.now())) }
         let up = pool.upLanes.compactMap { lanes[$0] }
+        let loads = up.map { $0.load.load(ordering: .relaxed) }
         var connections = connections
         if !up.isEmpty {
             // Every connection busy: some clients wait for an extra one.
-            let (admitted, actions) = pool.admit(count: connections.count, loads: up.map { $0.load.load(ordering: .relaxed) }, now: Instant.now())
+            let (admitted, actions) = pool.admit(count: connections.count, loads: loads, now: Instant.now())
             if admitted < connections.count {
                 heldForGrowth.append(contentsOf: connections[admitted...])
                 connections.removeLast(connections.count - admitted)
@@ -98,7 +99,7 @@ extension TunnelRuntime {
             perform(actions)
             if connections.isEmpty { return }
         }
-        let choice = pool.assign(count: connections.count, loads: up.map { $0.load.load(ordering: .relaxed) })
+        let choice = pool.assign(count: connections.count, loads: loads)
         guard choice.count == connections.count else {
             held.append(contentsOf: connections)
             perform(gate.linkDown())

@@ -44,10 +44,9 @@ public final class TunnelRuntime: @unchecked Sendable {
     var connectStarted: [Int: Instant] = [:]
     /// What each lane's current connection reported, for `tunnel status`.
     var laneFacts: [Int: ConnectionStatus] = [:]
-    /// Lanes told to stop that have not yet said they closed everything,
-    /// and what to call once a stop has seen them all.
-    private var lanesStopping = 0
-    private var stoppingLoops: [Int: EventLoop] = [:]
+    /// Lanes told to stop that have not yet said they closed everything (with
+    /// the loop each ran on), and what to call once a stop has seen them all.
+    private var stoppingLanes: [Int: EventLoop] = [:]
     private var stopCompletions: [() -> Void] = []
     var isStopped = false
 
@@ -154,7 +153,7 @@ public final class TunnelRuntime: @unchecked Sendable {
     }
 
     private func finishStopIfDone() {
-        guard isStopped, lanesStopping == 0 else { return }
+        guard isStopped, stoppingLanes.isEmpty else { return }
         let completions = stopCompletions
         stopCompletions.removeAll()
         for completion in completions { completion() }
@@ -176,10 +175,7 @@ public final class TunnelRuntime: @unchecked Sendable {
                 laneLoop = try group.acquire()
             } catch {
                 logger.warning("cannot start an event loop for SSH connection \(index + 1): \(error)")
-                if isExtra {
-                    pool.launchFailed(lane: index, now: Instant.now())
-                    releaseHeldForGrowth()
-                }
+                if isExtra { perform(pool.launchFailed(lane: index, now: Instant.now())) }
                 return
             }
         }
@@ -197,15 +193,14 @@ public final class TunnelRuntime: @unchecked Sendable {
     func stopLane(_ index: Int, graceful: Bool) {
         laneFacts.removeValue(forKey: index)
         guard let lane = lanes.removeValue(forKey: index) else { return }
-        lanesStopping += 1
-        if lane.loop !== loop { stoppingLoops[index] = lane.loop }
+        stoppingLanes[index] = lane.loop
         lane.send(.stop(graceful: graceful))
     }
 
     /// A lane closed what it held: its group loop carries one fewer.
     private func laneStopped(_ index: Int) {
-        lanesStopping -= 1
-        if let laneLoop = stoppingLoops.removeValue(forKey: index) { group.release(laneLoop) }
+        // The first lane runs on the runtime's loop, which is not the lanes' to release.
+        if let laneLoop = stoppingLanes.removeValue(forKey: index), laneLoop !== loop { group.release(laneLoop) }
         finishStopIfDone()
     }
 
