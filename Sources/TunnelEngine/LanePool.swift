@@ -227,7 +227,7 @@ public struct LanePool: Sendable {
         }
         guard mayGrow(now: now) else { return (count, []) }
         let busy = loads.reduce(0, +)
-        return (room, grow(because: "\(busy) clients on \(loads.count) SSH connection(s)", now: now)
+        return (room, grow(because: "\(busy) clients on \(loads.count) SSH connection(s), \(count) more arriving", now: now)
                     + [.scheduleGrowthHoldEnd(after: growthHoldSeconds)])
     }
 

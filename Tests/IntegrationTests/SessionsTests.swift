@@ -361,7 +361,7 @@ final class SessionsTests: SSHTestCase {
         XCTAssertEqual(server.log.components(separatedBy: "Accepted publickey").count - 1, 2, "a second login, not more")
         XCTAssertEqual(targetConnectionsPerSSHConnection().values.sorted(), [4, 4])
         XCTAssertEqual(harness.listed("db")?.sessions_extra, 1)
-        XCTAssertTrue(harness.supervisorLog.contains("4 clients on 1 SSH connection(s): opening extra SSH connection 2"), harness.supervisorLog)
+        XCTAssertTrue(harness.supervisorLog.contains("4 clients on 1 SSH connection(s), 1 more arriving: opening extra SSH connection 2"), harness.supervisorLog)
         // Every client still echoes through its connection.
         for (i, fd) in fds.enumerated() { XCTAssertTrue(Self.echoes(fd, "again \(i)")) }
     }

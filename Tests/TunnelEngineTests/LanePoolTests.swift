@@ -110,6 +110,8 @@ final class LanePoolTests: XCTestCase {
         XCTAssertEqual(admitted, 4, "up to busyPerLane on the lane that is up")
         XCTAssertEqual(actions.last, .scheduleGrowthHoldEnd(after: 0.5))
         XCTAssertTrue(actions.contains(.launch(lane: 1, isExtra: true)))
+        XCTAssertEqual(actions.first, .log(.info, "0 clients on 1 SSH connection(s), 8 more arriving: opening extra SSH connection 2"),
+                       "a burst onto an idle connection says what made it grow")
         XCTAssertTrue(pool.isGrowing)
         // While it connects (within the hold), more clients wait too.
         XCTAssertEqual(pool.admit(count: 2, loads: [4], now: at(0.2)).admitted, 0)
