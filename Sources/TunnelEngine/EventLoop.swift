@@ -42,6 +42,8 @@ public final class EventLoop: @unchecked Sendable {
     private var serviceHooks: [LoopOwner: () -> Void] = [:]
     /// Owners whose code ran in this pass: their service hooks run at its end.
     private var dirty: Set<LoopOwner> = []
+    /// The owners whose hooks this pass runs; hooks may mark owners in `dirty` for the next.
+    private var dueForHooks: Set<LoopOwner> = []
     /// The owner whose code runs now (`.none` for the loop's own or unowned code).
     private var currentOwner = LoopOwner.none
     private var callbacks: [UInt64: (repeats: Bool, owner: LoopOwner, body: (any Sendable) -> Void)] = [:]
@@ -243,12 +245,13 @@ public final class EventLoop: @unchecked Sendable {
 
     private func runServiceHooks() {
         guard !dirty.isEmpty else { return }
-        let due = dirty
-        dirty.removeAll(keepingCapacity: true)
-        for owner in due {
+        // Swapped, not copied: a copy of a set still in use would allocate on every pass.
+        swap(&dirty, &dueForHooks)
+        for owner in dueForHooks {
             guard let hook = serviceHooks[owner] else { continue }
             within(owner, hook)
         }
+        dueForHooks.removeAll(keepingCapacity: true)
     }
 
     /// Makes `run` return after the current iteration. From the loop thread.
