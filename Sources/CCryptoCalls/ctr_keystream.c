@@ -305,6 +305,9 @@ void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX *ctx) {
     pthread_once(&resolved, resolve);
     drop_any(ctx);
     libcrypto.free(ctx);
+    // libssh2 frees its cipher contexts when a session ends or re-keys: the
+    // MAC keys the thread kept for it go too (hmac_digest.c).
+    if (tunnel_called_from_libssh2(__builtin_return_address(0))) tunnel_hmac_forget_kept_keys();
 }
 
 int tunnel_keystream_init_as_libssh2(struct evp_cipher_ctx_st *ctx, const struct evp_cipher_st *cipher_type,

@@ -70,7 +70,7 @@ public final class SSHSession {
     var peerHungUp = false
     private var closed = false
     /// This thread's CCryptoCalls counters when the handshake began.
-    private var shortcutBaseline: (contexts: UInt64, digests: UInt64, randoms: UInt64)?
+    private var shortcutBaseline: (contexts: UInt64, digests: UInt64, keys: UInt64, randoms: UInt64)?
     /// Which of CCryptoCalls' shortcuts libssh2's calls took during the
     /// handshake, for the log: both AES-CTR contexts batched, the packet MACs
     /// keyed with a digest fetched once, the padding drawn from the pool.
@@ -117,6 +117,7 @@ public final class SSHSession {
     public func handshake() throws(SSHError) -> Bool {
         let baseline = shortcutBaseline ?? (tunnel_keystream_contexts_on_this_thread(),
                                             tunnel_hmac_prefetched_inits_on_this_thread(),
+                                            tunnel_hmac_kept_key_inits_on_this_thread(),
                                             tunnel_random_pool_calls_on_this_thread())
         shortcutBaseline = baseline
         let done = try step(libssh2_session_handshake(handle, transport.socket.fd), handle, "libssh2_session_handshake")
@@ -125,6 +126,7 @@ public final class SSHSession {
         if done {
             shortcuts = [(tunnel_keystream_contexts_on_this_thread() - baseline.contexts >= 2, "batched keystream"),
                          (tunnel_hmac_prefetched_inits_on_this_thread() > baseline.digests, "prefetched HMAC digest"),
+                         (tunnel_hmac_kept_key_inits_on_this_thread() > baseline.keys, "kept HMAC keys"),
                          (tunnel_random_pool_calls_on_this_thread() > baseline.randoms, "pooled padding")]
                 .filter(\.0).map(\.1)
         }
@@ -132,7 +134,7 @@ public final class SSHSession {
     }
 
     /// The negotiated algorithms, for the log: "aes128-ctr/hmac-sha2-512
-    /// (batched keystream, prefetched HMAC digest, pooled padding)".
+    /// (batched keystream, prefetched HMAC digest, kept HMAC keys, pooled padding)".
     public var negotiatedAlgorithms: String {
         func name(_ m: Int32) -> String { libssh2_session_methods(handle, m).map { String(cString: $0) } ?? "?" }
         let taken = shortcuts.isEmpty ? "" : " (\(shortcuts.joined(separator: ", ")))"

@@ -16,3 +16,7 @@ int test_hmac_update(test_hmac_ctx ctx, const unsigned char *data, size_t length
 int test_hmac_final(test_hmac_ctx ctx, unsigned char *mac, unsigned int *length) { return HMAC_Final(ctx, mac, length); }
 
 const EVP_MD *test_hmac_ctx_get_md(test_hmac_ctx ctx) { return HMAC_CTX_get_md(ctx); }
+
+int test_hmac_ctx_copy(test_hmac_ctx destination, test_hmac_ctx source) { return HMAC_CTX_copy(destination, source); }
+
+int test_hmac_ctx_reset(test_hmac_ctx ctx) { return HMAC_CTX_reset(ctx); }

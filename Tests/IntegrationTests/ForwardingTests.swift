@@ -56,7 +56,7 @@ final class ForwardingTests: SSHTestCase {
         XCTAssertTrue(eventually(timeout: 15) { upLines() == 2 }, foreground?.log ?? "")
         Self.assertEchoes([randomBytes(16 << 20, seed: 11), randomBytes(16 << 20, seed: 13)], through: local)
         let log = try XCTUnwrap(foreground?.log)
-        let shortcuts = "aes128-ctr/hmac-sha2-512 (batched keystream, prefetched HMAC digest, pooled padding)"
+        let shortcuts = "aes128-ctr/hmac-sha2-512 (batched keystream, prefetched HMAC digest, kept HMAC keys, pooled padding)"
         XCTAssertEqual(log.components(separatedBy: shortcuts).count - 1, 2, "libssh2's libcrypto calls did not reach CCryptoCalls on both links: \(log)")
         XCTAssertEqual(log.components(separatedBy: "info: libcrypto shortcuts for libssh2: on: libssh2 1.").count - 1, 1, "logged once per process: \(log)")
         XCTAssertEqual(upLines(), 2, "a link was re-established: \(log)")
@@ -64,11 +64,11 @@ final class ForwardingTests: SSHTestCase {
         XCTAssertGreaterThan(rekeys, 20, "the server did not rekey as configured")
     }
 
-    /// TUNNEL_CTR_BATCH=0, TUNNEL_HMAC_PREFETCH=0 and TUNNEL_RANDOM_POOL=0
+    /// TUNNEL_CTR_BATCH=0, TUNNEL_HMAC_PREFETCH=0, TUNNEL_HMAC_KEYS=0 and TUNNEL_RANDOM_POOL=0
     /// are the way back to libssh2's own libcrypto calls, one at a time.
     func testCryptoShortcuts_switchedOff_bytesStillArriveExact() throws {
         let switches = ["TUNNEL_CTR_BATCH": "batched keystream", "TUNNEL_HMAC_PREFETCH": "prefetched HMAC digest",
-                        "TUNNEL_RANDOM_POOL": "pooled padding"]
+                        "TUNNEL_HMAC_KEYS": "kept HMAC keys", "TUNNEL_RANDOM_POOL": "pooled padding"]
         for (variable, shortcut) in switches.sorted(by: { $0.key < $1.key }) {
             let echo = TestServer(.echo)
             defer { echo.stop() }

@@ -364,6 +364,15 @@ final class KeystreamTests: XCTestCase {
             XCTAssertEqual(test_hmac_ctx_get_md(hmac), EVP_sha512(), "\(why): the digest was swapped")
             XCTAssertEqual(tunnel_hmac_prefetched_inits_on_this_thread(), inits, why)
 
+            XCTAssertEqual(tunnel_hmac_keys_kept(), 0, why)
+            let kept = tunnel_hmac_kept_key_inits_on_this_thread()
+            let handle = try XCTUnwrap(tunnel_hmac_ctx_new_as_libssh2())
+            defer { test_hmac_ctx_free(handle) }
+            XCTAssertEqual(tunnel_hmac_init_as_libssh2(handle, key, Int32(key.count), EVP_sha512()), 1)
+            XCTAssertEqual(tunnel_hmac_stands_for_kept_key(handle), 0, "\(why): a key was kept")
+            XCTAssertEqual(tunnel_hmac_kept_key_inits_on_this_thread(), kept, why)
+            XCTAssertEqual(test_hmac_ctx_get_md(handle), EVP_sha512(), why)
+
             let draws = tunnel_random_pool_calls_on_this_thread(), unserved = tunnel_random_pool_unserved()
             var padding = [UInt8](repeating: 0, count: 16)
             XCTAssertEqual(tunnel_random_pool_draw(&padding, 16), 1)

@@ -59,7 +59,7 @@ int tunnel_keystream_cipher_as_libssh2(struct evp_cipher_ctx_st *ctx, unsigned c
 /// 1 while `ctx` has a batched keystream.
 int tunnel_keystream_batched(const struct evp_cipher_ctx_st *ctx);
 
-// MARK: HMAC digests fetched once (hmac_digest.c)
+// MARK: HMAC for libssh2: digests fetched once, keys kept (hmac_digest.c)
 
 /// HMAC_Init_ex calls on this thread that were given a built-in digest and
 /// handed libcrypto the same digest fetched from the provider once.
@@ -72,6 +72,28 @@ int tunnel_hmac_prefetch_enabled(void);
 /// HMAC_Init_ex(ctx, key, len, md, NULL) as libssh2's calls take it, for
 /// tests. The gate and TUNNEL_HMAC_PREFETCH still apply.
 int tunnel_hmac_init_as_libssh2(struct hmac_ctx_st *ctx, const void *key, int len, const struct evp_md_st *md);
+
+/// HMAC_CTX_new as libssh2's calls take it, for tests: one of the thread's
+/// lent handles while keys are kept.
+struct hmac_ctx_st *tunnel_hmac_ctx_new_as_libssh2(void);
+
+/// libssh2's keyed HMAC_Init_ex calls on this thread answered from a kept
+/// key (a keyed context restarted, or keyed once and kept).
+uint64_t tunnel_hmac_kept_key_inits_on_this_thread(void);
+
+/// Keyed contexts this thread keeps.
+int tunnel_hmac_kept_keys_on_this_thread(void);
+
+/// 1 while `ctx` is a lent handle standing for a kept context.
+int tunnel_hmac_stands_for_kept_key(const struct hmac_ctx_st *ctx);
+
+/// Wipes and frees every key this thread keeps. Called when libssh2 frees a
+/// cipher context (a session ending or re-keying).
+void tunnel_hmac_forget_kept_keys(void);
+
+/// 0 when TUNNEL_HMAC_KEYS=0 switched kept keys off for this process, or
+/// the version gate is closed.
+int tunnel_hmac_keys_kept(void);
 
 // MARK: random bytes for libssh2, drawn in bulk (random_pool.c)
 

@@ -19,5 +19,7 @@ int test_hmac_init_ex(test_hmac_ctx ctx, const void *key, int key_length, const 
 int test_hmac_update(test_hmac_ctx ctx, const unsigned char *data, size_t length);
 int test_hmac_final(test_hmac_ctx ctx, unsigned char *mac, unsigned int *length);
 const EVP_MD *test_hmac_ctx_get_md(test_hmac_ctx ctx);
+int test_hmac_ctx_copy(test_hmac_ctx destination, test_hmac_ctx source);
+int test_hmac_ctx_reset(test_hmac_ctx ctx);
 
 #endif
