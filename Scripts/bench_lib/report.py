@@ -430,7 +430,8 @@ class Report:
                  if any(r["met"] is None for r in self.results.values()) else ""))
 
     def smoke_problems(self):
-        """Why a --smoke run fails: rows not measured, fan-out failures, links without CCryptoCalls' shortcuts."""
+        """Why a --smoke run fails: rows not measured, fan-out failures, links without CCryptoCalls' shortcuts,
+        a crypto ceiling that could not be built or run."""
         unmeasured = [r for r, v in self.results.items() if v["error"]]
         fan = self.results.get("fanout")
         fan_failures = 0
@@ -446,4 +447,5 @@ class Report:
         return ([f"not measured: {', '.join(unmeasured)}"] if unmeasured else []) \
             + ([f"{fan_failures} fan-out failures"] if fan_failures else []) \
             + ([f"links without CCryptoCalls' shortcuts: {'; '.join(missing)}"] if missing else []) \
+            + [n for n in self.notes if n.startswith(("could not build", "crypto ceiling:"))] \
             + ([] if self.tunnel_algorithms else ["supervisor.log names no negotiated algorithms"])

@@ -975,7 +975,7 @@ def crypto_ceiling(tb, rep):
     if not cc:
         rep.notes.append("no C compiler: the libcrypto ceiling was not measured")
         return
-    p = run([cc, "-O2", "-o", exe, src, os.path.join(keystream, "ctr_keystream.c"), os.path.join(keystream, "libcrypto_next.c"), "-I", os.path.join(keystream, "include"),
+    p = run([cc, "-O2", "-o", exe, src] + [os.path.join(keystream, f) for f in ("ctr_keystream.c", "hmac_digest.c", "libcrypto_next.c")] + ["-I", os.path.join(keystream, "include"),
              "-lssh2", "-lcrypto", "-Wno-deprecated-declarations"], timeout=120, check=False)
     if p.returncode != 0:
         rep.notes.append(f"could not build {src}: {tail(p.stderr)}")
