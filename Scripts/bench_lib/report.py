@@ -137,6 +137,7 @@ class Report:
         self.results = {}          # row -> record
         self.context = {}
         self.notes = []
+        self.ceiling_failure = None  # why the crypto ceiling program could not be built or run
         self.tunnel_log_issues = []
         self.tunnel_algorithms = []
         self.t_start = time.monotonic()
@@ -447,5 +448,5 @@ class Report:
         return ([f"not measured: {', '.join(unmeasured)}"] if unmeasured else []) \
             + ([f"{fan_failures} fan-out failures"] if fan_failures else []) \
             + ([f"links without CCryptoCalls' shortcuts: {'; '.join(missing)}"] if missing else []) \
-            + [n for n in self.notes if n.startswith(("could not build", "crypto ceiling:"))] \
+            + ([self.ceiling_failure] if self.ceiling_failure else []) \
             + ([] if self.tunnel_algorithms else ["supervisor.log names no negotiated algorithms"])

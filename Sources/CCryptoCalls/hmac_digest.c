@@ -50,7 +50,6 @@
 #include <openssl/objects.h>
 #include <pthread.h>
 #include <stdatomic.h>
-
 #include <string.h>
 
 typedef int (*hmac_init_fn)(HMAC_CTX *, const void *, int, const EVP_MD *, ENGINE *);
