@@ -140,14 +140,18 @@ class Report:
         self.ceiling_failure = None  # why the crypto ceiling program could not be built or run
         self.tunnel_log_issues = []
         self.tunnel_algorithms = []
+        self.pinned = None           # (cipher, MAC) ssh -L (same algorithms) runs with
         self.t_start = time.monotonic()
 
-    def take_supervisor_log(self, bad, algorithms):
-        """The warning/error lines and negotiated algorithms of Testbed.scan_supervisor_log."""
+    def take_supervisor_log(self, bad, algorithms, pinned):
+        """The warning/error lines and negotiated algorithms of Testbed.scan_supervisor_log,
+        and the (cipher, MAC) ssh -L was pinned to (Testbed.learn_algorithms)."""
         self.tunnel_log_issues = [f"supervisor.log: {l}" for l in bad]
         self.tunnel_algorithms = algorithms
-        if algorithms and any("aes128-ctr/hmac-sha2-512" not in a for a in algorithms):
-            self.notes.append("tunnel did not always negotiate aes128-ctr/hmac-sha2-512 (" +
+        self.pinned = pinned
+        pair = "/".join(pinned)
+        if algorithms and any(f"{pair} " not in a for a in algorithms):
+            self.notes.append(f"tunnel did not always negotiate {pair} (" +
                               "; ".join(algorithms) + "): the same-algorithms column is not like for like")
 
     def print_header(self, tb, m):
@@ -243,7 +247,8 @@ class Report:
                                               if r in self.results and self.results[r].get("seconds", 0) >= 0.5))
         self.print_context()
         if self.tunnel_algorithms:
-            print(f"tunnel negotiated: {'; '.join(self.tunnel_algorithms)}; ssh -L (same algorithms): -c aes128-ctr -m hmac-sha2-512")
+            print(f"tunnel negotiated: {'; '.join(self.tunnel_algorithms)}; ssh -L (same algorithms): "
+                  f"-c {self.pinned[0]} -m {self.pinned[1]}")
         for n in self.notes:
             print(f"note: {n}")
         if self.tunnel_log_issues:
@@ -325,7 +330,7 @@ class Report:
             print(f"libcrypto on this CPU, one core, one direction: aes128-ctr in libssh2's 16-byte calls "
                   f"{cc['aes_16_byte_calls_mb_s']:,.0f} MB/s, through tunnel's batched keystream "
                   f"{cc['aes_16_byte_calls_batched_mb_s']:,.0f} MB/s, whole packets (OpenSSH) {cc['aes_bulk_mb_s']:,.0f} MB/s; "
-                  f"hmac-sha2-512 {cc['hmac_sha2_512_mb_s']:,.0f} MB/s; crypto-only ceiling "
+                  f"{cc['mac']} {cc['hmac_mb_s']:,.0f} MB/s; crypto-only ceiling "
                   f"{cc['libssh2_ceiling_mbit_s']:,.0f} Mbit/s for libssh2, {cc['tunnel_ceiling_mbit_s']:,.0f} for tunnel, "
                   f"{cc['openssh_ceiling_mbit_s']:,.0f} for OpenSSH (tunnel/OpenSSH "
                   f"{cc['tunnel_ceiling_mbit_s'] / cc['openssh_ceiling_mbit_s']:.2f})")

@@ -987,7 +987,7 @@ def crypto_ceiling(tb, rep):
              "-lssh2", "-lcrypto", "-Wno-deprecated-declarations"], timeout=120, check=False)
     if p.returncode != 0:
         return failed(f"could not build {src}: {tail(p.stderr)}")
-    p = run([exe], timeout=120, check=False)
+    p = run([exe, tb.mac], timeout=120, check=False)
     try:
         got = json.loads(p.stdout)
     except ValueError:

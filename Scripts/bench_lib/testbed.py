@@ -645,6 +645,18 @@ class Testbed:
         with open(self.config, "w") as f:
             f.write("\n".join(out))
 
+    def learn_algorithms(self):
+        """The cipher and MAC tunnel's default profile negotiates with the testbed's sshd
+        (`tunnel check echo`), which `ssh -L` (same algorithms) and the bastion are then
+        pinned to: tunnel picks its MAC by the CPU (hmac-sha2-256 first with SHA
+        instructions, hmac-sha2-512 first without)."""
+        out = self.tunnel_cmd("check", "echo", timeout=60, check=False)
+        m = re.search(r"\b(aes\d+-ctr)/(hmac-sha2-\d+)\b", out.stdout + out.stderr)
+        if not m:
+            raise BenchError(f"`tunnel check echo` named no negotiated cipher/MAC: {tail(out.stdout + out.stderr)}")
+        self.cipher, self.mac = m.group(1), m.group(2)
+        log(f"tunnel negotiates {self.cipher} + {self.mac} here; ssh -L (same algorithms) is pinned to them")
+
     def profile_text(self, name, forwards, ssh_port=None, extra=""):
         """One [tunnels.NAME] table: the default profile (host, port, user, identity, known_hosts, forward) and `extra`."""
         fw = ", ".join(f'"{f}"' for f in forwards)
@@ -670,7 +682,8 @@ forward = [{fw}]
 
     def start_bastion(self):
         """The jump rows' bastion: a second sshd (Scripts/lib.sh start_sshd, as Scripts/jumpbench
-        starts its own) offering only aes128-ctr + hmac-sha2-512, taking our key; its host key
+        starts its own) offering only the cipher and MAC tunnel negotiates (learn_algorithms),
+        taking our key; its host key
         goes into known_hosts, and an ssh_config for `ssh -J` pins the same algorithms on both hops
         (-J does not pass -c/-m to the jump's ssh)."""
         if getattr(self, "bastion_started", False):
@@ -678,7 +691,7 @@ forward = [{fw}]
         os.makedirs(self.bastion_dir, exist_ok=True)
         log(f"sshd (bastion) on 127.0.0.1:{self.bastion_port} (Scripts/lib.sh start_sshd)")
         bash_lib('start_sshd "$1" "$2" "$3"', self.bastion_dir, self.bastion_port,
-                 "Ciphers aes128-ctr\nMACs hmac-sha2-512", timeout=60)
+                 f"Ciphers {self.cipher}\nMACs {self.mac}", timeout=60)
         self.bastion_started = True
         wait_listening(self.bastion_port, 10, what="sshd (bastion)")
         shutil.copy(self.key + ".pub", os.path.join(self.bastion_dir, "authorized_keys"))
@@ -699,8 +712,8 @@ Host *
   UserKnownHostsFile {self.known_hosts}
   StrictHostKeyChecking yes
   BatchMode yes
-  Ciphers aes128-ctr
-  MACs hmac-sha2-512
+  Ciphers {self.cipher}
+  MACs {self.mac}
   Compression no
   ControlPath none
   ExitOnForwardFailure yes
@@ -774,7 +787,7 @@ Host *
                  "-o", "IdentitiesOnly=yes", "-o", "ExitOnForwardFailure=yes", "-o", "ControlPath=none",
                  "-o", "LogLevel=ERROR"]
         if variant == "ssh":
-            argv += ["-c", "aes128-ctr", "-m", "hmac-sha2-512"]
+            argv += ["-c", self.cipher, "-m", self.mac]
         argv += ["-i", self.key, "-p", str(self.ssh_port), "-L", f"127.0.0.1:{lport}:127.0.0.1:{target}",
                  f"{self.user}@127.0.0.1"]
         return argv

@@ -56,7 +56,7 @@ final class ForwardingTests: SSHTestCase {
         XCTAssertTrue(eventually(timeout: 15) { upLines() == 2 }, foreground?.log ?? "")
         Self.assertEchoes([randomBytes(16 << 20, seed: 11), randomBytes(16 << 20, seed: 13)], through: local)
         let log = try XCTUnwrap(foreground?.log)
-        let shortcuts = "aes128-ctr/hmac-sha2-512 (batched keystream, prefetched HMAC digest, kept HMAC keys, pooled padding)"
+        let shortcuts = "\(DefaultAlgorithms.pair) (batched keystream, prefetched HMAC digest, kept HMAC keys, pooled padding)"
         XCTAssertEqual(log.components(separatedBy: shortcuts).count - 1, 2, "libssh2's libcrypto calls did not reach CCryptoCalls on both links: \(log)")
         XCTAssertEqual(log.components(separatedBy: "info: libcrypto shortcuts for libssh2: on: libssh2 1.").count - 1, 1, "logged once per process: \(log)")
         XCTAssertEqual(upLines(), 2, "a link was re-established: \(log)")
@@ -77,7 +77,7 @@ final class ForwardingTests: SSHTestCase {
             Self.assertEchoes(randomBytes(4 << 20, seed: 12), through: local)
             let log = try XCTUnwrap(foreground?.log)
             let upLine = try XCTUnwrap(log.split(separator: "\n").first { $0.contains("info: up:") }, log)
-            XCTAssertTrue(upLine.contains("aes128-ctr/hmac-sha2-512 ("), log)
+            XCTAssertTrue(upLine.contains("\(DefaultAlgorithms.pair) ("), log)
             XCTAssertFalse(upLine.contains(shortcut), "\(variable)=0: \(log)")
             XCTAssertTrue(log.contains("libcrypto shortcuts for libssh2: on: libssh2 1.") && log.contains("; switched off: \(shortcut)"), "\(variable)=0: \(log)")
             for other in switches.values where other != shortcut {

@@ -116,4 +116,10 @@ int tunnel_random_pool_unserved(void);
 /// 1 when every byte this thread's pool has served reads zero.
 int tunnel_random_pool_served_bytes_wiped(void);
 
+// MARK: the CPU (cpu_sha.c)
+
+/// 1 when the CPU has SHA-256 instructions (x86 SHA-NI, Armv8 SHA2): then
+/// hmac-sha2-256 costs about a third of hmac-sha2-512, otherwise more.
+int tunnel_cpu_has_sha256_instructions(void);
+
 #endif

@@ -1,0 +1,31 @@
+import CCryptoCalls
+import Foundation
+import XCTest
+@testable import TunnelSSH
+
+/// The MAC tunnel offers first follows the CPU: hmac-sha2-256 where it has
+/// SHA-256 instructions, hmac-sha2-512 where it has none.
+final class MACPreferenceTests: XCTestCase {
+    func testMACOrder_followsTheSHAInstructions() {
+        XCTAssertEqual(SSHAlgorithms.macs(sha256InHardware: true), "hmac-sha2-256,hmac-sha2-512")
+        XCTAssertEqual(SSHAlgorithms.macs(sha256InHardware: false), "hmac-sha2-512,hmac-sha2-256")
+    }
+
+    /// CPUID (or the Arm hwcaps) against what the kernel reports in /proc/cpuinfo.
+    func testCPUDetection_agreesWithTheKernel() throws {
+        let cpuinfo = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+        let words = cpuinfo.split(separator: "\n")
+            .filter { $0.hasPrefix("flags") || $0.hasPrefix("Features") }
+            .flatMap { $0.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == ":" }) }
+        XCTAssertFalse(words.isEmpty, "/proc/cpuinfo lists no CPU flags")
+        let kernelSays = words.contains("sha_ni") || words.contains("sha2")
+        XCTAssertEqual(tunnel_cpu_has_sha256_instructions() != 0, kernelSays)
+        XCTAssertEqual(SSHAlgorithms.macs, SSHAlgorithms.macs(sha256InHardware: kernelSays))
+    }
+
+    /// ssh_config's MACs keep their own order over tunnel's.
+    func testSSHConfigOrder_winsOverTheCPUs() {
+        XCTAssertEqual(SSHAlgorithms.chosen(["hmac-sha2-512", "hmac-sha2-256"], from: SSHAlgorithms.macs), ["hmac-sha2-512", "hmac-sha2-256"])
+        XCTAssertEqual(SSHAlgorithms.chosen(["hmac-sha2-256", "hmac-sha2-512"], from: SSHAlgorithms.macs), ["hmac-sha2-256", "hmac-sha2-512"])
+    }
+}
