@@ -67,7 +67,7 @@ let package = Package(
             "TunnelSupervisor", "TunnelPOSIX", .product(name: "Logging", package: "swift-log"),
         ]),
         // Drives the built `tunnel` executable against real sshd and PostgreSQL.
-        .testTarget(name: "IntegrationTests"),
+        .testTarget(name: "IntegrationTests", dependencies: ["TunnelTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

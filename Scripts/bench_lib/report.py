@@ -150,7 +150,7 @@ class Report:
         self.tunnel_algorithms = algorithms
         self.pinned = pinned
         pair = "/".join(pinned)
-        if algorithms and any(f"{pair} " not in a for a in algorithms):
+        if algorithms and any(pair not in a.split() for a in algorithms):
             self.notes.append(f"tunnel did not always negotiate {pair} (" +
                               "; ".join(algorithms) + "): the same-algorithms column is not like for like")
 

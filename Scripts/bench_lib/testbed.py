@@ -77,6 +77,12 @@ def tail(text, lines=6):
     return " | ".join(text.splitlines()[-lines:])
 
 
+def negotiated_pair(check_output):
+    """(cipher, MAC) from `tunnel check`'s encryption line ("... aes128-ctr/hmac-sha2-256 (...)"), or None."""
+    m = re.search(r"\b(aes\d+-ctr)/(hmac-sha2-\d+)\b", check_output)
+    return m.groups() if m else None
+
+
 def bash_lib(snippet, *args, timeout=120):
     """Runs a snippet with Scripts/lib.sh sourced ($1... are args)."""
     return run(["bash", "-c", f'set -e; . "{LIB_SH}"; {snippet}', "bench", *map(str, args)], timeout=timeout)
@@ -651,10 +657,10 @@ class Testbed:
         pinned to: tunnel picks its MAC by the CPU (hmac-sha2-256 first with SHA
         instructions, hmac-sha2-512 first without)."""
         out = self.tunnel_cmd("check", "echo", timeout=60, check=False)
-        m = re.search(r"\b(aes\d+-ctr)/(hmac-sha2-\d+)\b", out.stdout + out.stderr)
-        if not m:
+        pair = negotiated_pair(out.stdout + out.stderr)
+        if not pair:
             raise BenchError(f"`tunnel check echo` named no negotiated cipher/MAC: {tail(out.stdout + out.stderr)}")
-        self.cipher, self.mac = m.group(1), m.group(2)
+        self.cipher, self.mac = pair
         log(f"tunnel negotiates {self.cipher} + {self.mac} here; ssh -L (same algorithms) is pinned to them")
 
     def profile_text(self, name, forwards, ssh_port=None, extra=""):
