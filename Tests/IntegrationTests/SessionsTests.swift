@@ -229,7 +229,7 @@ final class SessionsTests: SSHTestCase {
                 guard let fd = Net.connect(port, timeout: 20) else { return }
                 defer { close(fd) }
                 Net.setTimeout(fd, 20)
-                if Self.echoes(fd, "held \(i)") { replies.value.append("held \(i)") }
+                if Self.echoes(fd, "held \(i)") { replies.mutate { $0.append("held \(i)") } }
             }
         }
         clients.forEach { $0.start() }

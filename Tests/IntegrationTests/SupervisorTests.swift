@@ -313,6 +313,8 @@ final class SupervisorTests: SSHTestCase {
 }
 
 /// A tiny lock-protected value for test threads.
+/// `value` reads or replaces under the lock; a change that depends on the
+/// old value (appending) must go through `mutate`, or concurrent ones are lost.
 final class Atomic<T>: @unchecked Sendable {
     private let lock = NSLock()
     private var _value: T
