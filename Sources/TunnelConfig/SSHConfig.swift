@@ -56,15 +56,22 @@ public enum SSHConfigLookup {
     /// `ssh -G` for `host`; nil when not consulted, or when ssh is not
     /// installed (plain profiles need it not; an alias then fails to resolve,
     /// and the connect error says what to install).
-    public static func query(_ host: String, source: SSHConfigSource, timeout: Double = 5) throws(SSHConfigError) -> SSHConfigEntry? {
+    /// `user` and `port`, when given, go to ssh as `-l` and `-p`, as `ssh
+    /// user@host -p port` would: `Match user`, `%r` and `%p` then see them.
+    public static func query(_ host: String, source: SSHConfigSource, user: String? = nil, port: UInt16? = nil,
+                             timeout: Double = 5) throws(SSHConfigError) -> SSHConfigEntry? {
         if source == .none { return nil }
         guard let ssh = ProcessControl.which("ssh") else { return nil }
         guard !host.hasPrefix("-"), !host.contains(where: { $0.isWhitespace }) else {
             throw SSHConfigError(message: "\(host) is not a host name ssh -G can look up")
         }
+        if let user, user.hasPrefix("-") || user.contains(where: { $0.isWhitespace }) {
+            throw SSHConfigError(message: "\(user) is not a user name ssh -G can look up")
+        }
         let config: [String] = if case .file(let path) = source { ["-F", path] } else { [] }
-        guard let configured = ProcessControl.capture(ssh, config + ["-G", host], timeout: timeout),
-              let baseline = ProcessControl.capture(ssh, ["-F", "/dev/null", "-G", host], timeout: timeout) else {
+        let login = (user.map { ["-l", $0] } ?? []) + (port.map { ["-p", String($0)] } ?? [])
+        guard let configured = ProcessControl.capture(ssh, config + login + ["-G", host], timeout: timeout),
+              let baseline = ProcessControl.capture(ssh, ["-F", "/dev/null"] + login + ["-G", host], timeout: timeout) else {
             throw SSHConfigError(message: "ssh -G \(host) did not answer within \(Int(timeout)) s")
         }
         guard configured.status == 0 else {
@@ -101,7 +108,7 @@ extension SSHConfigEntry {
             }
         }
         if !written.contains("known_hosts"), let files = setting("userknownhostsfile") {
-            let paths = files.split(separator: " ").map { $0.hasPrefix("~/") ? home + $0.dropFirst() : String($0) }
+            let paths = try SSHConfigEntry.knownHostsFiles(files, host: host, home: home)
             if !paths.isEmpty { login.knownHosts = paths }
         }
         if !written.contains("host_key"), let strict = setting("stricthostkeychecking") {
@@ -113,11 +120,51 @@ extension SSHConfigEntry {
             default: login.hostKey = .strict
             }
         }
+        if login.knownHosts == ["/dev/null"] && login.hostKey == .acceptNew {
+            notes.append("ssh_config keeps no known_hosts for \(host) (/dev/null) and accepts new keys: its host key is not checked")
+        }
         if let alias = setting("hostkeyalias") { login.hostKeyAlias = alias }
         if let hashed = setting("hashknownhosts") { login.hashKnownHosts = hashed == "yes" }
         if let ciphers = setting("ciphers") { login.ciphers = ciphers.split(separator: ",").map(String.init) }
         if let macs = setting("macs") { login.macs = macs.split(separator: ",").map(String.init) }
         return login
+    }
+
+    /// UserKnownHostsFile as `ssh -G` prints it: the files joined by spaces,
+    /// each already absolute, so a word that does not start a path (`/` or
+    /// `~`) continues the one before (a path with spaces in it). `none`
+    /// (no user file) and relative paths (relative to whatever directory the
+    /// supervisor runs in) are refused rather than guessed at.
+    static func knownHostsFiles(_ printed: String, host: String, home: String) throws(SSHConfigError) -> [String] {
+        if printed == "none" {
+            throw SSHConfigError(message: "UserKnownHostsFile none for \(host) in ssh_config: tunnel needs a known_hosts file to check the host key against; name one (or /dev/null to keep none)")
+        }
+        var paths: [String] = []
+        for word in printed.split(separator: " ") {
+            if word.hasPrefix("/") || word.hasPrefix("~") || paths.isEmpty {
+                paths.append(String(word))
+            } else {
+                paths[paths.count - 1] += " " + word
+            }
+        }
+        return try paths.map { path throws(SSHConfigError) in
+            let expanded = expandUserHome(path, home: home)
+            guard expanded.hasPrefix("/") else {
+                throw SSHConfigError(message: "UserKnownHostsFile \(path) for \(host) in ssh_config: not an absolute path (the supervisor has no working directory of yours); write it from / or ~/")
+            }
+            return expanded
+        }
+    }
+
+    /// `~/…` with `home`, `~name/…` with that user's home directory, as ssh
+    /// expands them; anything else unchanged.
+    static func expandUserHome(_ path: String, home: String) -> String {
+        guard path.hasPrefix("~") else { return path }
+        let slash = path.firstIndex(of: "/") ?? path.endIndex
+        let name = path[path.index(after: path.startIndex)..<slash]
+        if name.isEmpty { return home + path[slash...] }
+        guard let directory = System.homeDirectory(ofUser: String(name)) else { return path }
+        return directory + path[slash...]
     }
 
     /// ssh_config's %-tokens in IdentityFile and IdentityAgent (`ssh -G`
@@ -138,7 +185,34 @@ extension SSHConfigEntry {
                 throw SSHConfigError(message: "\(keyword) \(text) in ssh_config: tunnel expands %d %h %r %u %i %% there, not %\(other.map(String.init) ?? "")")
             }
         }
-        return out.hasPrefix("~/") ? home + out.dropFirst() : out
+        return expandUserHome(out, home: home)
+    }
+}
+
+extension SSHConfigEntry {
+    /// ProxyJump's comma-separated hops.
+    static func proxyJump(_ text: String, host: String) throws(SSHConfigError) -> [JumpHop] {
+        var hops: [JumpHop] = []
+        for part in text.split(separator: ",") {
+            do { hops.append(try JumpHop.parse(String(part))) } catch {
+                throw SSHConfigError(message: "ProxyJump for \(host) in ssh_config: \(error)")
+            }
+        }
+        return hops
+    }
+
+    /// A ProxyCommand with `%n` (the name as given, before HostName) filled
+    /// in now, while that name is known; `%%` and the other tokens stay for
+    /// the connect, which knows the host, port and user.
+    static func expandingOriginalName(_ command: String, _ name: String) -> String {
+        var out = ""
+        var chars = command.makeIterator()
+        while let c = chars.next() {
+            guard c == "%" else { out.append(c); continue }
+            guard let next = chars.next() else { out.append(c); break }
+            if next == "n" { out += name } else { out.append(c); out.append(next) }
+        }
+        return out
     }
 }
 
@@ -207,7 +281,8 @@ extension Profile {
     public func applyingSSHConfig(_ source: SSHConfigSource, home: String) throws(SSHConfigError) -> (profile: Profile, notes: [String]) {
         // A profile without forwards is pointed at by its own header.
         let header = location.line > 0 ? "\(location): " : ""
-        guard let entry = try SSHConfigLookup.query(host, source: source) else {
+        guard let entry = try SSHConfigLookup.query(host, source: source, user: written.contains("user") ? user : nil,
+                                                    port: written.contains("port") ? port : nil) else {
             if !hasForwards { throw SSHConfigError(message: header + "no forward: the profile writes no forward, dynamic or remote, and ssh_config is not read (\(source == .none ? "ssh_config = \"none\"" : "ssh is not installed"))") }
             return (self, [])
         }
@@ -221,7 +296,8 @@ extension Profile {
         }
         resolved.host = entry.setting("hostname") ?? host
         if unwritten("port"), let port = entry.setting("port").flatMap({ UInt16($0) }) { resolved.port = port }
-        if unwritten("user"), let user = entry.setting("user") { resolved.user = user }
+        // ssh -G's user is ssh_config's or, as ssh's own default, the login name.
+        if unwritten("user"), let user = entry.values["user"]?.first { resolved.user = user }
         resolved.login = try entry.login(over: login, written: written, host: resolved.host, user: resolved.user, home: home, notes: &notes)
         if unwritten("keepalive"), let seconds = positive("serveraliveinterval") { resolved.keepalive = seconds }
         if unwritten("keepalive_count"), let count = positive("serveralivecountmax") { resolved.keepaliveCount = count }
@@ -232,28 +308,62 @@ extension Profile {
         }
 
         var hopsToResolve: [JumpHop] = []
+        // Hops that ssh_config's ProxyJump names take their user as ssh does
+        // (ssh_config's or the login name); the profile's `jump` hops that name
+        // none take the profile's.
+        var hopsFromSSHConfig = false
         if !jump.isEmpty {
             hopsToResolve = jump
         } else if unwritten("jump") && unwritten("proxy_command") {
-            if let command = entry.setting("proxycommand"), command != "none" { resolved.proxyCommand = command }
+            if let command = entry.setting("proxycommand"), command != "none" {
+                resolved.proxyCommand = SSHConfigEntry.expandingOriginalName(command, host)
+            }
             if let hops = entry.setting("proxyjump"), hops != "none" {
-                for text in hops.split(separator: ",") {
-                    do { hopsToResolve.append(try JumpHop.parse(String(text))) } catch {
-                        throw SSHConfigError(message: "ProxyJump for \(host) in ssh_config: \(error)")
-                    }
-                }
+                hopsToResolve = try SSHConfigEntry.proxyJump(hops, host: host)
+                hopsFromSSHConfig = true
             }
         }
         if !hopsToResolve.isEmpty {
-            resolved.jump = try hopsToResolve.map { hop throws(SSHConfigError) in
-                // Each hop on its own name, as ssh does.
-                guard let hopEntry = try SSHConfigLookup.query(hop.host, source: source) else { return hop }
-                let user = hop.user ?? hopEntry.setting("user")
+            // Each hop on its own name, as ssh does, over the profile's own
+            // login: what ssh_config says for the target stays the target's.
+            func resolve(_ hop: JumpHop, fromSSHConfig: Bool) throws(SSHConfigError) -> (hop: JumpHop, entry: SSHConfigEntry?) {
+                guard let hopEntry = try SSHConfigLookup.query(hop.host, source: source, user: hop.user,
+                                                              port: hop.portIsExplicit ? hop.port : nil) else { return (hop, nil) }
+                let user = hop.user ?? (fromSSHConfig ? hopEntry.values["user"]?.first : hopEntry.setting("user"))
                 let host = hopEntry.setting("hostname") ?? hop.host
                 let port = hop.portIsExplicit ? hop.port : hopEntry.setting("port").flatMap { UInt16($0) } ?? hop.port
-                let login = try hopEntry.login(over: resolved.login, written: [], host: host, user: user ?? resolved.user, home: home, notes: &notes)
-                return JumpHop(user: user, host: host, port: port, login: login == resolved.login ? nil : login)
+                let hopLogin = try hopEntry.login(over: login, written: [], host: host, user: user ?? resolved.user, home: home, notes: &notes)
+                return (JumpHop(user: user, host: host, port: port, login: hopLogin == resolved.login ? nil : hopLogin), hopEntry)
             }
+            var resolvedHops = try hopsToResolve.map { hop throws(SSHConfigError) in try resolve(hop, fromSSHConfig: hopsFromSSHConfig) }
+            // The first hop is reached as ssh reaches it: by its own ProxyJump or
+            // ProxyCommand, if ssh_config gives it one (ssh's `-J a,b` runs
+            // `ssh -W … a` for the first, which reads a's; later hops are
+            // reached through the one before, whatever their own say).
+            if unwritten("proxy_command") {
+                var firstName = hopsToResolve[0].host
+                // Names as written and as resolved: a ProxyJump back to either loops.
+                var seen = Set(([host, resolved.host] + hopsToResolve.map(\.host) + resolvedHops.map(\.hop.host)).map { $0.lowercased() })
+                while let first = resolvedHops.first?.entry, resolvedHops.count < JumpHop.maxHops {
+                    if let more = first.setting("proxyjump"), more != "none" {
+                        let outer = try SSHConfigEntry.proxyJump(more, host: firstName)
+                        if let back = outer.first(where: { seen.contains($0.host.lowercased()) }) {
+                            throw SSHConfigError(message: "\(name): ssh_config's ProxyJump for \(firstName) leads back to \(back.host): the chain would loop")
+                        }
+                        seen.formUnion(outer.map { $0.host.lowercased() })
+                        firstName = outer[0].host
+                        let outerHops = try outer.map { hop throws(SSHConfigError) in try resolve(hop, fromSSHConfig: true) }
+                        seen.formUnion(outerHops.map { $0.hop.host.lowercased() })
+                        resolvedHops = outerHops + resolvedHops
+                    } else {
+                        if let command = first.setting("proxycommand"), command != "none" {
+                            resolved.proxyCommand = SSHConfigEntry.expandingOriginalName(command, firstName)
+                        }
+                        break
+                    }
+                }
+            }
+            resolved.jump = resolvedHops.map(\.hop)
         }
         if resolved.jump.count >= JumpHop.maxHops {
             throw SSHConfigError(message: "ProxyJump for \(host) in ssh_config: \(resolved.jump.count) jump hosts; a chain has at most \(JumpHop.maxHops) hops")

@@ -18,6 +18,13 @@ enum System {
 
     static var userID: UInt32 { getuid() }
 
+    /// The home directory the password database gives `name`, or nil.
+    static func homeDirectory(ofUser name: String) -> String? {
+        guard let pw = getpwnam(name), let dir = pw.pointee.pw_dir else { return nil }
+        let path = String(cString: dir)
+        return path.isEmpty ? nil : path
+    }
+
     /// Parses an IP literal with inet_pton; returns its bytes (4 or 16) and canonical text.
     static func parseIP(_ text: String, ipv6: Bool) -> (bytes: [UInt8], canonical: String)? {
         let family = ipv6 ? AF_INET6 : AF_INET

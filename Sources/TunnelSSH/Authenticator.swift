@@ -234,6 +234,7 @@ public final class Authenticator {
         // (when their .pub says which they are); under IdentitiesOnly only
         // keys known to be one of the files.
         var wantedBlobs: Set<[UInt8]>?
+        var offeredByAgent: Set<[UInt8]> = []
         if !explicitIdentities.isEmpty || identitiesOnly {
             let known = Set(files.compactMap { publicBlob(ofIdentity: $0.path) })
             if !known.isEmpty || identitiesOnly { wantedBlobs = known }
@@ -247,6 +248,7 @@ public final class Authenticator {
                     var current: UnsafeMutablePointer<libssh2_agent_publickey>?
                     while libssh2_agent_get_identity(agent, &current, previous) == 0, let identity = current {
                         let keyBlob = blob(identity)
+                        offeredByAgent.insert(keyBlob)
                         if wantedBlobs?.contains(keyBlob) ?? true {
                             let comment = identity.pointee.comment.map { String(cString: $0) } ?? ""
                             let type = Fingerprint.keyType(ofBlob: keyBlob) ?? "key"
@@ -290,7 +292,14 @@ public final class Authenticator {
                 attempts.append("\(file.display): is a PuTTY key; convert it with puttygen -O private-openssh")
                 continue
             case .unknown:
-                attempts.append("\(file.display): is not a private key tunnel can read")
+                // ssh's way to pick one of the agent's keys: IdentityFile names its public key.
+                if let blob = Authenticator.publicKeyFileBlob(key.bytes) {
+                    if !offeredByAgent.contains(blob) {
+                        attempts.append("\(file.display): is a public key, which picks a key of ssh-agent's, and " + (agentSocket == nil ? "no agent is running (SSH_AUTH_SOCK is not set)" : "the agent does not hold it"))
+                    }
+                } else {
+                    attempts.append("\(file.display): is not a private key tunnel can read")
+                }
                 continue
             default:
                 break
@@ -305,11 +314,22 @@ public final class Authenticator {
 
     /// The public key blob of an identity file: from PATH.pub, else from the
     /// OpenSSH private key's clear public part.
+    /// An IdentityFile that is itself a public key (ssh's way to pick an agent key) stands for that key.
     private func publicBlob(ofIdentity path: String) -> [UInt8]? {
-        if let pub = (try? Files.readText(path + ".pub")).flatMap({ $0 }) {
-            let fields = pub.split(whereSeparator: { $0 == " " || $0 == "\n" })
-            if fields.count >= 2, let blob = Base64.decode(fields[1]) { return blob }
+        for candidate in [path, path + ".pub"] {
+            guard let text = (try? Files.readText(candidate)).flatMap({ $0 }) else { continue }
+            if let blob = Authenticator.publicKeyFileBlob(Array(text.utf8)) { return blob }
         }
         return nil
+    }
+
+    /// The key blob of a public key file's first line (`TYPE BASE64 [comment]`)
+    /// whose blob is a key of that type; nil for anything else.
+    static func publicKeyFileBlob(_ bytes: some Collection<UInt8>) -> [UInt8]? {
+        guard bytes.count < 64 * 1024 else { return nil }
+        let line = String(decoding: bytes.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+        let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" })
+        guard fields.count >= 2, let blob = Base64.decode(fields[1]), Fingerprint.keyType(ofBlob: blob) == String(fields[0]) else { return nil }
+        return blob
     }
 }

@@ -38,7 +38,8 @@ final class NetworkChangeReconnectTests: NamespacedSSHTestCase {
 
         ip(["addr", "del", namespace.hostAddress + "/30", "dev", namespace.hostInterface])
         let left = eventually(timeout: 20, interval: 0.1) { self.harness.listed("net")?.state != "up" }
-        XCTAssertTrue(left, "\(harness.list())")
+        // On failure, what the interface holds tells a missed event from a removal that did not happen.
+        XCTAssertTrue(left, "\(harness.list())\n\(runCommand("/usr/bin/ip", ["addr", "show", "dev", namespace.hostInterface]).output)\n\(harness.supervisorLog)")
         // Noticed by the probe after the change, not by the keepalive deadline (90 s).
         let log = harness.supervisorLog
         XCTAssertTrue(log.contains("network: address \(namespace.hostAddress)/30 removed"), log)
