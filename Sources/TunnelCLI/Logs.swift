@@ -12,6 +12,10 @@ struct Logs: ParsableCommand {
     @Flag(name: .shortAndLong, help: "Keep printing new lines.") var follow = false
     @Option(name: .shortAndLong, help: "Show the last N lines first.") var lines: Int = 200
 
+    func validate() throws {
+        if lines < 0 { throw ValidationError("--lines must be 0 or more") }
+    }
+
     func run() throws {
         try journal()
         let path = global.runtimeDirectory.logPath

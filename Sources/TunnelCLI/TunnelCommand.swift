@@ -32,6 +32,12 @@ struct GlobalOptions: ParsableArguments {
 
     var environment: [String: String] { currentEnvironment() }
 
+    func validate() throws {
+        // An empty value would silently mean the default file or directory.
+        if config == "" { throw ValidationError("--config needs a path") }
+        if runtimeDir == "" { throw ValidationError("--runtime-dir needs a directory") }
+    }
+
     var configPath: String { absolutePath(Config.resolvePath(explicit: config, environment: environment)) }
 
     /// Loads the profiles file; any problem is printed and ends the command.

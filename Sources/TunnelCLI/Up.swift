@@ -50,8 +50,19 @@ struct Up: ParsableCommand {
         }
         if port == 0 { throw ValidationError("-p must be 1-65535") }
         if foreground && names.count > 1 { throw ValidationError("--foreground runs one profile") }
-        if let timeout, timeout <= 0 { throw ValidationError("--timeout must be positive") }
+        // The wait becomes whole nanoseconds: NaN, infinity or centuries cannot.
+        if let timeout, !(timeout > 0 && timeout <= Up.longestTimeout) {
+            throw ValidationError("--timeout must be a number of seconds from above 0 to \(Int(Up.longestTimeout)) (a day)")
+        }
+        if let name {
+            if name.isEmpty || name.count > Up.longestName || name.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7f }) {
+                throw ValidationError("--name must be 1-\(Up.longestName) characters without spaces or control characters")
+            }
+        }
     }
+
+    static let longestTimeout: Double = 86_400
+    static let longestName = 100
 
     func run() throws {
         if isAdHoc {

@@ -32,8 +32,15 @@ extension Connector {
         if let exited = proxy?.exitReason(waitingUpTo: 0.2) {
             return ConnectFailure(kind: .network, message: "\(exited) (before the SSH handshake with \(target) finished)", isPermanent: false)
         }
+        let banner = session.serverBanner
+        let shown = banner.count > 80 ? banner.prefix(80) + "…" : banner
+        if session.identificationOverflow {
+            return ConnectFailure(kind: .ssh, message: "the server at \(address) sent more than \(SSHTransport.identificationLimit / 1024) KiB without an SSH identification line: it is not an SSH server", isPermanent: false)
+        }
+        if !banner.isEmpty && !banner.hasPrefix("SSH-") {
+            return ConnectFailure(kind: .ssh, message: "the server at \(address) is not an SSH server: it sent \"\(shown)\" and no SSH identification line", isPermanent: false)
+        }
         if session.connectionLoss == .peerClosed || error.isTransportFailure {
-            let banner = session.serverBanner
             let detail = banner.isEmpty ? "the server at \(address) closed the connection during the SSH handshake (is it an SSH server?)" : "the SSH handshake with \(address) failed: \(error.message)"
             return ConnectFailure(kind: .ssh, message: detail, isPermanent: false)
         }

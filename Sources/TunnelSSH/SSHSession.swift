@@ -126,7 +126,13 @@ public final class SSHSession {
                                             tunnel_hmac_kept_key_inits_on_this_thread(),
                                             tunnel_random_pool_calls_on_this_thread())
         shortcutBaseline = baseline
-        let done = try step(libssh2_session_handshake(handle, transport.socket.fd), handle, "libssh2_session_handshake")
+        transport.huntsIdentification = true
+        let done: Bool
+        do { done = try step(libssh2_session_handshake(handle, transport.socket.fd), handle, "libssh2_session_handshake") } catch {
+            transport.huntsIdentification = false
+            throw error
+        }
+        if done { transport.huntsIdentification = false }
         // libssh2 creates the two cipher contexts on this thread, inside the
         // last step, and sends its first encrypted packet (the service request).
         if done {
@@ -146,6 +152,10 @@ public final class SSHSession {
         let taken = shortcuts.isEmpty ? "" : " (\(shortcuts.joined(separator: ", ")))"
         return "\(name(LIBSSH2_METHOD_KEX)) \(name(LIBSSH2_METHOD_HOSTKEY)) \(name(LIBSSH2_METHOD_CRYPT_CS))/\(name(LIBSSH2_METHOD_MAC_CS))\(taken)"
     }
+
+    /// The server sent more than `SSHTransport.identificationLimit` bytes
+    /// without an SSH identification line.
+    public var identificationOverflow: Bool { transport.identificationOverflow }
 
     /// The server's identification string, with control characters made visible.
     public var serverBanner: String {

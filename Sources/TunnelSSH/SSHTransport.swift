@@ -53,6 +53,18 @@ public final class SSHTransport {
     /// Set when that I/O gave up on a silent agent.
     public internal(set) var agentTimedOut = false
 
+    /// While set (the handshake), libssh2's one-byte reads are its hunt for
+    /// the server's identification line: libssh2 1.10 skips every line that
+    /// does not start with "SSH-" and returns only on EAGAIN, so a server
+    /// that keeps sending text would hold the loop thread for good. After
+    /// `identificationLimit` such bytes the read fails instead (OpenSSH
+    /// likewise gives up after 1024 lines).
+    public var huntsIdentification = false
+    private var identificationBytes = 0
+    public static let identificationLimit = 64 * 1024
+    /// Set when the server sent more than `identificationLimit` bytes without an identification line.
+    public private(set) var identificationOverflow = false
+
     public static let highWater = 1 << 20
     public static let lowWater = 256 << 10
 
@@ -157,6 +169,13 @@ public final class SSHTransport {
         if killed { return 0 }
         if let failure { return -Int(failure.errno.rawValue) }
         guard mayHaveInput else { return -Int(EAGAIN) }
+        if huntsIdentification && length == 1 {
+            identificationBytes += 1
+            if identificationBytes > SSHTransport.identificationLimit {
+                identificationOverflow = true
+                return -Int(EPROTO)
+            }
+        }
         do {
             switch try socket.recv(into: buffer, count: length) {
             case .done(let n):

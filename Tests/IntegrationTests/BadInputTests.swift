@@ -116,6 +116,52 @@ final class BadInputTests: XCTestCase {
         expectError(contains: ["handshake", "timed out", "127.0.0.1:\(silent.port)"])
     }
 
+    /// A server that sends text and never an SSH identification line (libssh2
+    /// 1.10 would skip its lines for ever), and one that answers in HTTP.
+    func testServerFloodingTextOrSpeakingHTTP_failsAtOnceSayingItIsNotSSH_andTheSupervisorStaysResponsive() throws {
+        let port = Net.freePort()
+        let flood = try Background("/usr/bin/python3", ["-c", """
+            import socket, sys, threading
+            s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(8)
+            def serve(c):
+                try:
+                    while True: c.sendall(b"junk line\\r\\n" * 4096)
+                except OSError: pass
+            while True:
+                c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+            """, "\(port)"], logPath: harness.dir + "/flood.log")
+        defer { flood.stop() }
+        XCTAssertTrue(eventually(timeout: 10) { Net.isListening(port) }, read(harness.dir + "/flood.log"))
+        harness.writeConfig(profile(port: port, extra: "connect_timeout = 20"))
+        expectError(contains: ["127.0.0.1:\(port) sent more than 64 KiB without an SSH identification line"])
+        // The same through the supervisor: `up` fails, and the supervisor still answers.
+        let up = harness.tunnel(["up", "db"], timeout: 30)
+        XCTAssertNotEqual(up.status, 0, up.output)
+        XCTAssertTrue(up.stderr.contains("without an SSH identification line"), up.stderr)
+        XCTAssertEqual(harness.tunnel(["ls"], timeout: 10).status, 0)
+        XCTAssertEqual(harness.tunnel(["down", "--all"], timeout: 10).status, 0)
+
+        let webPort = Net.freePort()
+        let web = try Background("/usr/bin/python3", ["-m", "http.server", "--bind", "127.0.0.1", "\(webPort)"], logPath: harness.dir + "/web.log")
+        defer { web.stop() }
+        XCTAssertTrue(eventually(timeout: 10) { Net.isListening(webPort) })
+        harness.writeConfig(profile(port: webPort, extra: "connect_timeout = 20"))
+        expectError(contains: ["the server at 127.0.0.1:\(webPort) is not an SSH server: it sent \"", "and no SSH identification line"])
+    }
+
+    func testCommandLineNumbersAndNames_outOfRange_areUsageErrors_notCrashes() {
+        harness.writeConfig(profile())
+        for args in [["up", "db", "--timeout", "nan"], ["up", "db", "--timeout", "inf"], ["up", "db", "--timeout", "1e308"],
+                     ["up", "db", "--timeout=-1"], ["logs", "--lines=-5"], ["ls", "--config", ""], ["ls", "--runtime-dir", ""],
+                     ["up", "-L", "1:a:1", "--name", "bad name", "x"], ["up", "-L", "1:a:1", "--name", "", "x"]] {
+            let result = harness.tunnel(args, timeout: 20)
+            XCTAssertEqual(result.status, 64, "\(args): \(result.output)")
+            XCTAssertTrue(result.stderr.hasPrefix("Error: "), "\(args): \(result.stderr)")
+            XCTAssertFalse(result.stderr.contains("Fatal error"), "\(args): \(result.stderr)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: harness.runtimeDir + "/supervisor.pid"), "no supervisor was started")
+    }
+
     func testLocalPortAlreadyInUse_namesTheAddressAndPort() {
         let holder = TestServer(.echo)
         defer { holder.stop() }
