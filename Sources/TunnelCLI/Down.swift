@@ -21,8 +21,19 @@ struct Down: ParsableCommand {
         request.names = names
         request.all = all
         guard let response = try global.ask(request) else {
-            for name in names { say("\(name): not up (no supervisor is running)") }
-            if all { say("nothing is up (no supervisor is running)") }
+            // No supervisor: forget what was saved, or the next one would bring it back.
+            let forgotten: [String]
+            do {
+                guard let removed = try SavedTunnels.forget(names, all: all, in: global.runtimeDirectory) else {
+                    throw fail("a supervisor is starting for \(global.runtimeDirectory.path); run the command again")
+                }
+                forgotten = removed
+            } catch let error as SystemError {
+                throw fail("cannot update the saved tunnels in \(global.runtimeDirectory.path): \(error)")
+            }
+            for name in forgotten { say("\(name): down (no supervisor was running; it will not be restored)") }
+            for name in names where !forgotten.contains(name) { say("\(name): not up (no supervisor is running)") }
+            if all && forgotten.isEmpty { say("nothing is up (no supervisor is running)") }
             return
         }
         if all && response.outcomes.isEmpty { say("nothing is up") }

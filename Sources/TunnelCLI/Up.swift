@@ -149,12 +149,20 @@ func sendUp(_ request: ControlRequest, profiles: [String: Profile], global: Glob
     request.home = homeDirectory(environment)
     let wait = timeout ?? 60
     let response: ControlResponse
+    let started: Bool
     do {
-        let socket = try global.client.connectStarting(executable: ProcessControl.executablePath, environment: environment,
-                                                       configPath: global.configPath)
-        response = try global.client.send(request, over: socket, timeout: wait)
+        let connection = try global.client.connectStarting(executable: ProcessControl.executablePath, environment: environment,
+                                                           configPath: global.configPath)
+        started = connection.started
+        response = try global.client.send(request, over: connection.socket, timeout: wait)
     } catch {
         throw fail(error.message)
+    }
+    // A supervisor this command started, left with nothing to run: stop it
+    // again rather than leave a daemon behind a failed `up`.
+    if started && response.outcomes.allSatisfy({ $0.result == .failed }),
+       let listed = try? global.client.request(ControlRequest(command: .list), timeout: 10), listed.tunnels.isEmpty {
+        _ = try? global.client.request(ControlRequest(command: .stop), timeout: 10)
     }
     if !response.ok { throw fail(response.error ?? "the supervisor refused the request") }
     for outcome in response.outcomes {

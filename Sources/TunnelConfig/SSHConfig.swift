@@ -75,8 +75,11 @@ public enum SSHConfigLookup {
             throw SSHConfigError(message: "ssh -G \(host) did not answer within \(Int(timeout)) s")
         }
         guard configured.status == 0 else {
-            let which = if case .file(let path) = source { path } else { "~/.ssh/config or /etc/ssh/ssh_config" }
-            throw SSHConfigError(message: "ssh -G \(host) failed (status \(configured.status)): check \(which) with `ssh -G \(host)`")
+            // Once more for ssh's own words, which name the file and line.
+            let said = ProcessControl.capture(ssh, config + login + ["-G", host], timeout: timeout, withStderr: true)?.output
+                .split(whereSeparator: \.isNewline).first { !$0.isEmpty && !$0.hasPrefix("Pseudo-terminal") }
+            let command = (["ssh"] + config + login + ["-G", host]).joined(separator: " ")
+            throw SSHConfigError(message: said.map { "ssh_config: \($0) (`\(command)` failed)" } ?? "`\(command)` failed (status \(configured.status))")
         }
         let values = SSHConfigEntry.parse(configured.output)
         return SSHConfigEntry(values: values, explicit: SSHConfigEntry.explicitKeys(values, over: SSHConfigEntry.parse(baseline.output)))

@@ -41,7 +41,9 @@ public enum PortOwners {
         let comm = (try? Files.readText("/proc/\(pid)/comm"))??.split(separator: "\n").first.map(String.init) ?? "?"
         let raw = (try? Files.read("/proc/\(pid)/cmdline")) ?? nil
         let args = (raw ?? []).split(separator: 0, omittingEmptySubsequences: true).map { String(decoding: $0, as: UTF8.self) }
-        return Owner(pid: pid, name: comm, commandLine: args.isEmpty ? comm : args.joined(separator: " "))
+        // Another process's words go into one error line: no newline or escape sequence of theirs reaches the terminal.
+        let line = (args.isEmpty ? comm : args.joined(separator: " ")).escapingControlCharacters
+        return Owner(pid: pid, name: comm.escapingControlCharacters, commandLine: line.count > 200 ? line.prefix(200) + "…" : line)
     }
 
     static func listening() -> [Listening] {

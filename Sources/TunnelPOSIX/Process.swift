@@ -124,12 +124,14 @@ extension ProcessControl {
     /// Runs `path args` with stdin and stderr on /dev/null and returns its
     /// exit status and stdout; nil when it cannot start or outlives `timeout`
     /// (it is killed then). For short local commands (`ssh -G`).
-    public static func capture(_ path: String, _ args: [String], timeout: Double) -> (status: Int32, output: String)? {
+    /// `withStderr`: stderr goes into the output too (for a failure's own words).
+    public static func capture(_ path: String, _ args: [String], timeout: Double, withStderr: Bool = false) -> (status: Int32, output: String)? {
         var pipeFDs: [Int32] = [-1, -1]
         guard pipe2(&pipeFDs, O_CLOEXEC) == 0 else { return nil }
         let child: pid_t
         do {
-            child = try spawn(path, args, environment: currentEnvironment(), stdout: .descriptor(pipeFDs[1]))
+            child = try spawn(path, args, environment: currentEnvironment(), stdout: .descriptor(pipeFDs[1]),
+                              stderr: withStderr ? .descriptor(pipeFDs[1]) : .devNull)
         } catch {
             _ = close(pipeFDs[0]); _ = close(pipeFDs[1])
             return nil

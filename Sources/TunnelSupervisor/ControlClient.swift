@@ -95,9 +95,12 @@ public struct ControlClient {
     /// Connects, starting a supervisor (detached, its own session and log)
     /// when none is running. A stale socket or pid file is replaced.
     /// `configPath`: the profiles file whose `[daemon]` table a started supervisor follows.
-    public func connectStarting(executable: String, environment: [String: String], configPath: String? = nil) throws(Failure) -> Socket {
+    /// A connection to the supervisor, starting one if none runs; `started`
+    /// says whether this call started it.
+    public func connectStarting(executable: String, environment: [String: String],
+                                configPath: String? = nil) throws(Failure) -> (socket: Socket, started: Bool) {
         do { try dir.prepare() } catch { throw Failure(message: error.message) }
-        if let socket = try connect() { return socket }
+        if let socket = try connect() { return (socket, false) }
         // A supervisor refuses to start on a bad [daemon] table: say why here, with file:line, not "see the log".
         if let configPath {
             do throws(DaemonSettingsError) { _ = try Config.daemonSettings(path: configPath, environment: environment) } catch {
@@ -113,10 +116,10 @@ public struct ControlClient {
         }
         let deadline = Instant.now().adding(seconds: 10)
         while Instant.now() < deadline {
-            if let socket = try connect() { return socket }
+            if let socket = try connect() { return (socket, true) }
             if let status = ProcessControl.reap(pid) {
                 // It exited: another CLI may have started one meanwhile.
-                if let socket = try connect() { return socket }
+                if let socket = try connect() { return (socket, false) }
                 throw Failure(message: "the supervisor exited at start (status \(status)); see \(dir.logPath)")
             }
             usleep(10_000)

@@ -32,3 +32,23 @@ struct StateStore {
         try Files.replace(path, with: String(decoding: JSONLine.encode(state), as: UTF8.self))
     }
 }
+
+/// The saved tunnels, edited while no supervisor runs: `tunnel down` then
+/// forgets them, so the next supervisor does not bring them back.
+public enum SavedTunnels {
+    /// Removes `names` (every one with `all`) from the saved state and returns
+    /// those that were saved; nil when a supervisor holds the directory's lock
+    /// (it is starting: ask it instead).
+    public static func forget(_ names: [String], all: Bool, in dir: RuntimeDirectory) throws(SystemError) -> [String]? {
+        guard Files.exists(dir.statePath) else { return [] }
+        guard let lock = try FileLock(path: dir.lockPath) else { return nil }
+        defer { lock.release() }
+        let store = StateStore(path: dir.statePath)
+        var state = store.load()
+        let removed = state.tunnels.map(\.name).filter { all || names.contains($0) }
+        guard !removed.isEmpty else { return [] }
+        state.tunnels.removeAll { removed.contains($0.name) }
+        try store.save(state)
+        return removed
+    }
+}

@@ -17,7 +17,9 @@ public final class Supervisor {
     /// Tunnels being restarted by a reload: the new profile starts once the old one has closed everything.
     private var onExit: [String: () -> Void] = [:]
     /// Names whose tunnel is starting, with what to do once it has.
-    private var starting: [String: [() -> Void]] = [:]
+    /// Names being started, with what to run once the start is settled (the
+    /// reason when it failed).
+    private var starting: [String: [(String?) -> Void]] = [:]
     private var desired = DesiredState()
     private let store: StateStore
     private var control: ControlServer?
@@ -271,9 +273,9 @@ public final class Supervisor {
         for name in names {
             if starting[name] != nil {
                 // A second request while the first still binds: answer it like an existing tunnel.
-                starting[name]!.append { [unowned self] in
+                starting[name]!.append { [unowned self] reason in
                     if let host = self.tunnels[name] { self.bringUpExisting(host, gather: gather) }
-                    else { gather.add(TunnelOutcome(name: name, result: .failed, message: "\(name) failed to start")) }
+                    else { gather.add(TunnelOutcome(name: name, result: .failed, message: reason ?? "\(name) failed to start")) }
                 }
                 continue
             }
@@ -399,7 +401,7 @@ public final class Supervisor {
             case .failure(let error):
                 let queued = self.starting.removeValue(forKey: profile.name) ?? []
                 done(TunnelOutcome(name: profile.name, result: .failed, message: "\(error)"))
-                queued.forEach { $0() }
+                queued.forEach { $0("\(error)") }
             }
         }
         let logger = self.logger
@@ -423,13 +425,15 @@ public final class Supervisor {
                          completion: { [weak self] result in
             guard let self else { return }
             let queued = self.starting.removeValue(forKey: profile.name) ?? []
-            defer { queued.forEach { $0() } }
+            var reason: String?
+            defer { queued.forEach { $0(reason) } }
             switch result {
             case .failure(let failure):
                 var message = failure.message
                 if failure.errno == .addressInUse, let holder = self.holder(of: failure.address) {
                     message += " by tunnel \(holder) (running in this supervisor)"
                 }
+                reason = message
                 done(TunnelOutcome(name: profile.name, result: .failed, message: message))
             case .success(let host):
                 host.adHoc = adHoc
@@ -560,11 +564,23 @@ public final class Supervisor {
             logger.info("reload: \(name) changed; restarting it")
             // Its own agent and home, as it was brought up with.
             let options = host.options
+            let previous = host.profile
             stop(host) { [weak self] in
-                self?.start(profile, configPath: path, options: options) { outcome in
+                self?.start(profile, configPath: path, options: options) { [weak self] outcome in
                     var o = outcome
                     if !o.isFailure && o.result != .failed { o.result = .restarted }
-                    gather.add(o)
+                    guard o.result == .failed, let self, self.tunnels[name] == nil else { return gather.add(o) }
+                    // The new version could not even start (its port is taken, ssh_config
+                    // fails): bring the running version back rather than drop the tunnel.
+                    let reason = o.message ?? "failed"
+                    self.logger.error("reload: \(name): the changed profile cannot start (\(reason)); starting the previous version again")
+                    self.start(previous, configPath: path, options: options) { [weak self] back in
+                        let kept = back.result != .failed || self?.tunnels[name] != nil
+                        let message = kept ? "\(reason); kept the previous version running"
+                                           : "\(reason); the previous version could not start again either: \(back.message ?? "failed")"
+                        if !kept { self?.logger.error("reload: \(name): \(message)") }
+                        gather.add(TunnelOutcome(name: name, result: .failed, message: message))
+                    }
                 }
             }
         }

@@ -220,6 +220,46 @@ final class JumpHostTests: SSHTestCase {
         XCTAssertTrue(refused.stderr.contains("hop 1 of 2 (root@\(namespace.insideAddress):\(bastionOnly.port)): authentication failed"), refused.stderr)
     }
 
+    /// What ssh_config says for the target stays the target's: its
+    /// StrictHostKeyChecking accept-new and HostKeyAlias do not make tunnel
+    /// trust an unknown bastion, as ssh would not.
+    func testTargetsAcceptNewAndHostKeyAlias_doNotReachTheBastion() throws {
+        harness.trust(inner)
+        let dir = harness.dir + "/ssh"
+        mkdir(dir, 0o700)
+        write("""
+        Host bastion-alias
+          HostName \(namespace.insideAddress)
+          Port \(bastion.port)
+        Host db-alias
+          HostName 127.0.0.1
+          Port \(inner.port)
+          ProxyJump bastion-alias
+          StrictHostKeyChecking accept-new
+          HostKeyAlias db-key
+        Host *-alias
+          User root
+          IdentityFile \(server.userKey)
+          UserKnownHostsFile \(harness.knownHosts)
+
+        """, to: dir + "/config", mode: 0o600)
+        let port = Net.freePort()
+        harness.writeConfig("[defaults]\nssh_config = \"\(dir)/config\"\n[tunnels.db]\nhost = \"db-alias\"\nforward = \"\(port):127.0.0.1:\(inner.port)\"\n")
+        let before = read(harness.knownHosts)
+        let refused = harness.tunnel(["up", "db"])
+        XCTAssertNotEqual(refused.status, 0, refused.output)
+        XCTAssertTrue(refused.stderr.contains("hop 1 of 2 (root@\(namespace.insideAddress):\(bastion.port)): ") && refused.stderr.contains("not known"), refused.stderr)
+        XCTAssertEqual(read(harness.knownHosts), before, "nothing learned for the bastion")
+        XCTAssertFalse(read(bastion.logPath).contains("Accepted publickey"))
+
+        harness.trust(bastion)
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        XCTAssertEqual(Self.banner(through: port), "SSH-2.0-")
+        // The target itself: learned under its alias, as accept-new and HostKeyAlias say.
+        XCTAssertTrue(read(harness.knownHosts).contains("db-key "), read(harness.knownHosts))
+    }
+
     func testSSHConfig_aKeyWrittenInTheProfileWins() throws {
         harness.trust(bastion)
         harness.trust(inner)

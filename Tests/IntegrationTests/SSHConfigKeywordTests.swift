@@ -111,6 +111,29 @@ final class SSHConfigKeywordTests: SSHTestCase {
         XCTAssertTrue(only.stderr.contains("authentication failed"), only.stderr)
     }
 
+    /// ssh's way to pick one of the agent's keys: IdentityFile names its public key.
+    func testIdentityFileNamingAPublicKey_withIdentitiesOnly_picksThatKeyFromTheAgent() throws {
+        let dir = makeTempDir("agent")
+        let socket = dir + "/agent.sock"
+        let agent = try Background(Env.which("ssh-agent")!, ["-D", "-a", socket], logPath: dir + "/agent.log")
+        defer { agent.stop() }
+        XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: socket) })
+        // Only the public half on disk where ssh_config points.
+        let pub = dir + "/picked.pub"
+        write(read(server.userKey + ".pub"), to: pub, mode: 0o644)
+        let known = "UserKnownHostsFile \(harness.knownHosts)\nIdentitiesOnly yes\nIdentityFile \(pub)"
+        writeSSHConfig([("pub", known)])
+        let ports = writeProfiles(["pub"])
+        let withAgent = ["SSH_AUTH_SOCK": socket]
+        let empty = harness.tunnel(["up", "pub"], env: withAgent)
+        XCTAssertNotEqual(empty.status, 0, "the agent does not hold the key yet")
+        XCTAssertTrue(empty.stderr.contains("\(pub): is a public key, which picks a key of ssh-agent's, and the agent does not hold it"), empty.stderr)
+        XCTAssertEqual(runCommand(Env.which("ssh-add")!, [server.userKey], env: withAgent).status, 0)
+        let up = harness.tunnel(["up", "pub"], env: withAgent)
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        assertEchoes(ports["pub"])
+    }
+
     func testCiphersThatLeaveNothingLibssh2Supports_isOneLineNamingBothLists() {
         writeSSHConfig([("db", "IdentityFile \(server.userKey)\nUserKnownHostsFile \(harness.knownHosts)\nCiphers chacha20-poly1305@openssh.com,aes256-gcm@openssh.com"),
                         ("mac", "IdentityFile \(server.userKey)\nUserKnownHostsFile \(harness.knownHosts)\nMACs hmac-sha2-256-etm@openssh.com")])

@@ -271,6 +271,53 @@ final class SupervisorTests: SSHTestCase {
         XCTAssertEqual(again.stdout, "db: unchanged\n")
     }
 
+    func testReload_whoseChangedProfileCannotStart_keepsThePreviousVersionRunning() throws {
+        let port = Net.freePort()
+        let text = harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"])
+        harness.writeConfig(text)
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        // The changed profile wants a port something else holds.
+        let holder = TestServer(.echo)
+        defer { holder.stop() }
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(holder.port):127.0.0.1:\(echo.port)"]))
+        let reload = harness.tunnel(["reload"], timeout: 30)
+        XCTAssertNotEqual(reload.status, 0, reload.output)
+        XCTAssertTrue(reload.stderr.contains("db: failed: ") && reload.stderr.contains("127.0.0.1:\(holder.port)")
+                      && reload.stderr.contains("kept the previous version running"), reload.stderr)
+        XCTAssertEqual(harness.list().map(\.name), ["db"], "not dropped")
+        XCTAssertTrue(eventually(timeout: 20) { self.harness.listed("db")?.state == "up" }, "\(harness.list())")
+        XCTAssertEqual(Self.roundTrip(port), "ping")
+        XCTAssertTrue(harness.supervisorLog.contains("db: the changed profile cannot start"), harness.supervisorLog)
+    }
+
+    func testFailedUp_leavesNoSupervisorItStarted_andDownWithoutASupervisorForgetsSavedTunnels() throws {
+        let holder = TestServer(.echo)
+        defer { holder.stop() }
+        let port = Net.freePort(), other = Net.freePort()
+        harness.writeConfig(harness.profile("busy", server: server, forwards: ["\(holder.port):127.0.0.1:\(echo.port)"])
+                            + harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"])
+                            + harness.profile("cache", server: server, forwards: ["\(other):127.0.0.1:\(echo.port)"]))
+        let failed = harness.tunnel(["up", "busy"], timeout: 30)
+        XCTAssertNotEqual(failed.status, 0, failed.output)
+        XCTAssertTrue(eventually(timeout: 10) { !FileManager.default.fileExists(atPath: self.harness.runtimeDir + "/supervisor.pid") },
+                      "the supervisor that `up` started for nothing is gone")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: harness.runtimeDir + "/control.sock"))
+
+        // Saved tunnels, then a supervisor killed outright: `down` edits what the next one restores.
+        XCTAssertEqual(harness.tunnel(["up", "db", "cache"]).status, 0)
+        let pid = try XCTUnwrap(harness.supervisorPID)
+        kill(pid, SIGKILL)
+        XCTAssertTrue(eventually(timeout: 10) { kill(pid, 0) != 0 })
+        let down = harness.tunnel(["down", "db"], timeout: 20)
+        XCTAssertEqual(down.status, 0, down.output)
+        XCTAssertEqual(down.stdout, "db: down (no supervisor was running; it will not be restored)\n")
+        // The next supervisor brings back cache only.
+        let ls = harness.tunnel(["up", "cache"], timeout: 30)
+        XCTAssertEqual(ls.status, 0, ls.output)
+        XCTAssertTrue(eventually(timeout: 20) { self.harness.list().map(\.name) == ["cache"] }, "\(harness.list())")
+        XCTAssertFalse(Net.isListening(port))
+    }
+
     func testSIGHUP_reloadsToo() throws {
         let before = Net.freePort(), after = Net.freePort()
         harness.writeConfig(harness.profile("db", server: server, forwards: ["\(before):127.0.0.1:\(echo.port)"]))

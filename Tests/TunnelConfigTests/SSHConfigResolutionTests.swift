@@ -148,6 +148,15 @@ final class SSHConfigResolutionTests: XCTestCase {
         XCTAssertTrue(notes.contains { $0.contains("its host key is not checked") }, "\(notes)")
     }
 
+    func testSSHGFailing_givesSSHsOwnFileAndLine_andTheCommandAsRun() {
+        XCTAssertThrowsError(try resolve("Host h\n  HostName 10.9.9.9\n  Bogus yes\n", "host = \"h\"\nforward = \"5433:localhost:5432\"\n")) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.hasPrefix("ssh_config: \(self.dir.file("ssh_config")): line 3: Bad configuration option: bogus"), text)
+            XCTAssertTrue(text.contains("(`ssh -F \(self.dir.file("ssh_config")) -G h` failed)"), text)
+            XCTAssertFalse(text.contains("\n"), text)
+        }
+    }
+
     func testIdentityFile_tildeUser_isThatUsersHome() throws {
         let (t, _) = try resolve("Host h\n  IdentityFile ~root/.ssh/ka\n", "host = \"h\"\nforward = \"5433:localhost:5432\"\n")
         XCTAssertEqual(t.login.identities, [String(cString: getpwnam("root")!.pointee.pw_dir) + "/.ssh/ka"])
