@@ -301,6 +301,8 @@ public enum Preflight {
     static func authFix(_ findings: Set<AuthFinding>) -> String {
         if findings.contains(.encryptedKey) { return "ssh-add the key (tunnel never asks for passphrases)" }
         if findings.contains(.sha1Signature) { return "use an ed25519 key: ssh-keygen -t ed25519, then add its .pub to the server's authorized_keys" }
+        let missing = findings.compactMap { if case .missingKey(let path) = $0 { path } else { nil } }.sorted()
+        if !missing.isEmpty { return "\(missing.joined(separator: ", ")) does not exist: point identity (or ssh_config's IdentityFile) at your private key" }
         return "add your public key to ~/.ssh/authorized_keys on the server, or set identity = to the right key"
     }
 }

@@ -23,6 +23,8 @@ public enum AuthFinding: Hashable, Sendable {
     case encryptedKey
     /// An RSA key was signed with SHA-1, which the server may refuse.
     case sha1Signature
+    /// An identity file the profile or ssh_config names does not exist (shown as written).
+    case missingKey(String)
 }
 
 /// Public-key authentication, non-blocking: ssh-agent identities first, then
@@ -271,6 +273,7 @@ public final class Authenticator {
                 case .missing:
                     // Missing default keys are normal; a missing explicit one is worth saying.
                     attempts.append("\(file.display): not found")
+                    if !explicitIdentities.isEmpty { findings.insert(.missingKey(file.display)) }
                 case .system(let failure):
                     attempts.append("\(file.display): \(failure.errno)")
                 case .notRegular(let kind):

@@ -27,7 +27,8 @@ final class PortTests: SSHTestCase {
 
     func testPortHeldByAnotherProcess_theErrorAndCheckNameItsPidAndProgram() throws {
         let port = Net.freePort()
-        let holder = try Background("/usr/bin/python3", ["-c", "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', \(port))); s.listen(); time.sleep(300)"],
+        // Its command line spans lines and carries an escape sequence: the error stays one line and inert.
+        let holder = try Background("/usr/bin/python3", ["-c", "import socket,time\ns=socket.socket(); s.bind(('127.0.0.1', \(port))); s.listen(); time.sleep(300) # \u{1b}[31m"],
                                     logPath: harness.dir + "/holder.log")
         defer { holder.stop() }
         XCTAssertTrue(eventually(timeout: 5) { Net.isListening(port) })
@@ -35,6 +36,9 @@ final class PortTests: SSHTestCase {
         let fg = harness.tunnel(["up", "db", "--foreground"], timeout: 20)
         XCTAssertNotEqual(fg.status, 0)
         XCTAssertTrue(fg.stderr.contains("already in use") && fg.stderr.contains("pid \(holder.pid)") && fg.stderr.contains("python3"), fg.stderr)
+        XCTAssertTrue(fg.stderr.contains("import socket,time\\ns=socket"), fg.stderr)
+        XCTAssertFalse(fg.stderr.contains("\u{1b}"), fg.stderr)
+        XCTAssertEqual(fg.stderr.split(separator: "\n").filter { $0.hasPrefix("tunnel:") }.count, 1, fg.stderr)
         let bg = harness.tunnel(["up", "db"], timeout: 20)
         XCTAssertNotEqual(bg.status, 0)
         XCTAssertTrue(bg.stderr.contains("pid \(holder.pid)") && bg.stderr.contains("python3"), bg.stderr)
@@ -135,6 +139,17 @@ final class PortTests: SSHTestCase {
         XCTAssertEqual(again.status, 0, again.output)
         XCTAssertTrue(steps2["host key"]?.1.contains("will add") ?? false, "\(steps2)")
         XCTAssertEqual(read(harness.knownHosts), "", "check must not write known_hosts")
+    }
+
+    func testCheck_identityFileThatDoesNotExist_namesItInTheFix() throws {
+        let missing = harness.dir + "/no-such-key"
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(Net.freePort()):127.0.0.1:\(echo.port)"])
+            .replacingOccurrences(of: "identity = \"\(server.userKey)\"", with: "identity = \"\(missing)\""))
+        let (result, steps) = check()
+        XCTAssertNotEqual(result.status, 0)
+        let auth = try XCTUnwrap(steps["authentication"])
+        XCTAssertEqual(auth.0, "fail")
+        XCTAssertTrue(auth.1.contains("fix: ~/no-such-key does not exist: point identity"), auth.1) // HOME is the harness directory
     }
 
     func testCheck_hostKeyMismatch_failsWithBothFingerprints() throws {
