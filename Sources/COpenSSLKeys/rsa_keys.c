@@ -7,7 +7,6 @@
 #include <openssl/crypto.h>
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -86,10 +85,36 @@ int tunnel_rsa_sign(tunnel_rsa_key *key, int sha512, const void *data, size_t le
 
 void tunnel_rsa_free(tunnel_rsa_key *key) { EVP_PKEY_free(pkey_of(key)); }
 
-int tunnel_hmac_sha1(const void *key, int keylen, const void *data, size_t datalen, uint8_t out[20]) {
-    unsigned int len = 20;
-    return HMAC(EVP_sha1(), key, keylen, (const unsigned char *)data, datalen, out, &len) != NULL ? 0 : -1;
+// The opaque HMAC context is the EVP_MAC_CTX itself.
+static EVP_MAC_CTX *mac_of(tunnel_hmac_sha1_ctx *ctx) { return (EVP_MAC_CTX *)ctx; }
+
+tunnel_hmac_sha1_ctx *tunnel_hmac_sha1_new(void) {
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, OSSL_MAC_NAME_HMAC, NULL);
+    EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    EVP_MAC_free(mac); // the context holds its own reference
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA1", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (ctx && EVP_MAC_CTX_set_params(ctx, params) != 1) {
+        EVP_MAC_CTX_free(ctx);
+        ctx = NULL;
+    }
+    return (tunnel_hmac_sha1_ctx *)ctx;
 }
+
+int tunnel_hmac_sha1(tunnel_hmac_sha1_ctx *ctx, const void *key, size_t keylen, const void *data, size_t datalen,
+                     uint8_t out[20]) {
+    // A NULL key would mean "the previous key" to EVP_MAC_init; an empty salt is an empty key.
+    static const unsigned char empty[1];
+    size_t len = 0;
+    int ok = EVP_MAC_init(mac_of(ctx), keylen > 0 ? key : empty, keylen, NULL) == 1 &&
+             EVP_MAC_update(mac_of(ctx), (const unsigned char *)data, datalen) == 1 &&
+             EVP_MAC_final(mac_of(ctx), out, &len, 20) == 1 && len == 20;
+    return ok ? 0 : -1;
+}
+
+void tunnel_hmac_sha1_free(tunnel_hmac_sha1_ctx *ctx) { EVP_MAC_CTX_free(mac_of(ctx)); }
 
 void tunnel_sha256(const void *data, size_t length, uint8_t out[32]) {
     SHA256((const unsigned char *)data, length, out);

@@ -34,12 +34,13 @@ public enum Files {
     /// refused at once instead of blocking the open or the read, and a device
     /// such as /dev/zero is refused before anything is read from it.
     public static func readRegularFile(_ path: String, limit: Int) throws(FileReadError) -> [UInt8] {
-        let (fd, _) = try openRegularFile(path, limit: limit)
+        let (fd, size) = try openRegularFile(path, limit: limit)
         defer { _ = close(fd) }
         // The size can change under us (or be 0, as in /proc): read to the end,
-        // never more than one byte past the limit.
+        // never more than one byte past the limit. Sized up front, as a large
+        // known_hosts file otherwise regrows the buffer four or five times.
         var out: [UInt8] = []
-        out.reserveCapacity(limit / 64)
+        out.reserveCapacity(min(max(size, limit / 64), limit) + 1)
         var chunk = [UInt8](repeating: 0, count: 65536)
         while true {
             let want = min(chunk.count, limit + 1 - out.count)

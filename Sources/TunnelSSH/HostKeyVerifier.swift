@@ -15,12 +15,16 @@ public enum HostKeyVerifier {
         public let name: String
         /// HashKnownHosts: record learned keys under a hashed name.
         public let hashed: Bool
+        /// Each file's entries for `name`, found once for the preferred
+        /// algorithms and the verdict alike.
+        public let matching: [[KnownHosts.Entry]]
 
         public init(files: [KnownHosts], host: String, port: UInt16, alias: String? = nil, hashed: Bool = false) {
             precondition(!files.isEmpty)
             self.files = files
             self.name = alias ?? KnownHosts.lookupName(host: host, port: port)
             self.hashed = hashed
+            self.matching = files.map { [name] in $0.entries(matching: name) }
         }
 
         /// Reads every file (a missing one is empty).
@@ -37,8 +41,8 @@ public enum HostKeyVerifier {
     /// Host key algorithms to offer, the ones already trusted for this host first.
     public static func preferredAlgorithms(_ lookup: Lookup) -> [String] {
         var known: [String] = []
-        for file in lookup.files {
-            for type in file.knownKeyTypes(for: lookup.name) where !known.contains(type) { known.append(type) }
+        for entries in lookup.matching {
+            for type in KnownHosts.keyTypes(of: entries) where !known.contains(type) { known.append(type) }
         }
         return known.filter { SSHAlgorithms.hostKeys.contains($0) } + SSHAlgorithms.hostKeys.filter { !known.contains($0) }
     }
@@ -49,7 +53,9 @@ public enum HostKeyVerifier {
     public static func verify(_ key: HostKey, _ lookup: Lookup, acceptNew: Bool, record: Bool = true) throws(HostKeyFailure) -> Outcome {
         let name = lookup.name
         let type = key.type.rawValue
-        let verdicts = lookup.files.map { ($0, $0.verify(name: name, keyType: type, key: key.blob)) }
+        let verdicts = zip(lookup.files, lookup.matching).map { file, matching in
+            (file, file.verify(matching: matching, keyType: type, key: key.blob))
+        }
         for (file, verdict) in verdicts {
             if case .revoked(let line) = verdict {
                 throw HostKeyFailure(kind: .revoked, message: "host key for \(name) is REVOKED (\(type) \(key.fingerprint), \(file.path):\(line)); refusing to connect")

@@ -165,6 +165,17 @@ final class KnownHostsMatchingTests: XCTestCase {
         XCTAssertEqual(hex, "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79")
     }
 
+    func testKnownHostsMatching_hmacSHA1_matchesRFC2202TestCase6AndTheEmptyKey() {
+        // Test case 6: a key longer than SHA-1's block is hashed first. An
+        // empty salt ("|1|=|...") is an empty key, not "the previous key".
+        let hex = { (mac: [UInt8]) in mac.map { String(format: "%02x", $0) }.joined() }
+        let long = KnownHosts.hmacSHA1(key: [UInt8](repeating: 0xaa, count: 80), data: Array("Test Using Larger Than Block-Size Key - Hash Key First".utf8))
+        XCTAssertEqual(hex(long), "aa4ae5e15272d00e95705637ce8a3b55ed402112")
+        XCTAssertEqual(hex(KnownHosts.hmacSHA1(key: [], data: [])), "fbdb1d1b18aa6c08324b7d64b71fb76370690e1d")
+        let hash = Base64.encode(KnownHosts.hmacSHA1(key: [], data: Array("example.com".utf8)))
+        XCTAssertTrue(KnownHosts.matches(patterns: ["|1|\(Base64.encode(Array("Jefe".utf8)))|x", "|1|=|\(hash)"], name: "example.com"))
+    }
+
     func testKnownHostsMatching_glob_handlesBacktrackingAndTrailingStars() {
         XCTAssertTrue(KnownHosts.glob(Array("a*b*c".utf8), Array("aXbYbZc".utf8)))
         XCTAssertFalse(KnownHosts.glob(Array("a*b*c".utf8), Array("aXbYbZ".utf8)))

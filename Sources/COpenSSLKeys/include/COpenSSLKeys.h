@@ -31,8 +31,18 @@ int tunnel_rsa_sign(tunnel_rsa_key *key, int sha512, const void *data, size_t le
 
 void tunnel_rsa_free(tunnel_rsa_key *key);
 
-/// HMAC-SHA1, for hashed known_hosts entries (|1|salt|hash); 0 on success.
-int tunnel_hmac_sha1(const void *key, int keylen, const void *data, size_t datalen, uint8_t out[20]);
+typedef struct tunnel_hmac_sha1_ctx tunnel_hmac_sha1_ctx;
+
+/// HMAC-SHA1 for hashed known_hosts entries (|1|salt|hash), one salt after
+/// another: HMAC and SHA-1 are fetched once per context, where the one-shot
+/// HMAC() fetches them on every call. NULL on failure.
+tunnel_hmac_sha1_ctx *tunnel_hmac_sha1_new(void);
+
+/// HMAC-SHA1 of data under key into out; 0 on success.
+int tunnel_hmac_sha1(tunnel_hmac_sha1_ctx *ctx, const void *key, size_t keylen, const void *data, size_t datalen,
+                     uint8_t out[20]);
+
+void tunnel_hmac_sha1_free(tunnel_hmac_sha1_ctx *ctx);
 
 /// Overwrites memory with zeros in a way the compiler cannot elide (OPENSSL_cleanse).
 void tunnel_cleanse(void *pointer, size_t length);
