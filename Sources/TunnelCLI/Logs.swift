@@ -27,6 +27,7 @@ struct Logs: ParsableCommand {
         var consumed = initial?.count ?? 0
         let all = String(decoding: initial ?? [], as: UTF8.self).split(separator: "\n").filter(matches)
         for line in all.suffix(lines) { say(String(line)) }
+        if let name, all.isEmpty, !follow { throw fail("no lines for \(name) in \(path)") }
         guard follow else { return }
         var partial = ""
         while true {

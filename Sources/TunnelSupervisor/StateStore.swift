@@ -23,9 +23,15 @@ struct DesiredState: Codable, Equatable {
 struct StateStore {
     let path: String
 
-    func load() -> DesiredState {
-        guard let bytes = try? Files.read(path), let state = JSONLine.decode(DesiredState.self, bytes) else { return DesiredState() }
-        return state
+    func load() -> DesiredState { loadReporting().state }
+
+    /// The saved state, and why a file that exists could not be used.
+    func loadReporting() -> (state: DesiredState, problem: String?) {
+        let bytes: [UInt8]?
+        do { bytes = try Files.read(path) } catch { return (DesiredState(), "cannot read \(path): \(error.errno)") }
+        guard let bytes else { return (DesiredState(), nil) }
+        guard let state = JSONLine.decode(DesiredState.self, bytes) else { return (DesiredState(), "\(path) is not a list of saved tunnels") }
+        return (state, nil)
     }
 
     func save(_ state: DesiredState) throws(SystemError) {

@@ -318,9 +318,11 @@ public final class Supervisor {
         }
         switch host.status.phase {
         case .up:
-            let remote = remoteRoutes(host, host.status)
-            gather.add(TunnelOutcome(name: host.name, result: .alreadyUp, message: note, local: host.status.boundAddresses,
-                                     remote: remote.routes, remoteProblems: remote.problems))
+            // The running tunnel's own routes and chain: the request may describe another.
+            var already = outcome(host, host.status)
+            already.result = .alreadyUp
+            already.message = note
+            gather.add(already)
         case .idle:
             var idle = outcome(host, host.status)
             idle.message = note
@@ -623,7 +625,8 @@ public final class Supervisor {
     /// its start (up, idle or failed after its first attempt, as `tunnel up`
     /// returns) or could not be restored.
     private func restoreDesiredState() {
-        let saved = store.load()
+        let (saved, problem) = store.loadReporting()
+        if let problem { logger.warning("no tunnels restored: \(problem)") }
         desired = saved
         let restored = Gather(saved.tunnels.map(\.name)) { [weak self] _ in self?.systemd?.ready() }
         for entry in saved.tunnels {

@@ -194,6 +194,10 @@ final class SupervisorFaultTests: SSHTestCase {
         XCTAssertTrue(logs.stdout.contains("[a]"), logs.stdout)
         XCTAssertFalse(logs.stdout.contains("[b]"), logs.stdout)
         XCTAssertTrue(harness.tunnel(["logs"]).stdout.contains("[b]"))
+        // A name with no lines (a typo) says so instead of printing nothing.
+        let none = harness.tunnel(["logs", "nosuch"])
+        XCTAssertNotEqual(none.status, 0)
+        XCTAssertEqual(none.stderr, "tunnel: no lines for nosuch in \(harness.runtimeDir)/supervisor.log\n")
         // -f follows new lines, still filtered.
         let follow = try Background(Env.tunnelBinary, ["logs", "b", "-f", "--lines", "0"], env: harness.environment, logPath: harness.dir + "/follow.log")
         defer { follow.stop() }
@@ -201,6 +205,16 @@ final class SupervisorFaultTests: SSHTestCase {
         XCTAssertEqual(harness.tunnel(["down", "a", "b"]).status, 0)
         XCTAssertTrue(eventually(timeout: 5) { follow.log.contains("[b] info: down") }, follow.log)
         XCTAssertFalse(follow.log.contains("[a]"), follow.log)
+    }
+
+    func testCorruptSavedState_isLoggedAndReplaced_notSilentlyDropped() throws {
+        let port = Net.freePort()
+        harness.writeConfig(profile("a", port))
+        mkdir(harness.runtimeDir, 0o700)
+        write("{not json", to: harness.runtimeDir + "/state.json", mode: 0o600)
+        XCTAssertEqual(harness.tunnel(["up", "a"]).status, 0)
+        XCTAssertTrue(harness.supervisorLog.contains("no tunnels restored: \(harness.runtimeDir)/state.json is not a list of saved tunnels"), harness.supervisorLog)
+        XCTAssertTrue(read(harness.runtimeDir + "/state.json").contains("\"name\":\"a\""), "rewritten with what is up now")
     }
 
     func testProtocolVersionMismatch_isNamedOnBothSides() throws {

@@ -318,6 +318,17 @@ final class SupervisorTests: SSHTestCase {
         XCTAssertFalse(Net.isListening(port))
     }
 
+    func testAlreadyUp_showsTheRunningTunnelsRoutes_notTheRequestsOwn() throws {
+        let port = Net.freePort(), other = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"]))
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        let again = harness.tunnel(["up", "-L", "\(other):127.0.0.1:1", "db"])
+        XCTAssertTrue(again.stdout.hasPrefix("db: already up: 127.0.0.1:\(port) -> 127.0.0.1:\(echo.port) via "), again.output)
+        XCTAssertFalse(again.stdout.contains("\(other)"), again.output)
+        XCTAssertTrue(again.stderr.contains("db is already up with other settings"), again.output)
+        XCTAssertFalse(Net.isListening(other))
+    }
+
     func testSIGHUP_reloadsToo() throws {
         let before = Net.freePort(), after = Net.freePort()
         harness.writeConfig(harness.profile("db", server: server, forwards: ["\(before):127.0.0.1:\(echo.port)"]))
