@@ -84,12 +84,18 @@ final class SSHConfigKeywordTests: SSHTestCase {
         XCTAssertTrue(harness.supervisorLog.contains("publickey with \(server.userKey)"), harness.supervisorLog)
     }
 
-    func testIdentityAgentAndIdentitiesOnly_decideWhetherTheAgentsKeysAreOffered() throws {
+    /// An ssh-agent of the test's own, holding no keys yet: its directory and socket.
+    private func startAgent() throws -> (agent: Background, dir: String, socket: String) {
         let dir = makeTempDir("agent")
         let socket = dir + "/agent.sock"
         let agent = try Background(Env.which("ssh-agent")!, ["-D", "-a", socket], logPath: dir + "/agent.log")
-        defer { agent.stop() }
         XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: socket) })
+        return (agent, dir, socket)
+    }
+
+    func testIdentityAgentAndIdentitiesOnly_decideWhetherTheAgentsKeysAreOffered() throws {
+        let (agent, _, socket) = try startAgent()
+        defer { agent.stop() }
         XCTAssertEqual(runCommand(Env.which("ssh-add")!, [server.userKey], env: ["SSH_AUTH_SOCK": socket]).status, 0)
         let known = "UserKnownHostsFile \(harness.knownHosts)"
         writeSSHConfig([("inherits", known), ("noagent", known + "\nIdentityAgent none"),
@@ -113,11 +119,8 @@ final class SSHConfigKeywordTests: SSHTestCase {
 
     /// ssh's way to pick one of the agent's keys: IdentityFile names its public key.
     func testIdentityFileNamingAPublicKey_withIdentitiesOnly_picksThatKeyFromTheAgent() throws {
-        let dir = makeTempDir("agent")
-        let socket = dir + "/agent.sock"
-        let agent = try Background(Env.which("ssh-agent")!, ["-D", "-a", socket], logPath: dir + "/agent.log")
+        let (agent, dir, socket) = try startAgent()
         defer { agent.stop() }
-        XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: socket) })
         // Only the public half on disk where ssh_config points.
         let pub = dir + "/picked.pub"
         write(read(server.userKey + ".pub"), to: pub, mode: 0o644)
