@@ -107,7 +107,8 @@ extension SSHConfigEntry {
                 guard !agent.hasPrefix("$") else {
                     throw SSHConfigError(message: "IdentityAgent \(agent) for \(host) in ssh_config: tunnel takes a socket path, SSH_AUTH_SOCK or none")
                 }
-                login.agent = .socket(try SSHConfigEntry.expandTokens(agent, keyword: "IdentityAgent", host: host, user: user, home: home))
+                // ssh -G has already expanded its %-tokens (unlike IdentityFile's): a "%" left is part of the path.
+                login.agent = .socket(SSHConfigEntry.expandUserHome(agent, home: home))
             }
         }
         if !written.contains("known_hosts"), let files = setting("userknownhostsfile") {
@@ -170,7 +171,7 @@ extension SSHConfigEntry {
         return directory + path[slash...]
     }
 
-    /// ssh_config's %-tokens in IdentityFile and IdentityAgent (`ssh -G`
+    /// ssh_config's %-tokens in IdentityFile (`ssh -G`
     /// prints those unexpanded), and a leading `~/`.
     static func expandTokens(_ text: String, keyword: String, host: String, user: String, home: String) throws(SSHConfigError) -> String {
         var out = ""
@@ -259,6 +260,11 @@ extension Profile {
         let values = entry.settings("remoteforward")
         var specs: [RemoteForwardSpec] = []
         for (value, text) in zip(values, AdHocTunnel.forwards(fromRemoteForward: values)) {
+            // How ssh -G prints `RemoteForward PORT`: a SOCKS proxy on the server's side.
+            if value.hasSuffix(" [socks]:0") {
+                notes.append("\(name): ssh_config's RemoteForward \(value.dropLast(" [socks]:0".count)) for \(host) left out: it asks for a SOCKS proxy on the server (a port alone), which tunnel does not serve")
+                continue
+            }
             let spec: RemoteForwardSpec
             do throws(RemoteForwardSpecError) { spec = try RemoteForwardSpec.parse(text) } catch {
                 notes.append("\(name): ssh_config's RemoteForward \(value) for \(host) left out: \(error.reason)")

@@ -116,20 +116,8 @@ final class Listener {
     /// A Unix socket at `path`, mode 0600. A stale socket file (nobody
     /// listening) is replaced; a live one, or any other file, is refused.
     private static func bindUnix(_ path: String) throws(BindFailure) -> Socket {
-        let directory = path.lastIndex(of: "/").map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
-        guard Files.status(directory)?.isDirectory == true else {
-            throw BindFailure(address: path, errno: .noEntry, message: "cannot listen on \(path): directory \(directory) does not exist")
-        }
-        switch UnixSocketPath.occupant(path) {
-        case .nothing:
-            break
-        case .stale:
-            Files.remove(path)
-        case .live:
-            throw BindFailure(address: path, errno: .addressInUse, message: "\(path) is a socket something is listening on; tunnel does not take it over")
-        case .other(let kind):
-            throw BindFailure(address: path, errno: .addressInUse, message: "\(path) exists and is \(kind), not a socket; tunnel removes only stale sockets")
-        }
+        if let problem = unixPathProblem(path) { throw problem }
+        if case .stale = UnixSocketPath.occupant(path) { Files.remove(path) }
         let socket: Socket
         do { socket = try Socket.unix() } catch {
             throw BindFailure(address: path, errno: error.errno, message: "cannot create a Unix socket: \(error.errno)")
@@ -145,6 +133,23 @@ final class Listener {
             throw BindFailure(address: path, errno: error.errno, message: "cannot listen on \(path): \(error.errno)")
         }
         return socket
+    }
+
+    /// Why a Unix socket cannot be made at `path` (its directory is missing,
+    /// or something other than a stale socket is there); nil when it can.
+    static func unixPathProblem(_ path: String) -> BindFailure? {
+        let directory = path.lastIndex(of: "/").map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        guard Files.status(directory)?.isDirectory == true else {
+            return BindFailure(address: path, errno: .noEntry, message: "cannot listen on \(path): directory \(directory) does not exist")
+        }
+        switch UnixSocketPath.occupant(path) {
+        case .nothing, .stale:
+            return nil
+        case .live:
+            return BindFailure(address: path, errno: .addressInUse, message: "\(path) is a socket something is listening on; tunnel does not take it over")
+        case .other(let kind):
+            return BindFailure(address: path, errno: .addressInUse, message: "\(path) exists and is \(kind), not a socket; tunnel removes only stale sockets")
+        }
     }
 
     func close(loop: EventLoop) {

@@ -64,6 +64,15 @@ public enum Preflight {
     static func localAddressSteps(_ profile: Profile, _ context: Context) -> [CheckStep] {
         profile.forwards.map { spec in
             let name = "local \(spec.localDescription)"
+            if let path = spec.localPath {
+                guard let problem = Listener.unixPathProblem(path) else {
+                    return CheckStep(name, .ok, "a Unix socket, made when the tunnel starts (a stale socket file there is replaced)")
+                }
+                if context.profileIsUp && problem.errno == .addressInUse {
+                    return CheckStep(name, .ok, "held by this tunnel: \(profile.name) is up")
+                }
+                return CheckStep(name, .fail, problem.message, fix: "choose another path, or remove what is there")
+            }
             guard spec.localPort != 0 else { return CheckStep(name, .ok, "the kernel picks a free port when the tunnel starts") }
             guard let address = SocketAddress(ip: spec.bind.host, port: spec.localPort) else {
                 return CheckStep(name, .fail, "\(spec.bind) is not an IP address", fix: "use an IP address, localhost or * as the bind address")
@@ -231,6 +240,11 @@ public enum Preflight {
             return steps
         }
         for spec in profile.forwards {
+            guard spec.kind != .dynamic else {
+                // A SOCKS client names its own target: nothing to open now.
+                steps.append(CheckStep("remote \(spec.remoteDescription)", .ok, "SOCKS: each client names its target, reached through this session"))
+                continue
+            }
             steps.append(remoteStep(spec, session: session, loop: loop, timeout: Double(profile.connectTimeout)))
         }
         session.close(graceful: true)

@@ -116,6 +116,15 @@ final class SocksTests: SSHTestCase {
         XCTAssertEqual(probe(["echo5", "\(proxyPort)", "127.0.0.1", "\(echo.port)"]), "ping", "the proxy still serves")
     }
 
+    func testCheck_ofASOCKSProxy_passes_withNoTargetToOpen() {
+        proxyPort = Net.freePort()
+        harness.writeConfig(harness.profile("lab", server: server, forwards: [], extra: "dynamic = \"\(proxyPort)\"\n"))
+        let check = harness.tunnel(["check", "lab"], timeout: 30)
+        XCTAssertEqual(check.status, 0, check.output)
+        XCTAssertTrue(check.stdout.contains("[ok  ] remote socks") && check.stdout.contains("each client names its target"), check.stdout)
+        XCTAssertFalse(check.stdout.contains("FAIL"), check.stdout)
+    }
+
     func testAStalledGreeting_isClosedAfterTheDeadline() {
         upProxy()
         // Both stalls at once: each waits out the same 10 s deadline.

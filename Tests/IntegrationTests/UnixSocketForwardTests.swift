@@ -79,6 +79,16 @@ final class UnixSocketForwardTests: SSHTestCase {
         writeProfile(path: socketDir + "/missing/db.sock", target: echo.port)
         let noDirectory = harness.tunnel(["up", "db", "--foreground"], timeout: 30)
         XCTAssertTrue(noDirectory.stderr.contains("directory \(socketDir!)/missing does not exist"), noDirectory.stderr)
+        // `tunnel check` says the same before anything starts; a free path passes.
+        let checked = harness.tunnel(["check", "db"], timeout: 30)
+        XCTAssertNotEqual(checked.status, 0)
+        XCTAssertTrue(checked.stdout.contains("[FAIL] local \(socketDir!)/missing/db.sock") && checked.stdout.contains("does not exist"), checked.stdout)
+        writeProfile(path: live, target: echo.port)
+        XCTAssertTrue(harness.tunnel(["check", "db"], timeout: 30).stdout.contains("is a socket something is listening on"))
+        writeProfile(path: socketDir + "/free.sock", target: echo.port)
+        let free = harness.tunnel(["check", "db"], timeout: 30)
+        XCTAssertEqual(free.status, 0, free.output)
+        XCTAssertTrue(free.stdout.contains("a Unix socket, made when the tunnel starts"), free.stdout)
     }
 
     func testTwoForwardsOnOnePath_isAConfigError() {

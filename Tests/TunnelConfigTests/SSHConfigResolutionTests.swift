@@ -157,6 +157,11 @@ final class SSHConfigResolutionTests: XCTestCase {
         }
     }
 
+    func testIdentityAgent_isTakenAsSSHGExpandedIt_notExpandedTwice() throws {
+        let (t, _) = try resolve("Host h\n  IdentityAgent /run/agent%%1-%h.sock\n", "host = \"h\"\nforward = \"5433:localhost:5432\"\n")
+        XCTAssertEqual(t.login.agent, .socket("/run/agent%1-h.sock"))
+    }
+
     func testIdentityFile_tildeUser_isThatUsersHome() throws {
         let (t, _) = try resolve("Host h\n  IdentityFile ~root/.ssh/ka\n", "host = \"h\"\nforward = \"5433:localhost:5432\"\n")
         XCTAssertEqual(t.login.identities, [String(cString: getpwnam("root")!.pointee.pw_dir) + "/.ssh/ka"])
