@@ -73,16 +73,26 @@ struct Up: ParsableCommand {
         // A name no profile has may be an ssh_config alias with LocalForward, DynamicForward or RemoteForward lines.
         let loaded = try? Config.load(path: global.configPath, environment: global.environment)
         // `daemon` names the [daemon] table, never an alias: the profile lookup below says so.
-        if names.count == 1, loaded?.profileNames.contains(names[0]) != true, !Config.reservedProfileNames.contains(names[0]),
-           let entry = try? SSHConfigLookup.query(names[0], source: loaded?.sshConfig ?? .standard),
-           !entry.settings("localforward").isEmpty || !entry.settings("dynamicforward").isEmpty || !entry.settings("remoteforward").isEmpty {
-            let adHoc = AdHocTunnel(name: nil, destination: names[0], forwards: AdHocTunnel.forwards(fromLocalForward: entry.settings("localforward")),
-                                    dynamic: AdHocTunnel.forwards(fromDynamicForward: entry.settings("dynamicforward")),
-                                    remote: AdHocTunnel.forwards(fromRemoteForward: entry.settings("remoteforward")),
-                                    origin: .sshConfig, sshConfig: loaded?.sshConfig ?? .standard)
-            throw ExitCode(try runAdHoc(adHoc))
+        var aliasProblem: SSHConfigError?
+        if names.count == 1, loaded?.profileNames.contains(names[0]) != true, !Config.reservedProfileNames.contains(names[0]) {
+            let entry: SSHConfigEntry?
+            do { entry = try SSHConfigLookup.query(names[0], source: loaded?.sshConfig ?? .standard) } catch {
+                aliasProblem = error
+                entry = nil
+            }
+            if let entry, !entry.settings("localforward").isEmpty || !entry.settings("dynamicforward").isEmpty || !entry.settings("remoteforward").isEmpty {
+                let adHoc = AdHocTunnel(name: nil, destination: names[0], forwards: AdHocTunnel.forwards(fromLocalForward: entry.settings("localforward")),
+                                        dynamic: AdHocTunnel.forwards(fromDynamicForward: entry.settings("dynamicforward")),
+                                        remote: AdHocTunnel.forwards(fromRemoteForward: entry.settings("remoteforward")),
+                                        origin: .sshConfig, sshConfig: loaded?.sshConfig ?? .standard)
+                throw ExitCode(try runAdHoc(adHoc))
+            }
         }
         let config = try global.loadConfig()
+        // Not a profile, and ssh_config, which might have made it an alias, fails: say what ssh said.
+        if let aliasProblem, !config.profileNames.contains(names[0]) {
+            throw fail("no profile named \(names[0]) in \(config.path), and ssh_config cannot be read for it: \(aliasProblem)")
+        }
         if foreground {
             let profile: Profile
             do { profile = try config.profile(named: names[0]) } catch { throw fail(error.description) }

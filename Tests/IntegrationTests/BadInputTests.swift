@@ -149,6 +149,16 @@ final class BadInputTests: XCTestCase {
         expectError(contains: ["the server at 127.0.0.1:\(webPort) is not an SSH server: it sent \"", "and no SSH identification line"])
     }
 
+    func testUpOfAnAlias_whoseSSHConfigIsBroken_quotesSSHsLine() {
+        let sshConfig = harness.dir + "/ssh_config"
+        write("Host al\n  LocalForward 17301 localhost:22\n  Bogus yes\n", to: sshConfig, mode: 0o600)
+        harness.writeConfig("[defaults]\nssh_config = \"\(sshConfig)\"\n")
+        let up = harness.tunnel(["up", "al"], timeout: 30)
+        XCTAssertNotEqual(up.status, 0)
+        XCTAssertEqual(up.stderr, "tunnel: no profile named al in \(harness.configPath), and ssh_config cannot be read for it: ssh_config: \(sshConfig): line 3: Bad configuration option: bogus (`ssh -F \(sshConfig) -G al` failed)\n")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: harness.runtimeDir + "/supervisor.pid"), "no supervisor was started")
+    }
+
     func testCommandLineNumbersAndNames_outOfRange_areUsageErrors_notCrashes() {
         harness.writeConfig(profile())
         for args in [["up", "db", "--timeout", "nan"], ["up", "db", "--timeout", "inf"], ["up", "db", "--timeout", "1e308"],
