@@ -226,9 +226,14 @@ public enum Preflight {
                 case .authentication:
                     steps.append(CheckStep(named("authentication"), .fail, failure.message, fix: authFix(failure.authFindings)))
                 default:
-                    let step = hostKeyDone ? named("authentication") : named("host key")
-                    steps.append(CheckStep(step, .fail, failure.message))
-                    if !hostKeyDone { steps.append(CheckStep(named("authentication"), .skipped, "not checked")) }
+                    if hostKeyDone {
+                        steps.append(CheckStep(named("authentication"), .fail, failure.message))
+                    } else {
+                        // Before any host key was seen: the handshake itself (not SSH, no common algorithms).
+                        steps.append(CheckStep(named("handshake"), .fail, failure.message))
+                        steps.append(CheckStep(named("host key"), .skipped, "not checked: no SSH handshake"))
+                        steps.append(CheckStep(named("authentication"), .skipped, "not checked"))
+                    }
                 }
             }
             loop.stop()

@@ -134,6 +134,11 @@ final class BadInputTests: XCTestCase {
         XCTAssertTrue(eventually(timeout: 10) { Net.isListening(port) }, read(harness.dir + "/flood.log"))
         harness.writeConfig(profile(port: port, extra: "connect_timeout = 20"))
         expectError(contains: ["127.0.0.1:\(port) sent more than 64 KiB without an SSH identification line"])
+        // `check` puts it on the handshake, before any host key.
+        let check = harness.tunnel(["check", "db"], timeout: 30)
+        XCTAssertNotEqual(check.status, 0)
+        XCTAssertTrue(check.stdout.contains("[FAIL] handshake") && check.stdout.contains("without an SSH identification line"), check.stdout)
+        XCTAssertTrue(check.stdout.contains("[skip] host key"), check.stdout)
         // The same through the supervisor: `up` fails, and the supervisor still answers.
         let up = harness.tunnel(["up", "db"], timeout: 30)
         XCTAssertNotEqual(up.status, 0, up.output)
