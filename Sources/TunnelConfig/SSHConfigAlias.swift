@@ -20,11 +20,14 @@ public struct SSHConfigAlias: Equatable, Sendable {
     /// The profile key each one becomes.
     static let profileKeys = ["HostName": "host", "User": "user", "Port": "port", "IdentityFile": "identity"]
 
-    /// The first `Host` block naming `host` literally (wildcard patterns are
-    /// not followed: the hint must not guess).
+    /// The `Host` blocks naming `host` literally, merged as ssh merges them
+    /// (the first value of a keyword wins; the location is the first
+    /// block's). Wildcard patterns and Match blocks are not followed: the
+    /// hint must not guess.
     public static func find(host: String, configText: String, displayPath: String) -> SSHConfigAlias? {
         var lineNumber = 0
-        var current: (line: Int, settings: [(key: String, value: String)])?
+        var found: (line: Int, settings: [(key: String, value: String)])?
+        var inMatchingBlock = false
         for raw in configText.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             lineNumber += 1
             let line = trim(raw, " \t\r")
@@ -36,18 +39,18 @@ public struct SSHConfigAlias: Equatable, Sendable {
             if value.hasPrefix("=") { value = trim(value.dropFirst(), " \t") }
             switch keyword.lowercased() {
             case "host":
-                if let current { return SSHConfigAlias(location: "\(displayPath):\(current.line)", settings: current.settings) }
                 let patterns = value.split(whereSeparator: { $0 == " " || $0 == "\t" }).map { trim($0, "\"") }
-                current = patterns.contains(host) ? (lineNumber, []) : nil
+                inMatchingBlock = patterns.contains(host)
+                if inMatchingBlock && found == nil { found = (lineNumber, []) }
             case "match":
-                if let current { return SSHConfigAlias(location: "\(displayPath):\(current.line)", settings: current.settings) }
+                inMatchingBlock = false
             default:
-                guard current != nil, let name = keywords.first(where: { $0.lowercased() == keyword.lowercased() }),
-                      !current!.settings.contains(where: { $0.key == name }) else { continue }
-                current!.settings.append((name, trim(value[...], "\"")))
+                guard inMatchingBlock, let name = keywords.first(where: { $0.lowercased() == keyword.lowercased() }),
+                      !found!.settings.contains(where: { $0.key == name }) else { continue }
+                found!.settings.append((name, trim(value[...], "\"")))
             }
         }
-        return current.map { SSHConfigAlias(location: "\(displayPath):\($0.line)", settings: $0.settings) }
+        return found.map { SSHConfigAlias(location: "\(displayPath):\($0.line)", settings: $0.settings) }
     }
 
     private static func trim(_ text: Substring, _ characters: String) -> String {

@@ -31,6 +31,14 @@ final class SSHConfigAliasTests: XCTestCase {
                        + "or in the profile, set host = \"10.0.1.50\", user = \"rahul\", port = 2222, identity = \"~/.ssh/id work\"")
     }
 
+    func testLaterBlocksNamingTheAlias_addWhatTheFirstDoesNotSet_asSSHMerges() throws {
+        let text = "Host hb\n  HostName 10.0.1.50\nHost other\n  Port 1\nHost hb backup\n  Port 2222\n  HostName 10.9.9.9\n  User ops\n"
+        let alias = try XCTUnwrap(find("hb", text))
+        XCTAssertEqual(alias.location, "~/.ssh/config:1")
+        XCTAssertEqual(alias.settings.map(\.key), ["HostName", "Port", "User"])
+        XCTAssertEqual(alias.settings.map(\.value), ["10.0.1.50", "2222", "ops"])
+    }
+
     func testWildcardsAndOtherNames_areNotFollowed() {
         let text = "Host *.corp prod-*\n  HostName %h.example\nHost prodx\n  HostName 1.2.3.4\n"
         XCTAssertNil(find("prod-db", text))
