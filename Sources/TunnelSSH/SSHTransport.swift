@@ -215,7 +215,12 @@ public final class SSHTransport {
         }
         let recv: @convention(c) (libssh2_socket_t, UnsafeMutableRawPointer?, Int, Int32, UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int = { fd, buffer, length, flags, abstract in
             let transport = Unmanaged<SSHTransport>.fromOpaque(abstract!.pointee!).takeUnretainedValue()
-            guard fd == transport.socket.fd else { return transport.agentIO(RawIO.recv(fd, buffer!, length, timeout: transport.agentTimeout)) }
+            guard fd == transport.socket.fd else {
+                // An agent that closed mid-request: libssh2 1.10 would read the
+                // 0 as "nothing yet" and ask again for ever, so it is an error.
+                let read = RawIO.recv(fd, buffer!, length, timeout: transport.agentTimeout)
+                return transport.agentIO(read == 0 && length > 0 ? -Int(ECONNRESET) : read)
+            }
             return transport.recv(buffer!, length)
         }
         // libssh2 takes its I/O callbacks as void*.

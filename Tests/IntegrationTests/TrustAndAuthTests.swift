@@ -254,6 +254,24 @@ final class TrustAndAuthTests: XCTestCase {
         return (socketPath, agent)
     }
 
+    /// libssh2 1.10 reads an agent's EOF as "nothing yet" and asks again for ever.
+    func testSSHAgentClosingMidRequest_failsAtOnce_insteadOfSpinning() throws {
+        let dir = makeTempDir("closing-agent")
+        let socketPath = dir + "/agent.sock"
+        let agent = try Background("/usr/bin/python3", ["-c", """
+            import socket, sys
+            s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8)
+            while True:
+                c, _ = s.accept(); c.recv(4096); c.close()
+            """, socketPath], logPath: dir + "/agent.log")
+        defer { agent.stop() }
+        XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: socketPath) })
+        harness.trust(server)
+        config(identity: dir + "/missing") // only the agent could log in
+        let err = upFails(env: ["SSH_AUTH_SOCK": socketPath])
+        XCTAssertTrue(err.contains("ssh-agent at \(socketPath): not reachable"), err)
+    }
+
     func testStuckSSHAgent_whileListingOrSigning_failsNamingTheTimeout_insteadOfHanging() throws {
         try restartServer(acceptedAlgorithms: "ssh-ed25519,rsa-sha2-512")
         // Passphrase-protected: only the (stuck) agent could sign with it.
