@@ -116,8 +116,7 @@ final class Listener {
     /// A Unix socket at `path`, mode 0600. A stale socket file (nobody
     /// listening) is replaced; a live one, or any other file, is refused.
     private static func bindUnix(_ path: String) throws(BindFailure) -> Socket {
-        if let problem = unixPathProblem(path) { throw problem }
-        if case .stale = UnixSocketPath.occupant(path) { Files.remove(path) }
+        if try checkUnixPath(path) { Files.remove(path) }
         let socket: Socket
         do { socket = try Socket.unix() } catch {
             throw BindFailure(address: path, errno: error.errno, message: "cannot create a Unix socket: \(error.errno)")
@@ -135,20 +134,23 @@ final class Listener {
         return socket
     }
 
-    /// Why a Unix socket cannot be made at `path` (its directory is missing,
-    /// or something other than a stale socket is there); nil when it can.
-    static func unixPathProblem(_ path: String) -> BindFailure? {
+    /// Throws why a Unix socket cannot be made at `path` (its directory is
+    /// missing, or something other than a stale socket is there); returns
+    /// whether a stale socket file is there to replace.
+    static func checkUnixPath(_ path: String) throws(BindFailure) -> Bool {
         let directory = path.lastIndex(of: "/").map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
         guard Files.status(directory)?.isDirectory == true else {
-            return BindFailure(address: path, errno: .noEntry, message: "cannot listen on \(path): directory \(directory) does not exist")
+            throw BindFailure(address: path, errno: .noEntry, message: "cannot listen on \(path): directory \(directory) does not exist")
         }
         switch UnixSocketPath.occupant(path) {
-        case .nothing, .stale:
-            return nil
+        case .nothing:
+            return false
+        case .stale:
+            return true
         case .live:
-            return BindFailure(address: path, errno: .addressInUse, message: "\(path) is a socket something is listening on; tunnel does not take it over")
+            throw BindFailure(address: path, errno: .addressInUse, message: "\(path) is a socket something is listening on; tunnel does not take it over")
         case .other(let kind):
-            return BindFailure(address: path, errno: .addressInUse, message: "\(path) exists and is \(kind), not a socket; tunnel removes only stale sockets")
+            throw BindFailure(address: path, errno: .addressInUse, message: "\(path) exists and is \(kind), not a socket; tunnel removes only stale sockets")
         }
     }
 

@@ -65,13 +65,15 @@ public enum Preflight {
         profile.forwards.map { spec in
             let name = "local \(spec.localDescription)"
             if let path = spec.localPath {
-                guard let problem = Listener.unixPathProblem(path) else {
+                do throws(BindFailure) {
+                    _ = try Listener.checkUnixPath(path)
                     return CheckStep(name, .ok, "a Unix socket, made when the tunnel starts (a stale socket file there is replaced)")
+                } catch {
+                    if context.profileIsUp && error.errno == .addressInUse {
+                        return CheckStep(name, .ok, "held by this tunnel: \(profile.name) is up")
+                    }
+                    return CheckStep(name, .fail, error.message, fix: "choose another path, or remove what is there")
                 }
-                if context.profileIsUp && problem.errno == .addressInUse {
-                    return CheckStep(name, .ok, "held by this tunnel: \(profile.name) is up")
-                }
-                return CheckStep(name, .fail, problem.message, fix: "choose another path, or remove what is there")
             }
             guard spec.localPort != 0 else { return CheckStep(name, .ok, "the kernel picks a free port when the tunnel starts") }
             guard let address = SocketAddress(ip: spec.bind.host, port: spec.localPort) else {

@@ -315,15 +315,13 @@ public final class Authenticator {
         }
     }
 
-    /// The public key blob of an identity file: from PATH.pub, else from the
-    /// OpenSSH private key's clear public part.
-    /// An IdentityFile that is itself a public key (ssh's way to pick an agent key) stands for that key.
+    /// The public key blob of an identity file: the file itself when it is a
+    /// `.pub` (ssh's way to pick an agent key), else its PATH.pub. A private
+    /// key is never read here: only SecretBytes holds one.
     private func publicBlob(ofIdentity path: String) -> [UInt8]? {
-        for candidate in [path, path + ".pub"] {
-            guard let text = (try? Files.readText(candidate)).flatMap({ $0 }) else { continue }
-            if let blob = Authenticator.publicKeyFileBlob(Array(text.utf8)) { return blob }
-        }
-        return nil
+        let pub = path.hasSuffix(".pub") ? path : path + ".pub"
+        guard let bytes = (try? Files.read(pub)) ?? nil else { return nil }
+        return Authenticator.publicKeyFileBlob(bytes)
     }
 
     /// The key blob of a public key file's first line (`TYPE BASE64 [comment]`)

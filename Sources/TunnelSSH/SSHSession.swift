@@ -126,13 +126,10 @@ public final class SSHSession {
                                             tunnel_hmac_kept_key_inits_on_this_thread(),
                                             tunnel_random_pool_calls_on_this_thread())
         shortcutBaseline = baseline
+        // libssh2 reads the identification line only inside this call.
         transport.huntsIdentification = true
-        let done: Bool
-        do { done = try step(libssh2_session_handshake(handle, transport.socket.fd), handle, "libssh2_session_handshake") } catch {
-            transport.huntsIdentification = false
-            throw error
-        }
-        if done { transport.huntsIdentification = false }
+        defer { transport.huntsIdentification = false }
+        let done = try step(libssh2_session_handshake(handle, transport.socket.fd), handle, "libssh2_session_handshake")
         // libssh2 creates the two cipher contexts on this thread, inside the
         // last step, and sends its first encrypted packet (the service request).
         if done {

@@ -55,8 +55,9 @@ final class SSHConfigResolutionTests: XCTestCase {
         XCTAssertEqual(t.hop(1).login, t.login, "the target keeps its own")
     }
 
-    func testFirstHop_isReachedByItsOwnProxyJump_thenItsOwnProxyCommand() throws {
-        let (t, _) = try resolve("""
+    /// target through inner, which ssh_config reaches through outer; `outer` is outer's last line.
+    private func resolveChain(outer: String) throws -> (profile: Profile, notes: [String]) {
+        try resolve("""
         Host target
           HostName 10.9.9.3
           ProxyJump inner
@@ -65,24 +66,19 @@ final class SSHConfigResolutionTests: XCTestCase {
           ProxyJump outer
         Host outer
           HostName 10.9.9.1
-          ProxyCommand nc -X connect -x proxy:3128 %h %p # %n %%n
+          \(outer)
         """, "host = \"target\"\nforward = \"5433:localhost:5432\"\n")
+    }
+
+    func testFirstHop_isReachedByItsOwnProxyJump_thenItsOwnProxyCommand() throws {
+        let (t, _) = try resolveChain(outer: "ProxyCommand nc -X connect -x proxy:3128 %h %p # %n %%n")
         XCTAssertEqual(t.jump.map(\.host), ["10.9.9.1", "10.9.9.2"])
         XCTAssertEqual(t.proxyCommand, "nc -X connect -x proxy:3128 %h %p # outer %%n", "%n is the first hop's name as written")
         XCTAssertEqual(t.via, "\(loginName)@10.9.9.3:22 via \(loginName)@10.9.9.2:22 via \(loginName)@10.9.9.1:22")
     }
 
     func testJumpChainLeadingBackIntoItself_isRefused() {
-        XCTAssertThrowsError(try resolve("""
-        Host target
-          ProxyJump inner
-        Host inner
-          HostName 10.9.9.2
-          ProxyJump outer
-        Host outer
-          HostName 10.9.9.1
-          ProxyJump inner
-        """, "host = \"target\"\nforward = \"5433:localhost:5432\"\n")) { error in
+        XCTAssertThrowsError(try resolveChain(outer: "ProxyJump inner")) { error in
             XCTAssertTrue("\(error)".contains("loop"), "\(error)")
         }
     }
