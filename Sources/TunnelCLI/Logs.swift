@@ -10,7 +10,8 @@ struct Logs: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Only this tunnel's lines.") var name: String?
     @Flag(name: .shortAndLong, help: "Keep printing new lines.") var follow = false
-    @Option(name: .shortAndLong, help: "Show the last N lines first.") var lines: Int = 200
+    // Unconditional: "--lines -5" is a bad value to name, not a missing one.
+    @Option(name: .shortAndLong, parsing: .unconditional, help: "Show the last N lines first.") var lines: Int = 200
 
     func validate() throws {
         if lines < 0 { throw ValidationError("--lines must be 0 or more") }

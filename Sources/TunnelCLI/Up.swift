@@ -36,7 +36,8 @@ struct Up: ParsableCommand {
     @Flag(name: .long, help: "Run in this process until interrupted, logging to stderr.")
     var foreground = false
 
-    @Option(name: .long, help: "Seconds to wait for the tunnels to come up.")
+    // Unconditional: "--timeout -1" is a bad value to name, not a missing one.
+    @Option(name: .long, parsing: .unconditional, help: "Seconds to wait for the tunnels to come up.")
     var timeout: Double?
 
     /// -L, -D or -R: a tunnel no profile describes.
@@ -190,7 +191,9 @@ func sendUp(_ request: ControlRequest, profiles: [String: Profile], global: Glob
         }
         switch outcome.result {
         case .up, .alreadyUp:
-            say("\(outcome.name): \(outcome.result == .up ? "up" : "already up"): \(routes)\(via)")
+            // Its only forwards may be remote ones the server refused (below).
+            let shown = routes.isEmpty ? " (no forward in place yet)" : ": \(routes)"
+            say("\(outcome.name): \(outcome.result == .up ? "up" : "already up")\(shown)\(via)")
             if let note = outcome.message { writeLine(2, "note: \(outcome.name): \(note)") }
             // A remote forward the server does not listen on: the tunnel
             // stays up and keeps asking, but what was asked for is not there.

@@ -60,7 +60,8 @@ extension Connector {
                 return fail(ConnectFailure(kind: .network, message: "\(exited) (before the SSH handshake with \(target) finished)", isPermanent: false))
             }
             fail(ConnectFailure(kind: .timedOut, message: "the SSH handshake with \(address) timed out after \(seconds) s (is it an SSH server?)", isPermanent: false))
-        case .authenticating(let address, _, _, _, _, _):
+        case .authenticating(let address, _, _, let auth, _, _):
+            if let failure = auth.timedOutWaitingForAgent() { return fail(authenticationFailure(failure)) }
             fail(ConnectFailure(kind: .timedOut, message: "authentication with \(address) timed out after \(seconds) s", isPermanent: false))
         default:
             break

@@ -247,10 +247,15 @@ public final class Connector {
             advance()
         case .authenticating(let peer, let session, let registration, let auth, let learned, let fingerprint):
             do {
-                guard try auth.step() else { return waitOn(session, registration) }
+                switch try auth.step() {
+                case .authenticated: break
+                case .wouldBlock: return waitOn(session, registration)
+                case .askAgent(let query):
+                    waitOn(session, registration)
+                    return askAgent(query)
+                }
             } catch {
-                return fail(ConnectFailure(kind: .authentication, message: "\(error.message) [\(profile.via)]", isPermanent: error.isPermanent,
-                                           authFindings: error.findings))
+                return fail(authenticationFailure(error))
             }
             let method = auth.succeededWith ?? "publickey"
             onProgress?(.authenticated(method: method))
@@ -269,6 +274,23 @@ public final class Connector {
 
     private func waitOn(_ session: SSHSession, _ registration: EventLoop.Registration) {
         loop.setInterest(registration, session.endPass())
+    }
+
+    /// ssh-agent may be stopped or wait for a confirmation: its query runs
+    /// on a thread of its own, so the loop's other tunnels keep moving.
+    private func askAgent(_ query: AgentQuery) {
+        let answered = loop.callback { [weak self] (answer: AgentAnswer) in self?.agentAnswered(answer) }
+        startThread(name: "ssh-agent") { answered(query.run()) }
+    }
+
+    private func agentAnswered(_ answer: AgentAnswer) {
+        guard case .authenticating(_, _, _, let auth, _, _) = phase else { return }
+        auth.agentAnswered(answer)
+        advance()
+    }
+
+    func authenticationFailure(_ error: AuthFailure) -> ConnectFailure {
+        ConnectFailure(kind: .authentication, message: "\(error.message) [\(profile.via)]", isPermanent: error.isPermanent, authFindings: error.findings)
     }
 
 

@@ -49,7 +49,8 @@ final class Lane: @unchecked Sendable {
         case clients([Connection])
         /// A new lane came up: give back the newer half of the waiting clients.
         case shed
-        case retryNow
+        /// Another `tunnel up`: connect now, with its options (its ssh-agent) if given.
+        case retryNow(Connector.Options?)
         /// The network changed: probe the link, or reconnect without waiting.
         case networkChanged(NetworkChange)
         /// Close everything, then report `.stopped`.
@@ -66,7 +67,7 @@ final class Lane: @unchecked Sendable {
     private let report: @Sendable (Event) -> Void
     private let pending: PendingClients
     private let profile: Profile
-    private let options: Connector.Options
+    private var options: Connector.Options
     private let logger: Logger
     private var state: State = .idle
     /// The jump hosts in front of the link, while connecting and while up.
@@ -123,7 +124,9 @@ final class Lane: @unchecked Sendable {
         switch command {
         case .clients(let batch): receive(batch)
         case .shed: shedWaiting()
-        case .retryNow: retryNow()
+        case .retryNow(let newOptions):
+            if let newOptions { options = newOptions }
+            retryNow()
         case .networkChanged(let change): networkChanged(change)
         case .stop(let graceful):
             stop(graceful: graceful)

@@ -18,7 +18,7 @@ public final class TunnelRuntime: @unchecked Sendable {
     /// One per `profile.remoteForwards`: connections the server sent back.
     public let remoteStats: [ForwardStats]
     private let statusBox = Locked(TunnelStatus())
-    private let options: Connector.Options
+    private var options: Connector.Options
     let logger: Logger
     var listeners: [Listener] = []
     var gate: AcceptGate
@@ -159,9 +159,11 @@ public final class TunnelRuntime: @unchecked Sendable {
         for completion in completions { completion() }
     }
 
-    /// Retries at once (a second `tunnel up` of a failed tunnel).
-    public func retryNow() {
-        for lane in lanes.values { lane.send(.retryNow) }
+    /// Retries at once (a second `tunnel up` of a failed tunnel), from now
+    /// on with `newOptions` if given (the ssh-agent of the `up` that asked).
+    public func retryNow(with newOptions: Connector.Options? = nil) {
+        if let newOptions { options = newOptions }
+        for lane in lanes.values { lane.send(.retryNow(newOptions)) }
     }
 
     // MARK: lanes

@@ -246,27 +246,3 @@ public struct FileReadError: Error, Equatable, Sendable, CustomStringConvertible
         return bytes == 1 ? "1 byte" : "\(bytes) bytes"
     }
 }
-
-/// Blocking send/recv on a descriptor the caller does not own (libssh2's agent
-/// socket). Return the byte count or -errno, as libssh2's callbacks expect;
-/// -ETIMEDOUT when the peer does not get ready within `timeout` seconds, so a
-/// stuck ssh-agent fails the attempt instead of hanging the thread.
-public enum RawIO {
-    public static func send(_ fd: Int32, _ buffer: UnsafeRawPointer, _ length: Int, timeout: Double) -> Int {
-        guard Poll.wait(fd: fd, writable: true, timeout: timeout) else { return -Int(ETIMEDOUT) }
-        while true {
-            let n = Glibc.send(fd, buffer, length, Int32(MSG_NOSIGNAL))
-            if n >= 0 { return n }
-            if errno != EINTR { return -Int(errno) }
-        }
-    }
-
-    public static func recv(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ length: Int, timeout: Double) -> Int {
-        guard Poll.wait(fd: fd, writable: false, timeout: timeout) else { return -Int(ETIMEDOUT) }
-        while true {
-            let n = Glibc.recv(fd, buffer, length, 0)
-            if n >= 0 { return n }
-            if errno != EINTR { return -Int(errno) }
-        }
-    }
-}

@@ -27,9 +27,19 @@ public enum AuthFinding: Hashable, Sendable {
     case missingKey(String)
 }
 
+/// What one authentication step needs next.
+public enum AuthStep {
+    case authenticated
+    /// Waiting for the server: drive the session's socket.
+    case wouldBlock
+    /// Run this ssh-agent query off the loop thread, then hand its answer to
+    /// `agentAnswered` and step again.
+    case askAgent(AgentQuery)
+}
+
 /// Public-key authentication, non-blocking: ssh-agent identities first, then
-/// identity files. Agent I/O itself is blocking (a local socket), as libssh2
-/// does it. Passphrases are never asked for: an encrypted key must be in the agent.
+/// identity files. ssh-agent is asked through `AgentQuery`s the caller runs
+/// off its loop thread. Passphrases are never asked for: an encrypted key must be in the agent.
 /// RSA keys are signed with rsa-sha2-512 by tunnel itself on OpenSSH servers
 /// (see RSASignatureAlgorithm); libssh2 signs every other key.
 public final class Authenticator {
@@ -44,20 +54,28 @@ public final class Authenticator {
     private let defaultIdentities: [(path: String, display: String)]
     private let identitiesOnly: Bool
     private let agentSocket: String?
-    /// How long any ssh-agent call may take: kept on the transport, whose
-    /// callbacks carry libssh2's own agent I/O.
-    private var agentTimeout: Double { session.transport.agentTimeout }
+    /// How long any ssh-agent query may take.
+    private let agentTimeout: Double
     /// nil: the server is not known to take rsa-sha2 this way; libssh2 signs ssh-rsa.
     private lazy var rsaAlgorithm = RSASignatureAlgorithm.forServer(banner: session.serverBanner)
-    /// The RSA attempt in progress, kept while libssh2 says EAGAIN.
-    private var rsaRequest: RSASigningRequest?
+    /// The attempt tunnel signs (agent keys, RSA files), kept while libssh2 says EAGAIN.
+    private var signing: SigningRequest?
     /// Causes with a known fix, for the final failure.
     private var findings: Set<AuthFinding> = []
     /// Identity files that are unencrypted RSA keys, read once: tunnel signs with these.
     private var rsaKeys: [String: RSAPrivateKey] = [:]
 
-    private var agent: OpaquePointer?
-    private var agentIdentities: [UnsafeMutablePointer<libssh2_agent_publickey>] = []
+    private enum AgentListing {
+        case notAsked
+        case asked
+        case answered(AgentAnswer)
+        case done
+    }
+    private var agentListing = AgentListing.notAsked
+    private var agentKeys: [AgentProtocol.Identity] = []
+    /// An agent query went unanswered: the agent may answer next time, so
+    /// the failure is not permanent.
+    private var agentWasSilent = false
     private var candidates: [Candidate] = []
     private var index = 0
     private var serverMethods: [String]?
@@ -66,7 +84,6 @@ public final class Authenticator {
     /// why it could not be made, if it could not.
     private var lastRSASignature: RSASignatureAlgorithm?
     private var signingFailure: String?
-    private var started = false
 
     /// What succeeded: "publickey with ~/.ssh/id_ed25519" or "publickey with agent key ...".
     public private(set) var succeededWith: String?
@@ -78,7 +95,7 @@ public final class Authenticator {
     public init(session: SSHSession, user: String, identities: [(path: String, display: String)], identitiesOnly: Bool = false,
                 defaults: [(path: String, display: String)], agentSocket: String?, agentTimeout: Double = 10) {
         self.session = session
-        session.transport.agentTimeout = agentTimeout
+        self.agentTimeout = agentTimeout
         self.user = user
         self.explicitIdentities = identities
         self.identitiesOnly = identitiesOnly
@@ -86,55 +103,76 @@ public final class Authenticator {
         self.agentSocket = agentSocket
     }
 
-    deinit { closeAgent() }
-
-    private func closeAgent() {
-        if let agent {
-            _ = libssh2_agent_disconnect(agent)
-            libssh2_agent_free(agent)
+    /// The answer to the query the last step asked for.
+    public func agentAnswered(_ answer: AgentAnswer) {
+        if case .asked = agentListing {
+            agentListing = .answered(answer)
+        } else {
+            signing?.agentAnswered(answer)
         }
-        agent = nil
-        agentIdentities = []
     }
 
-    /// One step; true once authenticated.
-    public func step() throws(AuthFailure) -> Bool {
+    /// Waiting on ssh-agent when the attempt's time ran out: the failure
+    /// that names it (not permanent: the agent may answer next time).
+    public func timedOutWaitingForAgent() -> AuthFailure? {
+        let waiting: String
+        if case .asked = agentListing, let socket = agentSocket {
+            waiting = "ssh-agent at \(socket): did not answer within \(Int(agentTimeout)) s"
+        } else if let signing, signing.isWaitingForAgent, index < candidates.count, case .agent(_, let label) = candidates[index] {
+            waiting = "agent key \(label): ssh-agent did not answer within \(Int(agentTimeout)) s"
+        } else {
+            return nil
+        }
+        return AuthFailure(isPermanent: false, message: "authentication failed for \(user): \((attempts + [waiting]).joined(separator: "; "))")
+    }
+
+    /// One step.
+    public func step() throws(AuthFailure) -> AuthStep {
         if serverMethods == nil {
             let listed: IOResult<[String]>
             do { listed = try session.authMethods(user: user) } catch { throw transportFailure(error) }
-            guard case .done(let methods) = listed else { return false }
+            guard case .done(let methods) = listed else { return .wouldBlock }
             serverMethods = methods
             if methods.isEmpty && session.isAuthenticated {
                 succeededWith = "none (the server asked for no authentication)"
-                return true
+                return .authenticated
             }
             guard methods.contains("publickey") else {
                 throw AuthFailure(isPermanent: true, message: "authentication failed for \(user): the server accepts only \(methods.joined(separator: ", ")), and tunnel authenticates with keys (ssh-agent or identity files)")
             }
         }
-        if !started {
-            started = true
-            prepareCandidates()
+        switch agentListing {
+        case .notAsked:
+            if let socket = agentSocket, !socket.isEmpty {
+                agentListing = .asked
+                return .askAgent(AgentQuery(socketPath: socket, purpose: .listKeys, body: AgentProtocol.listRequest(),
+                                            deadline: Instant.now().adding(seconds: agentTimeout)))
+            }
+            agentListing = .done
+            prepareCandidates(agentAnswer: nil)
+        case .asked:
+            return .wouldBlock
+        case .answered(let answer):
+            agentListing = .done
+            prepareCandidates(agentAnswer: answer)
+        case .done:
+            break
         }
         while index < candidates.count {
             let candidate = candidates[index]
             switch candidate {
             case .agent(let i, let label):
-                let keyBlob = blob(agentIdentities[i])
+                let keyBlob = agentKeys[i].blob
                 let keyType = Fingerprint.keyType(ofBlob: keyBlob)
-                let rc: Int32
-                if keyType == "ssh-rsa", let algorithm = rsaAlgorithm, let socket = agentSocket {
-                    rc = rsaStep(.agent(socketPath: socket, keyBlob: keyBlob), algorithm)
-                } else {
-                    rc = libssh2_agent_userauth(agent, user, agentIdentities[i])
-                }
-                if rc == LIBSSH2_ERROR_EAGAIN { return false }
+                guard let socket = agentSocket else { break }
+                let rc = signedStep(.agent(socketPath: socket, keyBlob: keyBlob), keyType == "ssh-rsa" ? rsaAlgorithm : nil)
+                if rc == LIBSSH2_ERROR_EAGAIN { return signing?.takeQuery().map { .askAgent($0) } ?? .wouldBlock }
                 if rc == 0 { return succeed("publickey with agent key \(label)" + rsaSuffix(keyType)) }
                 try recordFailure(rc, what: "agent key \(label)", keyType: keyType)
             case .file(let path, let display):
                 let rc: Int32
                 if let rsaKey = rsaKeys[path], let algorithm = rsaAlgorithm {
-                    rc = rsaStep(.key(rsaKey), algorithm)
+                    rc = signedStep(.key(rsaKey), algorithm)
                 } else {
                     do {
                         rc = try session.authenticate(user: user, privateKey: path, passphrase: nil) ? 0 : LIBSSH2_ERROR_EAGAIN
@@ -142,35 +180,35 @@ public final class Authenticator {
                         rc = error.code
                     }
                 }
-                if rc == LIBSSH2_ERROR_EAGAIN { return false }
+                if rc == LIBSSH2_ERROR_EAGAIN { return .wouldBlock }
                 let keyType = rsaKeys[path] != nil ? "ssh-rsa" : (try? SecretBytes.read(path)).map { PrivateKeyInfo.inspect($0.bytes) }?.keyType
                 if rc == 0 { return succeed("publickey with \(display)" + rsaSuffix(keyType)) }
                 try recordFailure(rc, what: display, keyType: keyType)
             }
             index += 1
         }
-        closeAgent()
         let methods = serverMethods?.joined(separator: ",") ?? "?"
         let tried = attempts.isEmpty ? "no keys to try" : attempts.joined(separator: "; ")
-        throw AuthFailure(isPermanent: true, message: "authentication failed for \(user) (server accepts: \(methods)): \(tried)", findings: findings)
+        throw AuthFailure(isPermanent: !agentWasSilent, message: "authentication failed for \(user) (server accepts: \(methods)): \(tried)", findings: findings)
     }
 
-    /// One step of an rsa-sha2 attempt; the request lives until it ends.
-    private func rsaStep(_ signer: RSASigningRequest.Signer, _ algorithm: RSASignatureAlgorithm) -> Int32 {
-        if rsaRequest == nil {
-            rsaRequest = RSASigningRequest(signer: signer, algorithm: algorithm, agentTimeout: agentTimeout)
+    /// One step of an attempt tunnel signs; the request lives until it ends.
+    private func signedStep(_ signer: SigningRequest.Signer, _ algorithm: RSASignatureAlgorithm?) -> Int32 {
+        if signing == nil {
+            signing = SigningRequest(signer: signer, algorithm: algorithm, agentTimeout: agentTimeout)
         }
-        guard let request = rsaRequest else { return LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED }
+        guard let request = signing else { return LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED }
         let rc: Int32
         do {
-            rc = try session.authenticate(user: user, rsa: request) ? 0 : LIBSSH2_ERROR_EAGAIN
+            rc = try session.authenticate(user: user, signedBy: request) ? 0 : LIBSSH2_ERROR_EAGAIN
         } catch {
             rc = error.code
         }
         if rc != LIBSSH2_ERROR_EAGAIN {
-            rsaRequest = nil
+            signing = nil
             lastRSASignature = request.algorithm
             signingFailure = request.failure
+            if request.agentSilent { agentWasSilent = true }
         }
         return rc
     }
@@ -179,14 +217,9 @@ public final class Authenticator {
         keyType == "ssh-rsa" ? ", " + (lastRSASignature?.rawValue ?? "ssh-rsa") : ""
     }
 
-    private func succeed(_ how: String) -> Bool {
+    private func succeed(_ how: String) -> AuthStep {
         succeededWith = how
-        closeAgent()
-        return true
-    }
-
-    private func blob(_ identity: UnsafeMutablePointer<libssh2_agent_publickey>) -> [UInt8] {
-        Array(UnsafeBufferPointer(start: identity.pointee.blob, count: identity.pointee.blob_len))
+        return .authenticated
     }
 
     private func recordFailure(_ rc: Int32, what: String, keyType: String?) throws(AuthFailure) {
@@ -230,7 +263,8 @@ public final class Authenticator {
         AuthFailure(isPermanent: !error.isTransportFailure, message: "authentication failed for \(user): \(error.message)")
     }
 
-    private func prepareCandidates() {
+    /// `agentAnswer`: the agent's reply to the key list, nil without an agent.
+    private func prepareCandidates(agentAnswer: AgentAnswer?) {
         let files = explicitIdentities.isEmpty ? defaultIdentities : explicitIdentities
         // ssh-agent: all its keys; with explicit identities only those keys
         // (when their .pub says which they are); under IdentitiesOnly only
@@ -241,28 +275,26 @@ public final class Authenticator {
             let known = Set(files.compactMap { publicBlob(ofIdentity: $0.path) })
             if !known.isEmpty || identitiesOnly { wantedBlobs = known }
         }
-        if let socket = agentSocket, !socket.isEmpty {
-            if let agent = libssh2_agent_init(session.handle) {
-                self.agent = agent
-                libssh2_agent_set_identity_path(agent, socket)
-                if libssh2_agent_connect(agent) == 0 && libssh2_agent_list_identities(agent) == 0 {
-                    var previous: UnsafeMutablePointer<libssh2_agent_publickey>?
-                    var current: UnsafeMutablePointer<libssh2_agent_publickey>?
-                    while libssh2_agent_get_identity(agent, &current, previous) == 0, let identity = current {
-                        let keyBlob = blob(identity)
-                        offeredByAgent.insert(keyBlob)
-                        if wantedBlobs?.contains(keyBlob) ?? true {
-                            let comment = identity.pointee.comment.map { String(cString: $0) } ?? ""
-                            let type = Fingerprint.keyType(ofBlob: keyBlob) ?? "key"
-                            let label = "\(type) \(Fingerprint.sha256(keyBlob))" + (comment.isEmpty ? "" : " (\(comment))")
-                            candidates.append(.agent(index: agentIdentities.count, label: label))
-                            agentIdentities.append(identity)
-                        }
-                        previous = identity
+        if let socket = agentSocket, let agentAnswer {
+            switch agentAnswer {
+            case .silent:
+                agentWasSilent = true
+                attempts.append("ssh-agent at \(socket): did not answer within \(Int(agentTimeout)) s")
+            case .failed(let why):
+                attempts.append("ssh-agent at \(socket): \(why)")
+            case .reply(let reply):
+                if let keys = AgentProtocol.identities(from: reply) {
+                    for key in keys {
+                        offeredByAgent.insert(key.blob)
+                        guard wantedBlobs?.contains(key.blob) ?? true else { continue }
+                        let type = Fingerprint.keyType(ofBlob: key.blob) ?? "key"
+                        let label = "\(type) \(Fingerprint.sha256(key.blob))" + (key.comment.isEmpty ? "" : " (\(key.comment))")
+                        candidates.append(.agent(index: agentKeys.count, label: label))
+                        agentKeys.append(key)
                     }
-                    if agentIdentities.isEmpty && wantedBlobs == nil { attempts.append("ssh-agent: holds no keys") }
+                    if agentKeys.isEmpty && wantedBlobs == nil { attempts.append("ssh-agent: holds no keys") }
                 } else {
-                    attempts.append("ssh-agent at \(socket): " + (session.transport.agentTimedOut ? "did not answer within \(Int(agentTimeout)) s" : "not reachable"))
+                    attempts.append("ssh-agent at \(socket): " + (reply.first == AgentProtocol.failure ? "refused to list its keys" : "sent a malformed key list"))
                 }
             }
         }

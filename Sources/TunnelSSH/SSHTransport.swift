@@ -47,12 +47,6 @@ public final class SSHTransport {
     private var receivedThisPass = false
     private var sentBeforePass: UInt64 = 0
 
-    /// How long libssh2's own ssh-agent I/O (listing keys, ssh-rsa signing)
-    /// may wait on the agent: the profile's connect_timeout.
-    public var agentTimeout = 10.0
-    /// Set when that I/O gave up on a silent agent.
-    public internal(set) var agentTimedOut = false
-
     /// While set (the handshake), libssh2's one-byte reads are its hunt for
     /// the server's identification line: libssh2 1.10 skips every line that
     /// does not start with "SSH-" and returns only on EAGAIN, so a server
@@ -200,27 +194,17 @@ public final class SSHTransport {
         }
     }
 
-    private func agentIO(_ result: Int) -> Int {
-        if result == -Int(ETIMEDOUT) { agentTimedOut = true }
-        return result
-    }
-
     func install(on session: OpaquePointer) {
-        // libssh2 also talks to ssh-agent through these callbacks, passing the
-        // agent's socket: only the session socket gets the buffering.
+        // libssh2 passes another fd only for its own ssh-agent calls, which
+        // tunnel never makes (see AgentQuery): refuse rather than block.
         let send: @convention(c) (libssh2_socket_t, UnsafeRawPointer?, Int, Int32, UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int = { fd, buffer, length, flags, abstract in
             let transport = Unmanaged<SSHTransport>.fromOpaque(abstract!.pointee!).takeUnretainedValue()
-            guard fd == transport.socket.fd else { return transport.agentIO(RawIO.send(fd, buffer!, length, timeout: transport.agentTimeout)) }
+            guard fd == transport.socket.fd else { return -Int(EBADF) }
             return transport.send(buffer!, length)
         }
         let recv: @convention(c) (libssh2_socket_t, UnsafeMutableRawPointer?, Int, Int32, UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Int = { fd, buffer, length, flags, abstract in
             let transport = Unmanaged<SSHTransport>.fromOpaque(abstract!.pointee!).takeUnretainedValue()
-            guard fd == transport.socket.fd else {
-                // An agent that closed mid-request: libssh2 1.10 would read the
-                // 0 as "nothing yet" and ask again for ever, so it is an error.
-                let read = RawIO.recv(fd, buffer!, length, timeout: transport.agentTimeout)
-                return transport.agentIO(read == 0 && length > 0 ? -Int(ECONNRESET) : read)
-            }
+            guard fd == transport.socket.fd else { return -Int(EBADF) }
             return transport.recv(buffer!, length)
         }
         // libssh2 takes its I/O callbacks as void*.

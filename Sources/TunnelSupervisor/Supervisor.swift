@@ -274,7 +274,7 @@ public final class Supervisor {
             if starting[name] != nil {
                 // A second request while the first still binds: answer it like an existing tunnel.
                 starting[name]!.append { [unowned self] reason in
-                    if let host = self.tunnels[name] { self.bringUpExisting(host, gather: gather) }
+                    if let host = self.tunnels[name] { self.bringUpExisting(host, gather: gather, asking: self.options(request)) }
                     else { gather.add(TunnelOutcome(name: name, result: .failed, message: reason ?? "\(name) failed to start")) }
                 }
                 continue
@@ -282,7 +282,8 @@ public final class Supervisor {
             if let host = tunnels[name] {
                 let current = try? config.profile(named: name)
                 let stale = current != nil && current != host.profile
-                bringUpExisting(host, gather: gather, note: stale ? "its profile changed since it started; `tunnel reload` applies the change" : nil)
+                bringUpExisting(host, gather: gather, asking: options(request),
+                                note: stale ? "its profile changed since it started; `tunnel reload` applies the change" : nil)
                 continue
             }
             let profile: Profile
@@ -299,7 +300,7 @@ public final class Supervisor {
         let gather = Gather([adHoc.name], done)
         if let host = tunnels[adHoc.name] {
             let note = host.adHoc == adHoc ? nil : "\(adHoc.name) is already up with other settings; `tunnel down \(adHoc.name)` first"
-            return bringUpExisting(host, gather: gather, note: note)
+            return bringUpExisting(host, gather: gather, asking: options(request), note: note)
         }
         guard starting[adHoc.name] == nil else {
             return gather.add(TunnelOutcome(name: adHoc.name, result: .failed, message: "\(adHoc.name) is starting; try again"))
@@ -312,9 +313,18 @@ public final class Supervisor {
         start(profile, configPath: "", options: options, adHoc: adHoc) { gather.add($0) }
     }
 
-    private func bringUpExisting(_ host: TunnelHost, gather: Gather, note: String? = nil) {
+    /// `asking`: the options of the `up` that asks; a tunnel not up takes
+    /// its ssh-agent from then on (the one it had may be what failed).
+    private func bringUpExisting(_ host: TunnelHost, gather: Gather, asking: Connector.Options, note: String? = nil) {
         if host.isStopping {
             return gather.add(TunnelOutcome(name: host.name, result: .failed, message: "\(host.name) is stopping; try again"))
+        }
+        var newOptions: Connector.Options?
+        if host.status.phase != .up && host.status.phase != .idle && asking.agentSocket != host.options.agentSocket {
+            logger.info("\(host.name): using the ssh-agent of this `tunnel up` from now on: \(asking.agentSocket ?? "none")")
+            host.options.agentSocket = asking.agentSocket
+            newOptions = host.options
+            remember(host.name, configPath: host.configPath, options: host.options, adHoc: host.adHoc)
         }
         switch host.status.phase {
         case .up:
@@ -330,9 +340,10 @@ public final class Supervisor {
         case .failed:
             // Asked again: retry now instead of waiting out the 5-minute pause.
             wait(host) { gather.add(self.outcome(host, $0)) }
-            host.retryNow()
+            host.retryNow(with: newOptions)
         default:
             wait(host) { gather.add(self.outcome(host, $0)) }
+            if newOptions != nil { host.retryNow(with: newOptions) }
         }
     }
 
@@ -567,11 +578,24 @@ public final class Supervisor {
             // Its own agent and home, as it was brought up with.
             let options = host.options
             let previous = host.profile
+            // A `tunnel up` waiting on this tunnel waits on its new version:
+            // the restart is not its answer.
+            let carried = host.waiters
+            host.waiters = []
+            var stopped = host.status
+            stopped.phase = .stopped
+            let settleCarried = { [weak self, stopped] in
+                let status = self?.tunnels[name]?.status ?? stopped
+                carried.forEach { $0.resolve(status) }
+            }
             stop(host) { [weak self] in
                 self?.start(profile, configPath: path, options: options) { [weak self] outcome in
                     var o = outcome
                     if !o.isFailure && o.result != .failed { o.result = .restarted }
-                    guard o.result == .failed, let self, self.tunnels[name] == nil else { return gather.add(o) }
+                    guard o.result == .failed, let self, self.tunnels[name] == nil else {
+                        settleCarried()
+                        return gather.add(o)
+                    }
                     // The new version could not even start (its port is taken, ssh_config
                     // fails): bring the running version back rather than drop the tunnel.
                     let reason = o.message ?? "failed"
@@ -581,6 +605,7 @@ public final class Supervisor {
                         let message = kept ? "\(reason); kept the previous version running"
                                            : "\(reason); the previous version could not start again either: \(back.message ?? "failed")"
                         if !kept { self?.logger.error("reload: \(name): \(message)") }
+                        settleCarried()
                         gather.add(TunnelOutcome(name: name, result: .failed, message: message))
                     }
                 }

@@ -10,8 +10,9 @@ final class TunnelHost: @unchecked Sendable {
     let name: String
     let configPath: String
     let profile: Profile
-    /// The agent and home it authenticates with; a reload keeps them.
-    let options: Connector.Options
+    /// The agent and home it authenticates with; a reload keeps them, and
+    /// a `tunnel up` that retries a tunnel not up brings its own agent.
+    var options: Connector.Options
     /// Set for a tunnel no profile describes: a reload leaves it alone.
     var adHoc: AdHocTunnel?
     let loop: EventLoop
@@ -97,8 +98,8 @@ final class TunnelHost: @unchecked Sendable {
         }
     }
 
-    func retryNow() {
+    func retryNow(with newOptions: Connector.Options? = nil) {
         let runtime = self.runtime
-        loop.execute { runtime.retryNow() }
+        loop.execute { runtime.retryNow(with: newOptions) }
     }
 }

@@ -174,6 +174,12 @@ final class BadInputTests: XCTestCase {
             XCTAssertTrue(result.stderr.hasPrefix("Error: "), "\(args): \(result.stderr)")
             XCTAssertFalse(result.stderr.contains("Fatal error"), "\(args): \(result.stderr)")
         }
+        // A negative number after a space is the option's value, named as such.
+        for (args, expected) in [(["up", "db", "--timeout", "-1"], "--timeout must be a number of seconds"), (["logs", "--lines", "-5"], "--lines")] {
+            let result = harness.tunnel(args, timeout: 20)
+            XCTAssertEqual(result.status, 64, "\(args): \(result.output)")
+            XCTAssertTrue(result.stderr.contains(expected) && !result.stderr.contains("Missing value"), "\(args): \(result.stderr)")
+        }
         XCTAssertFalse(FileManager.default.fileExists(atPath: harness.runtimeDir + "/supervisor.pid"), "no supervisor was started")
     }
 

@@ -227,6 +227,14 @@ final class RemoteForwardTests: NamespacedSSHTestCase {
         XCTAssertTrue(eventually(timeout: 20, interval: 0.5) { self.listed()?.last_error?.hasSuffix("retrying in 4 s") == true }, "\(harness.list())")
         XCTAssertEqual(listed()?.state, "up")
         XCTAssertEqual(harness.supervisorLog.components(separatedBy: refusal).count - 1, 1, harness.supervisorLog)
+
+        // With the refused remote forward its only one, the tunnel is up with nothing in place: said so, not an empty list.
+        XCTAssertEqual(harness.tunnel(["down", "web"]).status, 0)
+        harness.writeConfig(profile(["\(port):127.0.0.1:\(echo.port)"]))
+        let alone = harness.tunnel(["up", "web"])
+        XCTAssertNotEqual(alone.status, 0, alone.output)
+        XCTAssertTrue(alone.stdout.hasPrefix("web: up (no forward in place yet) via "), alone.output)
+        XCTAssertTrue(alone.stderr.contains("tunnel: web: \(refusal)"), alone.output)
     }
 
     func testHalfClose_theServersClientShutsDownItsWriteSide_andStillGetsTheWholeReply() throws {

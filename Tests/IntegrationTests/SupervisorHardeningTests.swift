@@ -94,7 +94,8 @@ final class SupervisorHardeningTests: SSHTestCase {
     private func restoreWithSavedAgent(_ agent: String, prepare: () throws -> Background) throws -> String {
         let port = Net.freePort()
         harness.writeConfig(profile("db", port))
-        XCTAssertEqual(harness.tunnel(["up", "db"], env: ["SSH_AUTH_SOCK": agent]).status, 0)
+        let first = harness.tunnel(["up", "db"], env: ["SSH_AUTH_SOCK": agent])
+        XCTAssertEqual(first.status, 0, first.output)
         harness.stopSupervisor()
         let fake = try prepare()
         defer { fake.stop() }

@@ -234,7 +234,9 @@ final class TrustAndAuthTests: XCTestCase {
             try:
                 while True:
                     msg = exact(c, struct.unpack(">I", exact(c, 4))[0])
-                    if msg[0] == hang: time.sleep(3600)
+                    if msg[0] == hang:
+                        print("holding request", hang, flush=True)
+                        time.sleep(3600)
                     if msg[0] == 11:
                         body = bytes([12]) + struct.pack(">I", 1) + struct.pack(">I", len(blob)) + blob + struct.pack(">I", 5) + b"stuck"
                     else:
@@ -269,7 +271,7 @@ final class TrustAndAuthTests: XCTestCase {
         harness.trust(server)
         config(identity: dir + "/missing") // only the agent could log in
         let err = upFails(env: ["SSH_AUTH_SOCK": socketPath])
-        XCTAssertTrue(err.contains("ssh-agent at \(socketPath): not reachable"), err)
+        XCTAssertTrue(err.contains("ssh-agent at \(socketPath): it closed the connection without answering"), err)
     }
 
     func testStuckSSHAgent_whileListingOrSigning_failsNamingTheTimeout_insteadOfHanging() throws {
@@ -284,5 +286,120 @@ final class TrustAndAuthTests: XCTestCase {
             let err = upFails(env: ["SSH_AUTH_SOCK": socketPath])
             XCTAssertTrue(err.contains(expected), "request \(request): \(err)")
         }
+    }
+
+    /// The agent is asked off the loop thread: while it holds one tunnel's
+    /// signature, another tunnel on the same (only) event loop keeps
+    /// carrying traffic. libssh2's own agent calls block the thread.
+    func testStuckSSHAgent_holdsOnlyItsOwnTunnel_notTheOthersOnItsEventLoop() throws {
+        try restartServer(acceptedAlgorithms: "ssh-ed25519,rsa-sha2-512")
+        let echo = TestServer(.echo)
+        let key = try rsaKey(passphrase: "secret phrase")
+        server.alsoAuthorize(publicKeyFile: server.userKey + ".pub")
+        let (socketPath, agent) = try stuckAgent(listing: key + ".pub", hangOn: 13)
+        defer {
+            agent.stop()
+            harness.stopSupervisor()
+            echo.stop()
+        }
+        let fast = Net.freePort(), held = Net.freePort()
+        harness.writeConfig(harness.profile("fast", server: server, forwards: ["\(fast):127.0.0.1:\(echo.port)"])
+                            + harness.profile("held", server: server, forwards: ["\(held):127.0.0.1:9"])
+                                .replacingOccurrences(of: "identity = \"\(server.userKey)\"", with: "identity = \"\(key)\"")
+                                .replacingOccurrences(of: "connect_timeout = 5", with: "connect_timeout = 60"))
+        let up = harness.tunnel(["up", "fast"], env: ["TUNNEL_LOOPS": "1"])
+        XCTAssertEqual(up.status, 0, up.output)
+        let waiting = try Background(Env.tunnelBinary, ["up", "held"], env: harness.environment.merging(["SSH_AUTH_SOCK": socketPath]) { $1 },
+                                     logPath: harness.dir + "/up-held.log")
+        defer { waiting.stop() }
+        XCTAssertTrue(eventually(timeout: 15) { agent.log.contains("holding request 13") }, agent.log)
+        for text in ["one", "two", "three"] {
+            guard let fd = Net.connect(fast, timeout: 10) else { return XCTFail("cannot connect to \(fast)") }
+            defer { close(fd) }
+            Net.setTimeout(fd, 10)
+            XCTAssertTrue(Net.sendAll(fd, Array(text.utf8)))
+            XCTAssertEqual(Net.readExactly(fd, text.utf8.count).map { String(decoding: $0, as: UTF8.self) }, text,
+                           "the shared loop stalled while ssh-agent held held's signature")
+        }
+        XCTAssertEqual(harness.listed("held")?.state, "connecting", "held is still waiting for the agent: \(harness.list())")
+        XCTAssertTrue(waiting.isRunning, waiting.log)
+    }
+
+    /// The agent may answer next time: its silence is a reason to back off
+    /// and retry, not the five-minute pause of a refused key.
+    func testSilentSSHAgent_duringAConnect_isRetriedWithBackoff_notFailedForMinutes() throws {
+        try restartServer(acceptedAlgorithms: "ssh-ed25519,rsa-sha2-512")
+        let key = try rsaKey(passphrase: "secret phrase")
+        let (socketPath, agent) = try stuckAgent(listing: key + ".pub", hangOn: 11)
+        defer {
+            agent.stop()
+            harness.stopSupervisor()
+        }
+        config(identity: key) // connect_timeout = 5
+        let up = harness.tunnel(["up", "db"], timeout: 30, env: ["SSH_AUTH_SOCK": socketPath])
+        XCTAssertNotEqual(up.status, 0, up.output)
+        XCTAssertTrue(up.output.contains("agent.sock: did not answer within 5 s"), up.output)
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.supervisorLog.contains("did not answer within 5 s [") }, harness.supervisorLog)
+        let log = harness.supervisorLog
+        XCTAssertTrue(log.contains("s [\(Env.userName)@127.0.0.1:\(server.port)]; retrying in"), log)
+        XCTAssertFalse(log.contains("not retrying for"), log)
+        XCTAssertNotEqual(harness.listed("db")?.state, "failed", "\(harness.list())")
+    }
+
+    /// A second `tunnel up` of a tunnel that failed brings its own ssh-agent:
+    /// the one saved at the first `up` may be what failed.
+    func testUpOfAFailedTunnel_retriesWithTheAgentOfThatUp_andKeepsIt() throws {
+        harness.trust(server)
+        let (key, socketPath, agent) = try agentWithEncryptedKey()
+        let daemon = try Background(Env.tunnelBinary, ["daemon"], env: harness.environment, logPath: harness.dir + "/daemon.out")
+        defer {
+            agent.stop()
+            daemon.signal(SIGTERM)
+            _ = daemon.wait(timeout: 5)
+        }
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.tunnel(["ls"]).status == 0 && self.harness.supervisorPID != nil })
+        config(identity: key) // passphrase-protected: only the agent can sign
+        let gone = socketPath + ".gone"
+        let first = harness.tunnel(["up", "db"], env: ["SSH_AUTH_SOCK": gone])
+        XCTAssertNotEqual(first.status, 0, first.output)
+        XCTAssertTrue(first.output.contains("ssh-agent at \(gone): not reachable"), first.output)
+        XCTAssertEqual(harness.listed("db")?.state, "failed", "\(harness.list())")
+
+        let second = harness.tunnel(["up", "db"], env: ["SSH_AUTH_SOCK": socketPath])
+        XCTAssertEqual(second.status, 0, second.output)
+        XCTAssertEqual(harness.listed("db")?.state, "up", "\(harness.list())")
+        XCTAssertTrue(Net.isListening(local))
+        XCTAssertTrue(harness.supervisorLog.contains("db: using the ssh-agent of this `tunnel up` from now on: \(socketPath)"), harness.supervisorLog)
+        // Saved: a restarted supervisor restores db with that agent.
+        XCTAssertTrue(read(harness.runtimeDir + "/state.json").contains(socketPath), read(harness.runtimeDir + "/state.json"))
+    }
+
+    /// A `reload` that restarts a tunnel while a `tunnel up` of it is still
+    /// connecting: the `up` answers with the new version's outcome, not with
+    /// the restart. (Here the old version waits on a stuck ssh-agent and the
+    /// new one logs in with a key file.)
+    func testReloadDuringAnUpsConnect_theUpAnswersWithTheRestartedTunnel() throws {
+        try restartServer(acceptedAlgorithms: "ssh-ed25519,rsa-sha2-512")
+        let key = try rsaKey(passphrase: "secret phrase")
+        server.alsoAuthorize(publicKeyFile: server.userKey + ".pub")
+        let (socketPath, agent) = try stuckAgent(listing: key + ".pub", hangOn: 13)
+        defer {
+            agent.stop()
+            harness.stopSupervisor()
+        }
+        config(extra: "connect_timeout = 60", identity: key)
+        let config = read(harness.configPath).replacingOccurrences(of: "connect_timeout = 5\n", with: "")
+        harness.writeConfig(config)
+        let up = try Background(Env.tunnelBinary, ["up", "db"], env: harness.environment.merging(["SSH_AUTH_SOCK": socketPath]) { $1 },
+                                logPath: harness.dir + "/up-db.log")
+        defer { up.stop() }
+        XCTAssertTrue(eventually(timeout: 15) { agent.log.contains("holding request 13") }, agent.log)
+        harness.writeConfig(config.replacingOccurrences(of: "identity = \"\(key)\"", with: "identity = \"\(server.userKey)\""))
+        let reload = harness.tunnel(["reload"], timeout: 30)
+        XCTAssertEqual(reload.status, 0, reload.output)
+        XCTAssertTrue(reload.stdout.contains("db: restarted"), reload.output)
+        XCTAssertEqual(up.wait(timeout: 30), 0, up.log)
+        XCTAssertTrue(up.log.contains("db: up: 127.0.0.1:\(local) -> "), up.log)
+        XCTAssertTrue(Net.isListening(local))
     }
 }

@@ -93,6 +93,11 @@ final class SSHServer {
         try FileManager.default.copyItem(atPath: publicKeyFile, toPath: dir + "/authorized_keys")
     }
 
+    /// Adds a key to the authorized ones.
+    func alsoAuthorize(publicKeyFile: String) {
+        write(read(dir + "/authorized_keys") + read(publicKeyFile), to: dir + "/authorized_keys")
+    }
+
     deinit { stop() }
 }
 
