@@ -280,7 +280,7 @@ public final class Connector {
     /// on a thread of its own, so the loop's other tunnels keep moving.
     private func askAgent(_ query: AgentQuery) {
         let answered = loop.callback { [weak self] (answer: AgentAnswer) in self?.agentAnswered(answer) }
-        startThread(name: "ssh-agent") { answered(query.run()) }
+        startThread(name: "agent-query") { answered(query.run()) }
     }
 
     private func agentAnswered(_ answer: AgentAnswer) {

@@ -123,13 +123,39 @@ final class TrustAndAuthTests: XCTestCase {
 
     func testEncryptedKeyInSSHAgent_authenticatesThroughTheAgent() throws {
         harness.trust(server)
-        let (key, socketPath, agent) = try agentWithEncryptedKey()
+        for type in ["ed25519", "ecdsa"] {
+            let (key, socketPath, agent) = try agentWithEncryptedKey(type: type)
+            defer { agent.stop() }
+            config(identity: key)
+            let p = try harness.foreground("db", waitFor: local, env: ["SSH_AUTH_SOCK": socketPath])
+            XCTAssertTrue(p.log.contains("publickey with agent key \(type == "ecdsa" ? "ecdsa-sha2-nistp256" : "ssh-ed25519") SHA256:"), p.log)
+            p.signal(SIGTERM)
+            XCTAssertEqual(p.wait(timeout: 5), 0)
+        }
+    }
+
+    /// An agent that refuses to sign (here: a key added with `ssh-add -c`
+    /// and no way to confirm) is named, and the next key is tried.
+    func testSSHAgentRefusingToSign_isNamed_andTheKeyFileIsTriedNext() throws {
+        harness.trust(server)
+        let dir = makeTempDir("refusing-agent")
+        let agentKey = dir + "/id_ed25519"
+        runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", agentKey])
+        let socketPath = dir + "/agent.sock"
+        let agent = try Background(Env.which("ssh-agent")!, ["-D", "-a", socketPath], logPath: dir + "/agent.log")
         defer { agent.stop() }
-        config(identity: key)
+        XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: socketPath) })
+        let add = runCommand(Env.which("ssh-add")!, ["-c", agentKey], env: ["SSH_AUTH_SOCK": socketPath])
+        XCTAssertEqual(add.status, 0, add.output)
+        try server.authorize(publicKeyFile: agentKey + ".pub")
+        config(identity: agentKey) // offered by the agent first, then read from the file
         let p = try harness.foreground("db", waitFor: local, env: ["SSH_AUTH_SOCK": socketPath])
-        XCTAssertTrue(p.log.contains("agent key"), p.log)
+        XCTAssertTrue(p.log.contains("publickey with \(agentKey)"), p.log)
         p.signal(SIGTERM)
         XCTAssertEqual(p.wait(timeout: 5), 0)
+        config(identity: dir + "/missing")
+        let err = upFails(env: ["SSH_AUTH_SOCK": socketPath])
+        XCTAssertTrue(err.contains("agent key ssh-ed25519 SHA256:") && err.contains("ssh-agent refused to sign"), err)
     }
 
     func testRestoredTunnel_authenticatesWithTheAgentOfTheUpThatStartedIt_notTheSupervisors() throws {
