@@ -14,6 +14,10 @@ public enum AgentSocket {
         }
         guard (st.st_mode & S_IFMT) == S_IFSOCK else { return "\(path) is not a socket" }
         guard st.st_uid == uid else { return "\(path) belongs to uid \(st.st_uid), not to uid \(uid)" }
+        // A socket bound through a relative path can be longer than connect takes.
+        guard SocketAddress.unix(path: path).fitsSockaddr else {
+            return "\(path) is longer than the \(SocketAddress.maxUnixPathBytes) bytes a socket address holds"
+        }
         let socket: Socket
         do { socket = try Socket.unix() } catch { return "\(path): \(error)" }
         defer { socket.close() }

@@ -31,11 +31,15 @@ public struct AgentQuery: Sendable {
 
     /// Blocking, bounded by the query's deadline: never call it on a loop thread.
     public func run() -> AgentAnswer {
+        let address = SocketAddress.unix(path: socketPath)
+        guard address.fitsSockaddr else {
+            return .failed("not reachable (the path is longer than the \(SocketAddress.maxUnixPathBytes) bytes a socket address holds)")
+        }
         let socket: Socket
         do { socket = try Socket.unix() } catch { return .failed("\(error.errno)") }
         defer { socket.close() }
         do {
-            guard case .done = try socket.connect(.unix(path: socketPath), until: deadline) else { return .silent }
+            guard case .done = try socket.connect(address, until: deadline) else { return .silent }
         } catch {
             return .failed("not reachable (\(error.errno))")
         }

@@ -428,4 +428,14 @@ final class TrustAndAuthTests: XCTestCase {
         XCTAssertTrue(up.log.contains("db: up: 127.0.0.1:\(local) -> "), up.log)
         XCTAssertTrue(Net.isListening(local))
     }
+
+    /// SSH_AUTH_SOCK longer than a socket address holds: named, not a crash.
+    func testAgentSocketPathTooLongForASocketAddress_isNamed_notACrash() {
+        harness.trust(server)
+        let long = "/tmp/" + String(repeating: "a", count: 200)
+        config(identity: makeTempDir("nokey") + "/missing")
+        let err = upFails(env: ["SSH_AUTH_SOCK": long])
+        XCTAssertTrue(err.contains("ssh-agent at \(long): not reachable (the path is longer than the 107 bytes a socket address holds)"), err)
+        XCTAssertFalse(err.contains("Fatal error"), err)
+    }
 }
