@@ -50,6 +50,7 @@ public enum SSHConfigSource: Equatable, Sendable {
 public struct SSHConfigError: Error, Equatable, Sendable, CustomStringConvertible {
     public let message: String
     public var description: String { message }
+    public init(message: String) { self.message = message }
 }
 
 public enum SSHConfigLookup {

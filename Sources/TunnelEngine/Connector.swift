@@ -66,8 +66,12 @@ public final class Connector {
         phase = .resolving
         let host = profile.host, port = profile.port
         let resolved = loop.callback { [weak self] (result: Result<[SocketAddress], ResolveError>) in self?.resolved(result) }
-        startThread(name: "resolve") {
-            do throws(ResolveError) { resolved(.success(try resolveTCP(host: host, port: port))) } catch { resolved(.failure(error)) }
+        do {
+            try startThread(name: "resolve") {
+                do throws(ResolveError) { resolved(.success(try resolveTCP(host: host, port: port))) } catch { resolved(.failure(error)) }
+            }
+        } catch {
+            resolved(.failure(ResolveError(host: host, kind: .other, message: "\(error)")))
         }
     }
 
@@ -280,7 +284,11 @@ public final class Connector {
     /// on a thread of its own, so the loop's other tunnels keep moving.
     private func askAgent(_ query: AgentQuery) {
         let answered = loop.callback { [weak self] (answer: AgentAnswer) in self?.agentAnswered(answer) }
-        startThread(name: "agent-query") { answered(query.run()) }
+        do {
+            try startThread(name: "agent-query") { answered(query.run()) }
+        } catch {
+            answered(.failed("not asked: \(error)"))
+        }
     }
 
     private func agentAnswered(_ answer: AgentAnswer) {

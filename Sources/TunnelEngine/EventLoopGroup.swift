@@ -36,7 +36,7 @@ public final class EventLoopGroup: @unchecked Sendable {
             }
             do throws(SystemError) {
                 let loop = try EventLoop()
-                startThread(name: "\(name)-\(best + 1)") { loop.run() }
+                try startThread(name: "\(name)-\(best + 1)") { loop.run() }
                 slots[best].loop = loop
                 slots[best].load = 1
                 return .success(loop)

@@ -64,8 +64,12 @@ final class LocalDialer {
             if case .success(let addresses) = result { self.cache[key] = (addresses, Instant.now()) }
             for waiter in self.resolving.removeValue(forKey: key) ?? [] { waiter(result) }
         }
-        startThread(name: "resolve") {
-            do throws(ResolveError) { resolved(.success(try resolveTCP(host: host, port: port))) } catch { resolved(.failure(error)) }
+        do {
+            try startThread(name: "resolve") {
+                do throws(ResolveError) { resolved(.success(try resolveTCP(host: host, port: port))) } catch { resolved(.failure(error)) }
+            }
+        } catch {
+            resolved(.failure(ResolveError(host: host, kind: .other, message: "\(error)")))
         }
         return attempt
     }

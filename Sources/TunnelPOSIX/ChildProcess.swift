@@ -67,17 +67,24 @@ public final class ChildProcess {
         guard exitStatus == nil else { return }
         let pid = self.pid
         signal(SIGTERM)
-        startThread(name: "reap \(pid)") {
-            let deadline = Instant.now().adding(seconds: grace)
-            var status: Int32 = 0
-            while waitpid(pid, &status, WNOHANG) == 0 {
-                guard Instant.now() < deadline else {
-                    _ = kill(-pid, SIGKILL)
-                    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-                    return
+        do {
+            try startThread(name: "reap \(pid)") {
+                let deadline = Instant.now().adding(seconds: grace)
+                var status: Int32 = 0
+                while waitpid(pid, &status, WNOHANG) == 0 {
+                    guard Instant.now() < deadline else {
+                        _ = kill(-pid, SIGKILL)
+                        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+                        return
+                    }
+                    usleep(20_000)
                 }
-                usleep(20_000)
             }
+        } catch {
+            // No thread to wait out the grace period: no grace, but no zombie.
+            _ = kill(-pid, SIGKILL)
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         }
     }
 

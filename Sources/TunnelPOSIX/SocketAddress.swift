@@ -143,6 +143,11 @@ public struct ResolveError: Error, Equatable, Sendable, CustomStringConvertible 
     public let host: String
     public let kind: Kind
     public let message: String
+    public init(host: String, kind: Kind, message: String) {
+        self.host = host
+        self.kind = kind
+        self.message = message
+    }
     public var description: String {
         switch kind {
         case .doesNotResolve: return "host \(host) does not resolve (\(message))"

@@ -12,7 +12,9 @@ private final class ThreadBody {
 
 /// Starts a detached pthread. Used for event-loop threads and the blocking
 /// resolver; Foundation's Thread is avoided to keep Foundation out of the daemon.
-public func startThread(name: String, _ body: @escaping () -> Void) {
+/// Throws when the system has no thread to give (RLIMIT_NPROC, memory): the
+/// caller fails what needed it, as it would for any other resource.
+public func startThread(name: String, _ body: @escaping () -> Void) throws(SystemError) {
     let box = Unmanaged.passRetained(ThreadBody(name, body)).toOpaque()
     var thread = pthread_t()
     var attr = pthread_attr_t()
@@ -25,5 +27,8 @@ public func startThread(name: String, _ body: @escaping () -> Void) {
         return nil
     }, box)
     pthread_attr_destroy(&attr)
-    precondition(rc == 0, "pthread_create failed: \(rc)")
+    if rc != 0 {
+        Unmanaged<ThreadBody>.fromOpaque(box).release()
+        throw SystemError("pthread_create(\(name))", Errno(rc))
+    }
 }

@@ -418,14 +418,18 @@ public final class Supervisor {
             }
         }
         let logger = self.logger
-        startThread(name: "ssh -G") {
-            do throws(SSHConfigError) {
-                let (resolved, notes) = try profile.applyingSSHConfig(profile.sshConfig, home: options.home)
-                for note in notes { logger.info("\(note)") }
-                applied(.success(resolved))
-            } catch {
-                applied(.failure(error))
+        do {
+            try startThread(name: "ssh -G") {
+                do throws(SSHConfigError) {
+                    let (resolved, notes) = try profile.applyingSSHConfig(profile.sshConfig, home: options.home)
+                    for note in notes { logger.info("\(note)") }
+                    applied(.success(resolved))
+                } catch {
+                    applied(.failure(error))
+                }
             }
+        } catch {
+            applied(.failure(SSHConfigError(message: "cannot read ssh_config: \(error)")))
         }
     }
 

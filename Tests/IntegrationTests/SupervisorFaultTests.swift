@@ -22,6 +22,64 @@ final class SupervisorFaultTests: SSHTestCase {
         XCTAssertEqual(harness.listed("good")?.state, "up")
     }
 
+    /// A cgroup control file takes one write in place (no temporary file and rename).
+    private func writeControl(_ text: String, to path: String) {
+        let fd = open(path, O_WRONLY)
+        XCTAssertGreaterThanOrEqual(fd, 0, "cannot open \(path)")
+        defer { close(fd) }
+        XCTAssertEqual(Glibc.write(fd, text, text.utf8.count), text.utf8.count, "cannot write \(text) to \(path)")
+    }
+
+    /// A pids cgroup of the test's own (v1 `pids` hierarchy, or the v2
+    /// unified one): the supervisor in it can start no thread beyond `pids.max`.
+    private func pidsCgroup() throws -> String {
+        let v1 = "/sys/fs/cgroup/pids"
+        var parent = v1
+        if !FileManager.default.fileExists(atPath: v1 + "/cgroup.procs") {
+            parent = "/sys/fs/cgroup"
+            if !read(parent + "/cgroup.controllers").contains("pids") { parent = "/sys/fs/cgroup/unified" }
+            writeControl("+pids", to: parent + "/cgroup.subtree_control")
+        }
+        let group = parent + "/tunnel-test-\(getpid())-\(Net.freePort())"
+        XCTAssertEqual(mkdir(group, 0o755), 0, "cannot make a pids cgroup under \(parent)")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: group + "/pids.max"), "no pids controller at \(group)")
+        return group
+    }
+
+    /// With no thread to be had (the system's limit), a start fails naming
+    /// pthread_create and the supervisor serves on; once threads are back, the same `up` works.
+    func testNoThreadLeft_failsTheStartWithTheReason_andTheSupervisorServesOn() throws {
+        let port = Net.freePort()
+        harness.writeConfig(profile("db", port))
+        let group = try pidsCgroup()
+        let daemon = try Background("/bin/sh", ["-c", "echo $$ > \(group)/cgroup.procs && exec \(Env.tunnelBinary) daemon"],
+                                    env: harness.environment, logPath: harness.dir + "/daemon.out")
+        defer {
+            daemon.signal(SIGTERM)
+            _ = daemon.wait(timeout: 5)
+            rmdir(group)
+        }
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.supervisorPID != nil && self.harness.tunnel(["ls"]).status == 0 }, daemon.log)
+        let pid = try XCTUnwrap(harness.supervisorPID)
+        XCTAssertTrue(read(group + "/cgroup.procs").contains("\(pid)"), "the supervisor is in the cgroup")
+        writeControl(read(group + "/pids.current").trimmingCharacters(in: .whitespacesAndNewlines), to: group + "/pids.max")
+
+        let starved = harness.tunnel(["up", "db"])
+        XCTAssertNotEqual(starved.status, 0, starved.output)
+        XCTAssertTrue(starved.stderr.contains("pthread_create(") && starved.stderr.contains("Resource temporarily unavailable"), starved.output)
+        XCTAssertEqual(harness.tunnel(["ls"]).status, 0, "the supervisor serves on")
+        XCTAssertTrue(daemon.isRunning, daemon.log)
+
+        writeControl("max", to: group + "/pids.max")
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output)
+        let fd = try XCTUnwrap(Net.connect(port, timeout: 10))
+        defer { close(fd) }
+        Net.setTimeout(fd, 10)
+        XCTAssertTrue(Net.sendAll(fd, Array("ping".utf8)))
+        XCTAssertEqual(Net.readExactly(fd, 4), Array("ping".utf8))
+    }
+
     func testUpTwice_saysAlreadyUp_andSucceeds() {
         harness.writeConfig(profile("db", Net.freePort()))
         XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)

@@ -23,7 +23,7 @@ final class EventLoopTests: XCTestCase {
         loop = try EventLoop()
         finished = expectation(description: "run() returned")
         let loop = self.loop!, finished = self.finished!
-        startThread(name: "test-loop") {
+        try startThread(name: "test-loop") {
             loop.run()
             finished.fulfill()
         }
@@ -78,13 +78,13 @@ final class EventLoopTests: XCTestCase {
         XCTAssertTrue(onLoopThread.value)
     }
 
-    func testEventLoop_manyExecutesFromSeveralThreads_allRunInSubmissionOrderPerThread() {
+    func testEventLoop_manyExecutesFromSeveralThreads_allRunInSubmissionOrderPerThread() throws {
         let loop = self.loop!
         let seen = Shared<[Int: [Int]]>([:])
         let all = expectation(description: "all tasks ran")
         all.expectedFulfillmentCount = 4 * 250
         for t in 0..<4 {
-            startThread(name: "submitter\(t)") {
+            try startThread(name: "submitter\(t)") {
                 for i in 0..<250 {
                     loop.execute {
                         seen.mutate { $0[t, default: []].append(i) }
@@ -436,7 +436,7 @@ final class EventLoopTests: XCTestCase {
         self.loop = nil
     }
 
-    func testEventLoop_runAgainAfterStop_processesWorkAgain() {
+    func testEventLoop_runAgainAfterStop_processesWorkAgain() throws {
         let loop = self.loop!
         loop.execute { loop.stop() }
         wait(for: [finished], timeout: 5)
@@ -445,7 +445,7 @@ final class EventLoopTests: XCTestCase {
         loop.execute { pendingRan.value = true }
         finished = expectation(description: "second run() returned")
         let finishedAgain = finished!
-        startThread(name: "test-loop-2") {
+        try startThread(name: "test-loop-2") {
             loop.run()
             finishedAgain.fulfill()
         }

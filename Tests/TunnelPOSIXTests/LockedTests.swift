@@ -5,13 +5,13 @@ import TunnelPOSIX
 final class LockedTests: XCTestCase {
     /// Four threads each add 1 a hundred thousand times through a read and a
     /// separate write inside the lock: any update lost to a race shows in the sum.
-    func testConcurrentUpdates_noneLost() {
+    func testConcurrentUpdates_noneLost() throws {
         let counter = Locked(0)
         let threads = 4, rounds = 100_000
         let done = DispatchGroup()
         for _ in 0..<threads {
             done.enter()
-            startThread(name: "locked-test") {
+            try startThread(name: "locked-test") {
                 for _ in 0..<rounds {
                     counter.withLock { value in
                         let seen = value
