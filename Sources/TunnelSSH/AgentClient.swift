@@ -6,7 +6,9 @@ import TunnelPOSIX
 /// calls: those do blocking I/O inside the session's thread, so an agent that
 /// waits for a confirmation nobody gives (or is stopped) would stall every
 /// tunnel on that loop. The Authenticator hands a query to its driver, which
-/// runs it on a thread of its own and passes the answer back.
+/// runs it on a thread of its own and passes the answer back. Written here
+/// because no package on hand speaks it (swift-nio-ssh has no agent client),
+/// and the three messages it takes are small.
 public struct AgentQuery: Sendable {
     public enum Purpose: Sendable, Equatable {
         case listKeys
