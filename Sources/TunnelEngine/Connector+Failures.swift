@@ -55,6 +55,8 @@ extension Connector {
             fail(ConnectFailure(kind: .timedOut, message: "cannot connect to \(target): resolving \(profile.host) timed out after \(seconds) s", isPermanent: false))
         case .connecting(let addresses, let index, _, _):
             fail(ConnectFailure(kind: .timedOut, message: "connection to \(addresses[index]) timed out after \(seconds) s", isPermanent: false))
+        case .readingKnownHosts:
+            fail(ConnectFailure(kind: .hostKey, message: "reading known_hosts (\(profile.login.knownHosts.joined(separator: ", "))) took longer than \(seconds) s", isPermanent: false))
         case .handshaking(let address, _, _):
             if let exited = proxy?.exitReason(waitingUpTo: 0) {
                 return fail(ConnectFailure(kind: .network, message: "\(exited) (before the SSH handshake with \(target) finished)", isPermanent: false))

@@ -4,7 +4,7 @@ extension Connector {
     var isBeforeTCPConnected: Bool {
         switch phase {
         case .idle, .resolving, .connecting: return true
-        case .handshaking, .authenticating, .finished: return false
+        case .readingKnownHosts, .handshaking, .authenticating, .finished: return false
         }
     }
 }

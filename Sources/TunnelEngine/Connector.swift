@@ -6,8 +6,9 @@ import TunnelSSH
 
 /// TCP connect (or a ProxyCommand), SSH handshake, host-key check and
 /// authentication, all non-blocking on the tunnel's loop thread, within
-/// `connect_timeout`. Name resolution, which has no non-blocking API, runs
-/// on a short-lived thread.
+/// `connect_timeout`. Name resolution, which has no non-blocking API, and
+/// reading known_hosts (a home on a stalled network mount must not stall the
+/// loop's other tunnels) run on a short-lived thread.
 public final class Connector {
     public struct Options: Sendable {
         public var agentSocket: String?
@@ -24,6 +25,8 @@ public final class Connector {
         case idle
         case resolving
         case connecting(addresses: [SocketAddress], index: Int, socket: Socket, registration: EventLoop.Registration)
+        /// Connected (or over a channel or proxy command); known_hosts is being read.
+        case readingKnownHosts(peer: String, socket: Socket)
         case handshaking(peer: String, session: SSHSession, registration: EventLoop.Registration)
         case authenticating(peer: String, session: SSHSession, registration: EventLoop.Registration, auth: Authenticator, learned: String?, fingerprint: String)
         case finished
@@ -37,7 +40,8 @@ public final class Connector {
     var timeout: EventLoop.TimerID?
     /// Each address tried, with why it failed.
     var tcpErrors: [(address: SocketAddress, errno: Errno)] = []
-    /// Read once per attempt, before the handshake (it orders the host-key algorithms).
+    /// Read once per attempt, off the loop, before the handshake (it orders the host-key algorithms).
+    private var knownHostsRead: Result<HostKeyVerifier.Lookup, HostKeyFailure>?
     private var knownHosts: HostKeyVerifier.Lookup?
     /// The proxy command this attempt runs over; ended unless the attempt succeeds.
     var proxy: ProxyCommand?
@@ -65,13 +69,19 @@ public final class Connector {
         if let template = profile.proxyCommand { return startProxy(template) }
         phase = .resolving
         let host = profile.host, port = profile.port
-        let resolved = loop.callback { [weak self] (result: Result<[SocketAddress], ResolveError>) in self?.resolved(result) }
+        let readKnownHosts = knownHostsReader()
+        let resolved = loop.callback { [weak self] (result: (Result<[SocketAddress], ResolveError>, Result<HostKeyVerifier.Lookup, HostKeyFailure>?)) in
+            self?.knownHostsRead = result.1
+            self?.resolved(result.0)
+        }
         do {
             try startThread(name: "resolve") {
-                do throws(ResolveError) { resolved(.success(try resolveTCP(host: host, port: port))) } catch { resolved(.failure(error)) }
+                let addresses: Result<[SocketAddress], ResolveError>
+                do throws(ResolveError) { addresses = .success(try resolveTCP(host: host, port: port)) } catch { addresses = .failure(error) }
+                resolved((addresses, readKnownHosts()))
             }
         } catch {
-            resolved(.failure(ResolveError(host: host, kind: .other, message: "\(error)")))
+            resolved((.failure(ResolveError(host: host, kind: .other, message: "\(error)")), nil))
         }
     }
 
@@ -156,14 +166,48 @@ public final class Connector {
         startHandshake(socket: socket, peer: address.description)
     }
 
+    /// Reads this profile's known_hosts; runs on any thread.
+    private func knownHostsReader() -> @Sendable () -> Result<HostKeyVerifier.Lookup, HostKeyFailure> {
+        let login = profile.login, host = profile.host, port = profile.port
+        return {
+            do throws(HostKeyFailure) {
+                return .success(try HostKeyVerifier.Lookup.load(paths: login.knownHosts, host: host, port: port,
+                                                                alias: login.hostKeyAlias, hashed: login.hashKnownHosts))
+            } catch {
+                return .failure(error)
+            }
+        }
+    }
+
     private func startHandshake(socket: Socket, peer: String) {
+        guard let read = knownHostsRead else {
+            // Over a jump host's channel or a proxy command: nothing read it yet.
+            phase = .readingKnownHosts(peer: peer, socket: socket)
+            let readKnownHosts = knownHostsReader()
+            let done = loop.callback { [weak self] (result: Result<HostKeyVerifier.Lookup, HostKeyFailure>?) in
+                guard let self, case .readingKnownHosts(let peer, let socket) = self.phase else { return }
+                guard let result else {
+                    return self.fail(ConnectFailure(kind: .network, message: "cannot read known_hosts: no thread to read it with", isPermanent: false))
+                }
+                self.knownHostsRead = result
+                self.startHandshake(socket: socket, peer: peer)
+            }
+            do {
+                try startThread(name: "known_hosts") { done(readKnownHosts()) }
+            } catch {
+                logger.error("cannot read known_hosts: \(error)")
+                done(nil)
+            }
+            return
+        }
         let login = profile.login
         let knownHosts: HostKeyVerifier.Lookup
-        do {
-            knownHosts = try HostKeyVerifier.Lookup.load(paths: login.knownHosts, host: profile.host, port: profile.port,
-                                                         alias: login.hostKeyAlias, hashed: login.hashKnownHosts)
-        } catch {
+        switch read {
+        case .success(let lookup):
+            knownHosts = lookup
+        case .failure(let error):
             socket.close()
+            phase = .idle
             fail(ConnectFailure(kind: .hostKey, message: error.message, isPermanent: true, hostKeyProblem: error.kind))
             return
         }
@@ -313,6 +357,8 @@ public final class Connector {
         switch phase {
         case .connecting(_, _, let socket, let registration):
             loop.deregister(registration)
+            socket.close()
+        case .readingKnownHosts(_, let socket):
             socket.close()
         case .handshaking(_, let session, let registration):
             loop.deregister(registration)
