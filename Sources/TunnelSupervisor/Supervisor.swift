@@ -373,6 +373,10 @@ public final class Supervisor {
         case .idle:
             outcome.result = .idle
             outcome.message = nil
+        case .stopped:
+            // `tunnel down`, or a reload that removed it, while this `up` waited.
+            outcome.result = .failed
+            outcome.message = "stopped before it came up (`tunnel down`, or a reload that removed it)"
         default:
             break
         }
@@ -579,8 +583,8 @@ public final class Supervisor {
                 continue
             }
             logger.info("reload: \(name) changed; restarting it")
-            // Its own agent and home, as it was brought up with.
-            let options = host.options
+            // Its own agent and home, as it was brought up with, while that agent is still there.
+            let options = checkedOptions(name, host.options)
             let previous = host.profile
             // A `tunnel up` waiting on this tunnel waits on its new version:
             // the restart is not its answer.
@@ -628,16 +632,25 @@ public final class Supervisor {
     /// How a saved tunnel authenticates again: its own agent while that
     /// socket still exists and is still this user's, else the supervisor's.
     private func restoredOptions(_ entry: DesiredState.Entry) -> Connector.Options {
-        var restored = options(nil)
-        if let home = entry.home { restored.home = home }
-        if let agent = entry.agentSocket {
-            if let problem = AgentSocket.problem(agent, uid: ProcessControl.uid) {
-                logger.warning("\(entry.name): not using its saved ssh-agent socket (\(problem)); using \(restored.agentSocket ?? "no agent")")
-            } else {
-                restored.agentSocket = agent
-            }
+        var saved = options(nil)
+        if let home = entry.home { saved.home = home }
+        guard let agent = entry.agentSocket else { return saved }
+        saved.agentSocket = agent
+        return checkedOptions(entry.name, saved)
+    }
+
+    /// `options` with its agent socket kept while it is still this user's
+    /// agent, else the supervisor's own, and the log says why.
+    private func checkedOptions(_ name: String, _ options: Connector.Options) -> Connector.Options {
+        guard let agent = options.agentSocket else { return options }
+        var checked = options
+        checked.agentSocket = self.options(nil).agentSocket
+        if let problem = AgentSocket.problem(agent, uid: ProcessControl.uid) {
+            logger.warning("\(name): not using its saved ssh-agent socket (\(problem)); using \(checked.agentSocket ?? "no agent")")
+        } else {
+            checked.agentSocket = agent
         }
-        return restored
+        return checked
     }
 
     private func forget(_ name: String) {

@@ -438,4 +438,59 @@ final class TrustAndAuthTests: XCTestCase {
         XCTAssertTrue(err.contains("ssh-agent at \(long): not reachable (the path is longer than the 107 bytes a socket address holds)"), err)
         XCTAssertFalse(err.contains("Fatal error"), err)
     }
+
+    /// A reload restarts a tunnel with its saved agent only while that agent
+    /// is still there; else with the supervisor's own, and the log says why.
+    func testReload_ofATunnelWhoseAgentIsGone_usesTheSupervisorsAgent_andSaysWhy() throws {
+        harness.trust(server)
+        let (key, socketPath, agent) = try agentWithEncryptedKey()
+        let dir = (key as NSString).deletingLastPathComponent
+        let ownSocket = makeTempDir("own-agent") + "/agent.sock"
+        let own = try Background(Env.which("ssh-agent")!, ["-D", "-a", ownSocket], logPath: dir + "/own-agent.log")
+        XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: ownSocket) })
+        let add = runCommand(Env.which("ssh-add")!, [key], env: ["SSH_AUTH_SOCK": ownSocket, "SSH_ASKPASS": dir + "/askpass", "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"])
+        XCTAssertEqual(add.status, 0, add.output)
+        let daemon = try Background(Env.tunnelBinary, ["daemon"], env: harness.environment.merging(["SSH_AUTH_SOCK": ownSocket]) { $1 },
+                                    logPath: harness.dir + "/daemon.out")
+        defer {
+            own.stop()
+            daemon.signal(SIGTERM)
+            _ = daemon.wait(timeout: 5)
+        }
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.tunnel(["ls"]).status == 0 && self.harness.supervisorPID != nil })
+        config(identity: key)
+        let up = harness.tunnel(["up", "db"], env: ["SSH_AUTH_SOCK": socketPath])
+        XCTAssertEqual(up.status, 0, up.output)
+        agent.stop()
+        try? FileManager.default.removeItem(atPath: socketPath)
+        harness.writeConfig(read(harness.configPath).replacingOccurrences(of: "keepalive_count = 3", with: "keepalive_count = 4"))
+        let reload = harness.tunnel(["reload"], timeout: 30)
+        XCTAssertEqual(reload.status, 0, reload.output)
+        XCTAssertTrue(reload.stdout.contains("db: restarted"), reload.output)
+        XCTAssertEqual(harness.listed("db")?.state, "up", "\(harness.list())")
+        XCTAssertTrue(harness.supervisorLog.contains("db: not using its saved ssh-agent socket (\(socketPath) is gone); using \(ownSocket)"), harness.supervisorLog)
+    }
+
+    /// An `up` still waiting when `tunnel down` stops the tunnel is told so,
+    /// not that the tunnel keeps retrying.
+    func testDownWhileAnUpWaits_theUpSaysTheTunnelWasStopped() throws {
+        try restartServer(acceptedAlgorithms: "ssh-ed25519,rsa-sha2-512")
+        let key = try rsaKey(passphrase: "secret phrase")
+        let (socketPath, agent) = try stuckAgent(listing: key + ".pub", hangOn: 13)
+        defer {
+            agent.stop()
+            harness.stopSupervisor()
+        }
+        config(identity: key)
+        harness.writeConfig(read(harness.configPath).replacingOccurrences(of: "connect_timeout = 5", with: "connect_timeout = 60"))
+        let up = try Background(Env.tunnelBinary, ["up", "db"], env: harness.environment.merging(["SSH_AUTH_SOCK": socketPath]) { $1 },
+                                logPath: harness.dir + "/up-db.log")
+        defer { up.stop() }
+        XCTAssertTrue(eventually(timeout: 15) { agent.log.contains("holding request 13") }, agent.log)
+        XCTAssertEqual(harness.tunnel(["down", "db"]).status, 0)
+        XCTAssertEqual(up.wait(timeout: 30), 1, up.log)
+        XCTAssertTrue(up.log.contains("tunnel: db: stopped before it came up"), up.log)
+        XCTAssertFalse(up.log.contains("still retrying"), up.log)
+        XCTAssertFalse(Net.isListening(local))
+    }
 }
