@@ -263,6 +263,13 @@ public final class Authenticator {
         AuthFailure(isPermanent: !error.isTransportFailure, message: "authentication failed for \(user): \(error.message)")
     }
 
+    /// libssh2 1.10 names a certificate's signature after the certificate
+    /// type except for ECDSA (`plain_method_len`), so the server refuses
+    /// ed25519 and RSA certificates' signatures ("key type does not match").
+    static func isUnsignableCertificate(_ type: String) -> Bool {
+        type.hasSuffix("-cert-v01@openssh.com") && !type.hasPrefix("ecdsa-sha2-")
+    }
+
     /// `agentAnswer`: the agent's reply to the key list, nil without an agent.
     private func prepareCandidates(agentAnswer: AgentAnswer?) {
         let files = explicitIdentities.isEmpty ? defaultIdentities : explicitIdentities
@@ -285,10 +292,15 @@ public final class Authenticator {
             case .reply(let reply):
                 if let keys = AgentProtocol.identities(from: reply) {
                     for key in keys {
-                        offeredByAgent.insert(key.blob)
+                        // An agent may list a key twice: each try counts against the server's MaxAuthTries.
+                        guard offeredByAgent.insert(key.blob).inserted else { continue }
                         guard wantedBlobs?.contains(key.blob) ?? true else { continue }
                         let type = Fingerprint.keyType(ofBlob: key.blob) ?? "key"
                         let label = "\(type) \(Fingerprint.sha256(key.blob))" + (key.comment.isEmpty ? "" : " (\(key.comment))")
+                        if Authenticator.isUnsignableCertificate(type) {
+                            attempts.append("agent key \(label): is a certificate of a key type libssh2 1.10 cannot sign certificates for (only ECDSA ones); not offered")
+                            continue
+                        }
                         candidates.append(.agent(index: agentKeys.count, label: label))
                         agentKeys.append(key)
                     }

@@ -493,4 +493,42 @@ final class TrustAndAuthTests: XCTestCase {
         XCTAssertFalse(up.log.contains("still retrying"), up.log)
         XCTAssertFalse(Net.isListening(local))
     }
+
+    /// User certificates in ssh-agent: libssh2 1.10 signs ECDSA ones right;
+    /// ed25519 and RSA ones it would sign under the certificate's name, which
+    /// the server refuses, so they are not offered, and the message says why.
+    func testCertificatesInSSHAgent_ecdsaLogsIn_ed25519IsNamedAsUnsupported() throws {
+        let dir = makeTempDir("certs")
+        let keygen = Env.which("ssh-keygen")!
+        runCommand(keygen, ["-q", "-t", "ed25519", "-N", "", "-f", dir + "/ca"])
+        for type in ["ecdsa", "ed25519"] {
+            runCommand(keygen, ["-q", "-t", type, "-N", "", "-f", dir + "/id_\(type)"])
+            let signed = runCommand(keygen, ["-q", "-s", dir + "/ca", "-I", "test-\(type)", "-n", Env.userName, "-V", "+1h", dir + "/id_\(type).pub"])
+            XCTAssertEqual(signed.status, 0, signed.output)
+        }
+        server.stop()
+        server = try SSHServer(extraConfig: "TrustedUserCAKeys \(dir)/ca.pub")
+        harness.trust(server)
+        for (type, expected) in [("ecdsa", "publickey with agent key ecdsa-sha2-nistp256-cert-v01@openssh.com SHA256:"),
+                                 ("ed25519", "agent key ssh-ed25519-cert-v01@openssh.com SHA256:")] {
+            let socketPath = dir + "/agent-\(type).sock"
+            let agent = try Background(Env.which("ssh-agent")!, ["-D", "-a", socketPath], logPath: dir + "/agent-\(type).log")
+            defer { agent.stop() }
+            XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: socketPath) })
+            // Only the certificate is trusted by the server (its key is not in authorized_keys).
+            let add = runCommand(Env.which("ssh-add")!, [dir + "/id_\(type)"], env: ["SSH_AUTH_SOCK": socketPath])
+            XCTAssertEqual(add.status, 0, add.output)
+            XCTAssertTrue(add.output.contains("Certificate added"), add.output)
+            config(identity: dir + "/missing")
+            if type == "ecdsa" {
+                let p = try harness.foreground("db", waitFor: local, env: ["SSH_AUTH_SOCK": socketPath])
+                XCTAssertTrue(p.log.contains(expected), p.log)
+                p.signal(SIGTERM)
+                XCTAssertEqual(p.wait(timeout: 5), 0)
+            } else {
+                let err = upFails(env: ["SSH_AUTH_SOCK": socketPath])
+                XCTAssertTrue(err.contains(expected) && err.contains("is a certificate of a key type libssh2 1.10 cannot sign certificates for (only ECDSA ones); not offered"), err)
+            }
+        }
+    }
 }
