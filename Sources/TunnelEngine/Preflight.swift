@@ -320,6 +320,12 @@ public enum Preflight {
     }
 
     static func authFix(_ findings: Set<AuthFinding>) -> String {
+        for case .agentSilent(let socket) in findings {
+            return "ssh-agent at \(socket) did not answer: is it stopped (kill -CONT it), or waiting for a confirmation of a key added with ssh-add -c?"
+        }
+        if findings.contains(.serverEndedLogin) {
+            return "the server ended the login before the right key (sshd stops after MaxAuthTries keys, 6 by default): offer fewer keys, e.g. identity = the right key and IdentitiesOnly yes in ssh_config"
+        }
         if findings.contains(.encryptedKey) { return "ssh-add the key (tunnel never asks for passphrases)" }
         if findings.contains(.sha1Signature) { return "use an ed25519 key: ssh-keygen -t ed25519, then add its .pub to the server's authorized_keys" }
         let missing = findings.compactMap { if case .missingKey(let path) = $0 { path } else { nil } }.sorted()

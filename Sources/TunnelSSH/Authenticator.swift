@@ -25,6 +25,10 @@ public enum AuthFinding: Hashable, Sendable {
     case sha1Signature
     /// An identity file the profile or ssh_config names does not exist (shown as written).
     case missingKey(String)
+    /// ssh-agent (at this socket) did not answer: stopped, or waiting for a confirmation.
+    case agentSilent(String)
+    /// The server ended the login part-way, as sshd does after MaxAuthTries keys.
+    case serverEndedLogin
 }
 
 /// What one authentication step needs next.
@@ -123,7 +127,8 @@ public final class Authenticator {
         } else {
             return nil
         }
-        return AuthFailure(isPermanent: false, message: "authentication failed for \(user): \((attempts + [waiting]).joined(separator: "; "))")
+        return AuthFailure(isPermanent: false, message: "authentication failed for \(user): \((attempts + [waiting]).joined(separator: "; "))",
+                           findings: findings.union([.agentSilent(agentSocket ?? "?")]))
     }
 
     /// One step.
@@ -208,7 +213,10 @@ public final class Authenticator {
             signing = nil
             lastRSASignature = request.algorithm
             signingFailure = request.failure
-            if request.agentSilent { agentWasSilent = true }
+            if request.agentSilent {
+                agentWasSilent = true
+                if let agentSocket { findings.insert(.agentSilent(agentSocket)) }
+            }
         }
         return rc
     }
@@ -229,9 +237,10 @@ public final class Authenticator {
         }
         let err = session.handle.lastError("userauth")
         if err.isTransportFailure || session.connectionLoss != nil {
-            // The server dropped us (for example after MaxAuthTries).
-            attempts.append("\(what): the server closed the connection")
-            throw AuthFailure(isPermanent: false, message: "authentication failed for \(user): \(attempts.joined(separator: "; "))")
+            // The server dropped us (sshd does after MaxAuthTries keys).
+            attempts.append("\(what): \(session.connectionLoss?.description ?? "the server closed the connection")")
+            findings.insert(.serverEndedLogin)
+            throw AuthFailure(isPermanent: false, message: "authentication failed for \(user): \(attempts.joined(separator: "; "))", findings: findings)
         }
         if let signingFailure {
             attempts.append("\(what): \(signingFailure)")
@@ -286,6 +295,7 @@ public final class Authenticator {
             switch agentAnswer {
             case .silent:
                 agentWasSilent = true
+                findings.insert(.agentSilent(socket))
                 attempts.append("ssh-agent at \(socket): did not answer within \(Int(agentTimeout)) s")
             case .failed(let why):
                 attempts.append("ssh-agent at \(socket): \(why)")

@@ -5,10 +5,13 @@ import TunnelPOSIX
 public enum SSHConnectionLoss: Equatable, Sendable, CustomStringConvertible {
     case peerClosed
     case socketFailed(Errno)
+    /// The server sent SSH_MSG_DISCONNECT with this text.
+    case serverDisconnected(String)
 
     public var description: String {
         switch self {
         case .peerClosed: return "the server closed the connection"
+        case .serverDisconnected(let message): return "the server disconnected: \(message.escapingControlCharacters)"
         case .socketFailed(let errno): return "connection to the server lost: \(errno)"
         }
     }
@@ -46,6 +49,7 @@ extension SSHSession {
 
     /// The connection is gone, if it is.
     public var connectionLoss: SSHConnectionLoss? {
+        if let message = transport.serverDisconnect { return .serverDisconnected(message) }
         if let failure = transport.failure { return .socketFailed(failure.errno) }
         if transport.peerClosed { return .peerClosed }
         return nil

@@ -27,6 +27,8 @@ public final class SSHTransport {
     public private(set) var failure: SystemError?
     /// Set once the peer closed the TCP connection.
     public private(set) var peerClosed = false
+    /// What the server said in its SSH_MSG_DISCONNECT, if it sent one.
+    public private(set) var serverDisconnect: String?
 
     /// False after a recv returned EAGAIN; true again when epoll says readable.
     private var mayHaveInput = true
@@ -210,6 +212,15 @@ public final class SSHTransport {
         // libssh2 takes its I/O callbacks as void*.
         libssh2_session_callback_set(session, LIBSSH2_CALLBACK_SEND, unsafeBitCast(send, to: UnsafeMutableRawPointer.self))
         libssh2_session_callback_set(session, LIBSSH2_CALLBACK_RECV, unsafeBitCast(recv, to: UnsafeMutableRawPointer.self))
+        // The server's own words when it ends the session ("Too many
+        // authentication failures"): libssh2 reports only a closed socket.
+        let disconnect: @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?, Int32, UnsafeMutablePointer<UnsafeMutableRawPointer?>?) -> Void = { _, reason, message, length, _, _, abstract in
+            let transport = Unmanaged<SSHTransport>.fromOpaque(abstract!.pointee!).takeUnretainedValue()
+            let bytes = message.map { UnsafeRawBufferPointer(start: $0, count: Int(max(0, min(length, 512)))) }.map(Array.init) ?? []
+            let text = String(decoding: bytes, as: UTF8.self)
+            transport.serverDisconnect = text.isEmpty ? "reason \(reason)" : text
+        }
+        libssh2_session_callback_set(session, LIBSSH2_CALLBACK_DISCONNECT, unsafeBitCast(disconnect, to: UnsafeMutableRawPointer.self))
     }
 
 }

@@ -531,4 +531,39 @@ final class TrustAndAuthTests: XCTestCase {
             }
         }
     }
+
+    /// sshd ends the login after MaxAuthTries keys: the error quotes the
+    /// server, not "refused", and `check` says to offer fewer keys.
+    func testServerEndingTheLoginAfterMaxAuthTries_isQuoted_andCheckSaysToOfferFewerKeys() throws {
+        server.stop()
+        server = try SSHServer(extraConfig: "MaxAuthTries 2")
+        harness.trust(server)
+        let dir = makeTempDir("many-keys")
+        let socketPath = dir + "/agent.sock"
+        let agent = try Background(Env.which("ssh-agent")!, ["-D", "-a", socketPath], logPath: dir + "/agent.log")
+        defer { agent.stop() }
+        XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: socketPath) })
+        for k in 0..<4 {
+            runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", dir + "/junk\(k)"])
+            XCTAssertEqual(runCommand(Env.which("ssh-add")!, [dir + "/junk\(k)"], env: ["SSH_AUTH_SOCK": socketPath]).status, 0)
+        }
+        XCTAssertEqual(runCommand(Env.which("ssh-add")!, [server.userKey], env: ["SSH_AUTH_SOCK": socketPath]).status, 0)
+        config(identity: dir + "/missing") // every agent key is offered; the right one comes last
+        let err = upFails(env: ["SSH_AUTH_SOCK": socketPath])
+        XCTAssertTrue(err.contains("the server disconnected: Too many authentication failures"), err)
+        let check = harness.tunnel(["check", "db"], timeout: 30, env: ["SSH_AUTH_SOCK": socketPath])
+        XCTAssertNotEqual(check.status, 0)
+        XCTAssertTrue(check.stdout.contains("sshd stops after MaxAuthTries keys"), check.output)
+    }
+
+    func testCheck_withASilentSSHAgent_namesTheAgentInTheFix() throws {
+        try restartServer(acceptedAlgorithms: "ssh-ed25519,rsa-sha2-512")
+        let key = try rsaKey(passphrase: "secret phrase")
+        let (socketPath, agent) = try stuckAgent(listing: key + ".pub", hangOn: 11)
+        defer { agent.stop() }
+        config(identity: key)
+        let check = harness.tunnel(["check", "db"], timeout: 30, env: ["SSH_AUTH_SOCK": socketPath])
+        XCTAssertNotEqual(check.status, 0)
+        XCTAssertTrue(check.stdout.contains("ssh-agent at \(socketPath) did not answer: is it stopped"), check.output)
+    }
 }
