@@ -156,7 +156,8 @@ func sendUp(_ request: ControlRequest, profiles: [String: Profile], global: Glob
     var failed = false
     let environment = global.environment
     var request = request
-    request.agentSocket = environment["SSH_AUTH_SOCK"]
+    // The supervisor runs elsewhere: a relative socket path means this shell's directory.
+    request.agentSocket = environment["SSH_AUTH_SOCK"].map { $0.isEmpty ? $0 : absolutePath($0) }
     request.home = homeDirectory(environment)
     let wait = timeout ?? 60
     let response: ControlResponse
@@ -167,7 +168,12 @@ func sendUp(_ request: ControlRequest, profiles: [String: Profile], global: Glob
         started = connection.started
         response = try global.client.send(request, over: connection.socket, timeout: wait)
     } catch {
-        throw fail(error.message)
+        guard error.noReplyInTime else { throw fail(error.message) }
+        // The supervisor is fine: the tunnels are still connecting.
+        for name in request.adHoc.map({ [$0.name] }) ?? request.names {
+            writeLine(2, "tunnel: \(name): not up within \(ControlClient.seconds(wait)) s; still connecting in the background (`tunnel ls` shows it, `tunnel down \(name)` stops it)")
+        }
+        return 1
     }
     // A supervisor this command started, left with nothing to run: stop it
     // again rather than leave a daemon behind a failed `up`.

@@ -8,9 +8,20 @@ public struct ControlClient {
 
     public init(dir: RuntimeDirectory) { self.dir = dir }
 
+    /// "1", "0.5": a wait as the user wrote it.
+    public static func seconds(_ value: Double) -> String {
+        value == value.rounded() ? "\(Int(value))" : "\((value * 10).rounded() / 10)"
+    }
+
     public struct Failure: Error, CustomStringConvertible {
         public let message: String
+        /// The supervisor took the request and gave no reply by the deadline.
+        public var noReplyInTime = false
         public var description: String { message }
+        init(message: String, noReplyInTime: Bool = false) {
+            self.message = message
+            self.noReplyInTime = noReplyInTime
+        }
     }
 
     /// Connects to a running supervisor; nil when none is listening.
@@ -64,7 +75,7 @@ public struct ControlClient {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while !reply.contains(UInt8(ascii: "\n")) {
             let left = deadline.seconds(since: Instant.now())
-            guard left > 0 else { throw Failure(message: "no reply from the supervisor within \(Int(timeout)) s") }
+            guard left > 0 else { throw Failure(message: "no reply from the supervisor within \(ControlClient.seconds(timeout)) s", noReplyInTime: true) }
             let result = buffer.withUnsafeMutableBytes { try? socket.recv(into: $0.baseAddress!, count: $0.count) }
             switch result {
             case .done(0)?: 

@@ -566,4 +566,40 @@ final class TrustAndAuthTests: XCTestCase {
         XCTAssertNotEqual(check.status, 0)
         XCTAssertTrue(check.stdout.contains("ssh-agent at \(socketPath) did not answer: is it stopped"), check.output)
     }
+
+    /// `up --timeout` that runs out while the tunnel still connects: the
+    /// supervisor is fine, so the message names the tunnel and what goes on.
+    func testUpTimeout_whileTheTunnelStillConnects_namesTheTunnel_notTheSupervisor() throws {
+        try restartServer(acceptedAlgorithms: "ssh-ed25519,rsa-sha2-512")
+        let key = try rsaKey(passphrase: "secret phrase")
+        let (socketPath, agent) = try stuckAgent(listing: key + ".pub", hangOn: 13)
+        defer {
+            agent.stop()
+            harness.stopSupervisor()
+        }
+        config(identity: key)
+        harness.writeConfig(read(harness.configPath).replacingOccurrences(of: "connect_timeout = 5", with: "connect_timeout = 60"))
+        let up = harness.tunnel(["up", "db", "--timeout", "0.5"], timeout: 30, env: ["SSH_AUTH_SOCK": socketPath])
+        XCTAssertEqual(up.status, 1, up.output)
+        XCTAssertEqual(up.stderr, "tunnel: db: not up within 0.5 s; still connecting in the background (`tunnel ls` shows it, `tunnel down db` stops it)\n")
+        XCTAssertEqual(harness.listed("db")?.state, "connecting", "\(harness.list())")
+    }
+
+    /// A relative SSH_AUTH_SOCK is the caller's: the supervisor, started
+    /// elsewhere, is given the absolute path.
+    func testRelativeSSHAuthSock_isResolvedInTheCallersDirectory() throws {
+        harness.trust(server)
+        let (key, socketPath, agent) = try agentWithEncryptedKey()
+        defer {
+            agent.stop()
+            harness.stopSupervisor()
+        }
+        config(identity: key)
+        XCTAssertEqual(harness.tunnel(["ls"]).status, 0)
+        let dir = (socketPath as NSString).deletingLastPathComponent
+        let up = runCommand("/bin/sh", ["-c", "cd \"$0\" && exec \"$1\" up db", dir, Env.tunnelBinary],
+                            env: harness.environment.merging(["SSH_AUTH_SOCK": "agent.sock"]) { $1 })
+        XCTAssertEqual(up.status, 0, up.output)
+        XCTAssertTrue(read(harness.runtimeDir + "/state.json").contains(socketPath), read(harness.runtimeDir + "/state.json"))
+    }
 }
