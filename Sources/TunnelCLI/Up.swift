@@ -182,7 +182,10 @@ func sendUp(_ request: ControlRequest, profiles: [String: Profile], global: Glob
         _ = try? global.client.request(ControlRequest(command: .stop), timeout: 10)
     }
     if !response.ok { throw fail(response.error ?? "the supervisor refused the request") }
-    for outcome in response.outcomes {
+    for var outcome in response.outcomes {
+        // Messages quote outside text (an SSH_AUTH_SOCK path, a server's words): one line each on the terminal.
+        outcome.message = outcome.message?.escapingControlCharacters
+        outcome.remoteProblems = outcome.remoteProblems?.map(\.escapingControlCharacters)
         let profile = profiles[outcome.name]
         let routes = ((outcome.routes ?? zip(profile?.forwards ?? [], outcome.local).map { "\($1) -> \($0.remoteDescription)" })
             + (outcome.remote ?? []).map { "remote \($0)" }).joined(separator: ", ")

@@ -445,6 +445,11 @@ private struct ValueChecker {
     /// A hostname or IP address; an IPv6 address may be written in brackets.
     mutating func host() -> String? {
         guard var s = word() else { return nil }
+        // ssh (and `ssh -G`) would read it as an option.
+        if s.hasPrefix("-") {
+            fail("\(quoted(s)) is not a host name (it starts with \"-\")")
+            return nil
+        }
         if s.hasPrefix("[") && s.hasSuffix("]") && s.count > 2 {
             let inner = String(s.dropFirst().dropLast())
             guard System.parseIP(inner, ipv6: true) != nil else {

@@ -187,6 +187,14 @@ public enum Files {
     }
 
     public static func isWritableDirectory(_ path: String) -> Bool { access(path, W_OK | X_OK) == 0 }
+
+    /// What is at `path` (symlinks followed) when it is something other than
+    /// a socket: "a regular file", "a directory", ...; nil for a socket or nothing.
+    public static func nonSocketKind(_ path: String) -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0, (st.st_mode & S_IFMT) != S_IFSOCK else { return nil }
+        return FileReadError.kind(of: st.st_mode) ?? "a regular file"
+    }
 }
 
 /// Why `Files.readRegularFile` refused or failed; the description is one line

@@ -43,6 +43,7 @@ public struct AgentQuery: Sendable {
         do {
             guard case .done = try socket.connect(address, until: deadline) else { return .silent }
         } catch {
+            if let kind = Files.nonSocketKind(socketPath) { return .failed("not reachable: it is \(kind), not a socket") }
             return .failed("not reachable (\(error.errno))")
         }
         do {

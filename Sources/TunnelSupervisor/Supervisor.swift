@@ -299,8 +299,14 @@ public final class Supervisor {
     private func upAdHoc(_ adHoc: AdHocTunnel, request: ControlRequest, done: @escaping ([TunnelOutcome]) -> Void) {
         let gather = Gather([adHoc.name], done)
         if let host = tunnels[adHoc.name] {
-            let note = host.adHoc == adHoc ? nil : "\(adHoc.name) is already up with other settings; `tunnel down \(adHoc.name)` first"
-            return bringUpExisting(host, gather: gather, asking: options(request), note: note)
+            guard host.adHoc == adHoc else {
+                // What was asked for is not there: a failure, naming what runs under that name.
+                let running = outcome(host, host.status)
+                let routes = (running.routes ?? []) + (running.remote ?? []).map { "remote \($0)" }
+                return gather.add(TunnelOutcome(name: adHoc.name, result: .failed,
+                                                message: "already up with other settings (\(routes.isEmpty ? "no forward in place" : routes.joined(separator: ", ")) via \(host.runtime.profile.via)); `tunnel down \(adHoc.name)` first, or give another --name"))
+            }
+            return bringUpExisting(host, gather: gather, asking: options(request))
         }
         guard starting[adHoc.name] == nil else {
             return gather.add(TunnelOutcome(name: adHoc.name, result: .failed, message: "\(adHoc.name) is starting; try again"))

@@ -318,15 +318,18 @@ final class SupervisorTests: SSHTestCase {
         XCTAssertFalse(Net.isListening(port))
     }
 
-    func testAlreadyUp_showsTheRunningTunnelsRoutes_notTheRequestsOwn() throws {
+    /// An ad-hoc `up` under the name of a tunnel running with other settings
+    /// fails (what it asked for is not there), naming what runs under that name.
+    func testAlreadyUpWithOtherSettings_failsNamingTheRunningTunnelsRoutes() throws {
         let port = Net.freePort(), other = Net.freePort()
         harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"]))
         XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
         let again = harness.tunnel(["up", "-L", "\(other):127.0.0.1:1", "db"])
-        XCTAssertTrue(again.stdout.hasPrefix("db: already up: 127.0.0.1:\(port) -> 127.0.0.1:\(echo.port) via "), again.output)
-        XCTAssertFalse(again.stdout.contains("\(other)"), again.output)
-        XCTAssertTrue(again.stderr.contains("db is already up with other settings"), again.output)
+        XCTAssertEqual(again.status, 1, again.output)
+        XCTAssertTrue(again.stderr.hasPrefix("tunnel: db: already up with other settings (127.0.0.1:\(port) -> 127.0.0.1:\(echo.port) via "), again.output)
+        XCTAssertTrue(again.stderr.contains("`tunnel down db` first, or give another --name"), again.output)
         XCTAssertFalse(Net.isListening(other))
+        XCTAssertEqual(harness.listed("db")?.state, "up")
     }
 
     func testSIGHUP_reloadsToo() throws {

@@ -602,4 +602,17 @@ final class TrustAndAuthTests: XCTestCase {
         XCTAssertEqual(up.status, 0, up.output)
         XCTAssertTrue(read(harness.runtimeDir + "/state.json").contains(socketPath), read(harness.runtimeDir + "/state.json"))
     }
+
+    /// An SSH_AUTH_SOCK holding a newline and an escape sequence is shown
+    /// escaped, on one line, not written raw to the terminal.
+    func testSSHAuthSockWithControlCharacters_isShownEscapedOnOneLine() {
+        harness.trust(server)
+        config(identity: makeTempDir("nokey") + "/missing")
+        let result = harness.tunnel(["up", "db"], timeout: 30, env: ["SSH_AUTH_SOCK": "/tmp/agent\nfake\u{1b}[31m"])
+        harness.stopSupervisor()
+        XCTAssertNotEqual(result.status, 0)
+        XCTAssertEqual(result.stderr.split(separator: "\n").count, 1, result.stderr)
+        XCTAssertTrue(result.stderr.contains("ssh-agent at /tmp/agent\\nfake\\x1b[31m: not reachable"), result.stderr)
+        XCTAssertFalse(result.stderr.contains("\u{1b}"), result.stderr)
+    }
 }

@@ -305,6 +305,7 @@ final class ConfigProfileTests: XCTestCase {
         assertSingleError("[tunnels.db]\nhost = \"my host\"\nforward = \"1:h:2\"\n",
                           "2:8: tunnels.db.host: \"my host\" must not contain whitespace or control characters")
         assertSingleError("[tunnels.db]\nhost = \"[nope]\"\nforward = \"1:h:2\"\n", "2:8: tunnels.db.host: \"[nope]\" is not an IPv6 address")
+        assertSingleError("[tunnels.db]\nhost = \"-G\"\nforward = \"1:h:2\"\n", "2:8: tunnels.db.host: \"-G\" is not a host name (it starts with \"-\")")
     }
 
     func testUserIdentityAndKnownHosts_mustNotBeEmpty() {

@@ -58,6 +58,8 @@ final class AgentProtocolTests: XCTestCase {
         let before = openDescriptors()
         guard case .failed(let why) = missing.run() else { return XCTFail("no socket: not a failure") }
         XCTAssertTrue(why.hasPrefix("not reachable ("), why)
+        let directory = AgentQuery(socketPath: dir.path, purpose: .listKeys, body: AgentProtocol.listRequest(), deadline: Instant.now().adding(seconds: 5))
+        XCTAssertEqual(directory.run(), .failed("not reachable: it is a directory, not a socket"))
         let long = dir.path + "/" + String(repeating: "a", count: 200)
         let tooLong = AgentQuery(socketPath: long, purpose: .listKeys, body: AgentProtocol.listRequest(), deadline: Instant.now().adding(seconds: 5))
         XCTAssertEqual(tooLong.run(), .failed("not reachable (the path is longer than the 107 bytes a socket address holds)"))
