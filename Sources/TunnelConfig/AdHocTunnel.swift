@@ -62,6 +62,9 @@ public struct AdHocTunnel: Codable, Equatable, Sendable {
         let defaultUser = System.userName(environment)
         let target: JumpHop
         do { target = try JumpHop.parse(destination) } catch { throw Invalid(message: "destination \(error)") }
+        if let port, target.portIsExplicit, port != target.port {
+            throw Invalid(message: "-p \(port) and destination \(destination) name different ports")
+        }
         let specTexts = forwards.map { ("-L", $0) } + (dynamic ?? []).map { ("-D", $0) }
         let remoteTexts = remote ?? []
         guard !specTexts.isEmpty || !remoteTexts.isEmpty else {

@@ -216,7 +216,7 @@ public final class Supervisor {
             guard let name = request.names.first, let host = tunnels[name] else {
                 let name = request.names.first ?? ""
                 let known = tunnels.keys.sorted()
-                return reply(ControlResponse(ok: false, error: "\(name) is not up" + (known.isEmpty ? "" : " (up: \(known.joined(separator: ", ")))")))
+                return reply(ControlResponse(ok: false, error: "\(name) is not in the supervisor" + (known.isEmpty ? "" : " (it has: \(known.joined(separator: ", ")))")))
             }
             var response = ControlResponse(ok: true)
             response.detail = detail(host)

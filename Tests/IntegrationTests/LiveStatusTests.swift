@@ -86,7 +86,7 @@ final class LiveStatusTests: SSHTestCase {
         XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
         let out = harness.tunnel(["status", "nope"])
         XCTAssertEqual(out.status, 1)
-        XCTAssertEqual(out.stderr.trimmingCharacters(in: .whitespacesAndNewlines), "tunnel: nope is not up (up: db)")
+        XCTAssertEqual(out.stderr.trimmingCharacters(in: .whitespacesAndNewlines), "tunnel: nope is not in the supervisor (it has: db)")
         XCTAssertEqual(harness.tunnel(["ls", "--watch", "--json"]).status, 64, "--watch with --json is refused as a usage error")
     }
 

@@ -70,5 +70,11 @@ final class AdHocTunnelTests: XCTestCase {
         XCTAssertEqual(full.written, ["forward", "user", "port", "identity", "jump"])
         XCTAssertThrowsError(try AdHocTunnel(name: nil, destination: "h", forwards: ["0.0.0.0:80:h:80"], origin: .commandLine)
             .profile(home: "/", environment: env)) { XCTAssertTrue("\($0)".contains("non-loopback"), "\($0)") }
+        // -p and a port in the destination must agree (ssh -p 2222 ssh://h:22 would be ambiguous).
+        XCTAssertThrowsError(try AdHocTunnel(name: nil, destination: "ops@10.0.0.5:22", forwards: ["5433:localhost:5432"], port: 2222, origin: .commandLine)
+            .profile(home: "/", environment: env)) { XCTAssertEqual("\($0)", "-p 2222 and destination ops@10.0.0.5:22 name different ports") }
+        let same = try AdHocTunnel(name: nil, destination: "ops@10.0.0.5:2222", forwards: ["5433:localhost:5432"], port: 2222, origin: .commandLine)
+            .profile(home: "/", environment: env)
+        XCTAssertEqual(same.port, 2222)
     }
 }
