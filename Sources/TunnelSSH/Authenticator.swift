@@ -306,7 +306,8 @@ public final class Authenticator {
                         guard offeredByAgent.insert(key.blob).inserted else { continue }
                         guard wantedBlobs?.contains(key.blob) ?? true else { continue }
                         let type = Fingerprint.keyType(ofBlob: key.blob) ?? "key"
-                        let label = "\(type) \(Fingerprint.sha256(key.blob))" + (key.comment.isEmpty ? "" : " (\(key.comment))")
+                        // A certificate is shown by its key's fingerprint, as ssh-add -l shows it.
+                        let label = "\(type) \(Fingerprint.sha256(Fingerprint.certifiedKey(ofBlob: key.blob) ?? key.blob))" + (key.comment.isEmpty ? "" : " (\(key.comment))")
                         if Authenticator.isUnsignableCertificate(type) {
                             attempts.append("agent key \(label): is a certificate of a key type libssh2 1.10 cannot sign certificates for (only ECDSA ones); not offered")
                             continue

@@ -81,6 +81,33 @@ public enum Fingerprint {
         return "SHA256:" + Base64.encode(digest, padded: false)
     }
 
+    /// For an OpenSSH certificate blob, the certified key's own blob (what
+    /// `ssh-add -l` and sshd fingerprint); nil for anything else.
+    /// PROTOCOL.certkeys: type, nonce, then the key's fields as in its plain blob.
+    public static func certifiedKey(ofBlob blob: [UInt8]) -> [UInt8]? {
+        var reader = SSHReader(blob)
+        guard let typeBytes = reader.string() else { return nil }
+        let type = String(decoding: typeBytes, as: UTF8.self)
+        let suffix = "-cert-v01@openssh.com"
+        guard type.hasSuffix(suffix), reader.string() != nil else { return nil }
+        let plain = String(type.dropLast(suffix.count))
+        let fields: Int
+        switch plain {
+        case "ssh-ed25519": fields = 1
+        case "ssh-rsa": fields = 2
+        case "ssh-dss": fields = 4
+        case _ where plain.hasPrefix("ecdsa-sha2-"): fields = 2
+        default: return nil
+        }
+        var out: [UInt8] = []
+        out.appendSSHString(plain)
+        for _ in 0..<fields {
+            guard let field = reader.string() else { return nil }
+            out.appendSSHBytes(field)
+        }
+        return out
+    }
+
     /// The key type named inside an SSH public key blob (its first string).
     public static func keyType(ofBlob blob: [UInt8]) -> String? {
         var reader = SSHReader(blob)

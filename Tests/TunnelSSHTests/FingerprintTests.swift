@@ -69,3 +69,23 @@ final class FingerprintTests: XCTestCase {
         XCTAssertEqual(Fingerprint.keyType(ofBlob: blob), "ssh-foo")
     }
 }
+
+/// A certificate in ssh-agent is shown by its key's fingerprint, as
+/// `ssh-add -l` and `ssh-keygen -l` show it.
+final class CertificateFingerprintTests: XCTestCase {
+    func testCertifiedKey_ofEachCertificateType_fingerprintsAsSSHKeygenDoes() throws {
+        let dir = try TemporaryDirectory()
+        _ = try generateKey(in: dir, name: "ca", type: "ed25519")
+        for type in ["ed25519", "ecdsa", "rsa"] {
+            let key = try generateKey(in: dir, name: "id_\(type)", type: type)
+            _ = try sshKeygen(["-q", "-s", dir.file("ca"), "-I", "test", "-n", "someone", key.publicPath])
+            let certLine = try String(contentsOfFile: dir.file("id_\(type)-cert.pub"), encoding: .utf8)
+            let certBlob = try XCTUnwrap(Base64.decode(certLine.split(separator: " ")[1]))
+            let plain = try XCTUnwrap(Fingerprint.certifiedKey(ofBlob: certBlob), type)
+            XCTAssertEqual(plain, key.blob, type)
+            let listed = try sshKeygen(["-l", "-E", "sha256", "-f", dir.file("id_\(type)-cert.pub")])
+            XCTAssertEqual(String(listed.split(separator: " ")[1]), Fingerprint.sha256(plain), type)
+        }
+        XCTAssertNil(Fingerprint.certifiedKey(ofBlob: try generateKey(in: dir, name: "plain", type: "ed25519").blob))
+    }
+}
