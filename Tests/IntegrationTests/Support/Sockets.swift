@@ -8,12 +8,15 @@ enum Net {
     /// A free loopback port below the kernel's ephemeral range, never the same one twice in a run. A port
     /// from bind(0) is ephemeral, so an outgoing connection (the tunnel's own, to sshd) could take it between
     /// this call and the tunnel binding it: `tunnel up` then fails with "address in use".
+    ///
+    /// `TUNNEL_TEST_PORTS=FIRST-LAST` narrows the range: Scripts/test runs two test processes at once and
+    /// gives each a range of its own, so neither can take a port the other has picked but not yet bound.
     static func freePort() -> UInt16 {
-        let low = ephemeralRangeStart()
+        let range = portRange()
         return handedOut.withLock { given in
-            if low > 12_000 {
+            if let range {
                 for _ in 0..<1_000 {
-                    let port = UInt16.random(in: 10_000..<low)
+                    let port = UInt16.random(in: range)
                     if !given.contains(port) && bindAndRelease(port) != nil && !isListening(port) {
                         given.insert(port)
                         return port
@@ -27,6 +30,19 @@ enum Net {
     }
 
     private static let handedOut = Mutex<Set<UInt16>>([])
+
+    /// 10000 up to the ephemeral range, or the part of it TUNNEL_TEST_PORTS names; nil if too narrow.
+    private static func portRange() -> ClosedRange<UInt16>? {
+        let below = ephemeralRangeStart()
+        var first: UInt16 = 10_000, last = below &- 1
+        if let given = ProcessInfo.processInfo.environment["TUNNEL_TEST_PORTS"] {
+            let bounds = given.split(separator: "-").compactMap { UInt16($0) }
+            precondition(bounds.count == 2 && bounds[0] <= bounds[1], "TUNNEL_TEST_PORTS=\(given): expected FIRST-LAST")
+            first = max(first, bounds[0])
+            last = min(last, bounds[1])
+        }
+        return below > 12_000 && last >= first &+ 1_000 ? first...last : nil
+    }
 
     private static func ephemeralRangeStart() -> UInt16 {
         let text = read("/proc/sys/net/ipv4/ip_local_port_range")
