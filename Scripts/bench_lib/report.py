@@ -128,6 +128,24 @@ def record(row, per_variant, error=None):
     return r
 
 
+
+def machine_share(t, sh):
+    """Where the whole machine was busy in both sides' query samples, the rate is
+    capped by the CPU all processes spend per transaction (pgbench, PostgreSQL,
+    sshd, the forwarder): the line states both, and the ratio they allow."""
+    def per_tx(d):
+        tot = d.get("totals", {})
+        if not tot.get("transactions") or not tot.get("machine_cpu_s"):
+            return None
+        n = tot["transactions"]
+        return tot["machine_cpu_s"] / n * 1e6, (tot.get("forwarder_cpu_s", 0) + tot.get("sshd_cpu_s", 0)) / n * 1e6
+    a, b = per_tx(t), per_tx(sh)
+    if not a or not b or t.get("machine_busy") is None or sh.get("machine_busy") is None:
+        return None
+    return (f"busy {t['machine_busy'] * 100:.0f} % during tunnel's sample, {sh['machine_busy'] * 100:.0f} % during ssh -L's; "
+            f"CPU per transaction, every process: tunnel {a[0]:.0f} µs (forwarder + sshd {a[1]:.0f}), "
+            f"ssh -L {b[0]:.0f} µs (forwarder + sshd {b[1]:.0f}); a machine busy throughout caps the ratio near {b[0] / a[0]:.2f}")
+
 class Report:
     """The results of one run: a record per row, the context, notes and what the supervisor log said."""
 
@@ -276,6 +294,11 @@ class Report:
                 print(f"{row} samples, in run order ({'Mbit/s' if unit == 'mbit_s' else unit}): tunnel "
                       + ", ".join(f"{x:,.0f}" for x in t) + "; ssh -L " + ", ".join(f"{x:,.0f}" for x in sh)
                       + "; ratio per round " + ", ".join(f"{a / b:.2f}" for a, b in zip(t, sh)))
+        q = self.results.get("query")
+        if q and not q["error"] and q["tunnel"] and q["ssh"]:
+            line = machine_share(q["tunnel"]["detail"], q["ssh"]["detail"])
+            if line:
+                print(f"query, the whole machine ({os.cpu_count()} cores): " + line)
         b = self.results.get("busy")
         if b and not b["error"] and b["tunnel"] and b["ssh"]:
             t, sh = b["tunnel"]["detail"], b["ssh"]["detail"]

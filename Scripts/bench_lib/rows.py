@@ -30,7 +30,7 @@ import time
 
 from bench_lib import report
 from bench_lib.testbed import (BENCH_LIB, BUSY_N, LATE_BY_S, LATE_CONNECT_TIMEOUT, ROOT, BenchError, DelayedRelay, PeriodicSampler, Sampler,
-                               alive, cpu_of, cpu_seconds, fd_count, free_port, kill_pid, log, minor_faults,
+                               alive, cpu_of, cpu_seconds, fd_count, machine_cpu, free_port, kill_pid, log, minor_faults,
                                pids_with_arg, popen_logged, readline_timeout, run, status_kib, stop_popen, tail,
                                wait_listening, warn)
 
@@ -78,14 +78,20 @@ class CPUWatch:
     def start(self):
         self.f0 = cpu_of([self.pid]).get(self.pid, 0.0)
         self.s0 = cpu_of(self.tb.sshd_pids())
+        self.m0 = machine_cpu()
         return self
 
     def stop(self):
         f1 = cpu_of([self.pid]).get(self.pid, self.f0)
         s1 = cpu_of(self.tb.sshd_pids())
         # processes that started meanwhile (an extra SSH connection) count from 0
+        m1 = machine_cpu()
+        busy, total = m1[0] - self.m0[0], m1[1] - self.m0[1]
+        # The whole machine too: where it is busy throughout, a row's rate is
+        # capped by the CPU every process spends per unit of work.
         return {"forwarder_cpu_s": round(f1 - self.f0, 3),
-                "sshd_cpu_s": round(sum(v - self.s0.get(p, 0.0) for p, v in s1.items()), 3)}
+                "sshd_cpu_s": round(sum(v - self.s0.get(p, 0.0) for p, v in s1.items()), 3),
+                "machine_cpu_s": round(busy, 3), "machine_busy": round(busy / total, 3) if total > 0 else None}
 
 
 def interleaved(tb, k, rounds, profile, unit, what, measure_one, variants=None):
@@ -112,7 +118,7 @@ def interleaved(tb, k, rounds, profile, unit, what, measure_one, variants=None):
         value = statistics.median(s[0] for s in got)
         detail = min(got, key=lambda s: abs(s[0] - value))[1]
         totals = {key: round(sum(s[1].get(key) or 0 for s in got), 3)
-                  for key in ("forwarder_cpu_s", "sshd_cpu_s", "bytes", "transactions")}
+                  for key in ("forwarder_cpu_s", "sshd_cpu_s", "machine_cpu_s", "bytes", "transactions")}
         detail = dict(detail, totals={key: val for key, val in totals.items() if val})
         if len(got) > 1:
             detail = dict(detail, median_of=len(got), **{f"samples_{unit}": [round(s[0], 1) for s in got]})
