@@ -128,7 +128,6 @@ def record(row, per_variant, error=None):
     return r
 
 
-
 def machine_share(t, sh):
     """Where the whole machine was busy in both sides' query samples, the rate is
     capped by the CPU all processes spend per transaction (pgbench, PostgreSQL,
@@ -145,6 +144,7 @@ def machine_share(t, sh):
     return (f"busy {t['machine_busy'] * 100:.0f} % during tunnel's sample, {sh['machine_busy'] * 100:.0f} % during ssh -L's; "
             f"CPU per transaction, every process: tunnel {a[0]:.0f} µs (forwarder + sshd {a[1]:.0f}), "
             f"ssh -L {b[0]:.0f} µs (forwarder + sshd {b[1]:.0f}); a machine busy throughout caps the ratio near {b[0] / a[0]:.2f}")
+
 
 class Report:
     """The results of one run: a record per row, the context, notes and what the supervisor log said."""

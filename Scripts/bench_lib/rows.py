@@ -84,11 +84,11 @@ class CPUWatch:
     def stop(self):
         f1 = cpu_of([self.pid]).get(self.pid, self.f0)
         s1 = cpu_of(self.tb.sshd_pids())
-        # processes that started meanwhile (an extra SSH connection) count from 0
-        m1 = machine_cpu()
-        busy, total = m1[0] - self.m0[0], m1[1] - self.m0[1]
         # The whole machine too: where it is busy throughout, a row's rate is
         # capped by the CPU every process spends per unit of work.
+        m1 = machine_cpu()
+        busy, total = m1[0] - self.m0[0], m1[1] - self.m0[1]
+        # processes that started meanwhile (an extra SSH connection) count from 0
         return {"forwarder_cpu_s": round(f1 - self.f0, 3),
                 "sshd_cpu_s": round(sum(v - self.s0.get(p, 0.0) for p, v in s1.items()), 3),
                 "machine_cpu_s": round(busy, 3), "machine_busy": round(busy / total, 3) if total > 0 else None}

@@ -41,7 +41,7 @@ enum Net {
             first = max(first, bounds[0])
             last = min(last, bounds[1])
         }
-        return below > 12_000 && last >= first &+ 1_000 ? first...last : nil
+        return below > 12_000 && Int(last) >= Int(first) + 1_000 ? first...last : nil
     }
 
     private static func ephemeralRangeStart() -> UInt16 {
