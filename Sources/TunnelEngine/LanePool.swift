@@ -245,14 +245,6 @@ public struct LanePool: Sendable {
                 .launch(lane: index, isExtra: true)]
     }
 
-    /// An extra lane could not even be started (no event loop): pause growth as after a failure.
-    public mutating func launchFailed(lane index: Int, now: Instant) -> [Action] {
-        lanes.removeAll { $0.index == index }
-        isGrowing = false
-        growthPausedUntil = now.adding(seconds: growthPauseSeconds)
-        return [.releaseHeldForGrowth]
-    }
-
     /// Retires up extra lanes that have had no client for `extraIdleSeconds`.
     /// `load(index)`: the clients a lane holds now.
     public mutating func checkIdle(now: Instant, load: (Int) -> Int) -> [Action] {

@@ -169,16 +169,18 @@ public final class TunnelRuntime: @unchecked Sendable {
     // MARK: lanes
 
     private func launch(lane index: Int, isExtra: Bool) {
-        let laneLoop: EventLoop
-        if index == 0 && !isExtra {
-            laneLoop = loop
-        } else {
+        // Extra connections open because clients pile up behind one sshd
+        // process and libssh2's one channel open at a time, not because this
+        // thread lacks CPU: on the tunnel's own loop they cost less CPU per
+        // request than on another loop (no handoff between threads, one
+        // wake-up serves both connections; docs/DEVELOPMENT.md). Kept
+        // connections (`sessions`) spread over the group, as asked.
+        var laneLoop = loop
+        if index > 0 && !isExtra {
             do {
                 laneLoop = try group.acquire()
             } catch {
-                logger.warning("cannot start an event loop for SSH connection \(index + 1): \(error)")
-                if isExtra { perform(pool.launchFailed(lane: index, now: Instant.now())) }
-                return
+                logger.warning("cannot start an event loop for SSH connection \(index + 1), so it shares the tunnel's: \(error)")
             }
         }
         let report: @Sendable (Lane.Event) -> Void = { [weak self, loop] event in
