@@ -67,12 +67,6 @@ final class SessionsTests: SSHTestCase {
         return fds
     }
 
-    private func supervisorThreadNames() throws -> [String] {
-        let pid = try XCTUnwrap(harness.supervisorPID)
-        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-        return threads.map { read("/proc/\(pid)/task/\($0)/comm").trimmingCharacters(in: .whitespacesAndNewlines) }
-    }
-
     private static func echoes(_ fd: Int32, _ text: String) -> Bool {
         Net.sendAll(fd, Array(text.utf8)) && Net.readExactly(fd, text.utf8.count) == Array(text.utf8)
     }
@@ -96,7 +90,7 @@ final class SessionsTests: SSHTestCase {
         XCTAssertEqual(harness.listed("db")?.forwards[0].active, 8)
 
         // The two SSH connections run on two of the group's loops (one per core), so both cores work.
-        let names = try supervisorThreadNames()
+        let names = threadNames(of: try XCTUnwrap(harness.supervisorPID))
         XCTAssertEqual(names.filter { $0.hasPrefix("tunnel-loop-") }.count, min(2, ProcessInfo.processInfo.activeProcessorCount), "threads: \(names)")
 
         let table = harness.tunnel(["ls"]).stdout
@@ -367,7 +361,7 @@ final class SessionsTests: SSHTestCase {
         XCTAssertEqual(harness.listed("db")?.sessions_extra, 1)
         XCTAssertTrue(harness.supervisorLog.contains("4 clients on 1 SSH connection(s), 1 more arriving: opening extra SSH connection 2"), harness.supervisorLog)
         // The extra connection runs on the tunnel's own loop: no second loop thread starts for it.
-        let names = try supervisorThreadNames()
+        let names = threadNames(of: try XCTUnwrap(harness.supervisorPID))
         XCTAssertEqual(names.filter { $0.hasPrefix("tunnel-loop-") }, ["tunnel-loop-1"], "threads: \(names)")
         // Every client still echoes through its connection.
         for (i, fd) in fds.enumerated() { XCTAssertTrue(Self.echoes(fd, "again \(i)")) }

@@ -56,9 +56,7 @@ final class SupervisorTests: SSHTestCase {
 
         // The tunnels share the group's loops (one per core) besides the
         // supervisor's own: two tunnels on a 2-core machine use two, not a thread each.
-        let pid = try XCTUnwrap(harness.supervisorPID)
-        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-        let names = threads.map { read("/proc/\(pid)/task/\($0)/comm").trimmingCharacters(in: .whitespacesAndNewlines) }
+        let names = threadNames(of: try XCTUnwrap(harness.supervisorPID))
         let loops = names.filter { $0.hasPrefix("tunnel-loop-") }
         XCTAssertEqual(loops.count, min(2, ProcessInfo.processInfo.activeProcessorCount), "threads: \(names)")
         XCTAssertFalse(names.contains("tunnel-alpha") || names.contains("tunnel-beta"), "no thread per tunnel: \(names)")
@@ -78,10 +76,8 @@ final class SupervisorTests: SSHTestCase {
         harness.writeConfig(zip(names, ports).map { harness.profile($0, server: server, forwards: ["\($1):127.0.0.1:\(echo.port)"]) }.joined())
         let up = harness.tunnel(["up"] + names, timeout: 30, env: ["TUNNEL_LOOPS": "1"])
         XCTAssertEqual(up.status, 0, up.output)
-        let pid = try XCTUnwrap(harness.supervisorPID)
-        let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
-        let threadNames = threads.map { read("/proc/\(pid)/task/\($0)/comm").trimmingCharacters(in: .whitespacesAndNewlines) }
-        XCTAssertEqual(threadNames.filter { $0.hasPrefix("tunnel-loop-") }, ["tunnel-loop-1"], "threads: \(threadNames)")
+        let loopThreads = threadNames(of: try XCTUnwrap(harness.supervisorPID))
+        XCTAssertEqual(loopThreads.filter { $0.hasPrefix("tunnel-loop-") }, ["tunnel-loop-1"], "threads: \(loopThreads)")
 
         // 4 MB each way through every tunnel at once, in 64 KiB steps.
         let size = 4 << 20

@@ -215,3 +215,9 @@ func write(_ text: String, to path: String, mode: Int = 0o644) {
 }
 
 func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+
+/// The names (comm) of a process's threads.
+func threadNames(of pid: Int32) -> [String] {
+    let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+    return threads.map { read("/proc/\(pid)/task/\($0)/comm").trimmingCharacters(in: .whitespacesAndNewlines) }
+}
