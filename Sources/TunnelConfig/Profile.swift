@@ -165,6 +165,15 @@ public enum IdentityAgent: Equatable, Sendable {
     case socket(String)
 }
 
+/// ssh_config's AddressFamily.
+public enum AddressFamily: String, Equatable, Sendable {
+    case any
+    /// IPv4 only.
+    case inet
+    /// IPv6 only.
+    case inet6
+}
+
 /// How one hop logs in and checks its host key: the profile's keys, or what
 /// ssh_config says for that hop's own name.
 public struct HopLogin: Equatable, Sendable {
@@ -185,6 +194,8 @@ public struct HopLogin: Equatable, Sendable {
     /// ssh_config's Ciphers and MACs, in its order; nil: tunnel's own.
     public var ciphers: [String]?
     public var macs: [String]?
+    /// ssh_config's AddressFamily: which of the server's addresses are tried.
+    public var addressFamily = AddressFamily.any
 
     public init(identities: [String], knownHosts: [String], hostKey: HostKeyPolicy) {
         precondition(!knownHosts.isEmpty)

@@ -132,6 +132,7 @@ extension SSHConfigEntry {
         if let hashed = setting("hashknownhosts") { login.hashKnownHosts = hashed == "yes" }
         if let ciphers = setting("ciphers") { login.ciphers = ciphers.split(separator: ",").map(String.init) }
         if let macs = setting("macs") { login.macs = macs.split(separator: ",").map(String.init) }
+        if let family = setting("addressfamily") { login.addressFamily = AddressFamily(rawValue: family.lowercased()) ?? .any }
         return login
     }
 

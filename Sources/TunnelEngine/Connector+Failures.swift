@@ -53,8 +53,11 @@ extension Connector {
         switch phase {
         case .resolving:
             fail(ConnectFailure(kind: .timedOut, message: "cannot connect to \(target): resolving \(profile.host) timed out after \(seconds) s", isPermanent: false))
-        case .connecting(let addresses, let index, _, _):
-            fail(ConnectFailure(kind: .timedOut, message: "connection to \(addresses[index]) timed out after \(seconds) s", isPermanent: false))
+        case .connecting:
+            // Addresses that already failed are named too: a refusal there is the likelier fix.
+            let earlier = tcpErrors.map { describeTCP($0.errno, $0.address) + "; " }.joined()
+            let waiting = addressesInFlight.map(\.description).joined(separator: ", ")
+            fail(ConnectFailure(kind: .timedOut, message: "\(earlier)connection to \(waiting.isEmpty ? target : waiting) timed out after \(seconds) s", isPermanent: false))
         case .readingKnownHosts:
             fail(ConnectFailure(kind: .hostKey, message: "reading known_hosts (\(profile.login.knownHosts.joined(separator: ", "))) took longer than \(seconds) s", isPermanent: false))
         case .handshaking(let address, _, _):

@@ -24,7 +24,8 @@ public final class Connector {
     enum Phase {
         case idle
         case resolving
-        case connecting(addresses: [SocketAddress], index: Int, socket: Socket, registration: EventLoop.Registration)
+        /// TCP connects under way: `race`, `attempts`.
+        case connecting
         /// Connected (or over a channel or proxy command); known_hosts is being read.
         case readingKnownHosts(peer: String, socket: Socket)
         case handshaking(peer: String, session: SSHSession, registration: EventLoop.Registration)
@@ -40,6 +41,12 @@ public final class Connector {
     var timeout: EventLoop.TimerID?
     /// Each address tried, with why it failed.
     var tcpErrors: [(address: SocketAddress, errno: Errno)] = []
+    /// While connecting: the server's addresses in the order tried, the
+    /// staggered attempts' state, their sockets, and the stagger timer.
+    private var addresses: [SocketAddress] = []
+    private var race = ConnectRace(count: 0)
+    private var attempts: [Int: (socket: Socket, registration: EventLoop.Registration)] = [:]
+    private var staggerTimer: EventLoop.TimerID?
     /// Read once per attempt, off the loop, before the handshake (it orders the host-key algorithms).
     private var knownHostsRead: Result<HostKeyVerifier.Lookup, HostKeyFailure>?
     private var knownHosts: HostKeyVerifier.Lookup?
@@ -122,48 +129,99 @@ public final class Connector {
                 }
             }
             fail(ConnectFailure(kind: kind, message: "cannot connect to \(target): \(what)", isPermanent: false))
-        case .success(let addresses):
-            connect(addresses, index: 0)
-        }
-    }
-
-    private func connect(_ addresses: [SocketAddress], index: Int) {
-        guard index < addresses.count else {
-            failTCP()
-            return
-        }
-        let address = addresses[index]
-        do {
-            let socket = try Socket.tcp(family: address.family)
-            try? socket.setNoDelay()
-            let registration = try loop.register(fd: socket.fd, events: .writable) { [weak self] _ in self?.tcpReady() }
-            phase = .connecting(addresses: addresses, index: index, socket: socket, registration: registration)
-            if case .done = try socket.connect(address) { tcpReady() }
-        } catch {
-            if case .connecting(_, _, let socket, let registration) = phase {
-                loop.deregister(registration)
-                socket.close()
+        case .success(let resolved):
+            let family = profile.login.addressFamily
+            let addresses = family.admitted(resolved)
+            guard !addresses.isEmpty else {
+                return fail(ConnectFailure(kind: .doesNotResolve, message: "cannot connect to \(target): \(family.leftNone(of: resolved, host: profile.host))", isPermanent: false))
             }
-            tcpErrors.append((address, error.errno))
-            connect(addresses, index: index + 1)
+            connect(addresses)
         }
     }
 
+    private func connect(_ resolved: [SocketAddress]) {
+        addresses = ConnectRace.interleavingFamilies(resolved)
+        race = ConnectRace(count: addresses.count)
+        phase = .connecting
+        perform(race.start())
+    }
 
-
-    private func tcpReady() {
-        guard case .connecting(let addresses, let index, let socket, let registration) = phase else { return }
-        let address = addresses[index]
-        if let error = socket.pendingError() {
-            loop.deregister(registration)
-            socket.close()
-            tcpErrors.append((address, error))
-            connect(addresses, index: index + 1)
-            return
+    private func perform(_ actions: [ConnectRace.Action]) {
+        for action in actions {
+            switch action {
+            case .attempt(let index):
+                attempt(index)
+            case .scheduleNext(let seconds):
+                loop.cancel(staggerTimer)
+                staggerTimer = loop.schedule(after: seconds) { [weak self] in
+                    guard let self else { return }
+                    self.staggerTimer = nil
+                    self.perform(self.race.delayElapsed())
+                }
+            case .cancelNext:
+                loop.cancel(staggerTimer)
+                staggerTimer = nil
+            case .close(let index):
+                closeAttempt(index)
+            case .connected(let index):
+                guard let won = attempts.removeValue(forKey: index) else { return failTCP() }
+                loop.deregister(won.registration)
+                onProgress?(.tcpConnected(addresses[index]))
+                startHandshake(socket: won.socket, peer: addresses[index].description)
+            case .exhausted:
+                failTCP()
+            }
         }
-        loop.deregister(registration)
-        onProgress?(.tcpConnected(address))
-        startHandshake(socket: socket, peer: address.description)
+    }
+
+    /// Starts a connect to address `index` and reports an immediate outcome to the race.
+    private func attempt(_ index: Int) {
+        let address = addresses[index]
+        let socket: Socket
+        do {
+            socket = try Socket.tcp(family: address.family)
+        } catch {
+            tcpErrors.append((address, error.errno))
+            return perform(race.failed(index))
+        }
+        try? socket.setNoDelay()
+        let registration: EventLoop.Registration
+        do {
+            registration = try loop.register(fd: socket.fd, events: .writable) { [weak self] _ in self?.attemptReady(index) }
+        } catch {
+            socket.close()
+            tcpErrors.append((address, error.errno))
+            return perform(race.failed(index))
+        }
+        attempts[index] = (socket, registration)
+        do {
+            if case .done = try socket.connect(address) { perform(race.connected(index)) }
+        } catch {
+            closeAttempt(index)
+            tcpErrors.append((address, error.errno))
+            perform(race.failed(index))
+        }
+    }
+
+    private func attemptReady(_ index: Int) {
+        guard case .connecting = phase, let attempt = attempts[index] else { return }
+        if let error = attempt.socket.pendingError() {
+            closeAttempt(index)
+            tcpErrors.append((addresses[index], error))
+            return perform(race.failed(index))
+        }
+        perform(race.connected(index))
+    }
+
+    private func closeAttempt(_ index: Int) {
+        guard let attempt = attempts.removeValue(forKey: index) else { return }
+        loop.deregister(attempt.registration)
+        attempt.socket.close()
+    }
+
+    /// The addresses still being tried, for a timeout's message.
+    var addressesInFlight: [SocketAddress] {
+        race.inFlight.map { addresses[$0] }
     }
 
     /// Reads this profile's known_hosts; runs on any thread.
@@ -355,9 +413,10 @@ public final class Connector {
         loop.cancel(timeout)
         timeout = nil
         switch phase {
-        case .connecting(_, _, let socket, let registration):
-            loop.deregister(registration)
-            socket.close()
+        case .connecting:
+            loop.cancel(staggerTimer)
+            staggerTimer = nil
+            for index in Array(attempts.keys) { closeAttempt(index) }
         case .readingKnownHosts(_, let socket):
             socket.close()
         case .handshaking(_, let session, let registration):

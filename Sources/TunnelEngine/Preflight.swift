@@ -126,8 +126,8 @@ public enum Preflight {
     static func tcpStep(_ profile: Profile, home: String) -> CheckStep {
         let target = profile.host.contains(":") ? "[\(profile.host)]:\(profile.port)" : "\(profile.host):\(profile.port)"
         let name = "reach \(target)"
-        let addresses: [SocketAddress]
-        do { addresses = try resolveTCP(host: profile.host, port: profile.port) } catch {
+        let resolved: [SocketAddress]
+        do { resolved = try resolveTCP(host: profile.host, port: profile.port) } catch {
             if error.kind == .doesNotResolve {
                 let why = SSHConfigAlias.Unresolved(source: profile.sshConfig)
                 let fix = SSHConfigAlias.find(host: profile.host, home: home)?.hint(for: profile.host, why)
@@ -136,38 +136,69 @@ public enum Preflight {
             }
             return CheckStep(name, .fail, error.description, fix: "check DNS (/etc/resolv.conf)")
         }
-        var failures: [(SocketAddress, String, String)] = []
-        let deadline = Instant.now().adding(seconds: Double(profile.connectTimeout))
-        for address in addresses {
-            let started = Instant.now()
-            do throws(SystemError) {
-                let socket = try Socket.tcp(family: address.family)
-                defer { socket.close() }
-                if case .wouldBlock = try socket.connect(address) {
-                    let left = deadline.seconds(since: Instant.now())
-                    guard left > 0, Poll.wait(fd: socket.fd, writable: true, timeout: left) else {
-                        failures.append((address, "timed out after \(profile.connectTimeout) s", "a firewall drops the packets, or the address is wrong"))
-                        continue
-                    }
-                    if let error = socket.pendingError() { throw SystemError("connect", error) }
-                }
-                let ms = Instant.now().seconds(since: started) * 1000
-                return CheckStep(name, .ok, "TCP connect to \(address) in \(format1(ms)) ms")
-            } catch {
-                switch error.errno {
-                case .connectionRefused:
-                    failures.append((address, "connection refused", "nothing listens on \(address): is sshd running on port \(profile.port)?"))
-                case .hostUnreachable, .networkUnreachable:
-                    failures.append((address, "no route to host (\(error.errno))", "check the network route to \(address.host) (VPN down?)"))
-                case .timedOut:
-                    failures.append((address, "timed out", "a firewall drops the packets, or the address is wrong"))
-                default:
-                    failures.append((address, "\(error.errno)", "check the address and the network"))
-                }
+        let family = profile.login.addressFamily
+        let addresses = family.admitted(resolved)
+        guard !addresses.isEmpty else {
+            return CheckStep(name, .fail, family.leftNone(of: resolved, host: profile.host), fix: "change or remove AddressFamily \(family.rawValue) for \(profile.host) in ssh_config")
+        }
+        var failures: [(SocketAddress, String, String, rank: Int)] = []
+        func failed(_ address: SocketAddress, _ errno: Errno) {
+            switch errno {
+            case .connectionRefused:
+                failures.append((address, "connection refused", "nothing listens on \(address): is sshd running on port \(profile.port)?", 0))
+            case .hostUnreachable, .networkUnreachable:
+                failures.append((address, "no route to host (\(errno))", "check the network route to \(address.host) (VPN down?)", 1))
+            case .timedOut:
+                failures.append((address, "timed out", "a firewall drops the packets, or the address is wrong", 2))
+            default:
+                failures.append((address, "\(errno)", "check the address and the network", 2))
             }
         }
+        // Every address at once, as the connection itself races them: one
+        // that drops packets must not use up the others' time.
+        let started = Instant.now()
+        let deadline = started.adding(seconds: Double(profile.connectTimeout))
+        var pending: [(address: SocketAddress, socket: Socket)] = []
+        defer { for attempt in pending { attempt.socket.close() } }
+        func connected(_ address: SocketAddress) -> CheckStep {
+            CheckStep(name, .ok, "TCP connect to \(address) in \(format1(Instant.now().seconds(since: started) * 1000)) ms")
+        }
+        for address in addresses {
+            let socket: Socket
+            do throws(SystemError) { socket = try Socket.tcp(family: address.family) } catch {
+                failed(address, error.errno)
+                continue
+            }
+            do throws(SystemError) {
+                if case .done = try socket.connect(address) {
+                    socket.close()
+                    return connected(address)
+                }
+                pending.append((address, socket))
+            } catch {
+                socket.close()
+                failed(address, error.errno)
+            }
+        }
+        while !pending.isEmpty {
+            let left = deadline.seconds(since: Instant.now())
+            let ready = left > 0 ? Poll.writable(pending.map(\.socket.fd), timeout: left) : []
+            if ready.isEmpty { break }
+            for fd in ready {
+                guard let i = pending.firstIndex(where: { $0.socket.fd == fd }) else { continue }
+                let attempt = pending.remove(at: i)
+                let error = attempt.socket.pendingError()
+                attempt.socket.close()
+                guard let error else { return connected(attempt.address) }
+                failed(attempt.address, error)
+            }
+        }
+        for attempt in pending {
+            failures.append((attempt.address, "timed out after \(profile.connectTimeout) s", "a firewall drops the packets, or the address is wrong", 2))
+        }
         let detail = failures.map { "\($0.0): \($0.1)" }.joined(separator: "; ")
-        return CheckStep(name, .fail, detail, fix: failures.last?.2)
+        // As the connection's own error ranks them: a refusal, then no route, then the rest.
+        return CheckStep(name, .fail, detail, fix: failures.min { $0.rank < $1.rank }?.2)
     }
 
     // MARK: 5–7. host key, authentication, remote targets

@@ -1,11 +1,16 @@
 import Foundation
 import XCTest
 
+/// A network namespace a test made; `ip netns exec NAME` runs in it.
+protocol NamedNetworkNamespace: AnyObject {
+    var name: String { get }
+}
+
 /// A throwaway network namespace for reachability failures the sandbox's own
 /// network would mask: inside it, 10.255.255.1 has no route, 10.9.9.2 is on a
 /// link where nobody answers ARP (no route to host), and 10.9.9.3 has a fake
 /// neighbour entry so SYNs leave and vanish (timed out).
-final class NetworkNamespace {
+final class NetworkNamespace: NamedNetworkNamespace {
     let name: String
 
     init() throws {
@@ -36,5 +41,28 @@ final class NetworkNamespace {
         runCommand("/usr/sbin/ip", ["netns", "exec", name, path] + args, env: env, timeout: timeout)
     }
 
-    deinit { runCommand("/usr/sbin/ip", ["netns", "del", name]) }
+    /// Names for programs run in it: `ip netns exec` mounts /etc/netns/NAME/hosts
+    /// over /etc/hosts. Each (name, addresses) resolves to those addresses in
+    /// that order: a gai.conf ranks them, so glibc's own sorting (which puts the
+    /// address nearest ours first) does not reorder them.
+    func resolve(_ names: [(name: String, addresses: [String])]) {
+        let dir = "/etc/netns/\(name)"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        var hosts = "127.0.0.1 localhost\n"
+        // glibc's default table (gai.conf(5)) restated, since any precedence line replaces it.
+        var gai = "precedence ::1/128 50\nprecedence ::/0 40\nprecedence 2002::/16 30\nprecedence ::/96 20\nprecedence ::ffff:0:0/96 10\n"
+        for (host, addresses) in names {
+            for (rank, address) in addresses.enumerated() {
+                hosts += "\(address) \(host)\n"
+                gai += "precedence ::ffff:\(address)/128 \(100 - rank)\n"
+            }
+        }
+        write(hosts, to: dir + "/hosts")
+        write(gai, to: dir + "/gai.conf")
+    }
+
+    deinit {
+        runCommand("/usr/sbin/ip", ["netns", "del", name])
+        try? FileManager.default.removeItem(atPath: "/etc/netns/\(name)")
+    }
 }

@@ -12,11 +12,11 @@ final class SSHServer {
     private(set) var process: Background?
     private var extraConfig: String
     /// The network namespace it runs in (nil: this one).
-    let namespace: TestNamespace?
+    let namespace: (any NamedNetworkNamespace)?
     /// The address known_hosts names it by.
     let address: String
 
-    init(extraConfig: String = "", port: UInt16? = nil, namespace: TestNamespace? = nil, listenAddress: String = "127.0.0.1") throws {
+    init(extraConfig: String = "", port: UInt16? = nil, namespace: (any NamedNetworkNamespace)? = nil, listenAddress: String = "127.0.0.1") throws {
         self.namespace = namespace
         self.address = listenAddress
         guard let keygen = Env.which("ssh-keygen"), Env.which("sshd") != nil else {

@@ -5,7 +5,7 @@ import XCTest
 /// here 198.18.N.1, there 198.18.N.2 (a benchmarking range, used only for
 /// these test hosts). Its loopback is its own, so a server listening on
 /// 127.0.0.1 in it is reachable only from inside it.
-final class TestNamespace {
+final class TestNamespace: NamedNetworkNamespace {
     let name: String
     let hostAddress: String
     let insideAddress: String
