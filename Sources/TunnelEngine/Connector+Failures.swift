@@ -55,7 +55,7 @@ extension Connector {
             fail(ConnectFailure(kind: .timedOut, message: "cannot connect to \(target): resolving \(profile.host) timed out after \(seconds) s", isPermanent: false))
         case .connecting:
             // Addresses that already failed are named too: a refusal there is the likelier fix.
-            let earlier = tcpErrors.map { describeTCP($0.errno, $0.address) + "; " }.joined()
+            let earlier = addressesFailed.map { describeTCP($0.errno, $0.address) + "; " }.joined()
             let waiting = addressesInFlight.map(\.description).joined(separator: ", ")
             fail(ConnectFailure(kind: .timedOut, message: "\(earlier)connection to \(waiting.isEmpty ? target : waiting) timed out after \(seconds) s", isPermanent: false))
         case .readingKnownHosts:

@@ -41,12 +41,8 @@ public final class Connector {
     var timeout: EventLoop.TimerID?
     /// Each address tried, with why it failed.
     var tcpErrors: [(address: SocketAddress, errno: Errno)] = []
-    /// While connecting: the server's addresses in the order tried, the
-    /// staggered attempts' state, their sockets, and the stagger timer.
-    private var addresses: [SocketAddress] = []
-    private var race = ConnectRace(count: 0)
-    private var attempts: [Int: (socket: Socket, registration: EventLoop.Registration)] = [:]
-    private var staggerTimer: EventLoop.TimerID?
+    /// The TCP attempts while `phase` is `.connecting`.
+    private var tcp: RacingConnect?
     /// Read once per attempt, off the loop, before the handshake (it orders the host-key algorithms).
     private var knownHostsRead: Result<HostKeyVerifier.Lookup, HostKeyFailure>?
     private var knownHosts: HostKeyVerifier.Lookup?
@@ -139,90 +135,29 @@ public final class Connector {
         }
     }
 
-    private func connect(_ resolved: [SocketAddress]) {
-        addresses = ConnectRace.interleavingFamilies(resolved)
-        race = ConnectRace(count: addresses.count)
+    private func connect(_ addresses: [SocketAddress]) {
+        let racing = RacingConnect(loop: loop, addresses: addresses)
+        tcp = racing
         phase = .connecting
-        perform(race.start())
-    }
-
-    private func perform(_ actions: [ConnectRace.Action]) {
-        for action in actions {
-            switch action {
-            case .attempt(let index):
-                attempt(index)
-            case .scheduleNext(let seconds):
-                loop.cancel(staggerTimer)
-                staggerTimer = loop.schedule(after: seconds) { [weak self] in
-                    guard let self else { return }
-                    self.staggerTimer = nil
-                    self.perform(self.race.delayElapsed())
-                }
-            case .cancelNext:
-                loop.cancel(staggerTimer)
-                staggerTimer = nil
-            case .close(let index):
-                closeAttempt(index)
-            case .connected(let index):
-                guard let won = attempts.removeValue(forKey: index) else { return failTCP() }
-                loop.deregister(won.registration)
-                onProgress?(.tcpConnected(addresses[index]))
-                startHandshake(socket: won.socket, peer: addresses[index].description)
-            case .exhausted:
-                failTCP()
+        racing.start { [weak self] outcome in
+            guard let self, case .connecting = self.phase else { return }
+            self.tcp = nil
+            switch outcome {
+            case .success(let won):
+                self.onProgress?(.tcpConnected(won.address))
+                self.startHandshake(socket: won.socket, peer: won.address.description)
+            case .failure(let failed):
+                self.tcpErrors = failed.failures
+                self.failTCP()
             }
         }
     }
 
-    /// Starts a connect to address `index` and reports an immediate outcome to the race.
-    private func attempt(_ index: Int) {
-        let address = addresses[index]
-        let socket: Socket
-        do {
-            socket = try Socket.tcp(family: address.family)
-        } catch {
-            tcpErrors.append((address, error.errno))
-            return perform(race.failed(index))
-        }
-        try? socket.setNoDelay()
-        let registration: EventLoop.Registration
-        do {
-            registration = try loop.register(fd: socket.fd, events: .writable) { [weak self] _ in self?.attemptReady(index) }
-        } catch {
-            socket.close()
-            tcpErrors.append((address, error.errno))
-            return perform(race.failed(index))
-        }
-        attempts[index] = (socket, registration)
-        do {
-            if case .done = try socket.connect(address) { perform(race.connected(index)) }
-        } catch {
-            closeAttempt(index)
-            tcpErrors.append((address, error.errno))
-            perform(race.failed(index))
-        }
-    }
-
-    private func attemptReady(_ index: Int) {
-        guard case .connecting = phase, let attempt = attempts[index] else { return }
-        if let error = attempt.socket.pendingError() {
-            closeAttempt(index)
-            tcpErrors.append((addresses[index], error))
-            return perform(race.failed(index))
-        }
-        perform(race.connected(index))
-    }
-
-    private func closeAttempt(_ index: Int) {
-        guard let attempt = attempts.removeValue(forKey: index) else { return }
-        loop.deregister(attempt.registration)
-        attempt.socket.close()
-    }
-
     /// The addresses still being tried, for a timeout's message.
-    var addressesInFlight: [SocketAddress] {
-        race.inFlight.map { addresses[$0] }
-    }
+    var addressesInFlight: [SocketAddress] { tcp?.addressesInFlight ?? [] }
+
+    /// Those that already failed, with why.
+    var addressesFailed: [(address: SocketAddress, errno: Errno)] { tcp?.failures ?? tcpErrors }
 
     /// Reads this profile's known_hosts; runs on any thread.
     private func knownHostsReader() -> @Sendable () -> Result<HostKeyVerifier.Lookup, HostKeyFailure> {
@@ -414,9 +349,8 @@ public final class Connector {
         timeout = nil
         switch phase {
         case .connecting:
-            loop.cancel(staggerTimer)
-            staggerTimer = nil
-            for index in Array(attempts.keys) { closeAttempt(index) }
+            tcp?.cancel()
+            tcp = nil
         case .readingKnownHosts(_, let socket):
             socket.close()
         case .handshaking(_, let session, let registration):

@@ -5,7 +5,7 @@ import TunnelPOSIX
 /// resolved on a short-lived thread (getaddrinfo has no non-blocking form),
 /// once for all the connections that arrive while it resolves, and the
 /// answer is kept for a few seconds so a burst costs one lookup. The
-/// addresses are tried in turn, as `Connector` tries the server's.
+/// addresses are raced (`RacingConnect`), as `Connector` races the server's.
 final class LocalDialer {
     /// Why the target could not be reached, worded for the log.
     struct Failure: Error, Equatable {
@@ -39,18 +39,18 @@ final class LocalDialer {
             attempt?.finish(.failure(Failure(message: "connecting to \(host):\(port) timed out after \(Int(seconds)) s")))
         }
         if let literal = SocketAddress(ip: host, port: port) {
-            loop.schedule(after: 0) { [weak attempt] in attempt?.connect([literal], index: 0) }
+            loop.schedule(after: 0) { [weak attempt] in attempt?.connect([literal]) }
             return attempt
         }
         let key = Key(host: host, port: port)
         let now = Instant.now()
         if let cached = cache[key], now.seconds(since: cached.at) < Self.cacheSeconds {
-            loop.schedule(after: 0) { [weak attempt] in attempt?.connect(cached.addresses, index: 0) }
+            loop.schedule(after: 0) { [weak attempt] in attempt?.connect(cached.addresses) }
             return attempt
         }
         let waiter: (Result<[SocketAddress], ResolveError>) -> Void = { [weak attempt] result in
             switch result {
-            case .success(let addresses): attempt?.connect(addresses, index: 0)
+            case .success(let addresses): attempt?.connect(addresses)
             case .failure(let error): attempt?.finish(.failure(Failure(message: error.description)))
             }
         }
@@ -75,80 +75,57 @@ final class LocalDialer {
     }
 }
 
-/// One connection attempt of a `LocalDialer`: its socket while connecting.
+/// One connection attempt of a `LocalDialer`: its sockets while connecting.
 final class DialAttempt {
     private let loop: EventLoop
     private var done: ((Result<Socket, LocalDialer.Failure>) -> Void)?
-    private var socket: Socket?
-    private var registration: EventLoop.Registration?
+    private var racing: RacingConnect?
     fileprivate var deadline: EventLoop.TimerID?
-    /// Each address tried, with why it failed.
-    private var errors: [String] = []
 
     fileprivate init(loop: EventLoop, done: @escaping (Result<Socket, LocalDialer.Failure>) -> Void) {
         self.loop = loop
         self.done = done
     }
 
-    /// Abandons the attempt and closes its socket; `done` is not called.
+    /// Abandons the attempt and closes its sockets; `done` is not called.
     func cancel() {
         done = nil
         loop.cancel(deadline)
         deadline = nil
-        release(closing: true)
+        racing?.cancel()
+        racing = nil
     }
 
     deinit { loop.cancel(deadline) }
 
-    fileprivate func connect(_ addresses: [SocketAddress], index: Int) {
+    fileprivate func connect(_ addresses: [SocketAddress]) {
         guard done != nil else { return }
-        guard index < addresses.count else {
-            return finish(.failure(LocalDialer.Failure(message: errors.joined(separator: "; "))))
-        }
-        let address = addresses[index]
-        do {
-            let socket = try Socket.tcp(family: address.family)
-            self.socket = socket
-            try? socket.setNoDelay()
-            registration = try loop.register(fd: socket.fd, events: .writable) { [weak self] _ in
-                self?.connected(addresses, index: index)
+        let racing = RacingConnect(loop: loop, addresses: addresses)
+        self.racing = racing
+        racing.start { [weak self] outcome in
+            guard let self else {
+                if case .success(let won) = outcome { won.socket.close() }
+                return
             }
-            // Done or not, the writable event reports it.
-            _ = try socket.connect(address)
-        } catch {
-            errors.append(describeTCP(error.errno, address))
-            release(closing: true)
-            connect(addresses, index: index + 1)
+            self.racing = nil
+            switch outcome {
+            case .success(let won): self.finish(.success(won.socket))
+            case .failure(let failed):
+                self.finish(.failure(LocalDialer.Failure(message: failed.failures.map { describeTCP($0.errno, $0.address) }.joined(separator: "; "))))
+            }
         }
-    }
-
-    private func connected(_ addresses: [SocketAddress], index: Int) {
-        guard let socket else { return }
-        if let errno = socket.pendingError() {
-            errors.append(describeTCP(errno, addresses[index]))
-            release(closing: true)
-            return connect(addresses, index: index + 1)
-        }
-        release(closing: false)
-        finish(.success(socket))
     }
 
     fileprivate func finish(_ result: Result<Socket, LocalDialer.Failure>) {
         loop.cancel(deadline)
         deadline = nil
-        release(closing: true)
+        racing?.cancel()
+        racing = nil
         guard let done else {
             if case .success(let socket) = result { socket.close() }
             return
         }
         self.done = nil
         done(result)
-    }
-
-    private func release(closing: Bool) {
-        if let registration { loop.deregister(registration) }
-        registration = nil
-        if closing { socket?.close() }
-        socket = nil
     }
 }

@@ -113,4 +113,31 @@ final class AddressRaceTests: XCTestCase {
         XCTAssertEqual(inet.status, 0, inet.output)
         XCTAssertTrue(inet.stdout.contains("TCP connect to 10.9.9.1:\(server.port)"), inet.stdout)
     }
+
+    /// A remote forward's target on this machine is raced the same way.
+    func testRemoteForwardTargetWhoseFirstAddressDropsPackets_isReachedThroughTheNextOne() throws {
+        let remotePort = Net.freePort()
+        harness.writeConfig("""
+        [tunnels.db]
+        host = "10.9.9.1"
+        port = \(server.port)
+        user = "\(Env.userName)"
+        identity = "\(server.userKey)"
+        known_hosts = "\(harness.knownHosts)"
+        remote = "\(remotePort):bastion.test:\(server.port)"
+        connect_timeout = 5
+
+        """)
+        let pub = read(server.hostKey + ".pub").split(separator: " ")
+        write("[10.9.9.1]:\(server.port) \(pub[0]) \(pub[1])\n", to: harness.knownHosts, mode: 0o600)
+        let up = inNamespace(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output)
+        // The server's end of the remote forward; its target, bastion.test, is the sshd itself, which greets first.
+        let client = namespace.run("/usr/bin/python3", ["-c", """
+            import socket, sys
+            s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=15)
+            print(s.recv(64).decode(errors="replace").strip())
+            """, "\(remotePort)"])
+        XCTAssertTrue(client.stdout.hasPrefix("SSH-2.0-OpenSSH"), "\(client.output)\n\(harness.supervisorLog)")
+    }
 }
