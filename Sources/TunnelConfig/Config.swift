@@ -25,6 +25,9 @@ public struct Config: Sendable {
     /// Errors that break every profile.
     let fileErrors: [ConfigError]
     let hasSyntaxError: Bool
+    /// A syntax error (or bytes that are not UTF-8) stopped the reading: the
+    /// profiles past it are not known, so none of them can be called removed.
+    public var stoppedEarly: Bool { hasSyntaxError }
     let profileErrors: [String: [ConfigError]]
     let profiles: [String: Profile]
 

@@ -80,13 +80,16 @@ extension Config {
     }
 
     /// The `[daemon]` table of the file the supervisor was started for. A
-    /// missing file means the defaults (no metrics endpoint); an unreadable
-    /// or unparsable file, or a bad `[daemon]` table, throws its errors
+    /// missing file means the defaults (no metrics endpoint) when
+    /// `missingIsDefault` (a supervisor starting before any profile exists),
+    /// and is an error otherwise (a reload keeps what runs); an unreadable or
+    /// unparsable file, or a bad `[daemon]` table, throws its errors
     /// (file:line:column). Errors of profiles do not matter here.
-    public static func daemonSettings(path: String, environment: [String: String]) throws(DaemonSettingsError) -> DaemonSettings {
+    public static func daemonSettings(path: String, environment: [String: String],
+                                      missingIsDefault: Bool = true) throws(DaemonSettingsError) -> DaemonSettings {
         let bytes: [UInt8]
         do { bytes = try Files.readRegularFile(path, limit: maxFileSize) } catch {
-            if error.reason == .missing { return DaemonSettings() }
+            if error.reason == .missing && missingIsDefault { return DaemonSettings() }
             throw DaemonSettingsError(inTable: false, errors: ConfigErrors([ConfigError(location: nil, message: loadErrorMessage(error))]))
         }
         let config = build(bytes: bytes, path: path, environment: environment)

@@ -75,7 +75,7 @@ final class SupervisorMetrics {
     func reload() -> [TunnelOutcome] {
         guard let configPath else { return [] }
         let fresh: DaemonSettings
-        do throws(DaemonSettingsError) { fresh = try Config.daemonSettings(path: configPath, environment: environment) } catch {
+        do throws(DaemonSettingsError) { fresh = try Config.daemonSettings(path: configPath, environment: environment, missingIsDefault: false) } catch {
             let message = "\(keptMessage): \(error.errors.errors.map(\.description).joined(separator: "; "))"
             // Off, with a file that cannot be read at all: nothing was kept, and each tunnel's outcome already says why.
             if server.address == nil && !error.inTable {

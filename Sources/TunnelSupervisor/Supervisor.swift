@@ -574,7 +574,7 @@ public final class Supervisor {
                 gather.add(TunnelOutcome(name: name, result: .failed, message: "kept running: \(errors.description)"))
                 continue
             case .success(let config):
-                guard config.profileNames.contains(name) else {
+                guard config.profileNames.contains(name) || config.stoppedEarly else {
                     forget(name)
                     stop(host) { gather.add(TunnelOutcome(name: name, result: .removed, message: "no longer in \(path)")) }
                     continue

@@ -324,6 +324,15 @@ final class MetricsTests: SSHTestCase {
         XCTAssertTrue(taken.stderr.contains("kept the metrics endpoint on 127.0.0.1:\(first): cannot listen on 127.0.0.1:\(busy)"), taken.output)
         XCTAssertNotNil(scrape(first))
 
+        // The file moved away (an editor's save, a mistake): the endpoint stays, as the tunnels do.
+        XCTAssertEqual(rename(harness.configPath, harness.configPath + ".moved"), 0)
+        let gone = harness.tunnel(["reload"])
+        XCTAssertNotEqual(gone.status, 0, gone.output)
+        XCTAssertTrue(gone.stderr.contains("[daemon]: failed: kept the metrics endpoint on 127.0.0.1:\(first): cannot read config file"), gone.output)
+        XCTAssertTrue(gone.stderr.contains("db: failed: kept running"), gone.output)
+        XCTAssertNotNil(scrape(first))
+        XCTAssertEqual(rename(harness.configPath + ".moved", harness.configPath), 0)
+
         // A good change: it moves.
         harness.writeConfig(daemonTable(second) + profile)
         let moved = harness.tunnel(["reload"])

@@ -267,6 +267,32 @@ final class SupervisorTests: SSHTestCase {
         XCTAssertEqual(again.stdout, "db: unchanged\n")
     }
 
+    /// Reading stops at a syntax error (or at bytes that are not UTF-8): the
+    /// profiles past it are not known, so a reload removes none of them.
+    func testReload_ofAFileThatStopsEarly_removesNothing_andTheStateSurvives() throws {
+        let port = Net.freePort()
+        let text = harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"])
+        harness.writeConfig(text)
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        let state = harness.runtimeDir + "/state.json"
+        let saved = read(state)
+        XCTAssertTrue(saved.contains("\"db\""), saved)
+
+        for broken in [Array("# caf".utf8) + [0xE9, 0x0A] + Array(text.utf8), Array("[tunnels\n".utf8) + Array(text.utf8)] {
+            XCTAssertTrue(FileManager.default.createFile(atPath: harness.configPath, contents: Data(broken)))
+            let reload = harness.tunnel(["reload"], timeout: 20)
+            XCTAssertNotEqual(reload.status, 0, reload.output)
+            XCTAssertTrue(reload.stderr.hasPrefix("tunnel: db: failed: kept running: \(harness.configPath):1:"), reload.output)
+            XCTAssertFalse(reload.output.contains("removed"), reload.output)
+            XCTAssertEqual(harness.list().map(\.state), ["up"])
+            XCTAssertEqual(Self.roundTrip(port), "ping")
+            XCTAssertEqual(read(state), saved, "the saved state is untouched")
+        }
+        harness.writeConfig(text)
+        let again = harness.tunnel(["reload"], timeout: 20)
+        XCTAssertEqual(again.stdout, "db: unchanged\n", again.output)
+    }
+
     func testReload_whoseChangedProfileCannotStart_keepsThePreviousVersionRunning() throws {
         let port = Net.freePort()
         let text = harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"])
