@@ -80,11 +80,14 @@ extension Link {
                                                      originPort: c.peer?.port ?? 0)
             } catch {
                 opening = nil
-                if error.isTransportFailure { return die(session.lossReason(error)) }
-                lastRefusal = error.message
-                // The target refused, or the server prohibits forwarding: this
-                // client is closed at once; the tunnel stays up.
-                logger.warning("channel to \(target.description) refused: \(error.message); closing that client", metadata: ["local": "\(target.local)"])
+                let unanswered = error.isUnansweredRequest && session.connectionLoss == nil
+                if error.isTransportFailure && !unanswered { return die(session.lossReason(error)) }
+                // The target refused, the server prohibits forwarding, or it never
+                // answered (its connect there hangs): this client is closed at
+                // once; the tunnel stays up.
+                let why = unanswered ? "the server did not answer within 60 s (its connection to the target hangs?)" : error.message
+                lastRefusal = why
+                logger.warning("channel to \(target.description) \(unanswered ? "failed" : "refused"): \(why); closing that client", metadata: ["local": "\(target.local)"])
                 if var socks = c.socks {
                     // The SOCKS client hears why, in its own protocol's terms.
                     for case .send(let reply) in socks.channelFailed(SocksFailure(error.refusal)) {

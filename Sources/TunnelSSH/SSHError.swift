@@ -17,6 +17,12 @@ public struct SSHError: Error, Equatable, Sendable, CustomStringConvertible {
 
     public var description: String { "\(call): \(message)" }
 
+    /// libssh2 waited its fixed 60 s (LIBSSH2_READ_TIMEOUT) for the server's
+    /// answer and gave up. After a channel open it forgets that open, not the
+    /// session: the server is alive but slow to answer that one request (its
+    /// connect to the target hangs).
+    public var isUnansweredRequest: Bool { code == LIBSSH2_ERROR_TIMEOUT }
+
     /// The server closed the connection or the socket failed.
     public var isTransportFailure: Bool {
         code == LIBSSH2_ERROR_SOCKET_DISCONNECT || code == LIBSSH2_ERROR_SOCKET_RECV

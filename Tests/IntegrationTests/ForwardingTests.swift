@@ -300,6 +300,37 @@ final class ForwardingTests: SSHTestCase {
         XCTAssertTrue(foreground!.isRunning)
     }
 
+    /// sshd's connect to a target that drops packets hangs for minutes, and
+    /// libssh2 stops waiting for the server's answer to that channel open
+    /// after 60 s. Only that client fails: the link, and a connection already
+    /// open over it, carry on (they used to be cut with the link).
+    func testTargetThatNeverAnswers_failsOnlyThatClient_andTheLinkStays() throws {
+        let hole = BlackHole()
+        defer { hole.close() }
+        let echo = TestServer(.echo)
+        defer { echo.stop() }
+        let stuck = Net.freePort(), good = Net.freePort()
+        try up(["\(stuck):127.0.0.1:\(hole.port)", "\(good):127.0.0.1:\(echo.port)"], waitFor: stuck)
+        guard let open = Net.connect(good) else { return XCTFail("connect") }
+        defer { close(open) }
+        func roundTrip(_ text: String) -> String? {
+            guard Net.sendAll(open, Array(text.utf8)) else { return nil }
+            return Net.readExactly(open, text.utf8.count).map { String(decoding: $0, as: UTF8.self) }
+        }
+        XCTAssertEqual(roundTrip("before"), "before")
+
+        guard let fd = Net.connect(stuck) else { return XCTFail("connect") }
+        defer { close(fd) }
+        Net.setTimeout(fd, 150)
+        let (bytes, _) = Net.readToEOF(fd)
+        XCTAssertEqual(bytes.count, 0)
+        let log = foreground!.log
+        XCTAssertTrue(log.contains("failed: the server did not answer within 60 s (its connection to the target hangs?); closing that client"), log)
+        XCTAssertFalse(log.contains("link lost"), log)
+        XCTAssertEqual(roundTrip("after"), "after", "the connection open over the link survived")
+        XCTAssertTrue(foreground!.isRunning)
+    }
+
     func testSIGTERMAndSIGINT_stopWithExitZero_andCloseTheListener() throws {
         let echo = TestServer(.echo)
         defer { echo.stop() }
