@@ -616,7 +616,7 @@ public final class Supervisor {
                     self.logger.error("reload: \(name): the changed profile cannot start (\(reason)); starting the previous version again")
                     self.start(previous, configPath: path, options: options) { [weak self] back in
                         let kept = back.result != .failed || self?.tunnels[name] != nil
-                        let message = kept ? "\(reason); kept the previous version running"
+                        let message = kept ? "\(reason); started the previous version again (its open connections were cut)"
                                            : "\(reason); the previous version could not start again either: \(back.message ?? "failed")"
                         if !kept { self?.logger.error("reload: \(name): \(message)") }
                         settleCarried()

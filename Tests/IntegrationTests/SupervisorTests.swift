@@ -305,7 +305,7 @@ final class SupervisorTests: SSHTestCase {
         let reload = harness.tunnel(["reload"], timeout: 30)
         XCTAssertNotEqual(reload.status, 0, reload.output)
         XCTAssertTrue(reload.stderr.contains("db: failed: ") && reload.stderr.contains("127.0.0.1:\(holder.port)")
-                      && reload.stderr.contains("kept the previous version running"), reload.stderr)
+                      && reload.stderr.contains("started the previous version again (its open connections were cut)"), reload.stderr)
         XCTAssertEqual(harness.list().map(\.name), ["db"], "not dropped")
         XCTAssertTrue(eventually(timeout: 20) { self.harness.listed("db")?.state == "up" }, "\(harness.list())")
         XCTAssertEqual(Self.roundTrip(port), "ping")
