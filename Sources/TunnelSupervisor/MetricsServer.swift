@@ -122,7 +122,9 @@ struct ScrapeExchange: Equatable {
 /// The Prometheus endpoint, on the supervisor's loop: non-blocking sockets,
 /// at most `maxScrapers` at a time, each dropped `deadline` seconds after it
 /// connected whatever it was doing, so a slow or silent scraper never holds
-/// anything up.
+/// anything up. When all places are taken, the one that has waited longest
+/// without sending a whole request makes room for the newcomer: silent
+/// connections cannot keep real scrapes out.
 final class MetricsServer {
     static let maxScrapers = 16
     static let deadline = 5.0
@@ -134,7 +136,16 @@ final class MetricsServer {
         var exchange = ScrapeExchange()
         var output: [UInt8] = []
         var sent = 0
-        init(socket: Socket) { self.socket = socket }
+        /// Arrival order, for choosing whom to drop when all places are taken.
+        let serial: UInt64
+        init(socket: Socket, serial: UInt64) {
+            self.socket = socket
+            self.serial = serial
+        }
+        var hasWholeRequest: Bool {
+            if case .reading = exchange.state { return false }
+            return true
+        }
     }
 
     private struct Listening {
@@ -148,6 +159,7 @@ final class MetricsServer {
     private let render: () -> String
     private var listening: Listening?
     private var scrapers: [ObjectIdentifier: Scraper] = [:]
+    private var arrivals: UInt64 = 0
 
     /// Where it listens; nil while it does not.
     var address: MetricsAddress? { listening?.address }
@@ -220,11 +232,15 @@ final class MetricsServer {
                 return
             }
             guard case .done(let (socket, _)) = accepted else { return }
-            guard scrapers.count < Self.maxScrapers else {
-                socket.close()  // over the limit: closed at once, nothing read
-                continue
+            if scrapers.count >= Self.maxScrapers {
+                guard let oldest = scrapers.values.filter({ !$0.hasWholeRequest }).min(by: { $0.serial < $1.serial }) else {
+                    socket.close()  // every place is answering a whole request: closed at once, nothing read
+                    continue
+                }
+                drop(oldest)
             }
-            let scraper = Scraper(socket: socket)
+            arrivals += 1
+            let scraper = Scraper(socket: socket, serial: arrivals)
             do {
                 scraper.registration = try loop.register(fd: socket.fd, events: .readable) { [unowned self, unowned scraper] events in
                     self.event(scraper, events)

@@ -231,7 +231,7 @@ final class MetricsTests: SSHTestCase {
         XCTAssertEqual(sample(metrics, #"tunnel_up{tunnel="db"}"#), 1)
     }
 
-    func testSeventeenthConcurrentScraper_isClosedAtOnce_whileTheSixteenWait() throws {
+    func testSixteenSilentConnections_cannotKeepAScrapeOut_theOldestMakesRoom() throws {
         let metrics = Net.freePort()
         harness.writeConfig(daemonTable(metrics) + harness.profile("db", server: server, forwards: ["\(Net.freePort()):127.0.0.1:\(echo.port)"]))
         XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
@@ -239,15 +239,15 @@ final class MetricsTests: SSHTestCase {
         defer { held.forEach { close($0) } }
         for _ in 0..<16 { held += Net.connect(metrics, timeout: 60).map { [$0] } ?? [] }
         XCTAssertEqual(held.count, 16)
-        // The server accepts in order: once the 17th is closed, the 16 are accepted.
-        guard let extra = Net.connect(metrics, timeout: 60) else { return XCTFail("connect") }
-        defer { close(extra) }
-        let (_, eof) = Net.readToEOF(extra)
-        XCTAssertTrue(eof || errno == ECONNRESET, "the 17th is closed by the server")
-        // Those 16 are still open (no EOF, nothing to read) when the 17th was turned away.
+        // A real scrape, with every place taken by a silent connection: answered.
+        XCTAssertEqual(sample(metrics, #"tunnel_up{tunnel="db"}"#), 1)
+        // The first silent one made room (the server closed it, sending nothing); the other 15 are still open.
+        let (bytes, eof) = Net.readToEOF(held[0])
+        XCTAssertTrue(eof || errno == ECONNRESET, "the oldest silent connection is closed by the server")
+        XCTAssertEqual(bytes, [])
         var byte: UInt8 = 0
-        let open = held.filter { recv($0, &byte, 1, Int32(MSG_DONTWAIT)) == -1 && (errno == EAGAIN || errno == EWOULDBLOCK) }
-        XCTAssertEqual(open.count, 16)
+        let open = held.dropFirst().filter { recv($0, &byte, 1, Int32(MSG_DONTWAIT)) == -1 && (errno == EAGAIN || errno == EWOULDBLOCK) }
+        XCTAssertEqual(open.count, 15)
     }
 
     // MARK: (f) counters across restarts
