@@ -118,6 +118,7 @@ public struct ControlClient {
                 throw Failure(message: error.description)
             }
         }
+        let logStart = Files.size(dir.logPath) ?? 0
         let pid: pid_t
         do {
             let config = configPath.map { ["--config", $0] } ?? []
@@ -131,11 +132,23 @@ public struct ControlClient {
             if let status = ProcessControl.reap(pid) {
                 // It exited: another CLI may have started one meanwhile.
                 if let socket = try connect() { return (socket, false) }
-                throw Failure(message: "the supervisor exited at start (status \(status)); see \(dir.logPath)")
+                let why = startFailure(loggedFrom: logStart).map { ": \($0)" } ?? ""
+                throw Failure(message: "the supervisor exited at start (status \(status))\(why); see \(dir.logPath)")
             }
             usleep(10_000)
         }
         throw Failure(message: "the supervisor did not start within 10 s; see \(dir.logPath)")
+    }
+
+    /// The last error the supervisor logged from `offset` on, without its
+    /// timestamp: why it exited at start (a metrics port taken, ...).
+    private func startFailure(loggedFrom offset: Int) -> String? {
+        guard let bytes = (try? Files.read(dir.logPath, from: offset)) ?? nil else { return nil }
+        let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n")
+        guard let line = lines.last(where: { $0.contains(" critical: ") || $0.contains(" error: ") }) else { return nil }
+        // "2026-12-04 13:00:00 critical: ..." : the level and message.
+        let fields = line.split(separator: " ", maxSplits: 2)
+        return fields.count == 3 ? String(fields[2]) : String(line)
     }
 }
 

@@ -194,7 +194,7 @@ final class MetricsTests: SSHTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: harness.runtimeDir + "/supervisor.pid"))
         let up = harness.tunnel(["up", "db"])
         XCTAssertNotEqual(up.status, 0)
-        XCTAssertTrue(up.stderr.contains("the supervisor exited at start"), up.output)
+        XCTAssertTrue(up.stderr.contains("the supervisor exited at start (status 1): critical: cannot start: metrics endpoint 127.0.0.1:\(busy): bind(127.0.0.1:\(busy)): "), up.output)
     }
 
     func testDaemonIsNotAProfileName_upAndCheckSaySo() throws {
