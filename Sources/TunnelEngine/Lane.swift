@@ -64,6 +64,9 @@ final class Lane: @unchecked Sendable {
     let owner = LoopOwner()
     /// Clients sent to this lane and not yet finished: what the runtime balances on.
     let load = Atomic<Int>(0)
+    /// Its channel open has waited `Link.openStallSeconds` for the server:
+    /// the runtime sends new clients to other lanes (or opens one).
+    let isStalled = Atomic<Bool>(false)
     private let report: @Sendable (Event) -> Void
     private let pending: PendingClients
     private let profile: Profile
@@ -155,6 +158,7 @@ final class Lane: @unchecked Sendable {
         case .waiting(let timer), .failed(let timer): loop.cancel(timer)
         case .idle: break
         }
+        isStalled.store(false, ordering: .relaxed)
         closeChain()
         cancelRemoteRetries()
         state = .stopped
@@ -254,6 +258,7 @@ final class Lane: @unchecked Sendable {
         link.onClientFinished = { [unowned self] in self.load.subtract(1, ordering: .relaxed) }
         link.onDeath = { [unowned self] link, reason in self.linkDied(link, reason: reason) }
         link.onRoundTrip = { [unowned self] seconds in self.report(.roundTrip(seconds: seconds)) }
+        link.onOpenStalled = { [unowned self] stalled in self.openStalled(stalled) }
         if !remoteTargets.isEmpty {
             link.serveRemoteForwards(remoteTargets, connectTimeout: Double(profile.connectTimeout))
             link.onClientStarted = { [unowned self] in self.load.add(1, ordering: .relaxed) }
@@ -315,6 +320,7 @@ final class Lane: @unchecked Sendable {
         let upFor = Instant.now().seconds(since: link.upSince)
         logger.warning("link lost after \(Int(upFor)) s: \(reason)")
         let requeue = link.close(graceful: false) + takeInbox()
+        isStalled.store(false, ordering: .relaxed)
         closeChain()
         cancelRemoteRetries()
         perform(remote.linkDown())
@@ -392,14 +398,29 @@ final class Lane: @unchecked Sendable {
     }
 
     /// A new lane came up: the newer half of the clients still waiting here
-    /// go back to the runtime, which sends them to the least-loaded lane.
+    /// (all of them, if this lane's open is stalled) go back to the runtime,
+    /// which sends them to the least-loaded lane.
     private func shedWaiting() {
         let waiting = inbox.count - inboxHead
-        guard waiting >= 2 else { return }
-        let shed = Array(inbox[(inbox.count - waiting / 2)...])
+        // A stalled lane keeps none: they would wait for its hanging open.
+        let count = isStalled.load(ordering: .relaxed) ? waiting : (waiting >= 2 ? waiting / 2 : 0)
+        guard count > 0 else { return }
+        let shed = Array(inbox[(inbox.count - count)...])
         inbox.removeLast(shed.count)
         leftQueue(shed.count)
         giveBack(shed)
+    }
+
+    /// The link's channel open in flight has waited long for the server (its
+    /// connect to the target hangs): the clients queued behind it go back to
+    /// the runtime, which sends them, and new ones, to another lane.
+    private func openStalled(_ stalled: Bool) {
+        isStalled.store(stalled, ordering: .relaxed)
+        guard stalled else { return }
+        let waiting = takeInbox()
+        let queued = waiting.isEmpty ? "" : " (\(waiting.count) waiting)"
+        logger.info("a channel open has waited \(Int(Link.openStallSeconds)) s for the server; new clients go to another SSH connection until it is answered\(queued)")
+        giveBack(waiting)
     }
 
     private func takeInbox() -> [Connection] {

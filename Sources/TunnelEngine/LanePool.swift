@@ -217,8 +217,9 @@ public struct LanePool: Sendable {
     /// are `loads` (as in `assign`). When every lane up carries
     /// `busyPerLane` clients and another SSH connection may open, it opens
     /// and the rest wait for it: until it is up or failed
-    /// (`.releaseHeldForGrowth`), at most `growthHoldSeconds`.
-    public mutating func admit(count: Int, loads: [Int], now: Instant) -> (admitted: Int, actions: [Action]) {
+    /// (`.releaseHeldForGrowth`), at most `growthHoldSeconds`. `stalled`:
+    /// how many of those lanes count as full because a channel open hangs.
+    public mutating func admit(count: Int, loads: [Int], stalled: Int = 0, now: Instant) -> (admitted: Int, actions: [Action]) {
         let room = loads.reduce(0) { $0 + max(0, busyPerLane - $1) }
         guard !loads.isEmpty, count > room else { return (count, []) }
         if isGrowing {
@@ -227,7 +228,9 @@ public struct LanePool: Sendable {
         }
         guard mayGrow(now: now) else { return (count, []) }
         let busy = loads.reduce(0, +)
-        return (room, grow(because: "\(busy) clients on \(loads.count) SSH connection(s), \(count) more arriving", now: now)
+        let why = stalled > 0 ? "a channel open hangs on \(stalled) of \(loads.count) SSH connection(s), \(count) more client(s) arriving"
+                              : "\(busy) clients on \(loads.count) SSH connection(s), \(count) more arriving"
+        return (room, grow(because: why, now: now)
                     + [.scheduleGrowthHoldEnd(after: growthHoldSeconds)])
     }
 

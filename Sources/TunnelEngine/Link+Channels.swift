@@ -52,6 +52,30 @@ extension Link {
 
     // MARK: channel opens
 
+    /// How long a channel open may wait for the server before the clients
+    /// queued behind it (libssh2 1.10 keeps one open in flight per session)
+    /// go to another SSH connection: a target whose connect hangs (a
+    /// firewall that drops packets) takes up to libssh2's 60 s.
+    static let openStallSeconds = 2.0
+
+    private func watchOpen() {
+        loop.cancel(openStallTimer)
+        openStallTimer = loop.schedule(after: Self.openStallSeconds) { [weak self] in
+            guard let self, !self.isDead, self.opening != nil else { return }
+            self.openStallTimer = nil
+            self.isOpenStalled = true
+            self.onOpenStalled(true)
+        }
+    }
+
+    private func openEnded() {
+        loop.cancel(openStallTimer)
+        openStallTimer = nil
+        guard isOpenStalled else { return }
+        isOpenStalled = false
+        onOpenStalled(false)
+    }
+
     /// One channel open may be in flight per session; it is retried with the
     /// same arguments until the server answers. The ping channel goes first.
     func stepOpens() {
@@ -70,8 +94,15 @@ extension Link {
                 }
                 continue
             }
-            guard let c = opening ?? nextClient() else { return }
-            opening = c
+            let c: Connection
+            if let current = opening {
+                c = current
+            } else {
+                guard let next = nextClient() else { return }
+                c = next
+                opening = c
+                watchOpen()
+            }
             let target = c.target
             let result: IOResult<SSHChannel>
             do {
@@ -80,6 +111,7 @@ extension Link {
                                                      originPort: c.peer?.port ?? 0)
             } catch {
                 opening = nil
+                openEnded()
                 let unanswered = error.isUnansweredRequest && session.connectionLoss == nil
                 if error.isTransportFailure && !unanswered { return die(session.lossReason(error)) }
                 // The target refused, the server prohibits forwarding, or it never
@@ -101,6 +133,7 @@ extension Link {
             }
             guard case .done(let channel) = result else { return }
             opening = nil
+            openEnded()
             c.channel = channel
             c.phase = .pumping
             if var socks = c.socks {

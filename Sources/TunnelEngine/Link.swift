@@ -23,7 +23,14 @@ final class Link {
     var active: [ObjectIdentifier: Connection] = [:]
     /// Connections whose upstream waits for a window or for the session queue.
     private var upWaiters: [ObjectIdentifier: Connection] = [:]
+    /// The client whose channel open is in flight (one per session in libssh2 1.10).
     var opening: Connection?
+    /// Fires when that open has waited `openStallSeconds` for the server.
+    var openStallTimer: EventLoop.TimerID?
+    /// The open in flight has waited that long: every open behind it waits too.
+    var isOpenStalled = false
+    /// The open in flight became stalled (true) or ended after being stalled (false).
+    var onOpenStalled: (Bool) -> Void = { _ in }
     var pingChannel: SSHChannel?
     var ping: Ping = .opening
     var livenessTimer: EventLoop.TimerID?
@@ -327,6 +334,9 @@ final class Link {
             requeue.append(c)
         }
         opening = nil
+        loop.cancel(openStallTimer)
+        openStallTimer = nil
+        isOpenStalled = false
         closeRemote(graceful: graceful)
         for c in Array(active.values) { finish(c, graceful ? .closed : .failed) }
         pingChannel?.free()

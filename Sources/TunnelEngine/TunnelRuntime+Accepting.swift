@@ -87,11 +87,16 @@ extension TunnelRuntime {
         if pool.isAsleep { wake(for: "\(connections.count) client(s)") }
         defer { perform(pool.growIfBackedUp(pending: pending.value, now: Instant.now())) }
         let up = pool.upLanes.compactMap { lanes[$0] }
+        let stalled = up.map { $0.isStalled.load(ordering: .relaxed) }
         let loads = up.map { $0.load.load(ordering: .relaxed) }
+        // A lane whose channel open hangs takes nobody while another will:
+        // it counts as full for growth, and as far more loaded for the choice.
+        let roomLoads = zip(loads, stalled).map { $1 ? max($0, pool.busyPerLane) : $0 }
+        let choiceLoads = zip(loads, stalled).map { $1 ? $0 + Self.stalledLaneWeight : $0 }
         var connections = connections
         if !up.isEmpty {
             // Every connection busy: some clients wait for an extra one.
-            let (admitted, actions) = pool.admit(count: connections.count, loads: loads, now: Instant.now())
+            let (admitted, actions) = pool.admit(count: connections.count, loads: roomLoads, stalled: stalled.filter { $0 }.count, now: Instant.now())
             if admitted < connections.count {
                 heldForGrowth.append(contentsOf: connections[admitted...])
                 connections.removeLast(connections.count - admitted)
@@ -99,7 +104,7 @@ extension TunnelRuntime {
             perform(actions)
             if connections.isEmpty { return }
         }
-        let choice = pool.assign(count: connections.count, loads: loads)
+        let choice = pool.assign(count: connections.count, loads: choiceLoads)
         guard choice.count == connections.count else {
             held.append(contentsOf: connections)
             perform(gate.linkDown())
@@ -114,6 +119,9 @@ extension TunnelRuntime {
             lane.send(.clients(batch))
         }
     }
+
+    /// What a stalled lane's load counts as more than it is when choosing a lane.
+    static let stalledLaneWeight = 1 << 20
 
     /// The clients kept back for an extra SSH connection go to the lanes.
     func releaseHeldForGrowth() {

@@ -331,6 +331,33 @@ final class ForwardingTests: SSHTestCase {
         XCTAssertTrue(foreground!.isRunning)
     }
 
+    /// libssh2 keeps one channel open in flight per SSH connection. While one
+    /// waits for a target that never answers, the clients after it go to
+    /// another SSH connection instead of queueing behind it for 60 s.
+    func testClientsBehindAHangingOpen_goToAnotherSSHConnection() throws {
+        let hole = BlackHole()
+        defer { hole.close() }
+        let echo = TestServer(.echo)
+        defer { echo.stop() }
+        let stuck = Net.freePort(), good = Net.freePort()
+        try up(["\(stuck):127.0.0.1:\(hole.port)", "\(good):127.0.0.1:\(echo.port)"], waitFor: stuck)
+        guard let first = Net.connect(stuck) else { return XCTFail("connect") }
+        defer { close(first) }
+        guard let other = Net.connect(good, timeout: 20) else { return XCTFail("connect") }
+        defer { close(other) }
+        Net.setTimeout(other, 30)
+        XCTAssertTrue(Net.sendAll(other, Array("through".utf8)))
+        XCTAssertEqual(Net.readExactly(other, 7).map { String(decoding: $0, as: UTF8.self) }, "through", foreground!.log)
+        // Answered while the first client's open still waits (libssh2 gives up on it after 60 s).
+        var byte: UInt8 = 0
+        XCTAssertEqual(recv(first, &byte, 1, Int32(MSG_DONTWAIT)), -1)
+        XCTAssertTrue(errno == EAGAIN || errno == EWOULDBLOCK, "the first client is still waiting for its channel")
+        let log = foreground!.log
+        XCTAssertTrue(log.contains("a channel open has waited 2 s for the server; new clients go to another SSH connection"), log)
+        XCTAssertTrue(log.contains("a channel open hangs on 1 of 1 SSH connection(s), 1 more client(s) arriving: opening extra SSH connection 2"), log)
+        XCTAssertTrue(log.contains("extra SSH connection 2 up"), log)
+    }
+
     func testSIGTERMAndSIGINT_stopWithExitZero_andCloseTheListener() throws {
         let echo = TestServer(.echo)
         defer { echo.stop() }

@@ -122,6 +122,15 @@ final class LanePoolTests: XCTestCase {
         XCTAssertEqual(pool.assign(count: 4, loads: [4, 0]), [1, 1, 1, 1])
     }
 
+    func testAdmit_onALaneWhoseOpenHangs_countedFull_opensAnExtra_andSaysWhy() {
+        var pool = upPool(kept: 1, max: 4)
+        // The runtime counts a stalled lane as full (busyPerLane), whatever its real load.
+        let (admitted, actions) = pool.admit(count: 1, loads: [pool.busyPerLane], stalled: 1, now: t0)
+        XCTAssertEqual(admitted, 0, "held for the extra connection")
+        XCTAssertTrue(actions.contains(.launch(lane: 1, isExtra: true)))
+        XCTAssertEqual(actions.first, .log(.info, "a channel open hangs on 1 of 1 SSH connection(s), 1 more client(s) arriving: opening extra SSH connection 2"))
+    }
+
     func testAdmit_afterTheHoldRunsOut_orWithMaxSessionsReached_admitsEveryClient() {
         var pool = upPool(kept: 1, max: 2)
         _ = pool.admit(count: 8, loads: [0], now: t0)
