@@ -300,17 +300,22 @@ final class ForwardingTests: SSHTestCase {
         XCTAssertTrue(foreground!.isRunning)
     }
 
+    /// Two forwards: `stuck` to a port that drops SYNs (sshd's connect there
+    /// hangs), `good` to an echo server.
+    private func upWithATargetThatNeverAnswers() throws -> (stuck: UInt16, good: UInt16, hole: BlackHole, echo: TestServer) {
+        let hole = BlackHole(), echo = TestServer(.echo)
+        let stuck = Net.freePort(), good = Net.freePort()
+        try up(["\(stuck):127.0.0.1:\(hole.port)", "\(good):127.0.0.1:\(echo.port)"], waitFor: stuck)
+        return (stuck, good, hole, echo)
+    }
+
     /// sshd's connect to a target that drops packets hangs for minutes, and
     /// libssh2 stops waiting for the server's answer to that channel open
     /// after 60 s. Only that client fails: the link, and a connection already
     /// open over it, carry on (they used to be cut with the link).
     func testTargetThatNeverAnswers_failsOnlyThatClient_andTheLinkStays() throws {
-        let hole = BlackHole()
-        defer { hole.close() }
-        let echo = TestServer(.echo)
-        defer { echo.stop() }
-        let stuck = Net.freePort(), good = Net.freePort()
-        try up(["\(stuck):127.0.0.1:\(hole.port)", "\(good):127.0.0.1:\(echo.port)"], waitFor: stuck)
+        let (stuck, good, hole, echo) = try upWithATargetThatNeverAnswers()
+        defer { hole.close(); echo.stop() }
         guard let open = Net.connect(good) else { return XCTFail("connect") }
         defer { close(open) }
         func roundTrip(_ text: String) -> String? {
@@ -335,12 +340,8 @@ final class ForwardingTests: SSHTestCase {
     /// waits for a target that never answers, the clients after it go to
     /// another SSH connection instead of queueing behind it for 60 s.
     func testClientsBehindAHangingOpen_goToAnotherSSHConnection() throws {
-        let hole = BlackHole()
-        defer { hole.close() }
-        let echo = TestServer(.echo)
-        defer { echo.stop() }
-        let stuck = Net.freePort(), good = Net.freePort()
-        try up(["\(stuck):127.0.0.1:\(hole.port)", "\(good):127.0.0.1:\(echo.port)"], waitFor: stuck)
+        let (stuck, good, hole, echo) = try upWithATargetThatNeverAnswers()
+        defer { hole.close(); echo.stop() }
         guard let first = Net.connect(stuck) else { return XCTFail("connect") }
         defer { close(first) }
         guard let other = Net.connect(good, timeout: 20) else { return XCTFail("connect") }
