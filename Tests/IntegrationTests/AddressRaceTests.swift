@@ -27,7 +27,16 @@ final class AddressRaceTests: XCTestCase {
     override func tearDown() {
         _ = namespace?.run(Env.tunnelBinary, ["daemon", "stop"], env: harness?.environment ?? [:], timeout: 15)
         server?.stop()
+        // XCTest keeps each test case alive to the end: let go of everything
+        // that holds the namespace, so its deinit removes it (and /etc/netns/NAME) now.
+        server = nil
+        harness = nil
+        let name = namespace?.name
         namespace = nil
+        if let name {
+            XCTAssertFalse(runCommand("/usr/sbin/ip", ["netns", "list"]).stdout.contains(name), "the namespace \(name) was left behind")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: "/etc/netns/\(name)"))
+        }
     }
 
     private func writeProfile(port: UInt16, localPort: UInt16, connectTimeout: Int, extra: String = "") {
