@@ -24,7 +24,7 @@ public final class Connector {
     enum Phase {
         case idle
         case resolving
-        /// TCP connects under way: `race`, `attempts`.
+        /// TCP connects under way (`tcp`).
         case connecting
         /// Connected (or over a channel or proxy command); known_hosts is being read.
         case readingKnownHosts(peer: String, socket: Socket)
