@@ -24,7 +24,8 @@ final class SupervisorMetrics {
         var description: String { "metrics endpoint \(address): \(error)" }
     }
 
-    private let configPath: String?
+    /// The profiles file whose `[daemon]` table it follows.
+    let configPath: String?
     private let environment: [String: String]
     private let logger: Logger
     private let hosts: () -> [TunnelHost]

@@ -556,8 +556,13 @@ public final class Supervisor {
             reloaded(daemonOutcomes + outcomes)
         }
         let names = tunnels.keys.sorted()
-        let gather = Gather(names, done)
         var configs: [String: Result<Config, ConfigErrors>] = [:]
+        for host in tunnels.values where host.adHoc == nil && configs[host.configPath] == nil {
+            let path = host.configPath
+            do throws(ConfigErrors) { configs[path] = .success(try Config.load(path: path, environment: environment)) } catch { configs[path] = .failure(error) }
+        }
+        let notRunning = profilesNotUp(in: configs, running: Set(names))
+        let gather = Gather(names) { done($0 + notRunning) }
         for name in names {
             guard let host = tunnels[name] else { continue }
             if host.adHoc != nil {
@@ -565,9 +570,6 @@ public final class Supervisor {
                 continue
             }
             let path = host.configPath
-            if configs[path] == nil {
-                do throws(ConfigErrors) { configs[path] = .success(try Config.load(path: path, environment: environment)) } catch { configs[path] = .failure(error) }
-            }
             let profile: Profile
             switch configs[path]! {
             case .failure(let errors):
@@ -625,6 +627,33 @@ public final class Supervisor {
                 }
             }
         }
+    }
+
+    /// What a reload reply says of the profiles in the files it read (the
+    /// running tunnels' and the supervisor's own) that are not up: each by
+    /// name, and a profile with errors as failed, so a broken edit is seen
+    /// at once rather than at its next `tunnel up`.
+    private func profilesNotUp(in loaded: [String: Result<Config, ConfigErrors>], running: Set<String>) -> [TunnelOutcome] {
+        var configs = loaded
+        if let own = metrics?.configPath, configs[own] == nil {
+            do throws(ConfigErrors) { configs[own] = .success(try Config.load(path: own, environment: environment)) } catch {
+                // A missing or unreadable file: the tunnels from it (if any) already said so.
+            }
+        }
+        var outcomes: [TunnelOutcome] = []
+        var seen = running
+        for path in configs.keys.sorted() {
+            guard case .success(let config) = configs[path]! else { continue }
+            for name in config.profileNames where seen.insert(name).inserted {
+                do {
+                    _ = try config.profile(named: name)
+                    outcomes.append(TunnelOutcome(name: name, result: .notUp, message: "in \(path); tunnel up \(name) starts it"))
+                } catch {
+                    outcomes.append(TunnelOutcome(name: name, result: .failed, message: "not up, and its profile has errors: \(error.description)"))
+                }
+            }
+        }
+        return outcomes
     }
 
     // MARK: desired state

@@ -267,6 +267,32 @@ final class SupervisorTests: SSHTestCase {
         XCTAssertEqual(again.stdout, "db: unchanged\n")
     }
 
+    /// A reload names what it read and did not start: a new profile (it
+    /// stays down until `tunnel up`), and a broken one as a failure, so an
+    /// edit with a mistake is seen now rather than at the next `up`.
+    func testReload_namesTheProfilesThatAreNotUp_andABrokenOneFailsIt() throws {
+        let port = Net.freePort(), fresh = Net.freePort()
+        let keep = harness.profile("keep", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"])
+        harness.writeConfig(keep)
+        XCTAssertEqual(harness.tunnel(["up", "keep"]).status, 0)
+
+        harness.writeConfig(keep + harness.profile("fresh", server: server, forwards: ["\(fresh):127.0.0.1:\(echo.port)"])
+                            + harness.profile("broken", server: server, forwards: ["not-a-port:127.0.0.1:\(echo.port)"]))
+        let reload = harness.tunnel(["reload"], timeout: 30)
+        XCTAssertEqual(reload.status, 1, reload.output)
+        XCTAssertEqual(reload.stdout, "keep: unchanged\nfresh: not-up: in \(harness.configPath); tunnel up fresh starts it\n")
+        XCTAssertTrue(reload.stderr.hasPrefix("tunnel: broken: failed: not up, and its profile has errors: \(harness.configPath):"), reload.stderr)
+        XCTAssertEqual(reload.stderr.split(separator: "\n").count, 1, reload.stderr)
+        XCTAssertEqual(harness.list().map(\.name), ["keep"], "a reload starts nothing")
+        XCTAssertFalse(Net.isListening(fresh))
+
+        harness.writeConfig(keep + harness.profile("fresh", server: server, forwards: ["\(fresh):127.0.0.1:\(echo.port)"]))
+        let fixed = harness.tunnel(["reload"], timeout: 30)
+        XCTAssertEqual(fixed.status, 0, fixed.output)
+        XCTAssertEqual(fixed.stderr, "")
+        XCTAssertTrue(fixed.stdout.hasSuffix("fresh: not-up: in \(harness.configPath); tunnel up fresh starts it\n"), fixed.stdout)
+    }
+
     /// Reading stops at a syntax error (or at bytes that are not UTF-8): the
     /// profiles past it are not known, so a reload removes none of them.
     func testReload_ofAFileThatStopsEarly_removesNothing_andTheStateSurvives() throws {
