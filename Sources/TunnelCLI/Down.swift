@@ -32,13 +32,35 @@ struct Down: ParsableCommand {
                 throw fail("cannot update the saved tunnels in \(global.runtimeDirectory.path): \(error)")
             }
             for name in forgotten { say("\(name): down (no supervisor was running; it will not be restored)") }
-            for name in names where !forgotten.contains(name) { say("\(name): not up (no supervisor is running)") }
+            let unknown = unknownNames(names.filter { !forgotten.contains($0) })
+            for name in names where !forgotten.contains(name) && !unknown.contains(name) { say("\(name): not up (no supervisor is running)") }
             if all && forgotten.isEmpty { say("nothing is up (no supervisor is running)") }
+            try failForUnknown(unknown)
             return
         }
         if all && response.outcomes.isEmpty { say("nothing is up") }
-        for outcome in response.outcomes {
+        let unknown = unknownNames(response.outcomes.filter { $0.result != .down }.map(\.name))
+        for outcome in response.outcomes where !unknown.contains(outcome.name) {
             say(outcome.result == .down ? "\(outcome.name): down" : "\(outcome.name): not up")
         }
+        try failForUnknown(unknown)
+    }
+
+    /// Of names that are not up, those no profile has either: most likely a
+    /// typo, which an exit status of 0 would hide. A profile that is merely
+    /// down is not an error (`down` twice is fine). When the profiles file
+    /// cannot be read, none is called unknown.
+    private func unknownNames(_ notUp: [String]) -> Set<String> {
+        guard !notUp.isEmpty, let config = try? Config.load(path: global.configPath, environment: global.environment),
+              !config.stoppedEarly else { return [] }
+        return Set(notUp.filter { !config.profileNames.contains($0) })
+    }
+
+    private func failForUnknown(_ unknown: Set<String>) throws {
+        guard !unknown.isEmpty else { return }
+        for name in names where unknown.contains(name) {
+            writeLine(2, "tunnel: \(name): no such tunnel: it is not up and \(global.configPath) has no profile of that name")
+        }
+        throw ExitCode(1)
     }
 }

@@ -111,15 +111,24 @@ final class SupervisorFaultTests: SSHTestCase {
         XCTAssertEqual(Net.readExactly(fd, 1), Array("x".utf8))
     }
 
-    func testDownOfATunnelThatIsNotUp_saysSo_andSucceeds() {
+    /// A profile that is down can be taken down again; a name that no
+    /// profile has is a typo and fails, with or without a supervisor.
+    func testDownOfATunnelThatIsNotUp_saysSo_andSucceeds_butAnUnknownNameFails() {
         harness.writeConfig(profile("db", Net.freePort()))
         let none = harness.tunnel(["down", "db"])
         XCTAssertEqual(none.status, 0)
         XCTAssertTrue(none.stdout.contains("not up"), none.stdout)
+        let unknownName = "tunnel: nosuch: no such tunnel: it is not up and \(harness.configPath) has no profile of that name\n"
+        let typo = harness.tunnel(["down", "db", "nosuch"])
+        XCTAssertEqual(typo.status, 1, typo.output)
+        XCTAssertEqual(typo.stdout, "db: not up (no supervisor is running)\n")
+        XCTAssertEqual(typo.stderr, unknownName)
         XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
         let other = harness.tunnel(["down", "nosuch"])
-        XCTAssertEqual(other.status, 0)
-        XCTAssertTrue(other.stdout.contains("nosuch: not up"), other.stdout)
+        XCTAssertEqual(other.status, 1, other.output)
+        XCTAssertEqual(other.stdout, "")
+        XCTAssertEqual(other.stderr, unknownName)
+        XCTAssertEqual(harness.list().map(\.name), ["db"])
         XCTAssertEqual(harness.tunnel(["down", "db"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines), "db: down")
         XCTAssertTrue(harness.list().isEmpty)
     }
