@@ -25,6 +25,7 @@ struct Logs: ParsableCommand {
         let initial: [UInt8]?
         do { initial = try Files.read(path) } catch { throw fail("cannot read \(path): \(error.errno)") }
         guard initial != nil || follow else { throw fail("no log at \(path) (has a supervisor run with this runtime directory?)") }
+        if initial == nil { note("(no log at \(path) yet; waiting for a supervisor to write it)") }
         var consumed = initial?.count ?? 0
         let all = String(decoding: initial ?? [], as: UTF8.self).split(separator: "\n").filter(matches)
         for line in all.suffix(lines) { say(String(line)) }

@@ -274,6 +274,16 @@ final class SupervisorFaultTests: SSHTestCase {
         XCTAssertFalse(follow.log.contains("[a]"), follow.log)
     }
 
+    func testLogsFollow_beforeAnySupervisorRan_saysWhatItWaitsFor_thenPrintsTheLines() throws {
+        harness.writeConfig(profile("a", Net.freePort()))
+        let follow = try Background(Env.tunnelBinary, ["logs", "-f"], env: harness.environment, logPath: harness.dir + "/follow.log")
+        defer { follow.stop() }
+        let waiting = "(no log at \(harness.runtimeDir)/supervisor.log yet; waiting for a supervisor to write it)"
+        XCTAssertTrue(eventually(timeout: 5) { follow.log.contains(waiting) }, follow.log)
+        XCTAssertEqual(harness.tunnel(["up", "a"]).status, 0)
+        XCTAssertTrue(eventually(timeout: 5) { follow.log.contains("[a] info:") }, follow.log)
+    }
+
     func testCorruptSavedState_isLoggedAndReplaced_notSilentlyDropped() throws {
         let port = Net.freePort()
         harness.writeConfig(profile("a", port))
