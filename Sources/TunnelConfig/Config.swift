@@ -22,8 +22,8 @@ public struct Config: Sendable {
 
     /// `profileNames` for lookups (a file may define many thousands).
     let nameSet: Set<String>
-    /// Errors that break every profile.
-    let fileErrors: [ConfigError]
+    /// Errors outside any one profile (syntax, `[defaults]`, `[daemon]`): they break every profile.
+    public let fileErrors: [ConfigError]
     let hasSyntaxError: Bool
     /// A syntax error (or bytes that are not UTF-8) stopped the reading: the
     /// profiles past it are not known, so none of them can be called removed.

@@ -561,7 +561,8 @@ public final class Supervisor {
             let path = host.configPath
             do throws(ConfigErrors) { configs[path] = .success(try Config.load(path: path, environment: environment)) } catch { configs[path] = .failure(error) }
         }
-        let notRunning = profilesNotUp(in: configs, running: Set(names))
+        let daemonReported = daemonOutcomes.contains { $0.isFailure }
+        let notRunning = profilesNotUp(in: configs, running: Set(names), daemonReported: daemonReported)
         let gather = Gather(names) { done($0 + notRunning) }
         for name in names {
             guard let host = tunnels[name] else { continue }
@@ -582,7 +583,11 @@ public final class Supervisor {
                     continue
                 }
                 do { profile = try config.profile(named: name) } catch {
-                    gather.add(TunnelOutcome(name: name, result: .failed, message: "kept running: \(error.description)"))
+                    // Errors only in `[daemon]`, which its own outcome above has listed: not once more per tunnel.
+                    let onlyDaemon = daemonReported && path == metrics?.configPath && !config.daemonErrors.isEmpty
+                        && error.errors == config.daemonErrors
+                    let reason = onlyDaemon ? "\(path) has errors in [daemon] (above)" : error.description
+                    gather.add(TunnelOutcome(name: name, result: .failed, message: "kept running: \(reason)"))
                     continue
                 }
             }
@@ -633,17 +638,27 @@ public final class Supervisor {
     /// running tunnels' and the supervisor's own) that are not up: each by
     /// name, and a profile with errors as failed, so a broken edit is seen
     /// at once rather than at its next `tunnel up`.
-    private func profilesNotUp(in loaded: [String: Result<Config, ConfigErrors>], running: Set<String>) -> [TunnelOutcome] {
+    /// A file whose errors break all its profiles is named once: by the
+    /// outcomes of the running tunnels from it, else by the `[daemon]` one,
+    /// else by a `[profiles]` outcome.
+    private func profilesNotUp(in loaded: [String: Result<Config, ConfigErrors>], running: Set<String>,
+                               daemonReported: Bool) -> [TunnelOutcome] {
         var configs = loaded
         if let own = metrics?.configPath, configs[own] == nil {
-            do throws(ConfigErrors) { configs[own] = .success(try Config.load(path: own, environment: environment)) } catch {
-                // A missing or unreadable file: the tunnels from it (if any) already said so.
-            }
+            // Missing or unreadable: only ad-hoc tunnels may be in use, which need no file.
+            if let config = try? Config.load(path: own, environment: environment) { configs[own] = .success(config) }
         }
         var outcomes: [TunnelOutcome] = []
         var seen = running
         for path in configs.keys.sorted() {
             guard case .success(let config) = configs[path]! else { continue }
+            if !config.fileErrors.isEmpty {
+                if loaded[path] == nil && !daemonReported {
+                    outcomes.append(TunnelOutcome(name: Self.profilesOutcomeName, result: .failed,
+                                                  message: "none can be used: \(ConfigErrors(config.fileErrors).description)"))
+                }
+                continue
+            }
             for name in config.profileNames where seen.insert(name).inserted {
                 do {
                     _ = try config.profile(named: name)
@@ -655,6 +670,9 @@ public final class Supervisor {
         }
         return outcomes
     }
+
+    /// The name a reload reply gives a profiles file that fails as a whole (no profile can have brackets).
+    static let profilesOutcomeName = "[profiles]"
 
     // MARK: desired state
 

@@ -312,6 +312,9 @@ final class MetricsTests: SSHTestCase {
         let bad = harness.tunnel(["reload"])
         XCTAssertNotEqual(bad.status, 0, bad.output)
         XCTAssertTrue(bad.stderr.contains("[daemon]: failed: kept the metrics endpoint on 127.0.0.1:\(first): \(harness.configPath):3:1: daemon: unknown key"), bad.output)
+        // Listed once, not again for each tunnel the same file's error keeps as it was.
+        XCTAssertEqual(bad.stderr.components(separatedBy: "unknown key").count - 1, 1, bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("tunnel: db: failed: kept running: \(harness.configPath) has errors in [daemon] (above)\n"), bad.stderr)
         XCTAssertNotNil(scrape(first))
         XCTAssertFalse(Net.isListening(second))
 

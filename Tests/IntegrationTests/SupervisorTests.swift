@@ -291,6 +291,19 @@ final class SupervisorTests: SSHTestCase {
         XCTAssertEqual(fixed.status, 0, fixed.output)
         XCTAssertEqual(fixed.stderr, "")
         XCTAssertTrue(fixed.stdout.hasSuffix("fresh: not-up: in \(harness.configPath); tunnel up fresh starts it\n"), fixed.stdout)
+
+        // The supervisor's own file broken as a whole, with no tunnel from it
+        // running: said once, as the file's.
+        let other = harness.dir + "/other.toml", otherPort = Net.freePort()
+        write(harness.profile("other", server: server, forwards: ["\(otherPort):127.0.0.1:\(echo.port)"]), to: other)
+        XCTAssertEqual(harness.tunnel(["up", "other", "--config", other]).status, 0)
+        XCTAssertEqual(harness.tunnel(["down", "keep"]).status, 0)
+        harness.writeConfig("[defaults]\nnonsense = 1\n" + keep)
+        let whole = harness.tunnel(["reload"], timeout: 30)
+        XCTAssertEqual(whole.status, 1, whole.output)
+        XCTAssertEqual(whole.stdout, "other: unchanged\n")
+        XCTAssertTrue(whole.stderr.hasPrefix("tunnel: [profiles]: failed: none can be used: \(harness.configPath):2:"), whole.stderr)
+        XCTAssertEqual(whole.stderr.split(separator: "\n").count, 1, whole.stderr)
     }
 
     /// Reading stops at a syntax error (or at bytes that are not UTF-8): the
