@@ -164,7 +164,8 @@ final class Link {
     enum Ending {
         /// Both directions ended with EOF: a normal close.
         case completed
-        /// Closed without error (stop, or the target refused before any byte).
+        /// Closed without error (the target refused before any byte, or a
+        /// stop after the target's side had ended).
         case closed
         /// Cut off mid-stream: the local socket is reset, so the client sees
         /// an error instead of a clean but truncated stream.
@@ -338,7 +339,11 @@ final class Link {
         openStallTimer = nil
         isOpenStalled = false
         closeRemote(graceful: graceful)
-        for c in Array(active.values) { finish(c, graceful ? .closed : .failed) }
+        // A client whose stream from the target has not ended gets a reset, so
+        // that a cut (down, reload, a lost link) never reads as a complete
+        // stream; one that already has the target's EOF keeps its clean end,
+        // and whatever it has not read yet.
+        for c in Array(active.values) { finish(c, c.down.isClosed ? .closed : .failed) }
         pingChannel?.free()
         pingChannel = nil
         if let registration { loop.deregister(registration) }

@@ -37,12 +37,13 @@ final class SessionsTests: SSHTestCase {
         return fields.count > 19 ? Int(fields[19]) : nil
     }
 
-    /// Reads a client until the tunnel ends it: true for a clean EOF with no
-    /// bytes; false for data, a reset, or our read timeout (left open).
-    private func closedCleanly(_ fd: Int32, within seconds: Double) -> Bool {
+    /// Reads a client whose stream the tunnel cut: true for a reset with no
+    /// bytes; false for data, a clean EOF (a cut that reads as a complete
+    /// stream), or our read timeout (left open).
+    private func cutWithReset(_ fd: Int32, within seconds: Double) -> Bool {
         Net.setTimeout(fd, seconds)
-        let (bytes, cleanEOF) = Net.readToEOF(fd)
-        return bytes.isEmpty && cleanEOF
+        let (bytes, end) = Net.readToEnd(fd)
+        return bytes.isEmpty && end == .reset
     }
 
     /// Opens a connection and proves it carries bytes; the caller closes it.
@@ -96,10 +97,10 @@ final class SessionsTests: SSHTestCase {
         let table = harness.tunnel(["ls"]).stdout
         XCTAssertTrue(table.contains("up 2/2"), table)
 
-        // `down` closes the clients of both connections: a clean EOF, not our read timeout.
+        // `down` cuts the clients of both connections: a reset, not our read timeout.
         XCTAssertEqual(harness.tunnel(["down", "db"]).status, 0)
         for fd in fds {
-            XCTAssertTrue(closedCleanly(fd, within: 5))
+            XCTAssertTrue(cutWithReset(fd, within: 5))
         }
         XCTAssertFalse(Net.isListening(port))
         XCTAssertTrue(eventually(timeout: 5) { self.targetConnectionsPerSSHConnection().isEmpty })
@@ -271,7 +272,7 @@ final class SessionsTests: SSHTestCase {
         XCTAssertEqual(fg.wait(timeout: 3), 0, fg.log)
         XCTAssertFalse(Net.isListening(port))
         for fd in fds {
-            XCTAssertTrue(closedCleanly(fd, within: 3))
+            XCTAssertTrue(cutWithReset(fd, within: 3))
         }
     }
 

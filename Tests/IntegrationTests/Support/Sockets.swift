@@ -126,6 +126,31 @@ enum Net {
         return (out, false)
     }
 
+    enum StreamEnd: Equatable { case eof, reset, other(Int32) }
+
+    /// Reads until the stream ends, and how it ended: a clean EOF, a reset,
+    /// or another error (our read timeout is EAGAIN).
+    static func readToEnd(_ fd: Int32) -> (bytes: [UInt8], end: StreamEnd) {
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { return (out, .eof) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return (out, errno == ECONNRESET ? .reset : .other(errno))
+            }
+            out += buf[0..<n]
+        }
+    }
+
+    /// The peer's FIN has arrived (whether or not its bytes were read).
+    static func peerHasEnded(_ fd: Int32) -> Bool {
+        let rdhup: Int16 = 0x2000 // POLLRDHUP: Glibc exports it only under _GNU_SOURCE
+        var p = pollfd(fd: fd, events: rdhup, revents: 0)
+        return poll(&p, 1, 0) == 1 && p.revents & rdhup != 0
+    }
+
     /// Reads exactly `count` bytes.
     static func readExactly(_ fd: Int32, _ count: Int) -> [UInt8]? {
         var out = [UInt8](repeating: 0, count: count)
