@@ -37,8 +37,8 @@ struct ScrapeExchange: Equatable {
     enum Action: Equatable {
         /// Wait for more bytes.
         case readMore
-        /// Send this reply, then close.
-        case reply(Reply)
+        /// Send this reply (its head only, for HEAD), then close.
+        case reply(Reply, headOnly: Bool = false)
         /// Close without replying (the peer left before a whole request).
         case close
     }
@@ -52,7 +52,8 @@ struct ScrapeExchange: Equatable {
         head += bytes
         if let end = Self.endOfHead(head, from: scanFrom), end <= Self.headLimit {
             state = .replying
-            return .reply(Self.route(head[..<end]))
+            let (reply, isHead) = Self.route(head[..<end])
+            return .reply(reply, headOnly: isHead)
         }
         if head.count > Self.headLimit {
             state = .replying
@@ -82,22 +83,25 @@ struct ScrapeExchange: Equatable {
         return nil
     }
 
-    /// The reply to a request head (its request line decides).
-    static func route(_ head: ArraySlice<UInt8>) -> Reply {
+    /// The reply to a request head (its request line decides), and whether
+    /// it is a HEAD request (answered as GET, without the body).
+    static func route(_ head: ArraySlice<UInt8>) -> (Reply, isHead: Bool) {
         let lineEnd = head.firstIndex(of: UInt8(ascii: "\n")) ?? head.endIndex
         var line = head[head.startIndex..<lineEnd]
         if line.last == UInt8(ascii: "\r") { line = line.dropLast() }
         let parts = line.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
         guard parts.count == 3, !parts[0].isEmpty, parts[1].first == UInt8(ascii: "/"),
-              parts[2].starts(with: Array("HTTP/".utf8)) else { return .badRequest }
-        guard parts[0].elementsEqual("GET".utf8) else { return .methodNotAllowed }
+              parts[2].starts(with: Array("HTTP/".utf8)) else { return (.badRequest, false) }
+        let isHead = parts[0].elementsEqual("HEAD".utf8)
+        guard isHead || parts[0].elementsEqual("GET".utf8) else { return (.methodNotAllowed, false) }
         let target = parts[1]
         let path = target[target.startIndex..<(target.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex)]
-        return path.elementsEqual("/metrics".utf8) ? .metrics : .notFound
+        return (path.elementsEqual("/metrics".utf8) ? .metrics : .notFound, isHead)
     }
 
-    /// The whole response; `body` is called for `.metrics` only.
-    static func response(_ reply: Reply, body: () -> String) -> [UInt8] {
+    /// The whole response (without its body for HEAD, with the body's
+    /// length); `body` is called for `.metrics` only.
+    static func response(_ reply: Reply, headOnly: Bool = false, body: () -> String) -> [UInt8] {
         let content: String
         var headers = ""
         switch reply {
@@ -105,8 +109,8 @@ struct ScrapeExchange: Equatable {
             content = body()
             headers = "Content-Type: \(MetricsExposition.contentType)\r\n"
         case .methodNotAllowed:
-            content = "only GET is served\n"
-            headers = "Allow: GET\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            content = "only GET and HEAD are served\n"
+            headers = "Allow: GET, HEAD\r\nContent-Type: text/plain; charset=utf-8\r\n"
         case .notFound:
             content = "metrics are at /metrics\n"
             headers = "Content-Type: text/plain; charset=utf-8\r\n"
@@ -115,7 +119,7 @@ struct ScrapeExchange: Equatable {
         }
         let bodyBytes = Array(content.utf8)
         let head = "HTTP/1.1 \(reply.statusLine)\r\n\(headers)Content-Length: \(bodyBytes.count)\r\nConnection: close\r\n\r\n"
-        return Array(head.utf8) + bodyBytes
+        return Array(head.utf8) + (headOnly ? [] : bodyBytes)
     }
 }
 
@@ -160,6 +164,11 @@ final class MetricsServer {
     private var listening: Listening?
     private var scrapers: [ObjectIdentifier: Scraper] = [:]
     private var arrivals: UInt64 = 0
+    /// Scrapes refused because every place was answering one: logged at
+    /// once, then at most once a minute with the count, so a flood cannot
+    /// fill the log.
+    private var refusedUnlogged = 0
+    private var nextRefusalLog = Instant(nanoseconds: 0)
 
     /// Where it listens; nil while it does not.
     var address: MetricsAddress? { listening?.address }
@@ -235,6 +244,7 @@ final class MetricsServer {
             if scrapers.count >= Self.maxScrapers {
                 guard let oldest = scrapers.values.filter({ !$0.hasWholeRequest }).min(by: { $0.serial < $1.serial }) else {
                     socket.close()  // every place is answering a whole request: closed at once, nothing read
+                    refused()
                     continue
                 }
                 drop(oldest)
@@ -258,6 +268,16 @@ final class MetricsServer {
         }
     }
 
+    private func refused() {
+        refusedUnlogged += 1
+        let now = Instant.now()
+        guard now >= nextRefusalLog else { return }
+        let count = refusedUnlogged == 1 ? "a scrape" : "\(refusedUnlogged) scrapes"
+        logger.warning("metrics: refused \(count): all \(Self.maxScrapers) places were answering requests (clients slow to read their replies)")
+        refusedUnlogged = 0
+        nextRefusalLog = now.adding(seconds: 60)
+    }
+
     private func event(_ scraper: Scraper, _ events: IOEvents) {
         if case .replying = scraper.exchange.state { return flush(scraper) }
         var buffer = [UInt8](repeating: 0, count: 4096)
@@ -271,8 +291,8 @@ final class MetricsServer {
             switch action {
             case .readMore: continue
             case .close: return drop(scraper)
-            case .reply(let reply):
-                scraper.output = ScrapeExchange.response(reply, body: render)
+            case .reply(let reply, let headOnly):
+                scraper.output = ScrapeExchange.response(reply, headOnly: headOnly, body: render)
                 if let registration = scraper.registration { loop.setInterest(registration, .writable) }
                 return flush(scraper)
             }

@@ -86,6 +86,8 @@ final class MetricsTests: SSHTestCase {
         let code = { (args: [String]) in runCommand(curl, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20"] + args).stdout }
         XCTAssertEqual(code(["http://127.0.0.1:\(metrics)/"]), "404")
         XCTAssertEqual(code(["-X", "POST", "http://127.0.0.1:\(metrics)/metrics"]), "405")
+        let headOnly = runCommand(curl, ["-sS", "-I", "--max-time", "20", "http://127.0.0.1:\(metrics)/metrics"]).stdout
+        XCTAssertTrue(headOnly.hasPrefix("HTTP/1.1 200 OK\r\n") && headOnly.contains("\r\nContent-Length: "), headOnly)
         XCTAssertEqual(code(["-H", "X-Pad: " + String(repeating: "a", count: 9000), "http://127.0.0.1:\(metrics)/metrics"]), "431")
     }
 

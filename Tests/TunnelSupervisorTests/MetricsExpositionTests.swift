@@ -124,11 +124,13 @@ final class MetricsExpositionTests: XCTestCase {
         XCTAssertEqual(exchange(["GET /metrics HTTP/1.1\r\nHost: x\r\n"]), .readMore)
     }
 
-    func testOtherPaths_404_otherMethods_405_garbage_400() {
+    func testOtherPaths_404_otherMethods_405_garbage_400_andHEADIsGETWithoutTheBody() {
         XCTAssertEqual(exchange(["GET / HTTP/1.1\r\n\r\n"]), .reply(.notFound))
         XCTAssertEqual(exchange(["GET /metricsx HTTP/1.1\r\n\r\n"]), .reply(.notFound))
         XCTAssertEqual(exchange(["POST /metrics HTTP/1.1\r\n\r\n"]), .reply(.methodNotAllowed))
-        XCTAssertEqual(exchange(["HEAD /metrics HTTP/1.1\r\n\r\n"]), .reply(.methodNotAllowed))
+        XCTAssertEqual(exchange(["HEAD /metrics HTTP/1.1\r\n\r\n"]), .reply(.metrics, headOnly: true))
+        XCTAssertEqual(exchange(["HEAD /other HTTP/1.1\r\n\r\n"]), .reply(.notFound, headOnly: true))
+        XCTAssertEqual(exchange(["PUT /metrics HTTP/1.1\r\n\r\n"]), .reply(.methodNotAllowed))
         XCTAssertEqual(exchange(["hello\r\n\r\n"]), .reply(.badRequest))
         XCTAssertEqual(exchange(["GET metrics HTTP/1.1\r\n\r\n"]), .reply(.badRequest))
     }
@@ -162,7 +164,9 @@ final class MetricsExpositionTests: XCTestCase {
         XCTAssertTrue(refused.hasPrefix("HTTP/1.1 431 Request Header Fields Too Large\r\n"), refused)
         XCTAssertTrue(refused.contains("Connection: close\r\n"))
         XCTAssertFalse(rendered, "only a scrape renders the metrics")
-        XCTAssertTrue(String(decoding: ScrapeExchange.response(.methodNotAllowed) { "" }, as: UTF8.self).contains("\r\nAllow: GET\r\n"))
+        XCTAssertTrue(String(decoding: ScrapeExchange.response(.methodNotAllowed) { "" }, as: UTF8.self).contains("\r\nAllow: GET, HEAD\r\n"))
+        let head = String(decoding: ScrapeExchange.response(.metrics, headOnly: true) { "a 1\n" }, as: UTF8.self)
+        XCTAssertEqual(head, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: 4\r\nConnection: close\r\n\r\n")
     }
 }
 
