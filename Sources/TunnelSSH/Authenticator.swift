@@ -50,6 +50,9 @@ public final class Authenticator {
     public enum Candidate: Equatable, Sendable {
         case agent(index: Int, label: String)
         case file(path: String, display: String)
+        /// An identity file's certificate, `PATH-cert.pub` (as ssh offers it),
+        /// signed for with the identity file's key.
+        case certificate(key: String, certificate: String, display: String, label: String)
     }
 
     private let session: SSHSession
@@ -189,6 +192,16 @@ public final class Authenticator {
                 let keyType = rsaKeys[path] != nil ? "ssh-rsa" : (try? SecretBytes.read(path)).map { PrivateKeyInfo.inspect($0.bytes) }?.keyType
                 if rc == 0 { return succeed("publickey with \(display)" + rsaSuffix(keyType)) }
                 try recordFailure(rc, what: display, keyType: keyType)
+            case .certificate(let key, let certificate, let display, let label):
+                let rc: Int32
+                do {
+                    rc = try session.authenticate(user: user, privateKey: key, publicKey: certificate, passphrase: nil) ? 0 : LIBSSH2_ERROR_EAGAIN
+                } catch {
+                    rc = error.code
+                }
+                if rc == LIBSSH2_ERROR_EAGAIN { return .wouldBlock }
+                if rc == 0 { return succeed("publickey with \(display) (\(label))") }
+                try recordFailure(rc, what: "\(display) (\(label))", keyType: nil)
             }
             index += 1
         }
@@ -366,8 +379,26 @@ public final class Authenticator {
             if rsaAlgorithm != nil && (info.isRSA || (info.format == .pkcs8 && info.keyType == nil)), let rsaKey = RSAPrivateKey(file: key) {
                 rsaKeys[file.path] = rsaKey
             }
+            if let certificate = certificateCandidate(for: file) { candidates.append(certificate) }
             candidates.append(.file(path: file.path, display: file.display))
         }
+    }
+
+    /// `PATH-cert.pub` beside an identity file, as ssh looks for it: offered
+    /// before the key itself (a server that trusts only the certificate's CA
+    /// then takes the first try) when libssh2 can sign for it; otherwise the
+    /// attempts say why it was not.
+    private func certificateCandidate(for file: (path: String, display: String)) -> Candidate? {
+        let path = file.path + "-cert.pub"
+        guard let bytes = (try? Files.read(path)) ?? nil, let blob = Authenticator.publicKeyFileBlob(bytes),
+              let type = Fingerprint.keyType(ofBlob: blob), type.hasSuffix("-cert-v01@openssh.com") else { return nil }
+        let display = file.display + "-cert.pub"
+        let label = "\(type) \(Fingerprint.sha256(Fingerprint.certifiedKey(ofBlob: blob) ?? blob))"
+        if Authenticator.isUnsignableCertificate(type) {
+            attempts.append("\(display) (\(label)): is a certificate of a key type libssh2 1.10 cannot sign certificates for (only ECDSA ones); not offered")
+            return nil
+        }
+        return .certificate(key: file.path, certificate: path, display: display, label: label)
     }
 
     /// The public key blob of an identity file: the file itself when it is a

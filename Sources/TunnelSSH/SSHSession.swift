@@ -182,9 +182,10 @@ public final class SSHSession {
     }
 
     /// One step of public-key authentication from a private key file.
-    public func authenticate(user: String, privateKey: String, passphrase: String?) throws(SSHError) -> Bool {
-        let rc = libssh2_userauth_publickey_fromfile_ex(handle, user, UInt32(user.utf8.count), nil, privateKey, passphrase)
-        return try step(rc, handle, "libssh2_userauth_publickey_fromfile(\(privateKey))")
+    /// `publicKey`: the file whose key (or certificate) is offered; nil for the private key's own.
+    public func authenticate(user: String, privateKey: String, publicKey: String? = nil, passphrase: String?) throws(SSHError) -> Bool {
+        let rc = libssh2_userauth_publickey_fromfile_ex(handle, user, UInt32(user.utf8.count), publicKey, privateKey, passphrase)
+        return try step(rc, handle, "libssh2_userauth_publickey_fromfile(\(publicKey ?? privateKey))")
     }
 
     // MARK: keepalive and channels

@@ -532,6 +532,43 @@ final class TrustAndAuthTests: XCTestCase {
         }
     }
 
+    /// `KEY-cert.pub` beside an identity file is offered with it, as ssh
+    /// does: an ECDSA certificate logs in where only its CA is trusted; an
+    /// ed25519 one is not offered, and the failure says why.
+    func testCertificateBesideTheIdentityFile_ecdsaLogsIn_ed25519IsNamedAsUnsupported() throws {
+        let dir = makeTempDir("cert-files")
+        let keygen = Env.which("ssh-keygen")!
+        runCommand(keygen, ["-q", "-t", "ed25519", "-N", "", "-f", dir + "/ca"])
+        for type in ["ecdsa", "ed25519"] {
+            runCommand(keygen, ["-q", "-t", type, "-N", "", "-f", dir + "/id_\(type)"])
+            let signed = runCommand(keygen, ["-q", "-s", dir + "/ca", "-I", "test-\(type)", "-n", Env.userName, "-V", "+1h", dir + "/id_\(type).pub"])
+            XCTAssertEqual(signed.status, 0, signed.output)
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/id_\(type)-cert.pub"))
+        }
+        // Only the CA is trusted: neither key is in authorized_keys.
+        server.stop()
+        server = try SSHServer(extraConfig: "TrustedUserCAKeys \(dir)/ca.pub")
+        harness.trust(server)
+
+        config(identity: dir + "/id_ecdsa")
+        let p = try harness.foreground("db", waitFor: local, env: ["SSH_AUTH_SOCK": ""])
+        XCTAssertTrue(p.log.contains("publickey with \(dir)/id_ecdsa-cert.pub (ecdsa-sha2-nistp256-cert-v01@openssh.com SHA256:"), p.log)
+        p.signal(SIGTERM)
+        XCTAssertEqual(p.wait(timeout: 5), 0)
+
+        config(identity: dir + "/id_ed25519")
+        let err = upFails(env: ["SSH_AUTH_SOCK": ""])
+        XCTAssertTrue(err.contains("\(dir)/id_ed25519-cert.pub (ssh-ed25519-cert-v01@openssh.com SHA256:")
+                      && err.contains("is a certificate of a key type libssh2 1.10 cannot sign certificates for (only ECDSA ones); not offered")
+                      && err.contains("\(dir)/id_ed25519: refused by the server"), err)
+
+        // Without the certificate, the ECDSA key alone is refused: the certificate is what logged in.
+        XCTAssertEqual(unlink(dir + "/id_ecdsa-cert.pub"), 0)
+        config(identity: dir + "/id_ecdsa")
+        let plain = upFails(env: ["SSH_AUTH_SOCK": ""])
+        XCTAssertTrue(plain.contains("\(dir)/id_ecdsa: refused by the server") && !plain.contains("-cert.pub"), plain)
+    }
+
     /// sshd ends the login after MaxAuthTries keys: the error quotes the
     /// server, not "refused", and `check` says to offer fewer keys.
     func testServerEndingTheLoginAfterMaxAuthTries_isQuoted_andCheckSaysToOfferFewerKeys() throws {

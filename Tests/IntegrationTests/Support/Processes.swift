@@ -214,7 +214,23 @@ func write(_ text: String, to path: String, mode: Int = 0o644) {
     _ = FileManager.default.createFile(atPath: path, contents: text.data(using: .utf8), attributes: [.posixPermissions: mode])
 }
 
-func read(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
+/// The whole file, read until EOF: Foundation's String(contentsOfFile:)
+/// reads a /proc file (size 0) only up to its first page, which cut
+/// /proc/net/tcp short on a busy machine.
+func read(_ path: String) -> String {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return "" }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        out += chunk[0..<n]
+    }
+    return String(decoding: out, as: UTF8.self)
+}
 
 /// The names (comm) of a process's threads.
 func threadNames(of pid: Int32) -> [String] {
