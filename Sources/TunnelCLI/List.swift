@@ -55,7 +55,7 @@ enum ListTable {
                 let mark = f.public ? " !" : ""
                 let (local, remote) = f.kind == "remote" ? (f.local, f.remote + mark) : (f.local + mark, f.remote)
                 var row = [t.name, f.kind ?? "local", local, remote, t.via, state, t.state == "up" ? age : "(\(age))",
-                           t.rtt_ms.map { "\($0) ms" } ?? "-", "\(f.active)/\(f.total)", bytes(f.bytes_in), bytes(f.bytes_out), "\(t.restarts)", t.last_error ?? "-"]
+                           t.rtt_ms.map { "\($0) ms" } ?? "-", "\(f.active)/\(f.total)", bytes(f.bytes_in), bytes(f.bytes_out), "\(t.restarts)", lastError(t, now: now)]
                 if let rates {
                     let rate = rates[rateKey(t, f)]
                     row.insert(contentsOf: [rate.map { bytes(UInt64($0.in)) + "/s" } ?? "-", rate.map { bytes(UInt64($0.out)) + "/s" } ?? "-"], at: 11)
@@ -70,6 +70,14 @@ enum ListTable {
         }
         if anyPublic { out.append("! listens on a non-loopback address (here, or on the server for a remote forward): reachable from the network; protect it with a firewall") }
         return out.joined(separator: "\n")
+    }
+
+    /// The last error with how long ago it happened ("5m ago: ..."), so one
+    /// from before a recovery is not taken for the current state.
+    static func lastError(_ t: TunnelInfo, now: Double) -> String {
+        guard let error = t.last_error else { return "-" }
+        guard let at = t.last_error_at.flatMap(parseISO8601) else { return error }
+        return "\(duration(max(0, now - at))) ago: \(error)"
     }
 
     /// "14:03:07" in local time, for `--watch`'s header.

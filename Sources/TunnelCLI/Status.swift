@@ -36,7 +36,7 @@ enum StatusText {
         if d.lazy, let idle = d.idle_timeout { settings.append("lazy, idle after \(idle) s") }
         if let origin = t.origin { settings.append("from \(origin)") }
         lines.append("  " + settings.joined(separator: ", "))
-        if let error = t.last_error { lines.append("  last error: \(error)") }
+        if t.last_error != nil { lines.append("  last error: \(ListTable.lastError(t, now: now))") }
 
         lines.append("")
         lines.append("SSH connections:")

@@ -67,7 +67,12 @@ public struct TunnelStatus: Sendable, Equatable {
     /// Wall-clock time the current phase began.
     public var since: Double = wallClockSeconds()
     public var restarts: Int = 0
-    public var lastError: String?
+    public var lastError: String? {
+        didSet { lastErrorAt = lastError.map { _ in wallClockSeconds() } }
+    }
+    /// Wall-clock time of `lastError`: an old error under a tunnel that is up
+    /// again must not read as a current one.
+    public private(set) var lastErrorAt: Double?
     /// The address each forward listens on, once bound (port filled in for `auto`).
     public var boundAddresses: [String] = []
     /// Whether the link has been up at least once.

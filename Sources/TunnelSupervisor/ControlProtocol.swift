@@ -131,6 +131,8 @@ public struct TunnelInfo: Codable, Sendable, Equatable {
     public var since: String
     public var restarts: Int
     public var last_error: String?
+    /// ISO 8601 (UTC) time of `last_error`; absent from older supervisors.
+    public var last_error_at: String?
     public var forwards: [ForwardInfo]
     /// SSH connections configured and up; absent from older supervisors.
     public var sessions: Int?

@@ -787,7 +787,8 @@ public final class Supervisor {
         }
         let phase = MetricsExposition.stateName(status.phase)
         return TunnelInfo(name: host.name, state: phase, via: host.runtime.profile.via, since: iso8601(status.since),
-                          restarts: status.restarts, last_error: status.lastError, forwards: forwards,
+                          restarts: status.restarts, last_error: status.lastError, last_error_at: status.lastErrorAt.map(iso8601),
+                          forwards: forwards,
                           sessions: status.sessions, sessions_up: status.sessionsUp,
                           sessions_extra: status.extraSessionsUp,
                           hops: host.runtime.profile.jump.isEmpty ? nil : host.runtime.profile.hops.map(\.description),

@@ -137,7 +137,12 @@ final class SupervisorTests: SSHTestCase {
         XCTAssertTrue(eventually(timeout: 10) { self.harness.listed("db")?.state == "up" })
         let db = try XCTUnwrap(harness.listed("db"))
         XCTAssertEqual(db.restarts, 1)
-        XCTAssertNotNil(db.last_error)
+        let lastError = try XCTUnwrap(db.last_error)
+        // When it happened, before the link came up again (ISO 8601 in UTC sorts as text).
+        let at = try XCTUnwrap(db.last_error_at)
+        XCTAssertLessThanOrEqual(at, db.since)
+        let table = harness.tunnel(["ls"]).stdout
+        XCTAssertTrue(table.contains(" ago: \(lastError)"), table)
         watching.value = false
         XCTAssertFalse(unbound.value, "the listener was closed during the outage")
     }

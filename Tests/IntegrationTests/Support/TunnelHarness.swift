@@ -84,6 +84,7 @@ struct ListedTunnel: Decodable {
     let since: String
     let restarts: Int
     let last_error: String?
+    let last_error_at: String?
     let forwards: [Forward]
     let sessions: Int?
     let sessions_up: Int?
