@@ -182,6 +182,9 @@ public struct HopLogin: Equatable, Sendable {
     public var identities: [String]
     /// IdentitiesOnly: agent keys are used only when they are one of `identities`.
     public var identitiesOnly = false
+    /// ssh_config's CertificateFile: each is offered with the identity file
+    /// whose key it certifies.
+    public var certificates: [String] = []
     public var agent = IdentityAgent.inherited
     /// Read in order; learned keys go to the first. Never empty.
     public var knownHosts: [String]

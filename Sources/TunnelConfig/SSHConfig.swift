@@ -99,6 +99,10 @@ extension SSHConfigEntry {
             }
             if !files.isEmpty { login.identities = files }
         }
+        let certificates = try settings("certificatefile").map { path throws(SSHConfigError) in
+            try SSHConfigEntry.expandTokens(path, keyword: "CertificateFile", host: host, user: user, home: home)
+        }
+        if !certificates.isEmpty { login.certificates = certificates }
         if let only = setting("identitiesonly") { login.identitiesOnly = only == "yes" }
         if let agent = setting("identityagent") {
             switch agent {
@@ -225,7 +229,8 @@ extension SSHConfigEntry {
 extension HopLogin {
     /// The ssh_config keywords that make `self` differ from `base`, for the log.
     func keywordsChanged(from base: HopLogin) -> [String] {
-        [("IdentityFile", identities != base.identities), ("IdentitiesOnly", identitiesOnly != base.identitiesOnly),
+        [("IdentityFile", identities != base.identities), ("CertificateFile", certificates != base.certificates),
+         ("IdentitiesOnly", identitiesOnly != base.identitiesOnly),
          ("IdentityAgent", agent != base.agent), ("UserKnownHostsFile", knownHosts != base.knownHosts),
          ("HostKeyAlias", hostKeyAlias != base.hostKeyAlias), ("StrictHostKeyChecking", hostKey != base.hostKey),
          ("HashKnownHosts", hashKnownHosts != base.hashKnownHosts), ("Ciphers", ciphers != base.ciphers), ("MACs", macs != base.macs)]

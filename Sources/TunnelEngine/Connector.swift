@@ -281,7 +281,7 @@ public final class Connector {
             case .socket(let path): path
             }
             let auth = Authenticator(session: session, user: profile.user, identities: login.identities.map { ($0, display($0)) },
-                                     identitiesOnly: login.identitiesOnly,
+                                     identitiesOnly: login.identitiesOnly, certificates: login.certificates.map { ($0, display($0)) },
                                      defaults: ["id_ed25519", "id_ecdsa", "id_rsa"].map { let p = options.home + "/.ssh/" + $0; return (p, display(p)) },
                                      agentSocket: agentSocket, agentTimeout: Double(profile.connectTimeout))
             phase = .authenticating(peer: peer, session: session, registration: registration, auth: auth, learned: learned, fingerprint: key.fingerprint)

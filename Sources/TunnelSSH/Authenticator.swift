@@ -60,6 +60,7 @@ public final class Authenticator {
     private let explicitIdentities: [(path: String, display: String)]
     private let defaultIdentities: [(path: String, display: String)]
     private let identitiesOnly: Bool
+    private let certificates: [(path: String, display: String)]
     private let agentSocket: String?
     /// How long any ssh-agent query may take.
     private let agentTimeout: Double
@@ -99,9 +100,13 @@ public final class Authenticator {
     /// tried when there are none. With explicit identities the agent offers
     /// only those keys, and with `identitiesOnly` (ssh_config's IdentitiesOnly)
     /// it offers only keys whose public half is known to be one of the files.
+    /// `certificates` (ssh_config's CertificateFile) go with the identity
+    /// file whose key each certifies.
     public init(session: SSHSession, user: String, identities: [(path: String, display: String)], identitiesOnly: Bool = false,
+                certificates: [(path: String, display: String)] = [],
                 defaults: [(path: String, display: String)], agentSocket: String?, agentTimeout: Double = 10) {
         self.session = session
+        self.certificates = certificates
         self.agentTimeout = agentTimeout
         self.user = user
         self.explicitIdentities = identities
@@ -379,26 +384,35 @@ public final class Authenticator {
             if rsaAlgorithm != nil && (info.isRSA || (info.format == .pkcs8 && info.keyType == nil)), let rsaKey = RSAPrivateKey(file: key) {
                 rsaKeys[file.path] = rsaKey
             }
-            if let certificate = certificateCandidate(for: file) { candidates.append(certificate) }
+            candidates += certificateCandidates(for: file, key: info)
             candidates.append(.file(path: file.path, display: file.display))
         }
     }
 
-    /// `PATH-cert.pub` beside an identity file, as ssh looks for it: offered
-    /// before the key itself (a server that trusts only the certificate's CA
-    /// then takes the first try) when libssh2 can sign for it; otherwise the
-    /// attempts say why it was not.
-    private func certificateCandidate(for file: (path: String, display: String)) -> Candidate? {
-        let path = file.path + "-cert.pub"
-        guard let bytes = (try? Files.read(path)) ?? nil, let blob = Authenticator.publicKeyFileBlob(bytes),
-              let type = Fingerprint.keyType(ofBlob: blob), type.hasSuffix("-cert-v01@openssh.com") else { return nil }
-        let display = file.display + "-cert.pub"
-        let label = "\(type) \(Fingerprint.sha256(Fingerprint.certifiedKey(ofBlob: blob) ?? blob))"
-        if Authenticator.isUnsignableCertificate(type) {
-            attempts.append("\(display) (\(label)): is a certificate of a key type libssh2 1.10 cannot sign certificates for (only ECDSA ones); not offered")
-            return nil
+    /// The certificates for an identity file, offered before the key itself
+    /// (a server that trusts only the certificate's CA then takes the first
+    /// try): `PATH-cert.pub` beside it, as ssh looks for it, and those of
+    /// ssh_config's CertificateFile that certify its key. One libssh2 cannot
+    /// sign for is left out, and the attempts say why.
+    private func certificateCandidates(for file: (path: String, display: String), key: PrivateKeyInfo) -> [Candidate] {
+        var found: [Candidate] = []
+        var seen = Set<[UInt8]>()
+        let keyBlob = key.publicBlob ?? publicBlob(ofIdentity: file.path)
+        for (path, display, mustMatch) in [(file.path + "-cert.pub", file.display + "-cert.pub", false)] + certificates.map({ ($0.path, $0.display, true) }) {
+            guard let bytes = (try? Files.read(path)) ?? nil, let blob = Authenticator.publicKeyFileBlob(bytes),
+                  let type = Fingerprint.keyType(ofBlob: blob), type.hasSuffix("-cert-v01@openssh.com"),
+                  let certified = Fingerprint.certifiedKey(ofBlob: blob) else { continue }
+            // A CertificateFile belongs to the key it certifies (checked when that key is known).
+            if mustMatch && certified != keyBlob { continue }
+            guard seen.insert(blob).inserted else { continue }
+            let label = "\(type) \(Fingerprint.sha256(certified))"
+            if Authenticator.isUnsignableCertificate(type) {
+                attempts.append("\(display) (\(label)): is a certificate of a key type libssh2 1.10 cannot sign certificates for (only ECDSA ones); not offered")
+                continue
+            }
+            found.append(.certificate(key: file.path, certificate: path, display: display, label: label))
         }
-        return .certificate(key: file.path, certificate: path, display: display, label: label)
+        return found
     }
 
     /// The public key blob of an identity file: the file itself when it is a

@@ -7,6 +7,8 @@ public struct PrivateKeyInfo: Equatable, Sendable {
     /// "ssh-ed25519", "ecdsa-sha2-nistp256", "ssh-rsa", ... when known.
     public let keyType: String?
     public let isEncrypted: Bool
+    /// The public key's blob, which an OpenSSH key file holds in clear.
+    public var publicBlob: [UInt8]? = nil
 
     public var isRSA: Bool { keyType == "ssh-rsa" }
 
@@ -49,7 +51,8 @@ public struct PrivateKeyInfo: Equatable, Sendable {
         _ = reader.string() // kdf name
         _ = reader.string() // kdf options
         _ = reader.uint32() // number of keys
-        let keyType = reader.string().flatMap { Fingerprint.keyType(ofBlob: Array($0)) }
-        return PrivateKeyInfo(format: .openssh, keyType: keyType, isEncrypted: cipher != "none")
+        let blob = reader.string().map { Array($0) }
+        let keyType = blob.flatMap { Fingerprint.keyType(ofBlob: $0) }
+        return PrivateKeyInfo(format: .openssh, keyType: keyType, isEncrypted: cipher != "none", publicBlob: blob)
     }
 }

@@ -84,6 +84,40 @@ final class SSHConfigKeywordTests: SSHTestCase {
         XCTAssertTrue(harness.supervisorLog.contains("publickey with \(server.userKey)"), harness.supervisorLog)
     }
 
+    /// CertificateFile goes with the identity file whose key it certifies
+    /// (wherever it lies); one for another key is not offered with it.
+    func testCertificateFile_isOfferedWithTheKeyItCertifies_whereOnlyItsCAIsTrusted() throws {
+        let dir = makeTempDir("certificatefile")
+        let keygen = Env.which("ssh-keygen")!
+        runCommand(keygen, ["-q", "-t", "ed25519", "-N", "", "-f", dir + "/ca"])
+        for key in ["id_ecdsa", "other"] {
+            runCommand(keygen, ["-q", "-t", "ecdsa", "-N", "", "-f", dir + "/" + key])
+            XCTAssertEqual(runCommand(keygen, ["-q", "-s", dir + "/ca", "-I", key, "-n", Env.userName, "-V", "+1h", dir + "/\(key).pub"]).status, 0)
+        }
+        // Kept apart from the keys, under names of their own; the .pub files are gone, so the key file says what it is.
+        mkdir(dir + "/certs", 0o755)
+        XCTAssertEqual(rename(dir + "/id_ecdsa-cert.pub", dir + "/certs/mine.pub"), 0)
+        XCTAssertEqual(rename(dir + "/other-cert.pub", dir + "/certs/theirs.pub"), 0)
+        unlink(dir + "/id_ecdsa.pub")
+        replaceServerTrusting(ca: dir + "/ca.pub")
+        writeSSHConfig([("db", "IdentityFile \(dir)/id_ecdsa\nCertificateFile \(dir)/certs/theirs.pub\nCertificateFile \(dir)/certs/%r.pub\nUserKnownHostsFile \(harness.knownHosts)")])
+        // %r is the user; "mine.pub" is what the test named the certificate, so link the user's name to it.
+        if Env.userName != "mine" { XCTAssertEqual(symlink(dir + "/certs/mine.pub", dir + "/certs/\(Env.userName).pub"), 0) }
+        let ports = writeProfiles(["db"])
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        assertEchoes(ports["db"])
+        XCTAssertTrue(harness.supervisorLog.contains("publickey with \(dir)/certs/\(Env.userName).pub (ecdsa-sha2-nistp256-cert-v01@openssh.com SHA256:"),
+                      harness.supervisorLog)
+        XCTAssertFalse(server.log.contains("ID other"), "the other key's certificate was not offered: \(server.log)")
+    }
+
+    private func replaceServerTrusting(ca: String) {
+        server.stop()
+        server = try! SSHServer(extraConfig: "TrustedUserCAKeys \(ca)")
+        harness.trust(server)
+    }
+
     /// An ssh-agent of the test's own, holding no keys yet: its directory and socket.
     private func startAgent() throws -> (agent: Background, dir: String, socket: String) {
         let dir = makeTempDir("agent")

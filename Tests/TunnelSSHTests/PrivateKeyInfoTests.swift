@@ -14,7 +14,16 @@ final class PrivateKeyInfoTests: XCTestCase {
             try? FileManager.default.removeItem(atPath: key.privatePath)
             try? FileManager.default.removeItem(atPath: key.publicPath)
         }
-        return PrivateKeyInfo.inspect(key.privateText)
+        var info = PrivateKeyInfo.inspect(key.privateText)
+        // An OpenSSH key file holds its public key in clear, even encrypted: the .pub's blob.
+        if info.format == .openssh {
+            let pub = try XCTUnwrap(FileManager.default.contents(atPath: key.publicPath))
+            XCTAssertEqual(info.publicBlob, Authenticator.publicKeyFileBlob(Array(pub)), "\(type)")
+        } else {
+            XCTAssertNil(info.publicBlob)
+        }
+        info.publicBlob = nil
+        return info
     }
 
     func testPrivateKeyInfo_plainEd25519_isOpenSSHUnencrypted() throws {
@@ -73,7 +82,9 @@ final class PrivateKeyInfoTests: XCTestCase {
     func testPrivateKeyInfo_openSSHKeyWithCRLFLineEndings_isStillRecognised() throws {
         let key = try generateKey(in: dir, name: "crlf", type: "ed25519", passphrase: "secret")
         let crlf = key.privateText.replacingOccurrences(of: "\n", with: "\r\n")
-        XCTAssertEqual(PrivateKeyInfo.inspect(crlf), PrivateKeyInfo(format: .openssh, keyType: "ssh-ed25519", isEncrypted: true))
+        let pub = try XCTUnwrap(FileManager.default.contents(atPath: key.publicPath))
+        XCTAssertEqual(PrivateKeyInfo.inspect(crlf), PrivateKeyInfo(format: .openssh, keyType: "ssh-ed25519", isEncrypted: true,
+                                                                    publicBlob: Authenticator.publicKeyFileBlob(Array(pub))))
     }
 
     func testPrivateKeyInfo_puttyKeyWithoutEncryption_isPuTTYUnencrypted() {
