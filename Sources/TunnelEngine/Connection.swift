@@ -31,6 +31,10 @@ final class Connection {
     var phase: Phase = .queued
     var channel: SSHChannel?
     var registration: EventLoop.Registration?
+    /// Both directions of the socket are shut (our EOF went out, the
+    /// client's came in): epoll reports HUP whatever we ask for, so the
+    /// socket is watched only while there is something to read or write.
+    var bothEndsShut = false
 
     /// local → channel
     var up = Direction()

@@ -108,15 +108,7 @@ final class Link {
     // MARK: connections
 
     func track(_ c: Connection) {
-        do {
-            c.registration = try loop.register(fd: c.socket.fd, events: c.wantedEvents) { [unowned self, unowned c] events in
-                self.localEvent(c, events)
-            }
-        } catch {
-            logger.warning("cannot watch a local connection: \(error)")
-            finish(c, .failed)
-            return
-        }
+        guard watch(c) else { return }
         active[ObjectIdentifier(c)] = c
         markHot(c)
         service(c, up: true, down: true)
@@ -132,7 +124,11 @@ final class Link {
 
     private func localEvent(_ c: Connection, _ events: IOEvents) {
         guard c.phase == .pumping else { return }
-        let broken = !events.intersection([.hangup, .error]).isEmpty
+        // HUP after our own EOF to the client is its EOF arriving: a finished
+        // half-close whose last bytes may still wait behind the channel's
+        // window, not a broken connection.
+        if events.contains(.hangup) && !events.contains(.error) && c.down.isClosed { c.bothEndsShut = true }
+        let broken = events.contains(.error) || (events.contains(.hangup) && !c.bothEndsShut)
         // A client that sent something probably awaits an answer.
         if events.contains(.readable) { markHot(c) }
         service(c, up: events.contains(.readable) || broken, down: events.contains(.writable) || broken)
@@ -158,7 +154,40 @@ final class Link {
         }
         if c.isDone { return finish(c, .completed) }
         if c.upWait != .none { upWaiters[ObjectIdentifier(c)] = c }
-        if let registration = c.registration { loop.setInterest(registration, c.wantedEvents) }
+        updateInterest(c)
+    }
+
+    /// Brings the socket's epoll interest up to date. A socket with both
+    /// ends shut is taken out of epoll while it waits on the channel (HUP
+    /// would wake the loop on every pass) and put back when it has bytes
+    /// to give; the channel's window or the send queue wakes it meanwhile.
+    private func updateInterest(_ c: Connection) {
+        let wanted = c.wantedEvents
+        if let registration = c.registration {
+            if c.bothEndsShut && wanted.isEmpty {
+                loop.deregister(registration)
+                c.registration = nil
+            } else {
+                loop.setInterest(registration, wanted)
+            }
+        } else if c.bothEndsShut && !wanted.isEmpty {
+            watch(c)
+        }
+    }
+
+    /// Puts the client's socket into epoll; a failure fails the client.
+    @discardableResult
+    private func watch(_ c: Connection) -> Bool {
+        do {
+            c.registration = try loop.register(fd: c.socket.fd, events: c.wantedEvents) { [unowned self, unowned c] events in
+                self.localEvent(c, events)
+            }
+            return true
+        } catch {
+            logger.warning("cannot watch a local connection: \(error)")
+            finish(c, .failed)
+            return false
+        }
     }
 
     enum Ending {

@@ -243,6 +243,30 @@ final class ForwardingTests: SSHTestCase {
         XCTAssertEqual(server2.received.first.map(checksum), checksum(upload))
     }
 
+    /// The target ends its side first and then reads slowly, so tunnel waits
+    /// on the channel's window while the client's last bytes and its FIN
+    /// arrive: with tunnel's own write side already shut, the socket then
+    /// reports HUP. That is a finished half-close, not a broken connection:
+    /// every byte still reaches the target, and the client gets a clean end.
+    func testHalfClose_clientFinishesWhileTheWindowIsClosed_afterTheTargetEnded_everyByteArrives() throws {
+        let target = TestServer(.endThenReadLater(delay: 3))
+        defer { target.stop() }
+        let local = Net.freePort()
+        try up(["\(local):127.0.0.1:\(target.port)"], waitFor: local)
+        guard let fd = Net.connect(local, timeout: 30) else { return XCTFail("connect") }
+        defer { close(fd) }
+        var one: UInt8 = 0
+        XCTAssertEqual(recv(fd, &one, 1, 0), 0, "the target's EOF first")
+        let upload = randomBytes(24 << 20, seed: 11)
+        XCTAssertTrue(Net.sendAll(fd, upload), "tunnel cut the client off while it was still sending")
+        shutdown(fd, Int32(SHUT_WR))
+        Net.setTimeout(fd, 60)
+        XCTAssertEqual(Net.readToEnd(fd).end, .eof, "a clean end, not a reset")
+        XCTAssertTrue(eventually(timeout: 60) { target.received.count == 1 })
+        XCTAssertEqual(target.received.first?.count, upload.count)
+        XCTAssertEqual(target.received.first.map(checksum), checksum(upload))
+    }
+
     func testServerRekeyingEveryMiB_keepsEveryByteInOrder() throws {
         try replaceServer(extraConfig: "LogLevel DEBUG\nRekeyLimit 1M")
         let echo = TestServer(.echo)

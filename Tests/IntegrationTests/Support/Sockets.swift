@@ -197,6 +197,9 @@ final class TestServer: @unchecked Sendable {
         case sendThenRead(data: [UInt8])
         /// Wait `delay` seconds with nothing said, then like `sendThenRead`.
         case sendLater(delay: Double, data: [UInt8])
+        /// Shut down the write side at once, read nothing for `delay` seconds
+        /// (the sender's window closes), then read until EOF into `received`.
+        case endThenReadLater(delay: Double)
         /// Relay to 127.0.0.1:`port`, the k-th accepted client (from 0) after
         /// `delays[k]` seconds (none past the end): a slow path to a server.
         case relay(port: UInt16, delays: [Double])
@@ -273,6 +276,11 @@ final class TestServer: @unchecked Sendable {
             usleep(useconds_t(delay * 1_000_000))
             _ = Net.sendAll(client, data)
             shutdown(client, Int32(SHUT_WR))
+            let (rest, _) = Net.readToEOF(client)
+            lock.lock(); _received.append(rest); lock.unlock()
+        case .endThenReadLater(let delay):
+            shutdown(client, Int32(SHUT_WR))
+            usleep(useconds_t(delay * 1_000_000))
             let (rest, _) = Net.readToEOF(client)
             lock.lock(); _received.append(rest); lock.unlock()
         case .relay(let port, let delays):
