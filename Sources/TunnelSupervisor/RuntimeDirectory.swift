@@ -57,14 +57,30 @@ public struct RuntimeDirectory: Sendable, Equatable {
             throw Problem(message: "runtime directory \(path) belongs to uid \(status.uid), not to you (uid \(getuid())); use --runtime-dir or $TUNNEL_RUNTIME_DIR")
         }
         if status.mode & 0o077 != 0 {
-            // Ours but too open: tighten it rather than fail.
+            let mode = String(status.mode & 0o7777, radix: 8)
+            // Ours but too open: tighten it, when it is tunnel's alone (empty,
+            // or only its own files). A shared directory (/tmp, a project
+            // directory) is refused instead: changing its mode would break
+            // whatever else lives there.
+            let foreign = Files.directoryEntries(path).filter { !isOwnEntry($0) }
+            guard status.mode & 0o1000 == 0, foreign.isEmpty else {
+                let holds = foreign.isEmpty ? "is shared (sticky)" : "holds files that are not tunnel's (\(foreign.sorted().prefix(3).joined(separator: ", "))\(foreign.count > 3 ? ", ..." : ""))"
+                throw Problem(message: "runtime directory \(path) is accessible to others (mode \(mode)) and \(holds), so tunnel will not make it private; name a directory of its own (it is created with mode 700) with --runtime-dir or $TUNNEL_RUNTIME_DIR")
+            }
             if chmod(path, 0o700) != 0 {
-                throw Problem(message: "runtime directory \(path) is accessible to others (mode \(String(status.mode, radix: 8))) and cannot be made private")
+                throw Problem(message: "runtime directory \(path) is accessible to others (mode \(mode)) and cannot be made private")
             }
         }
         guard Files.isWritableDirectory(path) else {
             throw Problem(message: "runtime directory \(path) is not writable")
         }
+    }
+
+    /// A file the supervisor keeps here (the log's rotations and a state
+    /// file being replaced included).
+    private func isOwnEntry(_ name: String) -> Bool {
+        let own = [socketPath, pidPath, lockPath, logPath, statePath, journalPath].map { String($0.dropFirst(path.count + 1)) }
+        return own.contains { name == $0 || name.hasPrefix($0 + ".") }
     }
 
     /// The pid recorded by the running (or last) supervisor.

@@ -155,6 +155,11 @@ final class SupervisorFaultTests: SSHTestCase {
         XCTAssertTrue(harness.list().isEmpty)
     }
 
+    private func modeOf(_ path: String) -> Int? {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_mode & 0o7777) : nil
+    }
+
     func testUnusableRuntimeDirectory_givesAClearMessage() {
         harness.writeConfig(profile("db", Net.freePort()))
         write("not a directory", to: harness.dir + "/afile")
@@ -167,6 +172,26 @@ final class SupervisorFaultTests: SSHTestCase {
         let notOurs = harness.tunnel(["up", "db", "--runtime-dir", foreign])
         XCTAssertNotEqual(notOurs.status, 0)
         XCTAssertTrue(notOurs.stderr.contains("belongs to uid 65534"), notOurs.stderr)
+
+        // Open to others and shared (like /tmp), or holding other files: refused, its mode untouched.
+        let shared = harness.dir + "/shared", project = harness.dir + "/project"
+        mkdir(shared, 0o700); chmod(shared, 0o1777)
+        mkdir(project, 0o755)
+        write("x", to: project + "/notes.txt")
+        for (dir, mode, why) in [(shared, 0o1777, "is shared (sticky)"), (project, 0o755, "holds files that are not tunnel's (notes.txt)")] {
+            let refused = harness.tunnel(["up", "db", "--runtime-dir", dir])
+            XCTAssertEqual(refused.status, 1, refused.output)
+            XCTAssertEqual(refused.stderr, "tunnel: runtime directory \(dir) is accessible to others (mode \(String(mode, radix: 8))) and \(why), so tunnel will not make it private; name a directory of its own (it is created with mode 700) with --runtime-dir or $TUNNEL_RUNTIME_DIR\n")
+            XCTAssertEqual(modeOf(dir), mode, "left as it was")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/control.sock"))
+        }
+        // Open, but tunnel's alone (a leftover of its own): made private, and used.
+        let leftover = harness.dir + "/leftover"
+        mkdir(leftover, 0o755)
+        write("{}", to: leftover + "/state.json")
+        XCTAssertEqual(harness.tunnel(["up", "db", "--runtime-dir", leftover]).status, 0)
+        XCTAssertEqual(modeOf(leftover), 0o700)
+        XCTAssertEqual(harness.tunnel(["down", "--all", "--runtime-dir", leftover]).status, 0)
     }
 
     func testStaleSocketAndPidFileFromAKilledSupervisor_areReplaced() throws {
