@@ -89,7 +89,13 @@ struct Up: ParsableCommand {
                 throw ExitCode(try runAdHoc(adHoc))
             }
         }
-        let config = try global.loadConfig()
+        let config: Config
+        do { config = try global.loadConfig() } catch {
+            // No profiles file (or none readable): the names may still be tunnels saved from the command line.
+            let saved = names.compactMap { SavedTunnels.adHoc(named: $0, in: global.runtimeDirectory) }
+            guard !foreground, !saved.isEmpty, saved.count == Set(names).count else { throw error }
+            throw ExitCode(try upSaved(saved, global: global, timeout: timeout))
+        }
         // Not a profile, and ssh_config, which might have made it an alias, fails: say what ssh said.
         if let aliasProblem, !config.profileNames.contains(names[0]) {
             throw fail("no profile named \(names[0]) in \(config.path), and ssh_config cannot be read for it: \(aliasProblem)")
@@ -133,7 +139,14 @@ func runBackgroundUp(names: [String], config: Config, global: GlobalOptions, tim
     // Profile problems are reported here, with file:line, before the supervisor is involved.
     var failed = false
     var good: [String] = []
+    var savedAdHoc: [AdHocTunnel] = []
     for name in names {
+        // No profile of that name, but a tunnel from the command line saved
+        // under it: the same tunnel again (retried if it failed).
+        if !config.profileNames.contains(name), !config.stoppedEarly, let adHoc = SavedTunnels.adHoc(named: name, in: global.runtimeDirectory) {
+            if !savedAdHoc.contains(adHoc) { savedAdHoc.append(adHoc) }
+            continue
+        }
         do {
             _ = try config.profile(named: name)
             good.append(name)
@@ -142,13 +155,32 @@ func runBackgroundUp(names: [String], config: Config, global: GlobalOptions, tim
             failed = true
         }
     }
-    guard !good.isEmpty else { return 1 }
+    let status = try upSaved(savedAdHoc, global: global, timeout: timeout) | (failed ? 1 : 0)
+    guard !good.isEmpty else { return savedAdHoc.isEmpty ? 1 : status }
     var request = ControlRequest(command: .up)
     request.names = good
     request.config = config.path
     // A name given twice is one tunnel.
     let profiles = Dictionary(good.compactMap { name in (try? config.profile(named: name)).map { (name, $0) } }, uniquingKeysWith: { first, _ in first })
-    return try sendUp(request, profiles: profiles, global: global, timeout: timeout) | (failed ? 1 : 0)
+    return try sendUp(request, profiles: profiles, global: global, timeout: timeout) | status
+}
+
+/// Brings up again tunnels from the command line saved under their names.
+func upSaved(_ saved: [AdHocTunnel], global: GlobalOptions, timeout: Double?) throws -> Int32 {
+    var status: Int32 = 0
+    let environment = global.environment
+    for adHoc in saved {
+        let profile: Profile
+        do { profile = try adHoc.profile(home: homeDirectory(environment), environment: environment) } catch {
+            writeLine(2, "tunnel: \(adHoc.name): \(error.message)")
+            status = 1
+            continue
+        }
+        var request = ControlRequest(command: .up)
+        request.adHoc = adHoc
+        status |= try sendUp(request, profiles: [adHoc.name: profile], global: global, timeout: timeout)
+    }
+    return status
 }
 
 /// Sends an `up` request (starting the supervisor if need be) and prints each outcome; the exit status.

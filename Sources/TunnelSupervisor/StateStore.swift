@@ -57,4 +57,10 @@ public enum SavedTunnels {
         try store.save(state)
         return removed
     }
+
+    /// The saved command-line or ssh_config tunnel of that name, if any: what
+    /// `tunnel up NAME` brings up again when no profile has the name.
+    public static func adHoc(named name: String, in dir: RuntimeDirectory) -> AdHocTunnel? {
+        StateStore(path: dir.statePath).load().tunnels.first { $0.name == name }?.adHoc
+    }
 }

@@ -308,8 +308,13 @@ public final class Supervisor {
             }
             return bringUpExisting(host, gather: gather, asking: options(request))
         }
-        guard starting[adHoc.name] == nil else {
-            return gather.add(TunnelOutcome(name: adHoc.name, result: .failed, message: "\(adHoc.name) is starting; try again"))
+        if starting[adHoc.name] != nil {
+            // Being restored, or asked for twice at once: answered as it comes up.
+            starting[adHoc.name]!.append { [unowned self] reason in
+                if let host = self.tunnels[adHoc.name], host.adHoc == adHoc { self.bringUpExisting(host, gather: gather, asking: self.options(request)) }
+                else { gather.add(TunnelOutcome(name: adHoc.name, result: .failed, message: reason ?? "\(adHoc.name) failed to start")) }
+            }
+            return
         }
         let options = options(request)
         let profile: Profile

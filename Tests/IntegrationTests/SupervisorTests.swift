@@ -298,6 +298,43 @@ final class SupervisorTests: SSHTestCase {
         XCTAssertEqual(rest.bytes, data)
     }
 
+    /// A tunnel from the command line is named like a profile afterwards:
+    /// `tunnel up NAME` retries it after a failure, answers "already up",
+    /// and brings it back through a new supervisor; no profiles file needed.
+    func testCommandLineTunnel_isBroughtUpAgainByItsName_withoutAProfilesFile() throws {
+        XCTAssertFalse(FileManager.default.fileExists(atPath: harness.configPath))
+        mkdir(harness.dir + "/.ssh", 0o700)
+        write("", to: harness.dir + "/.ssh/known_hosts", mode: 0o600)
+        let port = Net.freePort()
+        let first = harness.tunnel(["up", "-L", "\(port):127.0.0.1:\(echo.port)", "-i", server.userKey, "-p", "\(server.port)",
+                                    "--name", "six", "\(Env.userName)@127.0.0.1"])
+        XCTAssertEqual(first.status, 1, first.output)
+        XCTAssertTrue(first.stderr.contains("is not known"), first.stderr)
+        XCTAssertEqual(harness.listed("six")?.state, "failed")
+
+        // The fix the error named, then the tunnel by name.
+        write(server.knownHostsLine + "\n", to: harness.dir + "/.ssh/known_hosts", mode: 0o600)
+        let again = harness.tunnel(["up", "six"])
+        XCTAssertEqual(again.status, 0, again.output)
+        XCTAssertTrue(again.stdout.hasPrefix("six: up: 127.0.0.1:\(port) -> 127.0.0.1:\(echo.port)"), again.stdout)
+        XCTAssertEqual(Self.roundTrip(port), "ping")
+        let twice = harness.tunnel(["up", "six"])
+        XCTAssertEqual(twice.status, 0, twice.output)
+        XCTAssertTrue(twice.stdout.hasPrefix("six: already up"), twice.stdout)
+
+        // A supervisor killed outright: asking for it by name starts one, which restores it.
+        let pid = try XCTUnwrap(harness.supervisorPID)
+        kill(pid, SIGKILL)
+        XCTAssertTrue(eventually(timeout: 10) { kill(pid, 0) != 0 })
+        let restored = harness.tunnel(["up", "six"])
+        XCTAssertEqual(restored.status, 0, restored.output + harness.supervisorLog)
+        XCTAssertTrue(restored.stdout.contains("six: "), restored.stdout)
+        XCTAssertEqual(Self.roundTrip(port), "ping")
+        // A name that is neither a profile nor a saved tunnel still says so.
+        let unknown = harness.tunnel(["up", "seven"])
+        XCTAssertEqual(unknown.status, 1, unknown.output)
+    }
+
     /// A reload names what it read and did not start: a new profile (it
     /// stays down until `tunnel up`), and a broken one as a failure, so an
     /// edit with a mistake is seen now rather than at the next `up`.
