@@ -45,10 +45,11 @@ struct Check: ParsableCommand {
                 reports.append(Report(name: name, ok: false, steps: steps))
                 continue
             }
-            let isUp = supervisor?.tunnels.contains { $0.name == name && $0.state == "up" } ?? false
+            // Whatever its state, a tunnel the supervisor runs holds its listeners.
+            let runningState = supervisor?.tunnels.first { $0.name == name }?.state
             let context = Preflight.Context(
                 options: Connector.Options(agentSocket: environment["SSH_AUTH_SOCK"].flatMap { $0.isEmpty ? nil : $0 }, home: homeDirectory(environment)),
-                supervisorPID: supervisor?.pid, profileIsUp: isUp)
+                supervisorPID: supervisor?.pid, runningState: runningState)
             steps += Preflight.run(profile, context: context)
             reports.append(Report(name: name, ok: !steps.contains { $0.outcome == .fail }, steps: steps))
         }

@@ -29,12 +29,14 @@ public enum Preflight {
         public var options: Connector.Options
         /// This user's supervisor, to recognise ports it holds.
         public var supervisorPID: pid_t?
-        /// Whether this profile is up in that supervisor right now.
-        public var profileIsUp: Bool
-        public init(options: Connector.Options, supervisorPID: pid_t?, profileIsUp: Bool) {
+        /// This profile's state in that supervisor ("up", "retrying",
+        /// "failed", "idle"...), nil when it does not run it. In every state
+        /// the supervisor holds the tunnel's listeners.
+        public var runningState: String?
+        public init(options: Connector.Options, supervisorPID: pid_t?, runningState: String?) {
             self.options = options
             self.supervisorPID = supervisorPID
-            self.profileIsUp = profileIsUp
+            self.runningState = runningState
         }
     }
 
@@ -69,8 +71,8 @@ public enum Preflight {
                     _ = try Listener.checkUnixPath(path)
                     return CheckStep(name, .ok, "a Unix socket, made when the tunnel starts (a stale socket file there is replaced)")
                 } catch {
-                    if context.profileIsUp && error.errno == .addressInUse {
-                        return CheckStep(name, .ok, "held by this tunnel: \(profile.name) is up")
+                    if let state = context.runningState, error.errno == .addressInUse {
+                        return CheckStep(name, .ok, "held by this tunnel: \(profile.name) is \(state)")
                     }
                     return CheckStep(name, .fail, error.message, fix: "choose another path, or remove what is there")
                 }
@@ -81,8 +83,8 @@ public enum Preflight {
             }
             let found = PortOwners.owners(ofPort: spec.localPort)
             if found.listenerExists {
-                if context.profileIsUp, let sup = context.supervisorPID, found.owners.contains(where: { $0.pid == sup }) {
-                    return CheckStep(name, .ok, "held by this tunnel's own supervisor (pid \(sup)): \(profile.name) is up")
+                if let state = context.runningState, let sup = context.supervisorPID, found.owners.contains(where: { $0.pid == sup }) {
+                    return CheckStep(name, .ok, "held by this tunnel's own supervisor (pid \(sup)): \(profile.name) is \(state)")
                 }
                 let who = BindDiagnosis.ownerSuffix(port: spec.localPort, supervisorPID: context.supervisorPID)
                 return CheckStep(name, .fail, "\(address) is already in use\(who)",

@@ -141,6 +141,27 @@ final class PortTests: SSHTestCase {
         XCTAssertEqual(read(harness.knownHosts), "", "check must not write known_hosts")
     }
 
+    /// The tunnel's own listener is not a conflict in any state: up, or
+    /// retrying while its server is gone (when `check` is most needed).
+    func testCheck_ofATunnelItsSupervisorRuns_acceptsItsOwnListener_upOrRetrying() throws {
+        let port = Net.freePort()
+        config(["\(port):127.0.0.1:\(echo.port)"])
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        let (_, up) = check()
+        XCTAssertEqual(up["local 127.0.0.1:\(port)"]?.0, "ok", "\(up)")
+        XCTAssertTrue(up["local 127.0.0.1:\(port)"]?.1.contains("held by this tunnel's own supervisor") ?? false, "\(up)")
+        XCTAssertTrue(up["local 127.0.0.1:\(port)"]?.1.contains("db is up") ?? false, "\(up)")
+
+        server.stop()
+        XCTAssertTrue(eventually(timeout: 30) { self.harness.listed("db")?.state != "up" }, "\(harness.list())")
+        let state = try XCTUnwrap(harness.listed("db")?.state)
+        let (result, down) = check()
+        XCTAssertNotEqual(result.status, 0, "the server is gone: check fails, at the right step")
+        XCTAssertEqual(down["local 127.0.0.1:\(port)"]?.0, "ok", "\(down)")
+        XCTAssertTrue(down["local 127.0.0.1:\(port)"]?.1.contains("db is \(state)") ?? false, "\(down)")
+        XCTAssertEqual(down["reach 127.0.0.1:\(server.port)"]?.0, "fail", "\(down)")
+    }
+
     func testCheck_identityFileThatDoesNotExist_namesItInTheFix() throws {
         let missing = harness.dir + "/no-such-key"
         harness.writeConfig(harness.profile("db", server: server, forwards: ["\(Net.freePort()):127.0.0.1:\(echo.port)"])
