@@ -56,8 +56,25 @@ struct Up: ParsableCommand {
             throw ValidationError("--timeout must be a number of seconds from above 0 to \(Int(Up.longestTimeout)) (a day)")
         }
         if let name {
-            if name.isEmpty || name.count > Up.longestName || name.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7f }) {
-                throw ValidationError("--name must be 1-\(Up.longestName) characters without spaces or control characters")
+            // What a DESTINATION can hold (user@host:port, [v6]), nothing that
+            // could reorder a terminal line (U+202E) or read as a path.
+            let allowed = name.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-@:[]+".unicodeScalars.contains($0)) }
+            if name.isEmpty || name.count > Up.longestName || !allowed || name.hasPrefix(".") || name.hasPrefix("-") {
+                throw ValidationError("--name must be 1-\(Up.longestName) of the characters A-Z a-z 0-9 . _ - @ : [ ] +, not starting with . or -")
+            }
+            if Config.reservedProfileNames.contains(name) { throw ValidationError("--name \(name) is reserved (the [\(name)] table of the profiles file)") }
+        }
+        if let jump, jump.split(separator: ",", omittingEmptySubsequences: false).contains(where: { $0.allSatisfy(\.isWhitespace) }) {
+            throw ValidationError("-J \"\(jump)\": a jump host is empty; write hops as user@host[:port],user@host[:port]")
+        }
+        if let identity {
+            // Checked now, not by a supervisor that would save a tunnel doomed to fail.
+            guard !identity.isEmpty else { throw ValidationError("-i needs a key file") }
+            let path = identity.hasPrefix("~/") ? homeDirectory(global.environment) + identity.dropFirst() : identity
+            switch Files.kind(of: path) {
+            case .regularFile: break
+            case .missing: throw ValidationError("-i \(identity): no such file")
+            case .other(let kind): throw ValidationError("-i \(identity): is \(kind), not a key file")
             }
         }
     }

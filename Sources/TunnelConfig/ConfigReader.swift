@@ -336,7 +336,7 @@ struct ConfigReader {
             case "port":
                 s.port = checker.integer(in: 1...65535).map(UInt16.init)
             case "user":
-                s.user = checker.word()
+                s.user = checker.userName()
             case "identity":
                 s.identity = checker.nonEmptyString().map { expandTilde($0, home: home) }
             case "known_hosts":
@@ -437,6 +437,16 @@ private struct ValueChecker {
         guard let s = nonEmptyString() else { return nil }
         if s.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F }) {
             fail("\(quoted(s)) must not contain whitespace or control characters")
+            return nil
+        }
+        return s
+    }
+
+    /// A login name: a word that ssh (and `ssh -G`) would not read as an option.
+    mutating func userName() -> String? {
+        guard let s = word() else { return nil }
+        if s.hasPrefix("-") {
+            fail("\(quoted(s)) is not a user name (it starts with \"-\")")
             return nil
         }
         return s

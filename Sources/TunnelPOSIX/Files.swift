@@ -188,6 +188,21 @@ public enum Files {
 
     public static func isWritableDirectory(_ path: String) -> Bool { access(path, W_OK | X_OK) == 0 }
 
+    public enum PathKind: Equatable, Sendable {
+        case missing
+        case regularFile
+        /// "a directory", "a FIFO", ...
+        case other(String)
+    }
+
+    /// What is at `path`, symlinks followed (a path that cannot be looked
+    /// up, for whatever reason, is `missing`).
+    public static func kind(of path: String) -> PathKind {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return .missing }
+        return FileReadError.kind(of: st.st_mode).map { .other($0) } ?? .regularFile
+    }
+
     /// What is at `path` (symlinks followed) when it is something other than
     /// a socket: "a regular file", "a directory", ...; nil for a socket or nothing.
     public static func nonSocketKind(_ path: String) -> String? {

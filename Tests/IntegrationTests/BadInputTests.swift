@@ -168,7 +168,11 @@ final class BadInputTests: XCTestCase {
         harness.writeConfig(profile())
         for args in [["up", "db", "--timeout", "nan"], ["up", "db", "--timeout", "inf"], ["up", "db", "--timeout", "1e308"],
                      ["up", "db", "--timeout=-1"], ["logs", "--lines=-5"], ["ls", "--config", ""], ["ls", "--runtime-dir", ""],
-                     ["up", "-L", "1:a:1", "--name", "bad name", "x"], ["up", "-L", "1:a:1", "--name", "", "x"]] {
+                     ["up", "-L", "1:a:1", "--name", "bad name", "x"], ["up", "-L", "1:a:1", "--name", "", "x"],
+                     ["up", "-L", "1:a:1", "--name", "a/b", "x"], ["up", "-L", "1:a:1", "--name", "x;rm", "x"], ["up", "-L", "1:a:1", "--name", "..", "x"],
+                     ["up", "-L", "1:a:1", "--name", "rtl\u{202E}txt", "x"], ["up", "-L", "1:a:1", "--name", "daemon", "x"],
+                     ["up", "-L", "1:a:1", "-J", "", "x"], ["up", "-L", "1:a:1", "-J", ",", "x"], ["up", "-L", "1:a:1", "-J", "a,,b", "x"],
+                     ["up", "-L", "1:a:1", "-i", "", "x"], ["up", "-L", "1:a:1", "-i", "/nonexistent/key", "x"], ["up", "-L", "1:a:1", "-i", "/tmp", "x"]] {
             let result = harness.tunnel(args, timeout: 20)
             XCTAssertEqual(result.status, 64, "\(args): \(result.output)")
             XCTAssertTrue(result.stderr.hasPrefix("Error: "), "\(args): \(result.stderr)")

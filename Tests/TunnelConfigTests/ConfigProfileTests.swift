@@ -306,6 +306,9 @@ final class ConfigProfileTests: XCTestCase {
                           "2:8: tunnels.db.host: \"my host\" must not contain whitespace or control characters")
         assertSingleError("[tunnels.db]\nhost = \"[nope]\"\nforward = \"1:h:2\"\n", "2:8: tunnels.db.host: \"[nope]\" is not an IPv6 address")
         assertSingleError("[tunnels.db]\nhost = \"-G\"\nforward = \"1:h:2\"\n", "2:8: tunnels.db.host: \"-G\" is not a host name (it starts with \"-\")")
+        // A user too: `ssh -G -l -oProxyCommand=id` would take it as an option.
+        assertSingleError("[tunnels.db]\nhost = \"h\"\nuser = \"-oProxyCommand=id\"\nforward = \"1:h:2\"\n",
+                          "3:8: tunnels.db.user: \"-oProxyCommand=id\" is not a user name (it starts with \"-\")")
     }
 
     func testUserIdentityAndKnownHosts_mustNotBeEmpty() {
