@@ -18,7 +18,12 @@ struct List: ParsableCommand {
 
     func run() throws {
         if watch { return try Watch(global: global).run() }
-        let tunnels = try global.ask(ControlRequest(command: .list))?.tunnels ?? []
+        guard let response = try global.ask(ControlRequest(command: .list)) else {
+            try noSupervisor()
+            if json { say("[]") }
+            return
+        }
+        let tunnels = response.tunnels
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -27,6 +32,21 @@ struct List: ParsableCommand {
             return
         }
         say(ListTable.render(tunnels, now: wallClockSeconds()))
+    }
+
+    /// Nothing runs: say so (on stderr, so `--json` stays `[]`), and what a
+    /// supervisor would bring back. A runtime directory that cannot be one is an error.
+    private func noSupervisor() throws {
+        let dir = global.runtimeDirectory
+        switch Files.kind(of: dir.path) {
+        case .regularFile: throw fail("runtime directory \(dir.path) is a regular file, not a directory")
+        case .other(let kind): throw fail("runtime directory \(dir.path) is \(kind), not a directory")
+        case .missing, .directory: break
+        }
+        let saved = SavedTunnels.names(in: dir)
+        let list = saved.prefix(5).joined(separator: ", ") + (saved.count > 5 ? ", ..." : "")
+        note(saved.isEmpty ? "no supervisor is running; nothing is up"
+                           : "no supervisor is running; \(saved.count) saved tunnel\(saved.count == 1 ? "" : "s") (\(list)) come back with the next `tunnel up` or `tunnel daemon`")
     }
 }
 

@@ -74,6 +74,7 @@ struct Up: ParsableCommand {
             switch Files.kind(of: path) {
             case .regularFile: break
             case .missing: throw ValidationError("-i \(identity): no such file")
+            case .directory: throw ValidationError("-i \(identity): is a directory, not a key file")
             case .other(let kind): throw ValidationError("-i \(identity): is \(kind), not a key file")
             }
         }

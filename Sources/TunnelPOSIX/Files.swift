@@ -191,7 +191,8 @@ public enum Files {
     public enum PathKind: Equatable, Sendable {
         case missing
         case regularFile
-        /// "a directory", "a FIFO", ...
+        case directory
+        /// "a FIFO", "a character device", ...
         case other(String)
     }
 
@@ -200,6 +201,7 @@ public enum Files {
     public static func kind(of path: String) -> PathKind {
         var st = stat()
         guard stat(path, &st) == 0 else { return .missing }
+        if (st.st_mode & S_IFMT) == S_IFDIR { return .directory }
         return FileReadError.kind(of: st.st_mode).map { .other($0) } ?? .regularFile
     }
 

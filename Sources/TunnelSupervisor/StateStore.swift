@@ -58,6 +58,11 @@ public enum SavedTunnels {
         return removed
     }
 
+    /// The names saved to be brought up by the next supervisor, in order.
+    public static func names(in dir: RuntimeDirectory) -> [String] {
+        StateStore(path: dir.statePath).load().tunnels.map(\.name)
+    }
+
     /// The saved command-line or ssh_config tunnel of that name, if any: what
     /// `tunnel up NAME` brings up again when no profile has the name.
     public static func adHoc(named name: String, in dir: RuntimeDirectory) -> AdHocTunnel? {

@@ -169,6 +169,9 @@ final class SupervisorFaultTests: SSHTestCase {
         let foreign = harness.dir + "/foreign"
         mkdir(foreign, 0o700)
         chown(foreign, 65534, 65534)
+        let listed = harness.tunnel(["ls", "--runtime-dir", harness.dir + "/afile"])
+        XCTAssertEqual(listed.status, 1, listed.output)
+        XCTAssertEqual(listed.stderr, "tunnel: runtime directory \(harness.dir)/afile is a regular file, not a directory\n")
         let notOurs = harness.tunnel(["up", "db", "--runtime-dir", foreign])
         XCTAssertNotEqual(notOurs.status, 0)
         XCTAssertTrue(notOurs.stderr.contains("belongs to uid 65534"), notOurs.stderr)

@@ -326,6 +326,12 @@ final class SupervisorTests: SSHTestCase {
         let pid = try XCTUnwrap(harness.supervisorPID)
         kill(pid, SIGKILL)
         XCTAssertTrue(eventually(timeout: 10) { kill(pid, 0) != 0 })
+        // Meanwhile `ls` says nothing runs, and what would come back.
+        let none = harness.tunnel(["ls"])
+        XCTAssertEqual(none.status, 0, none.output)
+        XCTAssertEqual(none.stdout, "")
+        XCTAssertEqual(none.stderr, "no supervisor is running; 1 saved tunnel (six) come back with the next `tunnel up` or `tunnel daemon`\n")
+        XCTAssertEqual(harness.tunnel(["ls", "--json"]).stdout, "[]\n")
         let restored = harness.tunnel(["up", "six"])
         XCTAssertEqual(restored.status, 0, restored.output + harness.supervisorLog)
         XCTAssertTrue(restored.stdout.contains("six: "), restored.stdout)
