@@ -74,8 +74,11 @@ enum ListTable {
                 // "!" marks the listening side.
                 let mark = f.public ? " !" : ""
                 let (local, remote) = f.kind == "remote" ? (f.local, f.remote + mark) : (f.local + mark, f.remote)
-                var row = [t.name, f.kind ?? "local", local, remote, t.via, state, t.state == "up" ? age : "(\(age))",
-                           t.rtt_ms.map { "\($0) ms" } ?? "-", "\(f.active)/\(f.total)", bytes(f.bytes_in), bytes(f.bytes_out), "\(t.restarts)", lastError(t, now: now)]
+                // A remote forward the server refused is not up, whatever the link is; its row says why.
+                let refused = f.problem != nil && t.state == "up"
+                var row = [t.name, f.kind ?? "local", local, remote, t.via, refused ? "not listening" : state, t.state == "up" ? age : "(\(age))",
+                           t.rtt_ms.map { "\($0) ms" } ?? "-", "\(f.active)/\(f.total)", bytes(f.bytes_in), bytes(f.bytes_out), "\(t.restarts)",
+                           f.problem ?? lastError(t, now: now)]
                 if let rates {
                     let rate = rates[rateKey(t, f)]
                     row.insert(contentsOf: [rate.map { bytes(UInt64($0.in)) + "/s" } ?? "-", rate.map { bytes(UInt64($0.out)) + "/s" } ?? "-"], at: 11)

@@ -63,7 +63,8 @@ enum StatusText {
         for f in t.forwards {
             let arrow = f.kind == "remote" ? "\(f.remote) (on the server) -> \(f.local)" : "\(f.local) -> \(f.remote)"
             lines.append("  \(f.kind ?? "local") \(arrow)\(f.public ? " (public)" : ""): \(f.active) open, \(f.total) total, "
-                         + "in \(ListTable.bytes(f.bytes_in)), out \(ListTable.bytes(f.bytes_out))")
+                         + "in \(ListTable.bytes(f.bytes_in)), out \(ListTable.bytes(f.bytes_out))"
+                         + (f.problem.map { "; not listening: \($0)" } ?? ""))
         }
 
         lines.append("")

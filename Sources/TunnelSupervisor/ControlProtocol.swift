@@ -120,6 +120,9 @@ public struct ForwardInfo: Codable, Sendable, Equatable {
     public var bytes_in: UInt64
     public var bytes_out: UInt64
     public var `public`: Bool
+    /// A remote forward the server does not listen for (it refused, or the
+    /// request failed): why; absent while it listens or waits for an answer.
+    public var problem: String? = nil
 }
 
 /// One tunnel as `tunnel ls --json` shows it.

@@ -785,10 +785,10 @@ public final class Supervisor {
         // Remote forwards as the tunnel runs them (ssh_config may have added some).
         for (index, spec) in host.runtime.profile.remoteForwards.enumerated() {
             let stats = host.runtime.remoteStats[index].snapshot()
-            let port = index < status.remoteListeners.count ? status.remoteListeners[index].boundPort : nil
-            forwards.append(ForwardInfo(kind: "remote", local: spec.targetDescription, remote: spec.listenDescription(boundPort: port),
+            let listener = index < status.remoteListeners.count ? status.remoteListeners[index] : nil
+            forwards.append(ForwardInfo(kind: "remote", local: spec.targetDescription, remote: spec.listenDescription(boundPort: listener?.boundPort),
                                         active: stats.active, total: stats.total, bytes_in: stats.bytesIn, bytes_out: stats.bytesOut,
-                                        public: spec.isPublic))
+                                        public: spec.isPublic, problem: listener?.boundPort == nil ? listener?.problem : nil))
         }
         let phase = MetricsExposition.stateName(status.phase)
         return TunnelInfo(name: host.name, state: phase, via: host.runtime.profile.via, since: iso8601(status.since),

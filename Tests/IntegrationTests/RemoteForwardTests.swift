@@ -88,6 +88,7 @@ final class RemoteForwardTests: NamespacedSSHTestCase {
         let total: Int
         let bytes_in: UInt64
         let bytes_out: UInt64
+        let problem: String?
     }
 
     private struct Listed: Decodable {
@@ -226,6 +227,14 @@ final class RemoteForwardTests: NamespacedSSHTestCase {
         // Asked again and again; the log says it once.
         XCTAssertTrue(eventually(timeout: 20, interval: 0.5) { self.listed()?.last_error?.hasSuffix("retrying in 4 s") == true }, "\(harness.list())")
         XCTAssertEqual(listed()?.state, "up")
+        // The refused forward's own row says it is not listening, and why; the local one is up.
+        let remoteRow = listed()?.forwards.first { $0.kind == "remote" }
+        XCTAssertTrue(remoteRow?.problem?.hasPrefix(refusal) == true, "\(String(describing: remoteRow))")
+        XCTAssertNil(listed()?.forwards.first { $0.kind != "remote" }?.problem)
+        let table = harness.tunnel(["ls"]).stdout.split(separator: "\n")
+        XCTAssertTrue(table.contains { $0.contains(" remote ") && $0.contains("not listening") && $0.contains(refusal) }, table.joined(separator: "\n"))
+        XCTAssertTrue(table.contains { $0.contains(" local ") && $0.contains("  up  ") }, table.joined(separator: "\n"))
+        XCTAssertTrue(harness.tunnel(["status", "web"]).stdout.contains("; not listening: \(refusal)"))
         XCTAssertEqual(harness.supervisorLog.components(separatedBy: refusal).count - 1, 1, harness.supervisorLog)
 
         // With the refused remote forward its only one, the tunnel is up with nothing in place: said so, not an empty list.
