@@ -108,10 +108,17 @@ final class HopChain {
     private func hopFailure(_ failure: ConnectFailure, index: Int) -> ConnectFailure {
         guard hops.count > 1 else { return failure }
         var message = "\(name(ofHop: index)): \(failure.message)"
+        var isPermanent = failure.isPermanent
+        // The hop before this one carries the connection to it: a refusal is that hop's, named first.
         if index > 0, let refusal = links[index - 1].lastRefusal {
-            message = "\(name(ofHop: index)): \(hops[index - 1].host) could not open a channel to \(hops[index].host):\(hops[index].port): \(refusal)"
+            let prohibited = links[index - 1].lastRefusalKind == .administrativelyProhibited
+            message = "\(name(ofHop: index - 1)): " + (prohibited ? "does not forward to" : "could not open a channel to")
+                + " hop \(index + 1) (\(hops[index].host):\(hops[index].port)): \(refusal)"
+                + (prohibited ? " (AllowTcpForwarding or PermitOpen in that hop's sshd_config)" : "")
+            // Its configuration, not the network: asking again will not help.
+            if prohibited { isPermanent = true }
         }
-        return ConnectFailure(kind: failure.kind, message: message, isPermanent: failure.isPermanent,
+        return ConnectFailure(kind: failure.kind, message: message, isPermanent: isPermanent,
                               hostKeyProblem: failure.hostKeyProblem, authFindings: failure.authFindings)
     }
 

@@ -119,6 +119,7 @@ extension Link {
                 // once; the tunnel stays up.
                 let why = unanswered ? "the server did not answer within 60 s (its connection to the target hangs?)" : error.message
                 lastRefusal = why
+                lastRefusalKind = unanswered ? nil : error.refusal
                 logger.warning("channel to \(target.description) \(unanswered ? "failed" : "refused"): \(why); closing that client", metadata: ["local": "\(target.local)"])
                 if var socks = c.socks {
                     // The SOCKS client hears why, in its own protocol's terms.

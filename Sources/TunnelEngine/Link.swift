@@ -57,6 +57,8 @@ final class Link {
     var proxy: ProxyCommand?
     /// Why the server last refused a channel, for a jump chain's message.
     var lastRefusal: String?
+    /// Its reason code, when the server refused (nil: it did not answer).
+    var lastRefusalKind: ChannelOpenRefusal?
 
     // Remote forwards (the first lane's link only; see Link+Remote.swift).
     /// Where each remote forward's connections go here, and its counters.

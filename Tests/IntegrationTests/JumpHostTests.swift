@@ -108,6 +108,24 @@ final class JumpHostTests: SSHTestCase {
         XCTAssertTrue(read(inner.logPath).contains("Accepted publickey"), "the middle hop authenticated")
     }
 
+    /// A bastion that forbids forwarding: the error names the bastion (its
+    /// configuration is the cause), and the tunnel stops asking.
+    func testBastionThatProhibitsForwarding_isNamedAsTheCause_andTheFailureIsPermanent() throws {
+        bastion.stop()
+        bastion = try SSHServer(extraConfig: "AllowTcpForwarding no", namespace: namespace, listenAddress: namespace.insideAddress)
+        try bastion.authorize(publicKeyFile: server.userKey + ".pub")
+        harness.trust(bastion)
+        harness.trust(inner)
+        let port = Net.freePort()
+        harness.writeConfig(profile(port, target: inner, jump: bastionName, service: inner.port))
+        let up = harness.tunnel(["up", "db"], timeout: 30)
+        XCTAssertNotEqual(up.status, 0, up.output)
+        let expected = "hop 1 of 2 (\(bastionName)): does not forward to hop 2 (127.0.0.1:\(inner.port)): Channel open failure (administratively prohibited) (AllowTcpForwarding or PermitOpen in that hop's sshd_config)"
+        XCTAssertTrue(up.stderr.contains(expected), up.stderr)
+        XCTAssertEqual(harness.listed("db")?.state, "failed", "\(harness.list())")
+        XCTAssertFalse(up.stderr.contains("retrying"), up.stderr)
+    }
+
     func testKilledBastionSession_isHealed_withTheListenerBound() throws {
         harness.trust(bastion)
         harness.trust(inner)
