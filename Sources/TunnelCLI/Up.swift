@@ -100,9 +100,17 @@ struct Up: ParsableCommand {
                 entry = nil
             }
             if let entry, !entry.settings("localforward").isEmpty || !entry.settings("dynamicforward").isEmpty || !entry.settings("remoteforward").isEmpty {
+                // As for a profile naming the alias: the same checks, and what cannot be served left out with a note.
+                do throws(SSHConfigError) { _ = try entry.forwards(for: names[0], publicAllowed: false) } catch { throw fail(error.message) }
+                var notes: [String] = []
+                let remote = entry.servableRemoteForwards(for: names[0], label: names[0], publicAllowed: false, notes: &notes)
+                for line in notes { note("tunnel: \(line)") }
+                guard !entry.settings("localforward").isEmpty || !entry.settings("dynamicforward").isEmpty || !remote.isEmpty else {
+                    throw fail("\(names[0]): ssh_config's forwards for it are all left out (above), so there is nothing to bring up")
+                }
                 let adHoc = AdHocTunnel(name: nil, destination: names[0], forwards: AdHocTunnel.forwards(fromLocalForward: entry.settings("localforward")),
                                         dynamic: AdHocTunnel.forwards(fromDynamicForward: entry.settings("dynamicforward")),
-                                        remote: AdHocTunnel.forwards(fromRemoteForward: entry.settings("remoteforward")),
+                                        remote: remote.map(\.text),
                                         origin: .sshConfig, sshConfig: loaded?.sshConfig ?? .standard)
                 throw ExitCode(try runAdHoc(adHoc))
             }

@@ -240,7 +240,7 @@ extension HopLogin {
 
 extension SSHConfigEntry {
     /// LocalForward and DynamicForward, for a profile that writes no forward.
-    func forwards(for host: String, publicAllowed: Bool) throws(SSHConfigError) -> [ForwardSpec] {
+    public func forwards(for host: String, publicAllowed: Bool) throws(SSHConfigError) -> [ForwardSpec] {
         var specs: [ForwardSpec] = []
         for text in AdHocTunnel.forwards(fromLocalForward: settings("localforward")) {
             do { specs.append(try ForwardSpec.parse(text)) } catch { throw SSHConfigError(message: "LocalForward for \(host) in ssh_config: \(error.text)") }
@@ -258,34 +258,44 @@ extension SSHConfigEntry {
     }
 }
 
+extension SSHConfigEntry {
+    /// The RemoteForward lines tunnel can serve, each with a note (starting
+    /// with `label`) for one it leaves out: a remote SOCKS proxy, a Unix
+    /// socket, a non-loopback bind unless `publicAllowed`, a second forward
+    /// asking for the same address.
+    public func servableRemoteForwards(for host: String, label: String, publicAllowed: Bool, notes: inout [String]) -> [RemoteForwardSpec] {
+        let values = settings("remoteforward")
+        var specs: [RemoteForwardSpec] = []
+        for (value, text) in zip(values, AdHocTunnel.forwards(fromRemoteForward: values)) {
+            // How ssh -G prints `RemoteForward PORT`: a SOCKS proxy on the server's side.
+            if value.hasSuffix(" [socks]:0") {
+                notes.append("\(label): ssh_config's RemoteForward \(value.dropLast(" [socks]:0".count)) for \(host) left out: it asks for a SOCKS proxy on the server (a port alone), which tunnel does not serve")
+                continue
+            }
+            let spec: RemoteForwardSpec
+            do throws(RemoteForwardSpecError) { spec = try RemoteForwardSpec.parse(text) } catch {
+                notes.append("\(label): ssh_config's RemoteForward \(value) for \(host) left out: \(error.reason)")
+                continue
+            }
+            if spec.isPublic && !publicAllowed {
+                notes.append("\(label): ssh_config's RemoteForward \(value) for \(host) left out: it asks the server to listen on \(spec.bind), which needs public = true")
+            } else if let earlier = specs.first(where: { $0.collides(with: spec) }) {
+                notes.append("\(label): ssh_config's RemoteForward \(value) for \(host) left out: it asks for the same address as \(earlier.text)")
+            } else {
+                specs.append(spec)
+            }
+        }
+        return specs
+    }
+}
+
 extension Profile {
     /// ssh_config's RemoteForward lines for this host, for a profile that
     /// writes no `remote`. The forms tunnel does not serve (a remote SOCKS
     /// proxy, Unix sockets), a non-loopback bind without `public = true` and
     /// a second forward asking for the same address are left out with a note.
     func remoteForwards(from entry: SSHConfigEntry, notes: inout [String]) -> [RemoteForwardSpec] {
-        let values = entry.settings("remoteforward")
-        var specs: [RemoteForwardSpec] = []
-        for (value, text) in zip(values, AdHocTunnel.forwards(fromRemoteForward: values)) {
-            // How ssh -G prints `RemoteForward PORT`: a SOCKS proxy on the server's side.
-            if value.hasSuffix(" [socks]:0") {
-                notes.append("\(name): ssh_config's RemoteForward \(value.dropLast(" [socks]:0".count)) for \(host) left out: it asks for a SOCKS proxy on the server (a port alone), which tunnel does not serve")
-                continue
-            }
-            let spec: RemoteForwardSpec
-            do throws(RemoteForwardSpecError) { spec = try RemoteForwardSpec.parse(text) } catch {
-                notes.append("\(name): ssh_config's RemoteForward \(value) for \(host) left out: \(error.reason)")
-                continue
-            }
-            if spec.isPublic && !isPublic {
-                notes.append("\(name): ssh_config's RemoteForward \(value) for \(host) left out: it asks the server to listen on \(spec.bind), which needs public = true")
-            } else if let earlier = specs.first(where: { $0.collides(with: spec) }) {
-                notes.append("\(name): ssh_config's RemoteForward \(value) for \(host) left out: it asks for the same address as \(earlier.text)")
-            } else {
-                specs.append(spec)
-            }
-        }
-        return specs
+        entry.servableRemoteForwards(for: host, label: name, publicAllowed: isPublic, notes: &notes)
     }
 
     /// This profile with what ssh_config says about its host filled in where

@@ -331,12 +331,15 @@ final class RemoteForwardTests: NamespacedSSHTestCase {
           IdentityFile \(remoteServer.userKey)
           UserKnownHostsFile \(harness.knownHosts)
           RemoteForward \(port) 127.0.0.1:\(echo.port)
+          RemoteForward 19102
 
         """, to: sshConfig, mode: 0o600)
         harness.writeConfig("[defaults]\nssh_config = \"\(sshConfig)\"\n")
         let alias = harness.tunnel(["up", "rf-alias"])
         XCTAssertEqual(alias.status, 0, alias.output + harness.supervisorLog)
         XCTAssertTrue(alias.stdout.hasPrefix("rf-alias: up: remote 127.0.0.1:\(port) -> 127.0.0.1:\(echo.port)"), alias.output)
+        // The line it cannot serve (a SOCKS proxy on the server) is left out with a note, as for a profile.
+        XCTAssertEqual(alias.stderr, "tunnel: rf-alias: ssh_config's RemoteForward 19102 for rf-alias left out: it asks for a SOCKS proxy on the server (a port alone), which tunnel does not serve\n")
         let fromConfig = exchangeInside(port: port, request: request)
         XCTAssertEqual(fromConfig.reply, echoed(request), fromConfig.output)
     }
