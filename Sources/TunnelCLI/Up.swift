@@ -227,7 +227,9 @@ func sendUp(_ request: ControlRequest, profiles: [String: Profile], global: Glob
         response = try global.client.send(request, over: connection.socket, timeout: wait)
     } catch {
         guard error.noReplyInTime else { throw fail(error.message) }
-        // The supervisor is fine: the tunnels are still connecting.
+        // Still connecting, if the supervisor answers at all: ask it something it answers at once.
+        let alive = (try? global.client.request(ControlRequest(command: .hello), timeout: 5)) != nil
+        guard alive else { throw fail(error.message + ", but it does not answer now either (stopped? overloaded?)") }
         for name in request.adHoc.map({ [$0.name] }) ?? request.names {
             writeLine(2, "tunnel: \(name): not up within \(ControlClient.seconds(wait)) s; still connecting in the background (`tunnel ls` shows it, `tunnel down \(name)` stops it)")
         }

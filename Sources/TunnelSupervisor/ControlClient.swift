@@ -75,7 +75,11 @@ public struct ControlClient {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while !reply.contains(UInt8(ascii: "\n")) {
             let left = deadline.seconds(since: Instant.now())
-            guard left > 0 else { throw Failure(message: "no reply from the supervisor within \(ControlClient.seconds(timeout)) s", noReplyInTime: true) }
+            guard left > 0 else {
+                let pid = dir.recordedPID().map { " (pid \($0))" } ?? ""
+                throw Failure(message: "no reply from the supervisor\(pid) within \(ControlClient.seconds(timeout)) s; it has the request and may still carry it out",
+                              noReplyInTime: true)
+            }
             let result = buffer.withUnsafeMutableBytes { try? socket.recv(into: $0.baseAddress!, count: $0.count) }
             switch result {
             case .done(0)?: 

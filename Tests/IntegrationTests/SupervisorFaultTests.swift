@@ -312,6 +312,22 @@ final class SupervisorFaultTests: SSHTestCase {
         XCTAssertTrue(eventually(timeout: 5) { follow.log.contains("[a] info:") }, follow.log)
     }
 
+    /// A supervisor that does not answer (stopped) is not reported as a
+    /// tunnel still connecting: `up` says the supervisor is silent, and
+    /// that the request may still be carried out, as it is once it resumes.
+    func testStoppedSupervisor_upSaysItDoesNotAnswer_notThatTheTunnelIsConnecting() throws {
+        let first = Net.freePort(), second = Net.freePort()
+        harness.writeConfig(profile("a", first) + profile("b", second))
+        XCTAssertEqual(harness.tunnel(["up", "a"]).status, 0)
+        let pid = try XCTUnwrap(harness.supervisorPID)
+        kill(pid, SIGSTOP)
+        let up = harness.tunnel(["up", "b", "--timeout", "2"], timeout: 30)
+        kill(pid, SIGCONT)
+        XCTAssertEqual(up.status, 1, up.output)
+        XCTAssertEqual(up.stderr, "tunnel: no reply from the supervisor (pid \(pid)) within 2 s; it has the request and may still carry it out, but it does not answer now either (stopped? overloaded?)\n")
+        XCTAssertTrue(eventually(timeout: 20) { self.harness.listed("b")?.state == "up" }, "carried out once resumed: \(harness.list())")
+    }
+
     func testCorruptSavedState_isLoggedAndReplaced_notSilentlyDropped() throws {
         let port = Net.freePort()
         harness.writeConfig(profile("a", port))
