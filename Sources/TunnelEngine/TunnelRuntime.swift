@@ -76,7 +76,7 @@ public final class TunnelRuntime: @unchecked Sendable {
 
     /// Lazy as configured, unless ssh_config added remote forwards: the
     /// server listens for those only while connected, so such a tunnel connects at once.
-    static func isLazy(_ profile: Profile) -> Bool { profile.lazy && profile.remoteForwards.isEmpty }
+    public static func isLazy(_ profile: Profile) -> Bool { profile.lazy && profile.remoteForwards.isEmpty }
 
     // MARK: lifecycle
 

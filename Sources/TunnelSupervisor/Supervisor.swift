@@ -376,6 +376,10 @@ public final class Supervisor {
             outcome.message = status.sessionsUp < status.sessions
                 ? "\(status.sessionsUp) of \(status.sessions) SSH connections up: \(status.lastError ?? "the others are not connected")"
                 : nil
+            // Asked to be lazy, but not: say why where the user looks, not only in the log.
+            if host.profile.lazy && !TunnelRuntime.isLazy(resolved) && outcome.message == nil {
+                outcome.message = "lazy = true is ignored: ssh_config adds remote forwards, which need the SSH connection up"
+            }
             let remote = remoteRoutes(host, status)
             outcome.remote = remote.routes
             outcome.remoteProblems = remote.problems

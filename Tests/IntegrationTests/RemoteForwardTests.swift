@@ -342,6 +342,14 @@ final class RemoteForwardTests: NamespacedSSHTestCase {
         XCTAssertEqual(alias.stderr, "tunnel: rf-alias: ssh_config's RemoteForward 19102 for rf-alias left out: it asks for a SOCKS proxy on the server (a port alone), which tunnel does not serve\n")
         let fromConfig = exchangeInside(port: port, request: request)
         XCTAssertEqual(fromConfig.reply, echoed(request), fromConfig.output)
+
+        // A lazy profile naming the alias connects at once (the server must listen): `up` says why.
+        XCTAssertEqual(harness.tunnel(["down", "rf-alias"]).status, 0)
+        harness.writeConfig("[defaults]\nssh_config = \"\(sshConfig)\"\n[tunnels.lz]\nhost = \"rf-alias\"\nlazy = true\n")
+        let lazy = harness.tunnel(["up", "lz"])
+        XCTAssertEqual(lazy.status, 0, lazy.output + harness.supervisorLog)
+        XCTAssertTrue(lazy.stdout.hasPrefix("lz: up: remote 127.0.0.1:\(port)"), lazy.output)
+        XCTAssertTrue(lazy.stderr.contains("note: lz: lazy = true is ignored: ssh_config adds remote forwards, which need the SSH connection up\n"), lazy.stderr)
     }
 
     func testThroughAJumpHost_theFinalHopListens() throws {
