@@ -394,12 +394,9 @@ extension Profile {
         if resolved.jump.count >= JumpHop.maxHops {
             throw SSHConfigError(message: "ProxyJump for \(host) in ssh_config: \(resolved.jump.count) jump hosts; a chain has at most \(JumpHop.maxHops) hops")
         }
-        let chain = resolved.hops
-        for (i, hop) in chain.enumerated() {
-            if let earlier = chain[..<i].first(where: { $0.host.lowercased() == hop.host.lowercased() && $0.port == hop.port }) {
-                throw SSHConfigError(message: "\(name): ssh_config makes the chain \(resolved.via) reach \(earlier.host):\(earlier.port) twice: it would loop")
-            }
-        }
+        // A chain that passes one host twice is finite (at most maxHops) and
+        // ssh takes it; only a ProxyJump leading back while it is expanded
+        // (above) would never end.
         if resolved != self {
             let keywords = resolved.login.keywordsChanged(from: login)
             notes.insert("\(name): ssh_config for \(host): \(resolved.via)" + (keywords.isEmpty ? "" : " (\(keywords.joined(separator: ", ")))"), at: 0)

@@ -126,6 +126,28 @@ final class JumpHostTests: SSHTestCase {
         XCTAssertFalse(up.stderr.contains("retrying"), up.stderr)
     }
 
+    /// A ProxyJump chain that passes the same server twice is finite, and
+    /// ssh takes it: so does tunnel (bastion, inner, then bastion again).
+    func testProxyJumpChainThatPassesAHostTwice_isTaken() throws {
+        harness.trust(bastion)
+        harness.trust(inner)
+        let config = writeSSHConfig(innerPort: inner.port, extraForDB: """
+        Host inner-alias
+          HostName 127.0.0.1
+          Port \(inner.port)
+        Host again-alias
+          HostName \(namespace.insideAddress)
+          Port \(bastion.port)
+          ProxyJump bastion-alias,inner-alias
+        """)
+        let port = Net.freePort()
+        harness.writeConfig("[defaults]\nssh_config = \"\(config)\"\n[tunnels.again]\nhost = \"again-alias\"\nforward = \"\(port):\(namespace.insideAddress):\(bastion.port)\"\n")
+        let up = harness.tunnel(["up", "again"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        XCTAssertEqual(harness.listed("again")?.hops?.count, 3, "\(harness.list())")
+        XCTAssertEqual(Self.banner(through: port), "SSH-2.0-")
+    }
+
     func testKilledBastionSession_isHealed_withTheListenerBound() throws {
         harness.trust(bastion)
         harness.trust(inner)
