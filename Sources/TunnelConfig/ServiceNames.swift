@@ -10,9 +10,12 @@ public enum ServiceNames {
         return system.portByName[lower] ?? builtin.portByName[lower]
     }
 
-    /// The usual name of a port, for display, e.g. 5432 → "postgresql".
+    /// The usual name of a port, for display, e.g. 5432 → "postgresql": the
+    /// built-in table of common services, else /etc/services for ports below
+    /// 1024 only; above, it registers thousands of names nobody runs there
+    /// (17004 "sgi-cad"), which would mislabel a port typed as a number.
     public static func name(forPort port: UInt16) -> String? {
-        system.nameByPort[port] ?? builtin.nameByPort[port]
+        builtin.nameByPort[port] ?? (port < 1024 ? system.nameByPort[port] : nil)
     }
 
     /// Read once, on first use; a missing or unreadable file just means an empty table.

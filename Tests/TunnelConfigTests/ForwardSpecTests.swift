@@ -237,6 +237,8 @@ final class ServiceNamesTests: XCTestCase {
         XCTAssertEqual(ServiceNames.name(forPort: 22), "ssh")
         XCTAssertEqual(ServiceNames.name(forPort: 6379), "redis")
         XCTAssertNil(ServiceNames.name(forPort: 54321))
+        // Registered in /etc/services, but not what anyone means by the number.
+        XCTAssertNil(ServiceNames.name(forPort: 17004))
     }
 
     func testServicesFile_parsingUsesTCPEntriesAndAliases() {
