@@ -12,13 +12,16 @@ struct Up: ParsableCommand {
     @Argument(help: "Profile names; with -L or -R, one DESTINATION ([user@]host[:port], ssh://user@host:port or an ssh_config alias).")
     var names: [String]
 
-    @Option(name: .customShort("L"), help: "A forward as `ssh -L` writes it ([bind:]port:host:hostport), for a tunnel no profile describes; repeatable.")
+    // Unconditional: "-L -1:h:2" is a bad spec to name, not a missing value.
+    @Option(name: .customShort("L"), parsing: .unconditionalSingleValue, help: "A forward as `ssh -L` writes it ([bind:]port:host:hostport), for a tunnel no profile describes; repeatable.")
     var localForwards: [String] = []
 
-    @Option(name: .customShort("D"), help: "A SOCKS proxy as `ssh -D` writes it ([bind:]port), for a tunnel no profile describes; repeatable.")
+    // Unconditional: "-L -1:h:2" is a bad spec to name, not a missing value.
+    @Option(name: .customShort("D"), parsing: .unconditionalSingleValue, help: "A SOCKS proxy as `ssh -D` writes it ([bind:]port), for a tunnel no profile describes; repeatable.")
     var dynamicForwards: [String] = []
 
-    @Option(name: .customShort("R"), help: "A remote forward as `ssh -R` writes it ([bind:]port:host:hostport: the server listens on port, 0 for one it picks; connections come back to host:hostport here), for a tunnel no profile describes; repeatable.")
+    // Unconditional: "-L -1:h:2" is a bad spec to name, not a missing value.
+    @Option(name: .customShort("R"), parsing: .unconditionalSingleValue, help: "A remote forward as `ssh -R` writes it ([bind:]port:host:hostport: the server listens on port, 0 for one it picks; connections come back to host:hostport here), for a tunnel no profile describes; repeatable.")
     var remoteForwards: [String] = []
 
     @Option(name: .customShort("J"), help: "Jump hosts, as `ssh -J` (with -L, -D or -R).")
@@ -129,6 +132,7 @@ struct Up: ParsableCommand {
         if foreground {
             let profile: Profile
             do { profile = try config.profile(named: names[0]) } catch { throw fail(error.description) }
+            try refuseIfSupervised(profile.name)
             let resolved: Profile
             do throws(SSHConfigError) {
                 resolved = try profile.applyingSSHConfig(profile.sshConfig, home: homeDirectory(global.environment)).profile
@@ -147,6 +151,7 @@ struct Up: ParsableCommand {
         let profile: Profile
         do { profile = try adHoc.profile(home: homeDirectory(environment), environment: environment) } catch { throw fail(error.message) }
         if foreground {
+            try refuseIfSupervised(profile.name)
             do throws(SSHConfigError) {
                 let resolved = try profile.applyingSSHConfig(profile.sshConfig, home: homeDirectory(environment)).profile
                 return runForeground(profile: resolved, environment: environment)
@@ -157,6 +162,15 @@ struct Up: ParsableCommand {
         var request = ControlRequest(command: .up)
         request.adHoc = adHoc
         return try sendUp(request, profiles: [adHoc.name: profile], global: global, timeout: timeout)
+    }
+
+    /// `--foreground` of a tunnel the supervisor runs would only find its
+    /// ports taken: say that it runs there instead.
+    private func refuseIfSupervised(_ name: String) throws {
+        guard let listed = try? global.client.request(ControlRequest(command: .list), timeout: 5),
+              let running = listed.tunnels.first(where: { $0.name == name }) else { return }
+        let pid = global.runtimeDirectory.recordedPID().map { " (pid \($0))" } ?? ""
+        throw fail("\(name) is \(running.state) in the supervisor\(pid); `tunnel down \(name)` first to run it in the foreground")
     }
 }
 

@@ -129,6 +129,10 @@ public struct ForwardSpec: Hashable, Sendable, CustomStringConvertible {
         }
         if text.hasPrefix("/") { return try parseUnixLocal(text, failure: failure) }
         let fields = try splitFields(text, failure: failure)
+        // "5433:localhost:5432:" is a complete spec plus a stray ":", not a bind address of "5433".
+        if fields.count == 4, fields[3].isEmpty, (try? parseBind(fields[0], failure: failure)) == nil {
+            throw failure(syntax + " (it ends with \":\")")
+        }
         let bindField: Substring?
         let rest: ArraySlice<Substring>
         switch fields.count {

@@ -371,6 +371,13 @@ final class JumpHostTests: SSHTestCase {
         let badSpec = harness.tunnel(["up", "-L", "99999:h:1", "host"])
         XCTAssertNotEqual(badSpec.status, 0)
         XCTAssertTrue(badSpec.stderr.hasPrefix("tunnel: -L ") && badSpec.stderr.contains("99999"), badSpec.stderr)
+        // A spec that starts with "-" is a bad spec, not a missing value; a stray ":" at the end is named.
+        for (spec, expected) in [("-1:h:2", "tunnel: -L \"-1:h:2\": local port \"-1\" is not a number\n"),
+                                 ("18010:127.0.0.1:17001:", "tunnel: -L \"18010:127.0.0.1:17001:\": expected [bind:]port:host:hostport (it ends with \":\")\n")] {
+            let bad = harness.tunnel(["up", "-L", spec, "host"])
+            XCTAssertEqual(bad.status, 1, bad.output)
+            XCTAssertEqual(bad.stderr, expected)
+        }
         let badJump = harness.tunnel(["up", "-L", "1:h:2", "-J", "ops@", "host"])
         XCTAssertTrue(badJump.stderr.contains(#"-J "ops@": no host"#), badJump.stderr)
         XCTAssertNil(harness.supervisorPID, "nothing started for bad input")

@@ -349,6 +349,10 @@ final class SupervisorTests: SSHTestCase {
         let keep = harness.profile("keep", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"])
         harness.writeConfig(keep)
         XCTAssertEqual(harness.tunnel(["up", "keep"]).status, 0)
+        // In the foreground too, it would only find its port taken: said as what it is.
+        let twice = harness.tunnel(["up", "keep", "--foreground"], timeout: 20)
+        XCTAssertEqual(twice.status, 1, twice.output)
+        XCTAssertEqual(twice.stderr, "tunnel: keep is up in the supervisor (pid \(harness.supervisorPID ?? 0)); `tunnel down keep` first to run it in the foreground\n")
 
         harness.writeConfig(keep + harness.profile("fresh", server: server, forwards: ["\(fresh):127.0.0.1:\(echo.port)"])
                             + harness.profile("broken", server: server, forwards: ["not-a-port:127.0.0.1:\(echo.port)"]))

@@ -241,6 +241,12 @@ final class ServiceNamesTests: XCTestCase {
         XCTAssertNil(ServiceNames.name(forPort: 17004))
     }
 
+    func testTrailingColon_isNamedAsSuch_notReadAsABindAddress() {
+        XCTAssertThrowsError(try ForwardSpec.parse("18010:127.0.0.1:17001:")) { error in
+            XCTAssertTrue("\(error)".contains("(it ends with \":\")") && !"\(error)".contains("bind address"), "\(error)")
+        }
+    }
+
     func testServicesFile_parsingUsesTCPEntriesAndAliases() {
         let table = ServiceTable(parsingServicesFile: """
         # comment line
