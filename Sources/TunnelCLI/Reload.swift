@@ -10,7 +10,10 @@ struct Reload: ParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
-        guard let response = try global.ask(ControlRequest(command: .reload), timeout: 60) else {
+        var request = ControlRequest(command: .reload)
+        // Its profiles that are not up are listed too; the running ones reload from their own files.
+        request.config = global.configPath
+        guard let response = try global.ask(request, timeout: 60) else {
             say("no supervisor is running; nothing to reload")
             return
         }

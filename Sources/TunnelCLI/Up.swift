@@ -195,7 +195,12 @@ func runBackgroundUp(names: [String], config: Config, global: GlobalOptions, tim
             failed = true
         }
     }
-    let status = try upSaved(savedAdHoc, global: global, timeout: timeout) | (failed ? 1 : 0)
+    // A typo or a broken profile among several starts none: nothing half-done to undo.
+    if failed {
+        if !good.isEmpty || !savedAdHoc.isEmpty { writeLine(2, "tunnel: nothing was started") }
+        return 1
+    }
+    let status = try upSaved(savedAdHoc, global: global, timeout: timeout)
     guard !good.isEmpty else { return savedAdHoc.isEmpty ? 1 : status }
     var request = ControlRequest(command: .up)
     request.names = good

@@ -207,7 +207,7 @@ public final class Supervisor {
                 reply(response)
             }
         case .reload:
-            reload { outcomes in
+            reload(alsoListing: request.config) { outcomes in
                 var response = ControlResponse(ok: true)
                 response.outcomes = outcomes
                 reply(response)
@@ -557,7 +557,9 @@ public final class Supervisor {
 
     // MARK: reload
 
-    private func reload(done reloaded: @escaping ([TunnelOutcome]) -> Void) {
+    /// `alsoListing`: a profiles file whose profiles that are not up the
+    /// reply names too (the `--config` of `tunnel reload`).
+    private func reload(alsoListing extra: String? = nil, done reloaded: @escaping ([TunnelOutcome]) -> Void) {
         systemd?.reloading()
         let daemonOutcomes = metrics?.reload() ?? []
         let done = { [weak self] (outcomes: [TunnelOutcome]) in
@@ -571,7 +573,7 @@ public final class Supervisor {
             do throws(ConfigErrors) { configs[path] = .success(try Config.load(path: path, environment: environment)) } catch { configs[path] = .failure(error) }
         }
         let daemonReported = daemonOutcomes.contains { $0.isFailure }
-        let notRunning = profilesNotUp(in: configs, running: Set(names), daemonReported: daemonReported)
+        let notRunning = profilesNotUp(in: configs, running: Set(names), daemonReported: daemonReported, alsoListing: extra)
         let gather = Gather(names) { done($0 + notRunning) }
         for name in names {
             guard let host = tunnels[name] else { continue }
@@ -651,11 +653,11 @@ public final class Supervisor {
     /// outcomes of the running tunnels from it, else by the `[daemon]` one,
     /// else by a `[profiles]` outcome.
     private func profilesNotUp(in loaded: [String: Result<Config, ConfigErrors>], running: Set<String>,
-                               daemonReported: Bool) -> [TunnelOutcome] {
+                               daemonReported: Bool, alsoListing extra: String?) -> [TunnelOutcome] {
         var configs = loaded
-        if let own = metrics?.configPath, configs[own] == nil {
+        for path in [metrics?.configPath, extra].compactMap({ $0 }) where configs[path] == nil {
             // Missing or unreadable: only ad-hoc tunnels may be in use, which need no file.
-            if let config = try? Config.load(path: own, environment: environment) { configs[own] = .success(config) }
+            if let config = try? Config.load(path: path, environment: environment) { configs[path] = .success(config) }
         }
         var outcomes: [TunnelOutcome] = []
         var seen = running

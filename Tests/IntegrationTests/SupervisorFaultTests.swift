@@ -123,6 +123,11 @@ final class SupervisorFaultTests: SSHTestCase {
         XCTAssertEqual(typo.status, 1, typo.output)
         XCTAssertEqual(typo.stdout, "db: not up (no supervisor is running)\n")
         XCTAssertEqual(typo.stderr, unknownName)
+        // `up` with a typo among the names starts none of them.
+        let upTypo = harness.tunnel(["up", "db", "nosuch"])
+        XCTAssertEqual(upTypo.status, 1, upTypo.output)
+        XCTAssertTrue(upTypo.stderr.contains("tunnel: nosuch: no profile named \"nosuch\"") && upTypo.stderr.hasSuffix("tunnel: nothing was started\n"), upTypo.stderr)
+        XCTAssertNil(harness.supervisorPID, "no supervisor started for it")
         XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
         let other = harness.tunnel(["down", "nosuch"])
         XCTAssertEqual(other.status, 1, other.output)

@@ -382,6 +382,12 @@ final class SupervisorTests: SSHTestCase {
         XCTAssertEqual(whole.stdout, "other: unchanged\n")
         XCTAssertTrue(whole.stderr.hasPrefix("tunnel: [profiles]: failed: none can be used: \(harness.configPath):2:"), whole.stderr)
         XCTAssertEqual(whole.stderr.split(separator: "\n").count, 1, whole.stderr)
+
+        // `--config` names one more file whose profiles that are not up are listed.
+        let third = harness.dir + "/third.toml"
+        write(harness.profile("extra", server: server, forwards: ["\(Net.freePort()):127.0.0.1:\(echo.port)"]), to: third)
+        let withConfig = harness.tunnel(["reload", "--config", third], timeout: 30)
+        XCTAssertTrue(withConfig.stdout.contains("extra: not-up: in \(third); tunnel up extra starts it\n"), withConfig.output)
     }
 
     /// Reading stops at a syntax error (or at bytes that are not UTF-8): the
