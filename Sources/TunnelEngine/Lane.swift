@@ -93,9 +93,10 @@ final class Lane: @unchecked Sendable {
     /// `remoteStats`: one per `profile.remoteForwards` for the lane that asks
     /// the server for them; empty for every other lane.
     init(index: Int, isExtra: Bool, loop: EventLoop, profile: Profile, options: Connector.Options, logger: Logger,
-         pending: PendingClients, remoteStats: [ForwardStats] = [], report: @escaping @Sendable (Event) -> Void) {
+         pending: PendingClients, remoteStats: [ForwardStats] = [], preferredRemotePorts: [UInt16] = [],
+         report: @escaping @Sendable (Event) -> Void) {
         remoteForwards = remoteStats.isEmpty ? [] : profile.remoteForwards
-        remote = RemoteListeners(forwards: remoteForwards)
+        remote = RemoteListeners(forwards: remoteForwards, preferredPorts: preferredRemotePorts)
         remoteTargets = zip(remoteForwards, remoteStats).map { spec, stats in
             ChannelTarget(host: spec.targetHost, port: spec.targetPort, description: spec.targetDescription,
                           local: "remote \(spec.listenDescription())", stats: stats)

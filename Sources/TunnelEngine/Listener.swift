@@ -69,7 +69,9 @@ final class Listener {
     /// What its clients' channels ask for.
     let target: ChannelTarget
 
-    init(spec: ForwardSpec, stats: ForwardStats) throws(BindFailure) {
+    /// `preferredPort`: for an "auto" spec, the port to try first (the one a
+    /// restored tunnel had); when it is taken the kernel picks another.
+    init(spec: ForwardSpec, stats: ForwardStats, preferredPort: UInt16 = 0) throws(BindFailure) {
         self.spec = spec
         self.stats = stats
         let socket: Socket
@@ -77,7 +79,11 @@ final class Listener {
             socket = try Listener.bindUnix(path)
             address = .unix(path: path)
         } else {
-            socket = try Listener.bindTCP(spec)
+            if spec.localPort == 0 && preferredPort != 0, let again = try? Listener.bindTCP(spec, port: preferredPort) {
+                socket = again
+            } else {
+                socket = try Listener.bindTCP(spec, port: spec.localPort)
+            }
             do throws(SystemError) { address = try socket.localAddress() } catch {
                 socket.close()
                 throw BindFailure(address: spec.localDescription, errno: error.errno, message: "cannot read the bound address of \(spec.localDescription): \(error.errno)")
@@ -88,8 +94,8 @@ final class Listener {
                                local: address.description, stats: stats)
     }
 
-    private static func bindTCP(_ spec: ForwardSpec) throws(BindFailure) -> Socket {
-        guard let requested = SocketAddress(ip: spec.bind.host, port: spec.localPort) else {
+    private static func bindTCP(_ spec: ForwardSpec, port: UInt16) throws(BindFailure) -> Socket {
+        guard let requested = SocketAddress(ip: spec.bind.host, port: port) else {
             throw BindFailure(address: spec.localDescription, errno: Errno(EINVAL), message: "bind address \(spec.bind) is not an IP address")
         }
         let socket: Socket

@@ -51,8 +51,13 @@ struct RemoteListeners {
 
     private(set) var entries: [Entry]
 
-    init(forwards: [RemoteForwardSpec]) {
+    /// `preferredPorts`: for port-0 forwards, the ports a server picked
+    /// before (a restored tunnel), asked for first, as after a reconnect.
+    init(forwards: [RemoteForwardSpec], preferredPorts: [UInt16] = []) {
         entries = forwards.map { Entry(spec: $0) }
+        for (i, port) in preferredPorts.enumerated() where i < entries.count && port != 0 && entries[i].spec.port == 0 {
+            entries[i].sticky = port
+        }
     }
 
     /// "remote 127.0.0.1:8080", "remote 127.0.0.1:auto".

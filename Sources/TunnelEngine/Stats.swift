@@ -1,4 +1,5 @@
 import Synchronization
+import TunnelConfig
 import TunnelPOSIX
 
 /// Counters of one forward, written by its tunnel's loop thread and read by
@@ -58,6 +59,40 @@ public struct StateChange: Sendable, Equatable {
         self.time = time
         self.phase = phase
         self.reason = reason
+    }
+}
+
+/// Ports a restored tunnel asks for again where its profile says "auto" or
+/// port 0: what the kernel (local) or the server (remote) picked before, so
+/// clients told the old port keep working. Per forward, in profile order;
+/// 0 where the profile names its port.
+public struct PreferredPorts: Codable, Sendable, Equatable {
+    public var local: [UInt16] = []
+    public var remote: [UInt16] = []
+    public init(local: [UInt16] = [], remote: [UInt16] = []) {
+        self.local = local
+        self.remote = remote
+    }
+    public var isEmpty: Bool { !(local + remote).contains { $0 != 0 } }
+
+    /// These ports, and `saved`'s where these have none.
+    public func filling(from saved: PreferredPorts) -> PreferredPorts {
+        func fill(_ ports: [UInt16], _ old: [UInt16]) -> [UInt16] {
+            ports.enumerated().map { i, port in port == 0 && i < old.count ? old[i] : port }
+        }
+        return PreferredPorts(local: fill(local, saved.local), remote: fill(remote, saved.remote))
+    }
+
+    /// What a tunnel of `profile` picked, by its status.
+    public init(profile: Profile, status: TunnelStatus) {
+        local = profile.forwards.enumerated().map { i, spec in
+            guard spec.localPath == nil, spec.localPort == 0, i < status.boundAddresses.count,
+                  let port = status.boundAddresses[i].split(separator: ":").last.flatMap({ UInt16($0) }) else { return 0 }
+            return port
+        }
+        remote = profile.remoteForwards.enumerated().map { i, spec in
+            spec.port == 0 && i < status.remoteListeners.count ? status.remoteListeners[i].boundPort ?? 0 : 0
+        }
     }
 }
 

@@ -52,6 +52,8 @@ public final class TunnelRuntime: @unchecked Sendable {
 
     /// Called on the loop thread after every status change.
     public var onStatusChange: ((TunnelStatus) -> Void)?
+    /// Set before `start`: the ports a restored tunnel asks for again.
+    public var preferredPorts = PreferredPorts()
 
     /// `loop`: the runtime's and its first lane's; `group`: the other lanes'.
     public init(profile: Profile, loop: EventLoop, group: EventLoopGroup, options: Connector.Options, logger: Logger) {
@@ -86,7 +88,8 @@ public final class TunnelRuntime: @unchecked Sendable {
         precondition(loop.inLoopThread)
         do throws(BindFailure) {
             for (index, spec) in profile.forwards.enumerated() {
-                let listener = try Listener(spec: spec, stats: forwardStats[index])
+                let preferred = index < preferredPorts.local.count ? preferredPorts.local[index] : 0
+                let listener = try Listener(spec: spec, stats: forwardStats[index], preferredPort: preferred)
                 listeners.append(listener)
                 do {
                     listener.registration = try loop.register(fd: listener.socket.fd, events: []) { [unowned self] _ in
@@ -189,7 +192,8 @@ public final class TunnelRuntime: @unchecked Sendable {
         }
         // Only the first lane asks the server for the remote forwards' listeners.
         let lane = Lane(index: index, isExtra: isExtra, loop: laneLoop, profile: profile, options: options, logger: logger,
-                        pending: pending, remoteStats: index == 0 && !isExtra ? remoteStats : [], report: report)
+                        pending: pending, remoteStats: index == 0 && !isExtra ? remoteStats : [],
+                        preferredRemotePorts: index == 0 && !isExtra ? preferredPorts.remote : [], report: report)
         lanes[index] = lane
         laneLoop.perform { lane.start() }
     }

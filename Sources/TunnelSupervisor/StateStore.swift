@@ -1,5 +1,6 @@
 import FoundationEssentials
 import TunnelConfig
+import TunnelEngine
 import TunnelPOSIX
 
 /// The tunnels the user wants up, saved so a restarted supervisor (crash,
@@ -15,6 +16,9 @@ struct DesiredState: Codable, Equatable {
         var home: String?
         /// A tunnel from the command line or ssh_config, not from `config`.
         var adHoc: AdHocTunnel?
+        /// The ports it picked where its profile leaves that to the kernel or
+        /// the server: the next supervisor asks for them again.
+        var ports: PreferredPorts?
     }
     var version = 1
     var tunnels: [Entry] = []

@@ -416,8 +416,9 @@ public final class Supervisor {
     }
 
     /// Binds and starts one tunnel; `done` gets its first result.
+    /// `preferredPorts`: what a restored tunnel picked before (`PreferredPorts`).
     private func start(_ profile: Profile, configPath: String, options: Connector.Options, adHoc: AdHocTunnel? = nil,
-                       done: @escaping (TunnelOutcome) -> Void) {
+                       preferredPorts: PreferredPorts? = nil, done: @escaping (TunnelOutcome) -> Void) {
         if let clash = clash(with: profile) {
             return done(TunnelOutcome(name: profile.name, result: .failed, message: clash))
         }
@@ -429,7 +430,8 @@ public final class Supervisor {
             guard let self else { return }
             switch result {
             case .success(let resolved):
-                self.launch(profile, resolved: resolved, configPath: configPath, options: options, adHoc: adHoc, done: done)
+                self.launch(profile, resolved: resolved, configPath: configPath, options: options, adHoc: adHoc,
+                            preferredPorts: preferredPorts, done: done)
             case .failure(let error):
                 let queued = self.starting.removeValue(forKey: profile.name) ?? []
                 done(TunnelOutcome(name: profile.name, result: .failed, message: "\(error)"))
@@ -453,8 +455,9 @@ public final class Supervisor {
     }
 
     private func launch(_ profile: Profile, resolved: Profile, configPath: String, options: Connector.Options, adHoc: AdHocTunnel?,
-                        done: @escaping (TunnelOutcome) -> Void) {
-        TunnelHost.start(profile: profile, resolved: resolved, configPath: configPath, options: options, logger: logger,
+                        preferredPorts: PreferredPorts?, done: @escaping (TunnelOutcome) -> Void) {
+        TunnelHost.start(profile: profile, resolved: resolved, configPath: configPath, options: options, preferredPorts: preferredPorts,
+                         logger: logger,
                          group: group, supervisorLoop: loop,
                          onStatus: { [weak self] host, status in self?.statusChanged(host, status) },
                          onExit: { [weak self] host in self?.hostExited(host) },
@@ -498,6 +501,7 @@ public final class Supervisor {
 
     private func statusChanged(_ host: TunnelHost, _ status: TunnelStatus) {
         host.status = status
+        rememberPorts(host, status)
         guard !host.waiters.isEmpty else { return }
         var still: [(attempts: Int, resolve: (TunnelStatus) -> Void)] = []
         for waiter in host.waiters {
@@ -688,8 +692,9 @@ public final class Supervisor {
     // MARK: desired state
 
     private func remember(_ name: String, configPath: String, options: Connector.Options, adHoc: AdHocTunnel?) {
+        let ports = desired.tunnels.first { $0.name == name }?.ports
         desired.tunnels.removeAll { $0.name == name }
-        desired.tunnels.append(.init(name: name, config: configPath, agentSocket: options.agentSocket, home: options.home, adHoc: adHoc))
+        desired.tunnels.append(.init(name: name, config: configPath, agentSocket: options.agentSocket, home: options.home, adHoc: adHoc, ports: ports))
         saveDesired()
     }
 
@@ -715,6 +720,18 @@ public final class Supervisor {
             checked.agentSocket = agent
         }
         return checked
+    }
+
+    /// Saves the ports a tunnel picked (auto local ports, port-0 remote
+    /// forwards) when they change, for the next supervisor to ask for.
+    private func rememberPorts(_ host: TunnelHost, _ status: TunnelStatus) {
+        guard let index = desired.tunnels.firstIndex(where: { $0.name == host.name }) else { return }
+        let saved = desired.tunnels[index].ports ?? PreferredPorts()
+        // A remote port not granted for the moment (a reconnect) is not forgotten.
+        let merged = PreferredPorts(profile: host.runtime.profile, status: status).filling(from: saved)
+        guard merged != saved, !merged.isEmpty else { return }
+        desired.tunnels[index].ports = merged
+        saveDesired()
     }
 
     private func forget(_ name: String) {
@@ -755,7 +772,9 @@ public final class Supervisor {
                 }
             }
             logger.info("restoring \(entry.name) (was up before the supervisor restarted)")
-            start(profile, configPath: entry.config, options: options, adHoc: entry.adHoc) { [weak self] outcome in
+            // The same profile as saved: the ports it picked are asked for again.
+            let ports = entry.ports.flatMap { $0.local.count == profile.forwards.count ? $0 : nil }
+            start(profile, configPath: entry.config, options: options, adHoc: entry.adHoc, preferredPorts: ports) { [weak self] outcome in
                 restored.add(outcome)
                 if outcome.result == .failed && self?.tunnels[entry.name] == nil {
                     self?.logger.error("cannot restore \(entry.name): \(outcome.message ?? "failed")")

@@ -44,7 +44,8 @@ final class TunnelHost: @unchecked Sendable {
     /// on that loop: the tunnel's loop only fires callbacks into it.
     /// `profile` as tunnels.toml says (what a reload compares), `resolved`
     /// with ssh_config applied (what the tunnel runs).
-    static func start(profile: Profile, resolved: Profile, configPath: String, options: Connector.Options, logger: Logger,
+    static func start(profile: Profile, resolved: Profile, configPath: String, options: Connector.Options, preferredPorts: PreferredPorts?,
+                      logger: Logger,
                       group: EventLoopGroup, supervisorLoop: EventLoop,
                       onStatus: @escaping (TunnelHost, TunnelStatus) -> Void,
                       onExit: @escaping (TunnelHost) -> Void,
@@ -59,6 +60,7 @@ final class TunnelHost: @unchecked Sendable {
         var tunnelLogger = logger
         tunnelLogger[metadataKey: "tunnel"] = "\(profile.name)"
         let runtime = TunnelRuntime(profile: resolved, loop: loop, group: group, options: options, logger: tunnelLogger)
+        if let preferredPorts { runtime.preferredPorts = preferredPorts }
         var statusChanged: LoopCallback<TunnelStatus>?
         let exited = supervisorLoop.callback { (host: TunnelHost) in
             statusChanged?.cancel()

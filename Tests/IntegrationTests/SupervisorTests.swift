@@ -341,6 +341,36 @@ final class SupervisorTests: SSHTestCase {
         XCTAssertEqual(unknown.status, 1, unknown.output)
     }
 
+    /// An "auto" port is asked for again when a new supervisor restores the
+    /// tunnel, so clients told it keep working; if something took it
+    /// meanwhile, the kernel picks another.
+    func testAutoPort_isTheSameAfterASupervisorRestart_orAnotherWhenTaken() throws {
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["auto:127.0.0.1:\(echo.port)"]))
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        let first = try XCTUnwrap(harness.listed("db")?.forwards.first?.local)
+        let port = try XCTUnwrap(first.split(separator: ":").last.flatMap { UInt16($0) })
+        XCTAssertEqual(Self.roundTrip(port), "ping")
+
+        func killSupervisor() throws {
+            let pid = try XCTUnwrap(harness.supervisorPID)
+            kill(pid, SIGKILL)
+            XCTAssertTrue(eventually(timeout: 10) { kill(pid, 0) != 0 })
+        }
+        try killSupervisor()
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        XCTAssertEqual(harness.listed("db")?.forwards.first?.local, first, "the same port again")
+        XCTAssertEqual(Self.roundTrip(port), "ping")
+
+        try killSupervisor()
+        let (holderFD, held) = loopbackListener(backlog: 1, port: port)
+        defer { close(holderFD) }
+        XCTAssertEqual(held, port)
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        let other = try XCTUnwrap(harness.listed("db")?.forwards.first?.local)
+        XCTAssertNotEqual(other, first, "taken meanwhile: another one")
+        XCTAssertEqual(Self.roundTrip(try XCTUnwrap(other.split(separator: ":").last.flatMap { UInt16($0) })), "ping")
+    }
+
     /// A reload names what it read and did not start: a new profile (it
     /// stays down until `tunnel up`), and a broken one as a failure, so an
     /// edit with a mistake is seen now rather than at the next `up`.

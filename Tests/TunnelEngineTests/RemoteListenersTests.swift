@@ -25,6 +25,26 @@ final class RemoteListenersTests: XCTestCase {
         ])
     }
 
+    /// A restored tunnel asks for the port the server picked before, for a
+    /// port-0 forward only; a fixed port stays as written.
+    func testPreferredPorts_areAskedForFirst_forPortZeroForwardsOnly() {
+        var listeners = RemoteListeners(forwards: [fixed, picked], preferredPorts: [9999, 43127])
+        XCTAssertEqual(requests(listeners.linkUp()), [.request(index: 0, port: 8080), .request(index: 1, port: 43127)])
+    }
+
+    func testPreferredPorts_fromAStatus_andFilledFromWhatWasSaved() throws {
+        let profile = Profile(name: "p", host: "h", user: "u", forwards: [try ForwardSpec.parse("auto:h:1"), try ForwardSpec.parse("5433:h:2")],
+                              remoteForwards: [fixed, picked], knownHosts: "/k", location: SourceLocation(file: "t", line: 1, column: 1))
+        var status = TunnelStatus()
+        status.boundAddresses = ["127.0.0.1:40001", "127.0.0.1:5433"]
+        status.remoteListeners = [RemoteListenerStatus(boundPort: 8080), RemoteListenerStatus()]
+        let now = PreferredPorts(profile: profile, status: status)
+        XCTAssertEqual(now, PreferredPorts(local: [40001, 0], remote: [0, 0]))
+        // The remote one is not granted at the moment: what was saved stays.
+        XCTAssertEqual(now.filling(from: PreferredPorts(local: [39999, 0], remote: [0, 43127])), PreferredPorts(local: [40001, 0], remote: [0, 43127]))
+        XCTAssertTrue(PreferredPorts(local: [0], remote: [0]).isEmpty)
+    }
+
     func testGranted_publishesTheBoundPort_andLogsTheRoute() {
         var listeners = RemoteListeners(forwards: [picked])
         _ = listeners.linkUp()

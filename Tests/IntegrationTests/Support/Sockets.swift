@@ -321,11 +321,15 @@ final class TestServer: @unchecked Sendable {
 }
 
 /// A listening loopback socket on a free port.
-func loopbackListener(backlog: Int32) -> (fd: Int32, port: UInt16) {
+/// `port`: that one (0: any); the port it got, 0 if the bind failed.
+func loopbackListener(backlog: Int32, port: UInt16 = 0) -> (fd: Int32, port: UInt16) {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var one: Int32 = 1
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = port.bigEndian
     _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
     listen(fd, backlog)
     var len = socklen_t(MemoryLayout<sockaddr_in>.size)
