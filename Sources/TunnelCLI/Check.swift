@@ -19,22 +19,51 @@ struct Check: ParsableCommand {
         let steps: [CheckStep]
     }
 
+    /// A name no profile has: a tunnel saved from the command line, or an
+    /// ssh_config alias with forward lines (as `tunnel up` reads them), and
+    /// where it comes from.
+    private func nonProfile(_ name: String, config: Config?) throws -> (AdHocTunnel, String)? {
+        guard config?.profileNames.contains(name) != true, config?.stoppedEarly != true else { return nil }
+        if let saved = SavedTunnels.adHoc(named: name, in: global.runtimeDirectory) {
+            return (saved, "brought up from the \(saved.origin.rawValue) (\(saved.destination)), not a profile")
+        }
+        do throws(SSHConfigError) {
+            guard case .tunnel(let adHoc, let notes) = try SSHConfigAliasTunnel.lookup(name, source: config?.sshConfig ?? .standard) else { return nil }
+            return (adHoc, "the ssh_config alias \(name) with forward lines" + notes.map { "; \($0)" }.joined())
+        } catch {
+            throw fail(error.message)
+        }
+    }
+
     func run() throws {
         let environment = global.environment
-        let config = try global.loadConfig()
+        // Without a profiles file, names may still be saved command-line tunnels or ssh_config aliases.
+        let config: Config?
+        let configProblem: Error?
+        do { (config, configProblem) = (try global.loadConfig(), nil) } catch { (config, configProblem) = (nil, error) }
         // Which ports the supervisor holds, so they are not reported as foreign.
         let supervisor = try? global.client.request(ControlRequest(command: .list), timeout: 5)
         var reports: [Report] = []
         for name in names {
             var steps: [CheckStep] = []
             var profile: Profile
-            do {
-                profile = try config.profile(named: name)
-                steps.append(CheckStep("profile", .ok, "\(profile.location) parses and validates"))
-            } catch {
-                steps.append(CheckStep("profile", .fail, error.description, fix: "run `tunnel config check` and fix the file"))
-                reports.append(Report(name: name, ok: false, steps: steps))
-                continue
+            if let (adHoc, origin) = try nonProfile(name, config: config) {
+                do { profile = try adHoc.profile(home: homeDirectory(environment), environment: environment) } catch {
+                    steps.append(CheckStep("profile", .fail, error.message, fix: "bring it up again with corrected arguments"))
+                    reports.append(Report(name: name, ok: false, steps: steps))
+                    continue
+                }
+                steps.append(CheckStep("profile", .ok, origin))
+            } else {
+                guard let config else { throw configProblem! }
+                do {
+                    profile = try config.profile(named: name)
+                    steps.append(CheckStep("profile", .ok, "\(profile.location) parses and validates"))
+                } catch {
+                    steps.append(CheckStep("profile", .fail, error.description, fix: "run `tunnel config check` and fix the file"))
+                    reports.append(Report(name: name, ok: false, steps: steps))
+                    continue
+                }
             }
             do {
                 let (resolved, notes) = try profile.applyingSSHConfig(profile.sshConfig, home: homeDirectory(environment))

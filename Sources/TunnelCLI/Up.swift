@@ -94,27 +94,17 @@ struct Up: ParsableCommand {
         }
         // A name no profile has may be an ssh_config alias with LocalForward, DynamicForward or RemoteForward lines.
         let loaded = try? Config.load(path: global.configPath, environment: global.environment)
-        // `daemon` names the [daemon] table, never an alias: the profile lookup below says so.
         var aliasProblem: SSHConfigError?
-        if names.count == 1, loaded?.profileNames.contains(names[0]) != true, !Config.reservedProfileNames.contains(names[0]) {
-            let entry: SSHConfigEntry?
-            do { entry = try SSHConfigLookup.query(names[0], source: loaded?.sshConfig ?? .standard) } catch {
-                aliasProblem = error
-                entry = nil
+        if names.count == 1, loaded?.profileNames.contains(names[0]) != true {
+            let lookup: SSHConfigAliasTunnel.Lookup
+            do throws(SSHConfigError) { lookup = try SSHConfigAliasTunnel.lookup(names[0], source: loaded?.sshConfig ?? .standard) } catch {
+                throw fail(error.message)
             }
-            if let entry, !entry.settings("localforward").isEmpty || !entry.settings("dynamicforward").isEmpty || !entry.settings("remoteforward").isEmpty {
-                // As for a profile naming the alias: the same checks, and what cannot be served left out with a note.
-                do throws(SSHConfigError) { _ = try entry.forwards(for: names[0], publicAllowed: false) } catch { throw fail(error.message) }
-                var notes: [String] = []
-                let remote = entry.servableRemoteForwards(for: names[0], label: names[0], publicAllowed: false, notes: &notes)
+            switch lookup {
+            case .none: break
+            case .unreadable(let error): aliasProblem = error
+            case .tunnel(let adHoc, let notes):
                 for line in notes { note("tunnel: \(line)") }
-                guard !entry.settings("localforward").isEmpty || !entry.settings("dynamicforward").isEmpty || !remote.isEmpty else {
-                    throw fail("\(names[0]): ssh_config's forwards for it are all left out (above), so there is nothing to bring up")
-                }
-                let adHoc = AdHocTunnel(name: nil, destination: names[0], forwards: AdHocTunnel.forwards(fromLocalForward: entry.settings("localforward")),
-                                        dynamic: AdHocTunnel.forwards(fromDynamicForward: entry.settings("dynamicforward")),
-                                        remote: remote.map(\.text),
-                                        origin: .sshConfig, sshConfig: loaded?.sshConfig ?? .standard)
                 throw ExitCode(try runAdHoc(adHoc))
             }
         }

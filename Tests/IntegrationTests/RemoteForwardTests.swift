@@ -335,6 +335,10 @@ final class RemoteForwardTests: NamespacedSSHTestCase {
 
         """, to: sshConfig, mode: 0o600)
         harness.writeConfig("[defaults]\nssh_config = \"\(sshConfig)\"\n")
+        // Before it is up, `check` preflights the alias as `up` reads it.
+        let before = harness.tunnel(["check", "rf-alias"], timeout: 30)
+        XCTAssertEqual(before.status, 0, before.output)
+        XCTAssertTrue(before.stdout.contains("the ssh_config alias rf-alias with forward lines; rf-alias: ssh_config's RemoteForward 19102 for rf-alias left out"), before.stdout)
         let alias = harness.tunnel(["up", "rf-alias"])
         XCTAssertEqual(alias.status, 0, alias.output + harness.supervisorLog)
         XCTAssertTrue(alias.stdout.hasPrefix("rf-alias: up: remote 127.0.0.1:\(port) -> 127.0.0.1:\(echo.port)"), alias.output)
@@ -342,6 +346,10 @@ final class RemoteForwardTests: NamespacedSSHTestCase {
         XCTAssertEqual(alias.stderr, "tunnel: rf-alias: ssh_config's RemoteForward 19102 for rf-alias left out: it asks for a SOCKS proxy on the server (a port alone), which tunnel does not serve\n")
         let fromConfig = exchangeInside(port: port, request: request)
         XCTAssertEqual(fromConfig.reply, echoed(request), fromConfig.output)
+        // Once up, `check` takes it as saved.
+        let check = harness.tunnel(["check", "rf-alias"], timeout: 30)
+        XCTAssertEqual(check.status, 0, check.output)
+        XCTAssertTrue(check.stdout.contains("brought up from the ssh_config (rf-alias), not a profile"), check.stdout)
 
         // A lazy profile naming the alias connects at once (the server must listen): `up` says why.
         XCTAssertEqual(harness.tunnel(["down", "rf-alias"]).status, 0)

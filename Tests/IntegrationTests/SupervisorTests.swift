@@ -336,6 +336,10 @@ final class SupervisorTests: SSHTestCase {
         XCTAssertEqual(restored.status, 0, restored.output + harness.supervisorLog)
         XCTAssertTrue(restored.stdout.contains("six: "), restored.stdout)
         XCTAssertEqual(Self.roundTrip(port), "ping")
+        // `check` takes it by name too.
+        let check = harness.tunnel(["check", "six"], timeout: 30)
+        XCTAssertEqual(check.status, 0, check.output)
+        XCTAssertTrue(check.stdout.contains("brought up from the command line (\(Env.userName)@127.0.0.1), not a profile"), check.stdout)
         // A name that is neither a profile nor a saved tunnel still says so.
         let unknown = harness.tunnel(["up", "seven"])
         XCTAssertEqual(unknown.status, 1, unknown.output)
