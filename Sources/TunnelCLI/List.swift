@@ -91,7 +91,7 @@ enum ListTable {
         var out = rows.map { row in
             row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(widths[i]) }.joined(separator: "  ")
         }
-        if anyPublic { out.append("! listens on a non-loopback address (here, or on the server for a remote forward): reachable from the network; protect it with a firewall") }
+        if anyPublic { out.append("! listens on a non-loopback address (here; for a remote forward, the address asked of the server, whose GatewayPorts has the last word): reachable from the network; protect it with a firewall") }
         return out.joined(separator: "\n")
     }
 
