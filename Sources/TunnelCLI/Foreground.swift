@@ -74,8 +74,9 @@ func runForeground(profile: Profile, environment: [String: String]) -> Int32 {
     var signalRegistration: EventLoop.Registration?
     do {
         signalRegistration = try loop.register(fd: signals.fd, events: .readable) { _ in
+            // SIGHUP too: its terminal is gone (ssh -N exits the same way), and a
+            // forward left running there would hold its port with no one to stop it.
             while let signo = signals.next() {
-                if signo == SIGHUP { continue }
                 logger.info("signal \(signo): stopping")
                 runtime.stop(graceful: true) { loop.stop() }
             }

@@ -162,7 +162,7 @@ struct ConfigReader {
 
         if !isValidProfileName(name) {
             errors.append(ConfigError(location: location(entry.keyPosition),
-                                      message: "\(shownPath): profile name \(quoted(name)) may only contain letters, digits, \"_\", \".\" and \"-\""))
+                                      message: "\(shownPath): profile name \(quoted(name)) may only contain letters, digits, \"_\", \".\" and \"-\", and may not start with \"-\" (the command line would take it for an option)"))
         } else if Config.reservedProfileNames.contains(name) {
             errors.append(ConfigError(location: location(entry.keyPosition),
                                       message: "\(shownPath): \(quoted(name)) is reserved ([\(name)] holds the supervisor's settings); give the profile another name"))
@@ -225,7 +225,7 @@ struct ConfigReader {
     }
 
     private func isValidProfileName(_ name: String) -> Bool {
-        !name.isEmpty && name.utf8.allSatisfy { isBareKeyByte($0) || $0 == ASCII.dot }
+        !name.isEmpty && !name.hasPrefix("-") && name.utf8.allSatisfy { isBareKeyByte($0) || $0 == ASCII.dot }
     }
 
     /// Two listeners on the same port collide when their addresses overlap. The

@@ -35,11 +35,13 @@ public enum SocksFailure: Equatable, Sendable, CustomStringConvertible {
 
     /// SSH's channel-open refusal (RFC 4254 5.1); nil (the open failed
     /// without the server's answer, e.g. the link dropped) is a general failure.
-    /// The server's "connect failed" covers refused and unreachable alike, so
-    /// `hostUnreachable` is never derived from it.
+    /// The server's "connect failed" covers a refused port, a name that does
+    /// not resolve and an unreachable host alike (libssh2 1.10 keeps sshd's
+    /// words to itself), so it is a general failure too: "connection
+    /// refused" would send someone with a DNS typo after a closed port.
     public init(_ refusal: ChannelOpenRefusal?) {
         switch refusal {
-        case .connectFailed: self = .connectionRefused
+        case .connectFailed: self = .general
         case .administrativelyProhibited: self = .notAllowed
         case .unknownChannelType, .resourceShortage, .unspecified, nil: self = .general
         }

@@ -383,10 +383,10 @@ final class ForwardingTests: SSHTestCase {
         XCTAssertTrue(log.contains("extra SSH connection 2 up"), log)
     }
 
-    func testSIGTERMAndSIGINT_stopWithExitZero_andCloseTheListener() throws {
+    func testSIGTERMAndSIGINTAndSIGHUP_stopWithExitZero_andCloseTheListener() throws {
         let echo = TestServer(.echo)
         defer { echo.stop() }
-        for signo in [SIGTERM, SIGINT] {
+        for signo in [SIGTERM, SIGINT, SIGHUP] {
             let local = Net.freePort()
             try up(["\(local):127.0.0.1:\(echo.port)"], waitFor: local)
             // An open connection must not hold the exit up.

@@ -427,8 +427,13 @@ final class ConfigProfileTests: XCTestCase {
 
     func testProfileNameWithOtherCharacters_namesTheAllowedCharacters() {
         let config = parseConfig("[tunnels.\"my db\"]\nhost = \"h\"\nforward = \"1:h:2\"\n")
-        XCTAssertEqual(errorLines(config), [#"1:10: tunnels."my db": profile name "my db" may only contain letters, digits, "_", "." and "-""#])
+        XCTAssertEqual(errorLines(config), [#"1:10: tunnels."my db": profile name "my db" may only contain letters, digits, "_", "." and "-", and may not start with "-" (the command line would take it for an option)"#])
         XCTAssertEqual(config.profileNames, ["my db"])
+        // `tunnel up -x` or `tunnel down --all` could never name it.
+        for name in ["-x", "--all"] {
+            let dashed = parseConfig("[tunnels.\"\(name)\"]\nhost = \"h\"\nforward = \"1:h:2\"\n")
+            XCTAssertEqual(dashed.errors.count, 1, "\(name): \(errorLines(dashed))")
+        }
     }
 
     func testDuplicateProfileNames_areASyntaxErrorThatBreaksEveryProfile() {
