@@ -79,8 +79,10 @@ public enum NetworkChange: Equatable, Sendable, CustomStringConvertible {
             if let server, server.isLinkLocalOrLoopback { return .retryNow }
             return ip.isLinkLocalOrLoopback ? .nothing : .retryNow
         case (.waiting, .routeAdded(let ip, let length)), (.connecting, .routeAdded(let ip, let length)):
-            // A default route covers every server of its family.
-            guard let server else { return .retryNow }
+            // A default route covers every server of its family. With the
+            // server not known yet (never reached), only a default route
+            // counts: a container's or VPN's own subnet is no news for it.
+            guard let server else { return length == 0 ? .retryNow : .nothing }
             return server.isIn(ip, prefixLength: length) ? .retryNow : .nothing
         default:
             return .nothing

@@ -72,7 +72,15 @@ final class NetworkChangeTests: XCTestCase {
         XCTAssertEqual(waiting(.addressAdded(ip("192.0.2.7"), prefixLength: 24)), .retryNow)
         XCTAssertEqual(waiting(.routeAdded(ip("0.0.0.0"), prefixLength: 0)), .retryNow)
         XCTAssertEqual(waiting(.routeAdded(ip("198.18.7.0"), prefixLength: 30)), .retryNow)
-        XCTAssertEqual(waiting(.routeAdded(ip("10.0.0.0"), prefixLength: 8), server: nil), .retryNow)
+        XCTAssertEqual(waiting(.routeAdded(ip("0.0.0.0"), prefixLength: 0), server: nil), .retryNow)
+    }
+
+    /// A server never reached is in no known network: only a default route
+    /// is news for it, not every subnet a container or VPN brings up.
+    func testWaiting_serverNotKnownYet_onlyADefaultRouteRetries() {
+        XCTAssertEqual(waiting(.routeAdded(ip("10.0.0.0"), prefixLength: 8), server: nil), .nothing)
+        XCTAssertEqual(waiting(.routeAdded(ip("fe80::"), prefixLength: 64), server: nil), .nothing)
+        XCTAssertEqual(waiting(.routeAdded(ip("::"), prefixLength: 0), server: nil), .retryNow)
     }
 
     func testWaiting_resumeOrOverrun_retriesNow() {
