@@ -40,7 +40,17 @@ extension Connector {
         if !banner.isEmpty && !banner.hasPrefix("SSH-") {
             return ConnectFailure(kind: .ssh, message: "the server at \(address) is not an SSH server: it sent \"\(shown)\" and no SSH identification line", isPermanent: false)
         }
-        if session.connectionLoss == .peerClosed || error.isTransportFailure {
+        if banner.hasPrefix("SSH-1.") && !banner.hasPrefix("SSH-1.99-") {
+            return ConnectFailure(kind: .ssh, message: "the server at \(address) speaks only SSH protocol 1 (\"\(shown)\"), which tunnel, like OpenSSH, does not support", isPermanent: true)
+        }
+        if let loss = session.connectionLoss {
+            // It hung up (or reset) rather than disagree on algorithms: after its identification, most
+            // likely sshd's MaxStartups or an access rule turning this client away.
+            let detail = banner.isEmpty ? "the server at \(address) closed the connection during the SSH handshake (is it an SSH server?)"
+                : "the server at \(address) sent its identification (\"\(shown)\") and then ended the connection (\(loss)) during the key exchange (MaxStartups, or an access rule on the server?)"
+            return ConnectFailure(kind: .ssh, message: detail, isPermanent: false)
+        }
+        if error.isTransportFailure {
             let detail = banner.isEmpty ? "the server at \(address) closed the connection during the SSH handshake (is it an SSH server?)" : "the SSH handshake with \(address) failed: \(error.message)"
             return ConnectFailure(kind: .ssh, message: detail, isPermanent: false)
         }

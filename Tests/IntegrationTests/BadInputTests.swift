@@ -116,6 +116,27 @@ final class BadInputTests: XCTestCase {
         expectError(contains: ["handshake", "timed out", "127.0.0.1:\(silent.port)"])
     }
 
+    /// A server that says hello and hangs up (sshd's MaxStartups, an access
+    /// rule) is not blamed on algorithms, and a protocol-1 one is named.
+    func testServerThatHangsUpAfterItsIdentification_orSpeaksProtocol1_isNamedAsSuch() throws {
+        for (banner, expected) in [("SSH-2.0-OpenSSH_9.2p1 Debian-2", "sent its identification (\"SSH-2.0-OpenSSH_9.2p1 Debian-2\") and then ended the connection"),
+                                   ("SSH-1.5-OldServer", "speaks only SSH protocol 1 (\"SSH-1.5-OldServer\")")] {
+            let port = Net.freePort()
+            let server = try Background("/usr/bin/python3", ["-c", """
+                import socket, sys, time
+                s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(8)
+                while True:
+                    c, _ = s.accept(); c.sendall(sys.argv[2].encode() + b"\\r\\n"); time.sleep(0.2); c.close()
+                """, "\(port)", banner], logPath: harness.dir + "/hangup.log")
+            defer { server.stop() }
+            XCTAssertTrue(eventually(timeout: 10) { Net.isListening(port) }, read(harness.dir + "/hangup.log"))
+            harness.writeConfig(profile(port: port, extra: "connect_timeout = 5"))
+            let check = harness.tunnel(["check", "db"], timeout: 30)
+            XCTAssertNotEqual(check.status, 0)
+            XCTAssertTrue(check.stdout.contains(expected) && !check.stdout.contains("no common algorithms"), check.stdout)
+        }
+    }
+
     /// A server that sends text and never an SSH identification line (libssh2
     /// 1.10 would skip its lines for ever), and one that answers in HTTP.
     func testServerFloodingTextOrSpeakingHTTP_failsAtOnceSayingItIsNotSSH_andTheSupervisorStaysResponsive() throws {
