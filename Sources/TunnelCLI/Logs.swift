@@ -29,7 +29,10 @@ struct Logs: ParsableCommand {
         var consumed = initial?.count ?? 0
         let all = String(decoding: initial ?? [], as: UTF8.self).split(separator: "\n").filter(matches)
         for line in all.suffix(lines) { say(String(line)) }
-        if let name, all.isEmpty, !follow { throw fail("no lines for \(name) in \(path)") }
+        if let name, all.isEmpty {
+            guard follow else { throw fail("no lines for \(name) in \(path)") }
+            note("(no lines for \(name) yet; waiting for them)")
+        }
         guard follow else { return }
         var partial = ""
         while true {
