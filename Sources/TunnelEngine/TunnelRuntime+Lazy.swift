@@ -35,8 +35,15 @@ extension TunnelRuntime {
         let now = Instant.now()
         if hasClients {
             quietSince = nil
+        } else if status.sessionsUp == 0 {
+            // Nobody waits and nothing is connected (the server is down, say):
+            // a lazy tunnel stops trying until the next client, rather than
+            // log in again and again for idle_timeout on nobody's behalf.
+            return sleep(why: "no client is waiting and no SSH connection is up; not trying again until the next client")
         } else if let since = quietSince {
-            if now.seconds(since: since) >= Double(profile.idleTimeout) { return sleep() }
+            if now.seconds(since: since) >= Double(profile.idleTimeout) {
+                return sleep(why: "no client for \(profile.idleTimeout) s; SSH connection closed until the next one")
+            }
         } else {
             quietSince = now
         }
@@ -52,7 +59,7 @@ extension TunnelRuntime {
 
     /// Closes the SSH connections and waits for the next client. A failed
     /// tunnel stays failed (`LanePool.sleep`) and keeps looking.
-    private func sleep() {
+    private func sleep(why: String) {
         let stopping = pool.sleep()
         guard pool.isAsleep else {
             quietSince = nil
@@ -62,8 +69,8 @@ extension TunnelRuntime {
         gate.firstAttemptEnded()
         connectStarted.removeAll()
         quietSince = nil
-        logger.info("idle: no client for \(profile.idleTimeout) s; SSH connection closed until the next one")
+        logger.info("idle: \(why)")
         perform(gate.linkUp())
-        publish(reason: "no client for \(profile.idleTimeout) s") { _ in }
+        publish(reason: why) { _ in }
     }
 }

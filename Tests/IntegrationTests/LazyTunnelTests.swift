@@ -75,6 +75,26 @@ final class LazyTunnelTests: SSHTestCase {
         XCTAssertTrue(eventually(timeout: 10) { self.server.sessionPIDs.isEmpty })
     }
 
+    /// The server is down when the first client comes: once that client has
+    /// given up (hold_timeout), nobody waits, and the tunnel goes back to
+    /// idle instead of logging in again and again until idle_timeout.
+    func testLazy_serverDown_afterTheHeldClientGoes_itIsIdleAgain_andTheNextClientTriesAgain() throws {
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"],
+                                            extra: "lazy = true\nhold_timeout = 2\nidle_timeout = 300"))
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        server.stop()
+        let fd = try XCTUnwrap(Net.connect(port))
+        Net.setTimeout(fd, 20)
+        XCTAssertTrue(Net.readToEOF(fd).bytes.isEmpty)
+        close(fd)
+        XCTAssertTrue(eventually(timeout: 10) { self.harness.listed("db")?.state == "idle" }, "\(harness.list())")
+        XCTAssertTrue(harness.supervisorLog.contains("idle: no client is waiting and no SSH connection is up"), harness.supervisorLog)
+        // The server back: the next client connects it.
+        try server.start()
+        XCTAssertEqual(Self.roundTrip(port, "again"), "again")
+    }
+
     func testLazy_authFailure_isFailed_andNewClientsAreClosedWithoutAnotherLogin_untilUpAsksAgain() throws {
         let other = makeTempDir("key") + "/other"
         runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", other])
