@@ -144,7 +144,8 @@ final class SupervisorMetrics {
                                                     bytesIn: s.bytesIn, bytesOut: s.bytesOut))
         }
         return MetricsSnapshot.Tunnel(name: host.name, phase: status.phase, restarts: UInt64(max(0, status.restarts)),
-                                      rttSeconds: status.rttSeconds, connectDurations: MetricsSnapshot.Histogram(status.connectDurations),
+                                      // Only while a connection is up to measure it, as `tunnel ls` shows it.
+                                      rttSeconds: status.phase == .up ? status.rttSeconds : nil, connectDurations: MetricsSnapshot.Histogram(status.connectDurations),
                                       forwards: forwards)
     }
 

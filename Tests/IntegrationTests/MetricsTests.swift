@@ -128,6 +128,7 @@ final class MetricsTests: SSHTestCase {
         let down = try XCTUnwrap(scrape(metrics))
         XCTAssertEqual(value(down, #"tunnel_state{tunnel="db",state="up"}"#), 0)
         XCTAssertEqual(["connecting", "reconnecting", "failed", "idle"].compactMap { value(down, #"tunnel_state{tunnel="db",state="\#($0)"}"#) }.reduce(0, +), 1, down)
+        XCTAssertNil(value(down, #"tunnel_keepalive_rtt_seconds{tunnel="db"}"#), "no round trip is measured without a connection: \(down)")
 
         try server.start()
         XCTAssertTrue(eventually(timeout: 60) { self.sample(metrics, #"tunnel_up{tunnel="db"}"#) == 1 }, harness.supervisorLog)
