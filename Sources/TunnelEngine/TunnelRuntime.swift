@@ -353,7 +353,12 @@ public final class TunnelRuntime: @unchecked Sendable {
         update { status in
             change(&status)
             status.everUp = status.everUp || pool.everUp
-            if summary.phase != status.phase || status.history.isEmpty {
+            // Each attempt of one outage moves between connecting and reconnecting:
+            // that is one episode, dated from its start, not a change per retry
+            // (which restarted "reconnecting for" and pushed the cause out of the history).
+            let retrying: Set<LinkPhase> = [.connecting, .reconnecting]
+            let sameOutage = !status.history.isEmpty && retrying.contains(summary.phase) && retrying.contains(status.phase)
+            if (summary.phase != status.phase && !sameOutage) || status.history.isEmpty {
                 let now = wallClockSeconds()
                 status.since = now
                 status.history.append(StateChange(time: now, phase: summary.phase, reason: reason()))

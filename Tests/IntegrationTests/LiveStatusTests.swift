@@ -79,6 +79,17 @@ final class LiveStatusTests: SSHTestCase {
         XCTAssertEqual(after.history.last?.state, "up")
         XCTAssertTrue(after.history.contains { $0.state == "reconnecting" && ($0.reason ?? "").hasPrefix("link lost: ") }, "\(after.history)")
         XCTAssertEqual(after.history.map(\.time), after.history.map(\.time).sorted(), "oldest first")
+
+        // An outage's retries are one entry: the cause stays in the history,
+        // and the state's age counts from the loss, not from the last attempt.
+        server.stop()
+        XCTAssertTrue(eventually(timeout: 30) { self.harness.listed("db")?.state != "up" }, "\(harness.list())")
+        let lost = try XCTUnwrap(try detail("db").history.last)
+        sleep(6)  // a few retries (backoff from 1 s)
+        let later = try detail("db")
+        XCTAssertEqual(later.history.last?.time, lost.time, "\(later.history)")
+        XCTAssertEqual(later.history.filter { $0.time >= lost.time }.count, 1, "\(later.history)")
+        XCTAssertEqual(later.tunnel.since, lost.time)
     }
 
     func testStatus_ofATunnelThatIsNotUp_failsNamingIt() {
