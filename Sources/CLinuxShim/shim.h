@@ -5,6 +5,7 @@
 // No _GNU_SOURCE here: it would make these headers disagree with Swift's Glibc
 // module. The few GNU extensions needed are declared below.
 
+#include <sys/ioctl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
@@ -126,5 +127,15 @@ static inline uint32_t tunnel_nlmsg_header_length(void) { return NLMSG_HDRLEN; }
 static inline uint32_t tunnel_rta_align(uint32_t length) { return RTA_ALIGN(length); }
 static inline uint32_t tunnel_ifaddrmsg_length(void) { return NLMSG_ALIGN(sizeof(struct ifaddrmsg)); }
 static inline uint32_t tunnel_rtmsg_length(void) { return NLMSG_ALIGN(sizeof(struct rtmsg)); }
+
+// The terminal's size (ioctl is variadic, which Swift cannot call); 0 on success.
+static inline int tunnel_window_size(int fd, unsigned short *rows, unsigned short *columns) {
+    struct winsize size;
+    memset(&size, 0, sizeof size);
+    int rc = ioctl(fd, TIOCGWINSZ, &size);
+    *rows = size.ws_row;
+    *columns = size.ws_col;
+    return rc;
+}
 
 #endif

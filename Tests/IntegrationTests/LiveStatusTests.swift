@@ -144,6 +144,31 @@ final class LiveStatusTests: SSHTestCase {
         XCTAssertEqual(last.components(separatedBy: "NAME").count - 1, 1, last)
     }
 
+    /// On a terminal smaller than the table, lines are cut to its width and
+    /// the frame to its height, so it is still redrawn in place, not scrolled.
+    func testWatch_onASmallTerminal_clipsTheTableToFit() throws {
+        let tmux = try XCTUnwrap(Env.which("tmux"), "tmux is installed by .ci/run")
+        let port = Net.freePort()
+        harness.writeConfig(harness.profile("web", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"]))
+        XCTAssertEqual(harness.tunnel(["up", "web"]).status, 0)
+        let session = "tunnel-watch-small-\(getpid())-\(Int.random(in: 1000...9999))"
+        let env = harness.environment.map { "\($0.key)='\($0.value)'" }.sorted().joined(separator: " ")
+        let start = runCommand(tmux, ["new-session", "-d", "-s", session, "-x", "60", "-y", "6", "env \(env) \(Env.tunnelBinary) ls --watch"])
+        XCTAssertEqual(start.status, 0, start.output)
+        defer { runCommand(tmux, ["kill-session", "-t", session]) }
+        var pane = ""
+        XCTAssertTrue(eventually(timeout: 20, interval: 0.3) {
+            pane = runCommand(tmux, ["capture-pane", "-p", "-t", session]).stdout
+            return pane.contains("web ")
+        }, pane)
+        sleep(3)  // a few redraws
+        pane = runCommand(tmux, ["capture-pane", "-p", "-t", session]).stdout
+        XCTAssertEqual(pane.components(separatedBy: "tunnel ls --watch").count - 1, 1, pane)
+        XCTAssertEqual(pane.components(separatedBy: "NAME").count - 1, 1, pane)
+        XCTAssertTrue(pane.contains("…"), pane)
+        XCTAssertTrue(pane.split(separator: "\n").allSatisfy { $0.count <= 60 }, pane)
+    }
+
     func testWatch_withoutATerminal_printsOneTablePerInterval() throws {
         harness.writeConfig(harness.profile("web", server: server, forwards: ["\(Net.freePort()):127.0.0.1:\(echo.port)"]))
         XCTAssertEqual(harness.tunnel(["up", "web"]).status, 0)
