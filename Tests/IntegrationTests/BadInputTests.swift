@@ -7,6 +7,8 @@ final class BadInputTests: XCTestCase {
     var harness: TunnelHarness!
 
     override func setUp() { harness = TunnelHarness() }
+    // A test that went through the supervisor leaves none running behind it.
+    override func tearDown() { harness?.stopSupervisor() }
 
     /// Runs `tunnel up NAME --foreground`; asserts a failure with one error line.
     /// "No hang": runCommand fails the test if it has not exited after 30 s.

@@ -200,6 +200,8 @@ final class SupervisorFaultTests: SSHTestCase {
         XCTAssertEqual(harness.tunnel(["up", "db", "--runtime-dir", leftover]).status, 0)
         XCTAssertEqual(modeOf(leftover), 0o700)
         XCTAssertEqual(harness.tunnel(["down", "--all", "--runtime-dir", leftover]).status, 0)
+        // Its supervisor is not the harness's: stopped here.
+        XCTAssertEqual(harness.tunnel(["daemon", "stop", "--runtime-dir", leftover]).status, 0)
     }
 
     func testStaleSocketAndPidFileFromAKilledSupervisor_areReplaced() throws {
