@@ -397,12 +397,13 @@ public final class Authenticator {
     private func certificateCandidates(for file: (path: String, display: String), key: PrivateKeyInfo) -> [Candidate] {
         var found: [Candidate] = []
         var seen = Set<[UInt8]>()
-        let keyBlob = key.publicBlob ?? publicBlob(ofIdentity: file.path)
+        // Read only when there are CertificateFiles to pair with the key.
+        let keyBlob = certificates.isEmpty ? nil : key.publicBlob ?? publicBlob(ofIdentity: file.path)
         for (path, display, mustMatch) in [(file.path + "-cert.pub", file.display + "-cert.pub", false)] + certificates.map({ ($0.path, $0.display, true) }) {
             guard let bytes = (try? Files.read(path)) ?? nil, let blob = Authenticator.publicKeyFileBlob(bytes),
                   let type = Fingerprint.keyType(ofBlob: blob), type.hasSuffix("-cert-v01@openssh.com"),
                   let certified = Fingerprint.certifiedKey(ofBlob: blob) else { continue }
-            // A CertificateFile belongs to the key it certifies (checked when that key is known).
+            // A CertificateFile goes only with the key it certifies (a key whose public half is not known takes none).
             if mustMatch && certified != keyBlob { continue }
             guard seen.insert(blob).inserted else { continue }
             let label = "\(type) \(Fingerprint.sha256(certified))"

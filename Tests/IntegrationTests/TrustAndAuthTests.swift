@@ -497,18 +497,27 @@ final class TrustAndAuthTests: XCTestCase {
     /// User certificates in ssh-agent: libssh2 1.10 signs ECDSA ones right;
     /// ed25519 and RSA ones it would sign under the certificate's name, which
     /// the server refuses, so they are not offered, and the message says why.
-    func testCertificatesInSSHAgent_ecdsaLogsIn_ed25519IsNamedAsUnsupported() throws {
-        let dir = makeTempDir("certs")
+    /// A CA, `id_ecdsa` and `id_ed25519` each with its `-cert.pub`, in a
+    /// new directory; the server restarted trusting only that CA (neither
+    /// key is in authorized_keys). Returns the directory.
+    private func certifiedKeysAndACAOnlyServer(_ name: String) throws -> String {
+        let dir = makeTempDir(name)
         let keygen = Env.which("ssh-keygen")!
         runCommand(keygen, ["-q", "-t", "ed25519", "-N", "", "-f", dir + "/ca"])
         for type in ["ecdsa", "ed25519"] {
             runCommand(keygen, ["-q", "-t", type, "-N", "", "-f", dir + "/id_\(type)"])
             let signed = runCommand(keygen, ["-q", "-s", dir + "/ca", "-I", "test-\(type)", "-n", Env.userName, "-V", "+1h", dir + "/id_\(type).pub"])
             XCTAssertEqual(signed.status, 0, signed.output)
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/id_\(type)-cert.pub"))
         }
         server.stop()
         server = try SSHServer(extraConfig: "TrustedUserCAKeys \(dir)/ca.pub")
         harness.trust(server)
+        return dir
+    }
+
+    func testCertificatesInSSHAgent_ecdsaLogsIn_ed25519IsNamedAsUnsupported() throws {
+        let dir = try certifiedKeysAndACAOnlyServer("certs")
         for (type, expected) in [("ecdsa", "publickey with agent key ecdsa-sha2-nistp256-cert-v01@openssh.com SHA256:"),
                                  ("ed25519", "agent key ssh-ed25519-cert-v01@openssh.com SHA256:")] {
             let socketPath = dir + "/agent-\(type).sock"
@@ -536,19 +545,7 @@ final class TrustAndAuthTests: XCTestCase {
     /// does: an ECDSA certificate logs in where only its CA is trusted; an
     /// ed25519 one is not offered, and the failure says why.
     func testCertificateBesideTheIdentityFile_ecdsaLogsIn_ed25519IsNamedAsUnsupported() throws {
-        let dir = makeTempDir("cert-files")
-        let keygen = Env.which("ssh-keygen")!
-        runCommand(keygen, ["-q", "-t", "ed25519", "-N", "", "-f", dir + "/ca"])
-        for type in ["ecdsa", "ed25519"] {
-            runCommand(keygen, ["-q", "-t", type, "-N", "", "-f", dir + "/id_\(type)"])
-            let signed = runCommand(keygen, ["-q", "-s", dir + "/ca", "-I", "test-\(type)", "-n", Env.userName, "-V", "+1h", dir + "/id_\(type).pub"])
-            XCTAssertEqual(signed.status, 0, signed.output)
-            XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/id_\(type)-cert.pub"))
-        }
-        // Only the CA is trusted: neither key is in authorized_keys.
-        server.stop()
-        server = try SSHServer(extraConfig: "TrustedUserCAKeys \(dir)/ca.pub")
-        harness.trust(server)
+        let dir = try certifiedKeysAndACAOnlyServer("cert-files")
 
         config(identity: dir + "/id_ecdsa")
         let p = try harness.foreground("db", waitFor: local, env: ["SSH_AUTH_SOCK": ""])
