@@ -61,7 +61,8 @@ enum StatusText {
         lines.append("")
         lines.append("Forwards:")
         for f in t.forwards {
-            let arrow = f.kind == "remote" ? "\(f.remote) (on the server) -> \(f.local)" : "\(f.local) -> \(f.remote)"
+            let local = f.local + (f.also_local.map { " and \($0)" } ?? "")
+            let arrow = f.kind == "remote" ? "\(f.remote) (on the server) -> \(f.local)" : "\(local) -> \(f.remote)"
             lines.append("  \(f.kind ?? "local") \(arrow)\(f.public ? " (public)" : ""): \(f.active) open, \(f.total) total, "
                          + "in \(ListTable.bytes(f.bytes_in)), out \(ListTable.bytes(f.bytes_out))"
                          + (f.problem.map { "; not listening: \($0)" } ?? ""))

@@ -19,6 +19,8 @@ public struct BindAddress: Hashable, Sendable, CustomStringConvertible {
 
     static let loopbackIPv4 = BindAddress(host: "127.0.0.1", isIPv6: false)
     static let anyIPv4 = BindAddress(host: "0.0.0.0", isIPv6: false)
+    static let loopbackIPv6 = BindAddress(host: "::1", isIPv6: true)
+    static let anyIPv6 = BindAddress(host: "::", isIPv6: true)
 
     init(host: String, isIPv6: Bool) {
         self.host = host
@@ -42,7 +44,7 @@ public struct BindAddress: Hashable, Sendable, CustomStringConvertible {
     /// Whether listeners on both addresses (on the same port) would collide. IPv6
     /// listeners are V6ONLY, so the families never overlap; a wildcard overlaps
     /// every address of its family.
-    func overlaps(_ other: BindAddress) -> Bool {
+    public func overlaps(_ other: BindAddress) -> Bool {
         isIPv6 == other.isIPv6 && (host == other.host || isWildcard || other.isWildcard)
     }
 }
@@ -82,6 +84,9 @@ public struct ForwardSpec: Hashable, Sendable, CustomStringConvertible {
     /// of bind and port.
     public var localPath: String? = nil
     public let bind: BindAddress
+    /// Written as `localhost`, `*` or with no bind address: like ssh, the
+    /// forward also listens on the IPv6 counterpart of `bind` (see `ipv6Companion`).
+    public var meansBothFamilies = false
     /// 0 means "let the kernel pick a free port" (written `0` or `auto`).
     public let localPort: UInt16
     /// Hostname or IP address, IPv6 without brackets; resolved by the SSH server.
@@ -92,6 +97,14 @@ public struct ForwardSpec: Hashable, Sendable, CustomStringConvertible {
 
     /// The listener is reachable from other machines (the bind is not loopback).
     public var isPublic: Bool { localPath == nil && !bind.isLoopback }
+
+    /// The second address a name that covers both families stands for: ::1
+    /// for `localhost` (or no bind address), :: for `*`. Clients that resolve
+    /// `localhost` to ::1 first then reach the forward, as with `ssh -L`.
+    public var ipv6Companion: BindAddress? {
+        guard meansBothFamilies, localPath == nil else { return nil }
+        return bind.isWildcard ? .anyIPv6 : .loopbackIPv6
+    }
 
     /// Whether both forwards' listeners would claim the same local address.
     /// Kernel-picked ports (0) never collide.
@@ -148,7 +161,9 @@ public struct ForwardSpec: Hashable, Sendable, CustomStringConvertible {
         let localPort = try parseLocalPort(portField, failure: failure)
         let remoteHost = try parseRemoteHost(hostField, failure: failure)
         let remotePort = try parseRemotePort(hostPortField, failure: failure)
-        return ForwardSpec(kind: .local, bind: bind, localPort: localPort, remoteHost: remoteHost, remotePort: remotePort, text: text)
+        var spec = ForwardSpec(kind: .local, bind: bind, localPort: localPort, remoteHost: remoteHost, remotePort: remotePort, text: text)
+        spec.meansBothFamilies = SpecFields.meansBothFamilies(bindField)
+        return spec
     }
 
     /// `/path/to/socket:host:hostport`, as ssh writes a Unix-socket -L: the
@@ -187,7 +202,9 @@ public struct ForwardSpec: Hashable, Sendable, CustomStringConvertible {
         case 2: (bind, port) = (try parseBind(fields[0], failure: failure), try parseLocalPort(fields[1], failure: failure))
         default: throw failure(dynamicSyntax + (fields.count > 2 ? " (put IPv6 addresses in brackets, e.g. [::1]:1080)" : ""))
         }
-        return ForwardSpec(kind: .dynamic, bind: bind, localPort: port, remoteHost: "", remotePort: 0, text: text)
+        var spec = ForwardSpec(kind: .dynamic, bind: bind, localPort: port, remoteHost: "", remotePort: 0, text: text)
+        spec.meansBothFamilies = SpecFields.meansBothFamilies(fields.count == 2 ? fields[0] : nil)
+        return spec
     }
 
     /// The shared field parsers, with `-L`'s names for the fields.
@@ -254,6 +271,13 @@ enum SpecFields {
             return address
         }
         throw Problem(reason: "\(name) must be an IP address, localhost or * (found \(quoted(String(field))))")
+    }
+
+    /// Whether a bind field names both address families, as ssh reads it: none
+    /// (loopback), `localhost`, `*` or empty (every interface).
+    static func meansBothFamilies(_ field: Substring?) -> Bool {
+        guard let field else { return true }
+        return field.isEmpty || field == "*" || field.lowercased() == "localhost"
     }
 
     /// A port to listen on: 0 or `auto` for one picked for us.

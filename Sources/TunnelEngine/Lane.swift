@@ -199,11 +199,11 @@ final class Lane: @unchecked Sendable {
         switch (reaction, state) {
         case (.probe, .up(let link)):
             link.probe(after: "\(change)")
-        case (.retryNow, .waiting(let timer)) where mayRetryForNetwork():
+        case (.retryNow, .waiting(let timer)) where networkRetries.mayRetry(now: Instant.now()):
             logger.info("reconnecting now after \(change)")
             loop.cancel(timer)
             connect()
-        case (.retryNow, .connecting(let connector)) where mayRetryForNetwork():
+        case (.retryNow, .connecting(let connector)) where networkRetries.mayRetry(now: Instant.now()):
             logger.info("reconnecting now after \(change)")
             connector.cancel()
             connect()
@@ -212,18 +212,7 @@ final class Lane: @unchecked Sendable {
         }
     }
 
-    /// Network changes come in bursts (an interface brings an address and
-    /// routes at once; Docker or a VPN churn them all day): each may skip
-    /// the backoff once per `networkRetrySpacing`, not once per message, so a
-    /// down server is not logged into over and over.
-    private func mayRetryForNetwork() -> Bool {
-        let now = Instant.now()
-        if let last = lastNetworkRetry, now.seconds(since: last) < Lane.networkRetrySpacing { return false }
-        lastNetworkRetry = now
-        return true
-    }
-    static let networkRetrySpacing = 10.0
-    private var lastNetworkRetry: Instant?
+    private var networkRetries = NetworkRetrySpacing()
 
     // MARK: connecting
 

@@ -27,7 +27,7 @@ public enum BindDiagnosis {
             return "local address \(address) is already in use" + ownerSuffix(port: address.port, supervisorPID: supervisorPID)
         case .accessDenied:
             return privilegeProblem(address) ?? "cannot bind \(address): \(errno)"
-        case Errno(EADDRNOTAVAIL):
+        case .addressNotAvailable:
             return "cannot bind \(address): that address is not on this machine"
         default:
             return "cannot bind \(address): \(errno)"
@@ -66,6 +66,13 @@ final class Listener {
     let socket: Socket
     let address: SocketAddress
     var registration: EventLoop.Registration?
+    /// The same forward on its IPv6 counterpart (`ForwardSpec.ipv6Companion`),
+    /// when that could be bound; it shares the port, stats and target.
+    private(set) var companion: (socket: Socket, address: SocketAddress)?
+    var companionRegistration: EventLoop.Registration?
+    /// Every socket clients arrive on: the main one first.
+    var sockets: [Socket] { [socket] + (companion.map { [$0.socket] } ?? []) }
+    var registrations: [EventLoop.Registration] { [registration, companionRegistration].compactMap { $0 } }
     /// What its clients' channels ask for.
     let target: ChannelTarget
 
@@ -94,9 +101,23 @@ final class Listener {
                                local: address.description, stats: stats)
     }
 
+    /// Binds `bind` on the port the main socket got. Like ssh, the forward
+    /// stands without it: the caller decides what a failure is worth saying.
+    func bindCompanion(_ bind: BindAddress) throws(BindFailure) {
+        precondition(companion == nil)
+        let socket = try Listener.bindTCP(bind, port: address.port, describing: "\(bind):\(address.port)")
+        // bindTCP has parsed the same text, so this cannot be nil.
+        guard let bound = SocketAddress(ip: bind.host, port: address.port) else { return socket.close() }
+        companion = (socket, bound)
+    }
+
     private static func bindTCP(_ spec: ForwardSpec, port: UInt16) throws(BindFailure) -> Socket {
-        guard let requested = SocketAddress(ip: spec.bind.host, port: port) else {
-            throw BindFailure(address: spec.localDescription, errno: Errno(EINVAL), message: "bind address \(spec.bind) is not an IP address")
+        try bindTCP(spec.bind, port: port, describing: spec.localDescription)
+    }
+
+    private static func bindTCP(_ bind: BindAddress, port: UInt16, describing: String) throws(BindFailure) -> Socket {
+        guard let requested = SocketAddress(ip: bind.host, port: port) else {
+            throw BindFailure(address: describing, errno: Errno(EINVAL), message: "bind address \(bind) is not an IP address")
         }
         let socket: Socket
         do {
@@ -160,10 +181,20 @@ final class Listener {
         }
     }
 
+    /// Clients waiting in the kernel's accept queues; nil when unknown.
+    func acceptQueueLength() -> Int? {
+        let lengths = sockets.map { $0.acceptQueueLength() }
+        guard lengths.allSatisfy({ $0 != nil }) else { return nil }
+        return lengths.reduce(0) { $0 + $1! }
+    }
+
     func close(loop: EventLoop) {
-        if let registration { loop.deregister(registration) }
+        for registration in registrations { loop.deregister(registration) }
         registration = nil
+        companionRegistration = nil
         socket.close()
+        companion?.socket.close()
+        companion = nil
         // Its socket file goes with it, so the next `up` finds the path free.
         if let path = spec.localPath, Files.status(path)?.isSocket == true { Files.remove(path) }
     }

@@ -129,3 +129,21 @@ public struct SuspendDetector: Sendable, Equatable {
         return slept > threshold ? slept : nil
     }
 }
+
+/// Network changes come in bursts (an interface brings an address and routes
+/// at once; Docker or a VPN churn them all day): a lane may skip its backoff
+/// for them once per `seconds`, not once per message, so a down server is not
+/// logged into over and over.
+public struct NetworkRetrySpacing: Sendable {
+    public static let seconds = 10.0
+    private var last: Instant?
+
+    public init() {}
+
+    /// Whether a change at `now` may retry at once; if so, the next may not until `seconds` later.
+    public mutating func mayRetry(now: Instant) -> Bool {
+        if let last, now.seconds(since: last) < Self.seconds { return false }
+        last = now
+        return true
+    }
+}

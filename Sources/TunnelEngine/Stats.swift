@@ -110,6 +110,8 @@ public struct TunnelStatus: Sendable, Equatable {
     public private(set) var lastErrorAt: Double?
     /// The address each forward listens on, once bound (port filled in for `auto`).
     public var boundAddresses: [String] = []
+    /// Per forward, the IPv6 counterpart it also listens on ("[::1]:5433"), if any.
+    public var companionAddresses: [String?] = []
     /// Whether the link has been up at least once.
     public var everUp = false
     /// How the session authenticated, once up.

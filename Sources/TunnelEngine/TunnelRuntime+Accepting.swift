@@ -7,7 +7,7 @@ extension TunnelRuntime {
             switch action {
             case .watchListeners(let on):
                 for listener in listeners {
-                    if let registration = listener.registration { loop.setInterest(registration, on ? .readable : []) }
+                    for registration in listener.registrations { loop.setInterest(registration, on ? .readable : []) }
                 }
             case .scheduleHoldTick(let after):
                 loop.cancel(holdTimer)
@@ -24,9 +24,11 @@ extension TunnelRuntime {
         }
     }
 
-    /// Accepts a batch of clients and hands them to the lanes.
-    func acceptClients(from index: Int) {
+    /// Accepts a batch of clients from one of a listener's sockets and hands
+    /// them to the lanes.
+    func acceptClients(from index: Int, socket which: Int) {
         let listener = listeners[index]
+        guard let (listening, address) = which == 0 ? (listener.socket, listener.address) : listener.companion else { return }
         if pool.isAsleep { return wake(for: listener.address.description) }
         var accepted: [Connection] = []
         defer { if !accepted.isEmpty { assign(accepted) } }
@@ -39,14 +41,14 @@ extension TunnelRuntime {
             guard may else { return }
             let result: IOResult<(Socket, SocketAddress?)>
             do {
-                result = try listener.socket.accept()
+                result = try listening.accept()
             } catch {
                 if error.errno == .tooManyFiles || error.errno == .tooManyFilesSystem {
                     // Out of descriptors: leave clients in the kernel queue for a moment.
-                    logger.error("accept on \(listener.address): \(error.errno); pausing accepts for \(Int(AcceptGate.descriptorPauseSeconds * 1000)) ms")
+                    logger.error("accept on \(address): \(error.errno); pausing accepts for \(Int(AcceptGate.descriptorPauseSeconds * 1000)) ms")
                     perform(gate.outOfDescriptors())
                 } else {
-                    logger.warning("accept on \(listener.address): \(error)")
+                    logger.warning("accept on \(address): \(error)")
                 }
                 return
             }
@@ -142,14 +144,19 @@ extension TunnelRuntime {
             return true
         }
         var queues: [Int: Int?] = [:]
-        for (index, listener) in listeners.enumerated() { queues[index] = listener.socket.acceptQueueLength() }
+        for (index, listener) in listeners.enumerated() { queues[index] = listener.acceptQueueLength() }
         let expiry = gate.holdTick(now: now, kernelQueue: queues)
         for (index, count) in expiry.acceptAndClose {
             let listener = listeners[index]
-            for _ in 0..<count {
-                guard case .done(let (socket, _)) = (try? listener.socket.accept()) ?? .wouldBlock else { break }
-                listener.stats.total.add(1, ordering: .relaxed)
-                socket.close()
+            var left = count
+            // The oldest clients are not told apart across the two sockets;
+            // the count is what the gate has seen expire.
+            for socket in listener.sockets {
+                while left > 0, case .done(let (client, _)) = (try? socket.accept()) ?? .wouldBlock {
+                    listener.stats.total.add(1, ordering: .relaxed)
+                    client.close()
+                    left -= 1
+                }
             }
         }
         perform(expiry.actions)

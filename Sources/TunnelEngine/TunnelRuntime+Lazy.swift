@@ -54,7 +54,7 @@ extension TunnelRuntime {
     /// the kernel's accept queue.
     private var hasClients: Bool {
         forwardStats.contains { $0.active.load(ordering: .relaxed) > 0 } || !held.isEmpty || !negotiations.isEmpty
-            || pending.value > 0 || listeners.contains { ($0.socket.acceptQueueLength() ?? 0) > 0 }
+            || pending.value > 0 || listeners.contains { ($0.acceptQueueLength() ?? 0) > 0 }
     }
 
     /// Closes the SSH connections and waits for the next client. A failed

@@ -93,18 +93,24 @@ public final class TunnelRuntime: @unchecked Sendable {
                 listeners.append(listener)
                 do {
                     listener.registration = try loop.register(fd: listener.socket.fd, events: []) { [unowned self] _ in
-                        self.acceptClients(from: index)
+                        self.acceptClients(from: index, socket: 0)
                     }
                 } catch {
                     throw BindFailure(address: listener.address.description, errno: error.errno, message: "cannot watch \(listener.address): \(error)")
                 }
             }
+            // After every forward's own address, so one written as [::1]:PORT
+            // keeps its port from another's companion.
+            for (index, listener) in listeners.enumerated() { try bindCompanion(of: listener, index: index) }
         } catch {
             for listener in listeners { listener.close(loop: loop) }
             listeners = []
             throw error
         }
-        update { $0.boundAddresses = listeners.map { $0.address.description } }
+        update {
+            $0.boundAddresses = listeners.map { $0.address.description }
+            $0.companionAddresses = listeners.map { $0.companion?.address.description }
+        }
         for listener in listeners where listener.spec.isPublic {
             logger.warning("\(listener.address) listens on a non-loopback address: the forwarded service is reachable from the network; protect it with firewall rules")
         }
@@ -119,6 +125,36 @@ public final class TunnelRuntime: @unchecked Sendable {
         } else {
             if profile.lazy { logger.warning("lazy = true is ignored: ssh_config adds remote forwards, which need the SSH connection up") }
             perform(pool.start())
+        }
+    }
+
+    /// Also listens on the forward's IPv6 counterpart, as ssh does; without
+    /// IPv6, or with that address taken, the forward keeps its main address
+    /// (a taken one is logged: clients that try ::1 first reach someone else).
+    private func bindCompanion(of listener: Listener, index: Int) throws(BindFailure) {
+        guard let bind = listener.spec.ipv6Companion else { return }
+        let port = listener.address.port
+        if let other = profile.forwards.first(where: { $0.localPath == nil && $0.localPort == port && $0.bind.overlaps(bind) }) {
+            return logger.debug("\(bind):\(port) is not added to \(listener.spec.localDescription): \(other.localDescription) is a forward of its own")
+        }
+        do throws(BindFailure) {
+            try listener.bindCompanion(bind)
+        } catch {
+            switch error.errno {
+            case .addressNotAvailable, .familyNotSupported:
+                logger.debug("\(listener.address) only: no IPv6 \(bind) here (\(error.errno))")
+            default:
+                logger.warning("\(listener.address) only: \(error.message)")
+            }
+            return
+        }
+        guard let companion = listener.companion else { return }
+        do {
+            listener.companionRegistration = try loop.register(fd: companion.socket.fd, events: []) { [unowned self] _ in
+                self.acceptClients(from: index, socket: 1)
+            }
+        } catch {
+            throw BindFailure(address: companion.address.description, errno: error.errno, message: "cannot watch \(companion.address): \(error)")
         }
     }
 
@@ -145,7 +181,7 @@ public final class TunnelRuntime: @unchecked Sendable {
             for negotiation in negotiations.values { negotiation.cancel() }
             negotiations.removeAll()
             let bound = statusBox.withLock { $0.remoteListeners }
-            let closed = listeners.map { $0.address.description }
+            let closed = listeners.flatMap { [$0.address.description] + ($0.companion.map { [$0.address.description] } ?? []) }
                 + zip(profile.remoteForwards, bound).map { "remote " + $0.listenDescription(boundPort: $1.boundPort) }
             for listener in listeners { listener.close(loop: loop) }
             listeners = []

@@ -16,6 +16,8 @@ public struct Errno: Equatable, Hashable, Sendable, CustomStringConvertible {
     public static let noEntry = Errno(ENOENT)
     public static let tooManyFiles = Errno(EMFILE)
     public static let tooManyFilesSystem = Errno(ENFILE)
+    public static let addressNotAvailable = Errno(EADDRNOTAVAIL)
+    public static let familyNotSupported = Errno(EAFNOSUPPORT)
 
     public var description: String { String(cString: strerror(rawValue)) }
 }

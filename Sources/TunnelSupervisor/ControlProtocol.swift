@@ -123,6 +123,9 @@ public struct ForwardInfo: Codable, Sendable, Equatable {
     /// A remote forward the server does not listen for (it refused, or the
     /// request failed): why; absent while it listens or waits for an answer.
     public var problem: String? = nil
+    /// The IPv6 counterpart a `localhost` or `*` forward also listens on
+    /// ("[::1]:5433"); absent when it listens on `local` only.
+    public var also_local: String? = nil
 }
 
 /// One tunnel as `tunnel ls --json` shows it.

@@ -496,7 +496,7 @@ public final class Supervisor {
     }
 
     private func holder(of address: String) -> String? {
-        tunnels.first { $0.value.status.boundAddresses.contains(address) }?.key
+        tunnels.first { $0.value.status.boundAddresses.contains(address) || $0.value.status.companionAddresses.contains(address) }?.key
     }
 
     private func statusChanged(_ host: TunnelHost, _ status: TunnelStatus) {
@@ -804,8 +804,9 @@ public final class Supervisor {
         for (index, spec) in host.runtime.profile.forwards.enumerated() {
             let stats = host.runtime.forwardStats[index].snapshot()
             let local = index < status.boundAddresses.count ? status.boundAddresses[index] : spec.localDescription
+            let companion = index < status.companionAddresses.count ? status.companionAddresses[index] : nil
             forwards.append(ForwardInfo(kind: spec.kind.rawValue, local: local, remote: spec.remoteDescription, active: stats.active, total: stats.total,
-                                        bytes_in: stats.bytesIn, bytes_out: stats.bytesOut, public: spec.isPublic))
+                                        bytes_in: stats.bytesIn, bytes_out: stats.bytesOut, public: spec.isPublic, also_local: companion))
         }
         // Remote forwards as the tunnel runs them (ssh_config may have added some).
         for (index, spec) in host.runtime.profile.remoteForwards.enumerated() {

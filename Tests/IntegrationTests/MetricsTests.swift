@@ -150,8 +150,11 @@ final class MetricsTests: SSHTestCase {
         // Sockets this test process holds may be inherited by the children it spawns: not the supervisor's own.
         let own = runCommand(Env.which("ss")!, ["-ltnpH"]).stdout.split(separator: "\n")
             .filter { $0.contains("pid=\(pid),") && !$0.contains("pid=\(getpid()),") }
-        XCTAssertEqual(own.count, 1, "only the forward's listener: \(own)")
-        XCTAssertTrue(own.first?.contains("127.0.0.1:\(local)") ?? false, "\(own)")
+        // The forward listens on both loopbacks, like ssh -L.
+        XCTAssertEqual(own.count, 2, "only the forward's listeners: \(own)")
+        for address in ["127.0.0.1:\(local) ", "[::1]:\(local) "] {
+            XCTAssertEqual(own.filter { $0.contains(address) }.count, 1, "\(address) in \(own)")
+        }
         harness.stopSupervisor()
 
         // `localhost`: bound to 127.0.0.1, not to every interface.

@@ -247,6 +247,63 @@ final class PortTests: SSHTestCase {
         }
     }
 
+    /// Like `ssh -L`: `localhost` (or no bind address) means 127.0.0.1 and ::1.
+    func testLocalhostForward_alsoListensOnIPv6Loopback_anExplicitAddressOnlyThere() throws {
+        let (both, named, v4Only, v6Own, socks) = (Net.freePort(), Net.freePort(), Net.freePort(), Net.freePort(), Net.freePort())
+        config(["\(both):127.0.0.1:\(echo.port)", "localhost:\(named):127.0.0.1:\(echo.port)",
+                "127.0.0.1:\(v4Only):127.0.0.1:\(echo.port)", "auto:127.0.0.1:\(echo.port)",
+                // An explicit [::1] forward keeps its port: the other forward on that port stays IPv4.
+                "[::1]:\(v6Own):127.0.0.1:\(echo.port)", "\(v6Own):127.0.0.1:\(echo.port)"],
+               extra: "dynamic = [\"\(socks)\"]")
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output)
+        let forwards = try XCTUnwrap(harness.listed("db")?.forwards)
+        XCTAssertEqual(forwards.count, 7)
+        let auto = try XCTUnwrap(UInt16(forwards[3].local.split(separator: ":").last!))
+        XCTAssertEqual(forwards.map(\.also_local), ["[::1]:\(both)", "[::1]:\(named)", nil, "[::1]:\(auto)", nil, nil, "[::1]:\(socks)"])
+
+        func echoes(_ fd: Int32?, _ what: String) {
+            guard let fd else { return XCTFail("connect \(what)") }
+            defer { close(fd) }
+            XCTAssertTrue(Net.sendAll(fd, Array(what.utf8)))
+            XCTAssertEqual(Net.readExactly(fd, what.utf8.count).map { String(decoding: $0, as: UTF8.self) }, what)
+        }
+        for port in [both, named, auto, v6Own] {
+            echoes(Net.connect(port), "127.0.0.1:\(port)")
+            echoes(Net.connect6(port), "[::1]:\(port)")
+        }
+        echoes(Net.connect(v4Only), "127.0.0.1:\(v4Only)")
+        XCTAssertNil(Net.connect6(v4Only).map { close($0) }, "127.0.0.1 written out listens on IPv4 only")
+        // The SOCKS proxy answers on ::1 too.
+        let socksClient = try XCTUnwrap(Net.connect6(socks))
+        defer { close(socksClient) }
+        XCTAssertTrue(Net.sendAll(socksClient, [5, 1, 0]))
+        XCTAssertEqual(Net.readExactly(socksClient, 2), [5, 0])
+
+        XCTAssertFalse(harness.supervisorLog.contains("only:"), "no address was left out: \(harness.supervisorLog)")
+        let status = harness.tunnel(["status", "db"]).stdout
+        XCTAssertTrue(status.contains("127.0.0.1:\(both) and [::1]:\(both) -> "), status)
+
+        XCTAssertEqual(harness.tunnel(["down", "db"]).status, 0)
+        for port in [both, named, auto, v6Own, socks] { XCTAssertFalse(Net.isListening(port), "port \(port) is closed on both families") }
+        XCTAssertTrue(harness.supervisorLog.contains("[::1]:\(both)"), "down names both addresses: \(harness.supervisorLog)")
+    }
+
+    func testLocalhostForward_whenSomeoneHoldsItOnIPv6Loopback_comesUpOnIPv4AndSaysSo() throws {
+        let port = Net.freePort()
+        let holder = try XCTUnwrap(Net.listen6(port), "[::1]:\(port) is free for the test to take")
+        defer { close(holder) }
+        config(["\(port):127.0.0.1:\(echo.port)"])
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output)
+        guard let fd = Net.connect(port) else { return XCTFail("connect 127.0.0.1:\(port)") }
+        defer { close(fd) }
+        XCTAssertTrue(Net.sendAll(fd, Array("v4".utf8)))
+        XCTAssertEqual(Net.readExactly(fd, 2), Array("v4".utf8))
+        XCTAssertNil(harness.listed("db")?.forwards.first?.also_local)
+        XCTAssertTrue(harness.supervisorLog.contains("127.0.0.1:\(port) only: local address [::1]:\(port) is already in use"), harness.supervisorLog)
+    }
+
     func testOverlappingForwardsAcrossTwoProfiles_areCaughtWhenReadNamingBoth() throws {
         let port = Net.freePort()
         harness.writeConfig(harness.profile("a", server: server, forwards: ["\(port):127.0.0.1:\(echo.port)"])

@@ -300,6 +300,11 @@ final class SupervisorFaultTests: SSHTestCase {
         let none = harness.tunnel(["logs", "nosuch"])
         XCTAssertNotEqual(none.status, 0)
         XCTAssertEqual(none.stderr, "tunnel: no lines for nosuch in \(harness.runtimeDir)/supervisor.log\n")
+        // Following such a name waits for its lines, and says so.
+        let waiting = try Background(Env.tunnelBinary, ["logs", "nosuch", "-f"], env: harness.environment, logPath: harness.dir + "/waiting.log")
+        defer { waiting.stop() }
+        XCTAssertTrue(eventually(timeout: 5) { waiting.log.contains("(no lines for nosuch yet; waiting for them)") }, waiting.log)
+        XCTAssertTrue(waiting.isRunning, waiting.log)
         // -f follows new lines, still filtered.
         let follow = try Background(Env.tunnelBinary, ["logs", "b", "-f", "--lines", "0"], env: harness.environment, logPath: harness.dir + "/follow.log")
         defer { follow.stop() }

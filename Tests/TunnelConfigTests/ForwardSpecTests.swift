@@ -73,6 +73,22 @@ final class ForwardSpecTests: XCTestCase {
         }
     }
 
+    /// As ssh reads them: no bind, `localhost`, `*` and "" name both families;
+    /// an address written out names only itself.
+    func testIPv6Companion_onlyForNamesThatCoverBothFamilies() throws {
+        let loopback6 = BindAddress(host: "::1", isIPv6: true), any6 = BindAddress(host: "::", isIPv6: true)
+        let cases: [(String, BindAddress?)] = [
+            ("5433:db:5432", loopback6), ("localhost:5433:db:5432", loopback6), ("LocalHost:5433:db:5432", loopback6),
+            ("*:5433:db:5432", any6), (":5433:db:5432", any6),
+            ("127.0.0.1:5433:db:5432", nil), ("0.0.0.0:5433:db:5432", nil), ("[::1]:5433:db:5432", nil),
+            ("[::]:5433:db:5432", nil), ("192.168.1.10:5433:db:5432", nil), ("/tmp/pg.sock:db:5432", nil),
+        ]
+        for (text, expected) in cases { XCTAssertEqual(try parse(text).ipv6Companion, expected, text) }
+        let dynamic: [(String, BindAddress?)] = [("1080", loopback6), ("localhost:1080", loopback6), ("*:1080", any6),
+                                                 ("127.0.0.1:1080", nil), ("[::1]:1080", nil)]
+        for (text, expected) in dynamic { XCTAssertEqual(try ForwardSpec.parseDynamic(text).ipv6Companion, expected, text) }
+    }
+
     func testForwardSpec_withIPv6WildcardBind_isPublic() throws {
         let spec = try parse("[::]:5433:db:5432")
         XCTAssertEqual(spec.bind.host, "::")

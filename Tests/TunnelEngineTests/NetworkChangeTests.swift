@@ -67,6 +67,17 @@ final class NetworkChangeTests: XCTestCase {
 
     // MARK: waiting
 
+    func testRetrySpacing_aBurstRetriesOnce_thenAgainOnlyTenSecondsAfterTheLastRetry() {
+        var spacing = NetworkRetrySpacing()
+        let start = Instant(nanoseconds: 5_000_000_000)
+        XCTAssertTrue(spacing.mayRetry(now: start))
+        for ms in [1, 50, 3_000, 9_999] { XCTAssertFalse(spacing.mayRetry(now: start.adding(milliseconds: ms)), "\(ms) ms later") }
+        XCTAssertTrue(spacing.mayRetry(now: start.adding(milliseconds: 10_000)))
+        // Counted from the retry that went ahead, not from the refused ones.
+        XCTAssertFalse(spacing.mayRetry(now: start.adding(milliseconds: 19_999)))
+        XCTAssertTrue(spacing.mayRetry(now: start.adding(milliseconds: 20_500)))
+    }
+
     func testWaiting_addressOrDefaultRouteAppears_retriesNow() {
         XCTAssertEqual(waiting(.addressAdded(local, prefixLength: 30)), .retryNow)
         XCTAssertEqual(waiting(.addressAdded(ip("192.0.2.7"), prefixLength: 24)), .retryNow)

@@ -82,6 +82,33 @@ enum Net {
         return fd
     }
 
+    /// Connects to [::1]:port; nil on failure.
+    static func connect6(_ port: UInt16, timeout: Double = 10) -> Int32? {
+        let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in6()
+        addr.sin6_family = sa_family_t(AF_INET6)
+        addr.sin6_port = port.bigEndian
+        inet_pton(AF_INET6, "::1", &addr.sin6_addr)
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+        if rc != 0 { close(fd); return nil }
+        setTimeout(fd, timeout)
+        return fd
+    }
+
+    /// Listens on [::1]:port (nil if taken); the caller closes it.
+    static func listen6(_ port: UInt16) -> Int32? {
+        let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        var on: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &on, socklen_t(MemoryLayout<Int32>.size))
+        var addr = sockaddr_in6()
+        addr.sin6_family = sa_family_t(AF_INET6)
+        addr.sin6_port = port.bigEndian
+        inet_pton(AF_INET6, "::1", &addr.sin6_addr)
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+        guard rc == 0, listen(fd, 4) == 0 else { close(fd); return nil }
+        return fd
+    }
+
     static func setTimeout(_ fd: Int32, _ seconds: Double) {
         var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1e6))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))

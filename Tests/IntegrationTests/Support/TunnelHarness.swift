@@ -77,6 +77,7 @@ struct ListedTunnel: Decodable {
         let total: Int
         let bytes_in: UInt64
         let bytes_out: UInt64
+        let also_local: String?
     }
     let name: String
     let state: String
