@@ -49,6 +49,8 @@ extern int pthread_setname_np(pthread_t thread, const char *name);
 extern int pipe2(int fds[2], int flags);
 #define TUNNEL_EAI_NODATA (-5)
 #define TUNNEL_POSIX_SPAWN_SETSID 0x80
+// glibc 2.34; declared in spawn.h behind __USE_MISC.
+extern int posix_spawn_file_actions_addclosefrom_np(posix_spawn_file_actions_t *actions, int from);
 
 // Same layout as the kernel's struct ucred, which glibc hides behind _GNU_SOURCE.
 struct tunnel_ucred { pid_t pid; uid_t uid; gid_t gid; };

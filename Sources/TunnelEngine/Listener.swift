@@ -24,7 +24,7 @@ public enum BindDiagnosis {
     public static func describe(_ address: SocketAddress, _ errno: Errno, supervisorPID: pid_t? = nil) -> String {
         switch errno {
         case .addressInUse:
-            return "local address \(address) is already in use" + ownerSuffix(port: address.port, supervisorPID: supervisorPID)
+            return "local address \(address) is already in use" + ownerSuffix(port: address.port, ipv6: address.family == AF_INET6, supervisorPID: supervisorPID)
         case .accessDenied:
             return privilegeProblem(address) ?? "cannot bind \(address): \(errno)"
         case .addressNotAvailable:
@@ -35,8 +35,9 @@ public enum BindDiagnosis {
     }
 
     /// " by pid 123 (postgres): /usr/lib/postgresql/15/bin/postgres -D ..." or a hint.
-    public static func ownerSuffix(port: UInt16, supervisorPID: pid_t?) -> String {
-        let found = PortOwners.owners(ofPort: port)
+    /// `ipv6`: only holders of that family's listeners (nil: both).
+    public static func ownerSuffix(port: UInt16, ipv6: Bool? = nil, supervisorPID: pid_t?) -> String {
+        let found = PortOwners.owners(ofPort: port, ipv6: ipv6)
         if found.owners.isEmpty {
             return found.listenerExists
                 ? " by a process this user cannot see (another user's; `sudo ss -tlnp 'sport = :\(port)'` names it)"

@@ -63,6 +63,18 @@ public enum Preflight {
 
     // MARK: 2. local addresses
 
+    /// The IPv6 address the forward also listens on, or who holds it (the
+    /// forward then stays on IPv4 alone, as `up` logs).
+    private static func companionNote(_ spec: ForwardSpec, _ context: Context) -> String {
+        guard let bind = spec.ipv6Companion else { return "" }
+        let found = PortOwners.owners(ofPort: spec.localPort, ipv6: true)
+        guard found.listenerExists, !found.owners.contains(where: { $0.pid == context.supervisorPID }) else {
+            return "; also listens on \(bind):\(spec.localPort)"
+        }
+        let who = BindDiagnosis.ownerSuffix(port: spec.localPort, ipv6: true, supervisorPID: context.supervisorPID)
+        return "; \(bind):\(spec.localPort) is taken\(who), so clients that try IPv6 first reach that instead"
+    }
+
     static func localAddressSteps(_ profile: Profile, _ context: Context) -> [CheckStep] {
         profile.forwards.map { spec in
             let name = "local \(spec.localDescription)"
@@ -81,12 +93,12 @@ public enum Preflight {
             guard let address = SocketAddress(ip: spec.bind.host, port: spec.localPort) else {
                 return CheckStep(name, .fail, "\(spec.bind) is not an IP address", fix: "use an IP address, localhost or * as the bind address")
             }
-            let found = PortOwners.owners(ofPort: spec.localPort)
+            let found = PortOwners.owners(ofPort: spec.localPort, ipv6: spec.bind.isIPv6)
             if found.listenerExists {
                 if let state = context.runningState, let sup = context.supervisorPID, found.owners.contains(where: { $0.pid == sup }) {
                     return CheckStep(name, .ok, "held by this tunnel's own supervisor (pid \(sup)): \(profile.name) is \(state)")
                 }
-                let who = BindDiagnosis.ownerSuffix(port: spec.localPort, supervisorPID: context.supervisorPID)
+                let who = BindDiagnosis.ownerSuffix(port: spec.localPort, ipv6: spec.bind.isIPv6, supervisorPID: context.supervisorPID)
                 return CheckStep(name, .fail, "\(address) is already in use\(who)",
                                  fix: "stop that process, or choose another local port (or 0/auto)")
             }
@@ -104,7 +116,8 @@ public enum Preflight {
                 return CheckStep(name, .fail, BindDiagnosis.describe(address, error.errno, supervisorPID: context.supervisorPID),
                                  fix: "choose another bind address or port")
             }
-            return CheckStep(name, .ok, "free" + (spec.isPublic ? " (non-loopback: the service will be reachable from the network; protect it with a firewall)" : ""))
+            return CheckStep(name, .ok, "free" + companionNote(spec, context)
+                             + (spec.isPublic ? " (non-loopback: the service will be reachable from the network; protect it with a firewall)" : ""))
         }
     }
 

@@ -21,8 +21,9 @@ public enum PortOwners {
     /// Processes holding a listening socket on `port`. Empty when nothing
     /// listens, or when the holder's /proc entries are not readable (another
     /// user's process, without root): `listenerExists` tells those apart.
-    public static func owners(ofPort port: UInt16) -> (owners: [Owner], listenerExists: Bool) {
-        let sockets = listening().filter { $0.port == port }
+    /// `ipv6`: only that family's listeners; nil for both.
+    public static func owners(ofPort port: UInt16, ipv6: Bool? = nil) -> (owners: [Owner], listenerExists: Bool) {
+        let sockets = listening().filter { $0.port == port && (ipv6 == nil || $0.address.hasPrefix("v6:") == ipv6) }
         guard !sockets.isEmpty else { return ([], false) }
         let inodes = Set(sockets.map(\.inode))
         // A process holds the port if one of its descriptors links to "socket:[INODE]".

@@ -40,6 +40,10 @@ public enum ProcessControl {
             case .descriptor(let fd): posix_spawn_file_actions_adddup2(&actions, fd, target)
             }
         }
+        // Nothing the caller's process holds without close-on-exec reaches the
+        // child: a supervisor that kept a pipe of the shell or CI job that ran
+        // `tunnel up` would keep its reader waiting for EOF for ever.
+        posix_spawn_file_actions_addclosefrom_np(&actions, 3)
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }

@@ -294,6 +294,12 @@ final class PortTests: SSHTestCase {
         let holder = try XCTUnwrap(Net.listen6(port), "[::1]:\(port) is free for the test to take")
         defer { close(holder) }
         config(["\(port):127.0.0.1:\(echo.port)"])
+        // check passes (IPv4 is free) and names who has the IPv6 side.
+        let (checked, steps) = check()
+        XCTAssertEqual(checked.status, 0, checked.output)
+        let local = steps["local 127.0.0.1:\(port)"]
+        XCTAssertEqual(local?.0, "ok", "\(steps)")
+        XCTAssertTrue(local?.1.contains("[::1]:\(port) is taken by pid \(getpid()) ") ?? false, "\(steps)")
         let up = harness.tunnel(["up", "db"])
         XCTAssertEqual(up.status, 0, up.output)
         guard let fd = Net.connect(port) else { return XCTFail("connect 127.0.0.1:\(port)") }
@@ -301,7 +307,10 @@ final class PortTests: SSHTestCase {
         XCTAssertTrue(Net.sendAll(fd, Array("v4".utf8)))
         XCTAssertEqual(Net.readExactly(fd, 2), Array("v4".utf8))
         XCTAssertNil(harness.listed("db")?.forwards.first?.also_local)
-        XCTAssertTrue(harness.supervisorLog.contains("127.0.0.1:\(port) only: local address [::1]:\(port) is already in use"), harness.supervisorLog)
+        // The holder is named, and the supervisor's own IPv4 listener is not taken for one.
+        let log = harness.supervisorLog
+        XCTAssertTrue(log.contains("127.0.0.1:\(port) only: local address [::1]:\(port) is already in use by pid \(getpid()) "), log)
+        XCTAssertFalse(log.contains("tunnel supervisor (pid"), log)
     }
 
     func testOverlappingForwardsAcrossTwoProfiles_areCaughtWhenReadNamingBoth() throws {

@@ -65,6 +65,30 @@ final class SupervisorHardeningTests: SSHTestCase {
         XCTAssertEqual(harness.listed("db")?.state, "up", "the supervisor serves on")
     }
 
+    /// A script or CI job that runs `tunnel up` with an inheritable pipe (its
+    /// log reader waits for EOF) must not have the background supervisor
+    /// keep that pipe open.
+    func testSupervisorStartedByUp_keepsNoDescriptorItsCallerLeftInheritable() throws {
+        harness.writeConfig(profile("db", Net.freePort()))
+        var ends: [Int32] = [-1, -1]
+        XCTAssertEqual(pipe(&ends), 0)  // without O_CLOEXEC, as a careless caller would
+        defer { close(ends[0]) }
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        let pid = try XCTUnwrap(harness.supervisorPID)
+        XCTAssertEqual(kill(pid, 0), 0)
+        close(ends[1])
+        // Every write end is closed (this process's and any copy the children kept): EOF, not "would block".
+        _ = fcntl(ends[0], F_SETFL, fcntl(ends[0], F_GETFL) | O_NONBLOCK)
+        var byte: UInt8 = 0
+        XCTAssertEqual(read(ends[0], &byte, 1), 0, "errno \(errno): someone still holds the pipe's write end")
+        let held = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []
+        XCTAssertFalse(held.isEmpty)
+        for fd in held {
+            let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")) ?? ""
+            XCTAssertFalse(target.hasPrefix("pipe:"), "supervisor fd \(fd) is \(target)")
+        }
+    }
+
     func testRuntimeDirectoryTooLongForASocket_isOneLineNamingThePathAndTheLimit() {
         harness.writeConfig(profile("db", Net.freePort()))
         let long = harness.dir + "/" + String(repeating: "r", count: 120)

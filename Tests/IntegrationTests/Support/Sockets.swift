@@ -97,7 +97,7 @@ enum Net {
 
     /// Listens on [::1]:port (nil if taken); the caller closes it.
     static func listen6(_ port: UInt16) -> Int32? {
-        let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         var on: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &on, socklen_t(MemoryLayout<Int32>.size))
         var addr = sockaddr_in6()
