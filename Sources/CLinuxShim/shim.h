@@ -98,7 +98,7 @@ static inline int tunnel_set_thread_name(const char *name) {
 // parser (NetlinkRoute.swift) walks the bytes itself with bounds checks and
 // takes its layout from these.
 static inline uint32_t tunnel_netlink_route_groups(void) {
-    return RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
+    return RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
 }
 
 static inline int tunnel_netlink_route_socket(void) {
@@ -129,6 +129,7 @@ static inline uint32_t tunnel_nlmsg_header_length(void) { return NLMSG_HDRLEN; }
 static inline uint32_t tunnel_rta_align(uint32_t length) { return RTA_ALIGN(length); }
 static inline uint32_t tunnel_ifaddrmsg_length(void) { return NLMSG_ALIGN(sizeof(struct ifaddrmsg)); }
 static inline uint32_t tunnel_rtmsg_length(void) { return NLMSG_ALIGN(sizeof(struct rtmsg)); }
+static inline uint32_t tunnel_ifinfomsg_length(void) { return NLMSG_ALIGN(sizeof(struct ifinfomsg)); }
 
 // The terminal's size (ioctl is variadic, which Swift cannot call); 0 on success.
 static inline int tunnel_window_size(int fd, unsigned short *rows, unsigned short *columns) {

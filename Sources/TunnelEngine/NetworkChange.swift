@@ -11,9 +11,16 @@ public enum NetworkChange: Equatable, Sendable, CustomStringConvertible {
     case resumed(afterSeconds: Double)
     /// Netlink messages were lost: treat everything as changed.
     case overrun
+    /// An interface stopped running (down, or no carrier), with the
+    /// addresses it still holds: its connections are cut, and nothing else
+    /// says so.
+    case linkDown(interface: String, addresses: [IPAddress])
 
-    public init(_ event: NetworkEvent) {
+    /// Nil for a link's state, which needs the interface's addresses
+    /// (`Interfaces.addresses(ofIndex:)`) to become a change.
+    public init?(_ event: NetworkEvent) {
         switch event {
+        case .link: return nil
         case .addressAdded(let a): self = .addressAdded(a.address, prefixLength: a.prefixLength)
         case .addressRemoved(let a): self = .addressRemoved(a.address, prefixLength: a.prefixLength)
         case .routeAdded(let r): self = .routeAdded(r.destination, prefixLength: r.prefixLength)
@@ -33,6 +40,7 @@ public enum NetworkChange: Equatable, Sendable, CustomStringConvertible {
         case .routeRemoved(let ip, let length): return "\(route(ip, length)) removed"
         case .resumed(let seconds): return "a resume from suspend (\(Int(seconds.rounded())) s asleep)"
         case .overrun: return "lost network change messages"
+        case .linkDown(let name, _): return "link \(name) down"
         }
     }
 
@@ -71,6 +79,9 @@ public enum NetworkChange: Equatable, Sendable, CustomStringConvertible {
         case (.up, .addressRemoved(let ip, _)):
             guard let local else { return .probe }
             return ip.unmapped == local ? .probe : .nothing
+        case (.up, .linkDown(_, let addresses)):
+            guard let local else { return .probe }
+            return addresses.contains { $0.unmapped == local } ? .probe : .nothing
         case (.up, .routeAdded(let ip, let length)), (.up, .routeRemoved(let ip, let length)):
             guard let server else { return .probe }
             return server.isIn(ip, prefixLength: length) ? .probe : .nothing

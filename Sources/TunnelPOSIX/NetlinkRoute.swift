@@ -82,8 +82,22 @@ public struct RouteEntry: Equatable, Sendable {
     public var isDefault: Bool { prefixLength == 0 }
 }
 
+/// An interface's state as RTM_NEWLINK reports it.
+public struct LinkState: Equatable, Sendable {
+    public var interfaceIndex: Int
+    /// IFF_RUNNING: up and with a carrier. A cable pulled, Wi-Fi lost or
+    /// `ip link set DEV down` clears it, and the kernel then drops the
+    /// interface's routes without an RTM_DELROUTE.
+    public var isRunning: Bool
+    public init(interfaceIndex: Int, isRunning: Bool) {
+        self.interfaceIndex = interfaceIndex
+        self.isRunning = isRunning
+    }
+}
+
 /// What the kernel's route netlink groups report.
 public enum NetworkEvent: Equatable, Sendable {
+    case link(LinkState)
     case addressAdded(InterfaceAddress)
     case addressRemoved(InterfaceAddress)
     case routeAdded(RouteEntry)
@@ -141,6 +155,7 @@ public final class NetlinkRouteSocket {
 /// truncated or odd message ends the walk or is skipped, never read past.
 public enum NetlinkParser {
     // linux/rtnetlink.h, linux/if_addr.h: message and attribute types.
+    static let newLink: UInt16 = 16
     static let newAddress: UInt16 = 20, deleteAddress: UInt16 = 21
     static let newRoute: UInt16 = 24, deleteRoute: UInt16 = 25
     static let attributeAddress: UInt16 = 1, attributeLocal: UInt16 = 2 // IFA_ADDRESS, IFA_LOCAL
@@ -161,6 +176,8 @@ public enum NetlinkParser {
             guard length >= header, length <= bytes.count - offset else { break }
             let body = UnsafeRawBufferPointer(rebasing: bytes[(offset + header)..<(offset + length)])
             switch type {
+            case newLink:
+                if let l = link(body) { events.append(.link(l)) }
             case newAddress, deleteAddress:
                 if let a = address(body) { events.append(type == newAddress ? .addressAdded(a) : .addressRemoved(a)) }
             case newRoute, deleteRoute:
@@ -171,6 +188,18 @@ public enum NetlinkParser {
             offset += Int(tunnel_nlmsg_align(UInt32(length)))
         }
         return events
+    }
+
+    /// IFF_RUNNING (net/if.h).
+    static let runningFlag: UInt32 = 0x40
+
+    /// struct ifinfomsg: family, pad (u8 each), type (u16), index (i32), flags, change (u32 each).
+    static func link(_ body: UnsafeRawBufferPointer) -> LinkState? {
+        guard body.count >= Int(tunnel_ifinfomsg_length()) else { return nil }
+        let index = Int(body.loadUnaligned(fromByteOffset: 4, as: Int32.self))
+        let flags = body.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
+        guard index > 0 else { return nil }
+        return LinkState(interfaceIndex: index, isRunning: flags & runningFlag != 0)
     }
 
     /// struct ifaddrmsg: family, prefixlen, flags, scope (u8 each), index (u32).
@@ -236,5 +265,37 @@ public enum NetlinkParser {
         let width = family == AF_INET ? 4 : family == AF_INET6 ? 16 : 0
         guard width > 0, payload.count >= width else { return nil }
         return IPAddress(bytes: Array(payload[0..<width]))
+    }
+}
+
+/// This machine's interfaces, as `ip addr` lists them.
+public enum Interfaces {
+    /// The name and IP addresses of the interface with this index (getifaddrs);
+    /// nil when there is no such interface any more.
+    public static func addresses(ofIndex index: Int) -> (name: String, addresses: [IPAddress])? {
+        var nameBuffer = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
+        guard index > 0, if_indextoname(UInt32(index), &nameBuffer) != nil else { return nil }
+        let name = String(cString: nameBuffer)
+        var list: UnsafeMutablePointer<ifaddrs>?
+        guard getifaddrs(&list) == 0 else { return (name, []) }
+        defer { freeifaddrs(list) }
+        var found: [IPAddress] = []
+        var entry = list
+        while let current = entry {
+            defer { entry = current.pointee.ifa_next }
+            guard let ifaName = current.pointee.ifa_name, String(cString: ifaName) == name,
+                  let sockaddr = current.pointee.ifa_addr else { continue }
+            switch Int32(sockaddr.pointee.sa_family) {
+            case AF_INET:
+                let bytes = sockaddr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { p in withUnsafeBytes(of: p.pointee.sin_addr) { Array($0) } }
+                if let ip = IPAddress(bytes: bytes) { found.append(ip) }
+            case AF_INET6:
+                let bytes = sockaddr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in withUnsafeBytes(of: p.pointee.sin6_addr) { Array($0) } }
+                if let ip = IPAddress(bytes: bytes) { found.append(ip) }
+            default:
+                break
+            }
+        }
+        return (name, found)
     }
 }

@@ -14,6 +14,8 @@ public final class NetworkWatch {
     private var registration: EventLoop.Registration?
     private var clockTimer: EventLoop.TimerID?
     private var suspend = SuspendDetector()
+    /// Interfaces seen to stop running and not seen running since.
+    private var downLinks: Set<Int> = []
     /// The last change logged, and when: the kernel repeats some (an IPv6
     /// address leaving its tentative state is a second RTM_NEWADDR).
     private var lastLogged: (change: NetworkChange, at: Instant)?
@@ -41,7 +43,23 @@ public final class NetworkWatch {
                 return closeSocket()
             }
             guard case .done(let events) = result else { return }
-            for event in events { changed(NetworkChange(event)) }
+            for event in events {
+                if case .link(let link) = event {
+                    linkChanged(link)
+                } else if let change = NetworkChange(event) {
+                    changed(change)
+                }
+            }
+        }
+    }
+
+    /// RTM_NEWLINK repeats for any attribute of an interface: only a running
+    /// interface that stops is news.
+    private func linkChanged(_ link: LinkState) {
+        if link.isRunning {
+            downLinks.remove(link.interfaceIndex)
+        } else if downLinks.insert(link.interfaceIndex).inserted, let interface = Interfaces.addresses(ofIndex: link.interfaceIndex) {
+            changed(.linkDown(interface: interface.name, addresses: interface.addresses))
         }
     }
 
@@ -89,6 +107,8 @@ extension NetworkChange {
         case .addressAdded(let ip, _), .addressRemoved(let ip, _): return ip.isLinkLocalOrLoopback
         case .routeAdded(let ip, let length), .routeRemoved(let ip, let length): return length > 0 && ip.isLinkLocalOrLoopback
         case .resumed, .overrun: return false
+        // One with no address but link-local ones carries no SSH connection of ours (a container's veth).
+        case .linkDown(_, let addresses): return addresses.allSatisfy(\.isLinkLocalOrLoopback)
         }
     }
 }

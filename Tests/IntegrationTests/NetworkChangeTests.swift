@@ -59,6 +59,31 @@ final class NetworkChangeReconnectTests: NamespacedSSHTestCase {
         XCTAssertEqual(banner(localPort), "SSH-2.0-", "traffic flows through the forward again")
     }
 
+    /// A cable pulled or `ip link set DEV down`: the interface keeps its
+    /// address and the kernel drops its routes without saying so; only the
+    /// link's state changes.
+    func testInterfaceDown_tunnelLeavesUpOnAProbe_andReconnectsWhenItRunsAgain() throws {
+        let localPort = Net.freePort()
+        writeProfile(localPort: localPort)
+        XCTAssertEqual(harness.tunnel(["up", "net"]).status, 0)
+        XCTAssertEqual(banner(localPort), "SSH-2.0-")
+
+        ip(["link", "set", namespace.hostInterface, "down"])
+        var restored = false
+        defer { if !restored { ip(["link", "set", namespace.hostInterface, "up"]) } }
+        let left = eventually(timeout: 20, interval: 0.1) { self.harness.listed("net")?.state != "up" }
+        XCTAssertTrue(left, "\(harness.list())\n\(harness.supervisorLog)")
+        let log = harness.supervisorLog
+        XCTAssertTrue(log.contains("network: link \(namespace.hostInterface) down"), log)
+        XCTAssertTrue(log.contains("no answer within 2 s after link \(namespace.hostInterface) down"), log)
+        XCTAssertFalse(log.contains("no data from the server for"), "noticed by the probe, not the 90 s keepalive deadline: \(log)")
+
+        ip(["link", "set", namespace.hostInterface, "up"])
+        restored = true
+        XCTAssertTrue(eventually(timeout: 30, interval: 0.1) { self.harness.listed("net")?.state == "up" }, "\(harness.list())\n\(harness.supervisorLog)")
+        XCTAssertEqual(banner(localPort), "SSH-2.0-", "traffic flows through the forward again")
+    }
+
     func testRoundTrip_isListedOnceUp() throws {
         let localPort = Net.freePort()
         writeProfile(localPort: localPort)

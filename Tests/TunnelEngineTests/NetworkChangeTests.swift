@@ -120,6 +120,23 @@ final class NetworkChangeTests: XCTestCase {
         XCTAssertEqual(connecting(.routeRemoved(ip("198.18.7.0"), prefixLength: 30)), .nothing)
     }
 
+    func testUp_linkDown_probesTheConnectionsWhoseLocalAddressItHolds() {
+        let own = NetworkChange.linkDown(interface: "eth0", addresses: [ip("fe80::1"), local])
+        let other = NetworkChange.linkDown(interface: "docker0", addresses: [ip("172.17.0.1")])
+        XCTAssertEqual(up(own), .probe)
+        XCTAssertEqual(up(other), .nothing)
+        XCTAssertEqual(up(.linkDown(interface: "veth9", addresses: [])), .nothing)
+        // A v4 connection through a v6 socket still matches.
+        XCTAssertEqual(up(own, local: ip("::ffff:198.18.7.1")), .probe)
+        // Ends unknown (a proxy command): any interface may carry it.
+        XCTAssertEqual(up(other, local: nil, server: nil), .probe)
+        // Only a connection that is up has anything to lose.
+        XCTAssertEqual(waiting(own), .nothing)
+        XCTAssertEqual(own.reaction(state: .connecting, local: nil, server: server), .nothing)
+        XCTAssertEqual(own.description, "link eth0 down")
+        XCTAssertNil(NetworkChange(.link(LinkState(interfaceIndex: 3, isRunning: false))))
+    }
+
     func testOtherStates_leftAlone() {
         for change: NetworkChange in [.overrun, .resumed(afterSeconds: 10), .addressAdded(local, prefixLength: 30),
                                       .addressRemoved(local, prefixLength: 30), .routeAdded(ip("0.0.0.0"), prefixLength: 0)] {
@@ -133,6 +150,7 @@ final class NetworkChangeTests: XCTestCase {
         XCTAssertEqual(NetworkChange.routeRemoved(ip("198.18.7.0"), prefixLength: 30).description, "route 198.18.7.0/30 removed")
         XCTAssertEqual(NetworkChange(.addressAdded(InterfaceAddress(address: local, prefixLength: 30, interfaceIndex: 4))),
                        .addressAdded(local, prefixLength: 30))
+        XCTAssertEqual(NetworkChange.linkDown(interface: "wlan0", addresses: []).description, "link wlan0 down")
     }
 
     func testPrefixMatch_edges() {

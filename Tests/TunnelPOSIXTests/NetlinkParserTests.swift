@@ -46,6 +46,24 @@ final class NetlinkParserTests: XCTestCase {
 
     private let v4 = UInt8(AF_INET), v6 = UInt8(AF_INET6)
 
+    /// struct ifinfomsg (family, pad, type, index, flags, change) + IFLA_IFNAME.
+    private func link(index: Int32, flags: UInt32) -> [UInt8] {
+        var body: [UInt8] = [0, 0] + le16(1) + withUnsafeBytes(of: index) { Array($0) } + le32(flags) + le32(0xffff_ffff)
+        body += attribute(3, Array("veth0".utf8) + [0])
+        return message(16, body)
+    }
+
+    func testNewLink_reportsWhetherTheInterfaceRuns() {
+        let up: UInt32 = 0x1, running: UInt32 = 0x40, lowerUp: UInt32 = 0x10000
+        let events = parse(link(index: 7, flags: up | running | lowerUp) + link(index: 7, flags: up) + link(index: 9, flags: 0))
+        XCTAssertEqual(events, [.link(LinkState(interfaceIndex: 7, isRunning: true)),
+                                .link(LinkState(interfaceIndex: 7, isRunning: false)),
+                                .link(LinkState(interfaceIndex: 9, isRunning: false))])
+        // Cut short: skipped, not read past.
+        let short = message(16, [0, 0] + le16(1) + le32(7))
+        XCTAssertEqual(parse(short), [])
+    }
+
     func testNewAndDeleteAddress_v4_giveAddressPrefixAndInterface() {
         let events = parse(address(Self.newAddr, family: v4, "198.18.7.1", prefix: 30, index: 12)
                            + address(Self.delAddr, family: v4, "198.18.7.1", prefix: 30, index: 12))
