@@ -64,7 +64,8 @@ public struct JumpHop: Equatable, Sendable, CustomStringConvertible {
                 port = try parsePort(after.dropFirst(), failure)
                 portIsExplicit = true
             }
-            guard System.parseIP(host, ipv6: true) != nil else { throw failure("\(quoted(host)) is not an IPv6 address") }
+            // ssh takes any host in brackets (its -G prints ProxyJump ssh://h:p as [h]:p); one with ":" must be IPv6.
+            guard !host.contains(":") || System.parseIP(host, ipv6: true) != nil else { throw failure("\(quoted(host)) is not an IPv6 address") }
         } else {
             let parts = rest.split(separator: ":", omittingEmptySubsequences: false)
             guard parts.count <= 2 else { throw failure("write an IPv6 host in brackets: [2001:db8::1]:22") }

@@ -148,6 +148,28 @@ final class JumpHostTests: SSHTestCase {
         XCTAssertEqual(Self.banner(through: port), "SSH-2.0-")
     }
 
+    /// ProxyJump in URL form, which `ssh -G` prints with the host in brackets
+    /// (`[10.x.x.x]:2222`), as ssh -J also accepts it.
+    func testProxyJumpInURLForm_isTaken() throws {
+        harness.trust(bastion)
+        harness.trust(inner)
+        let config = writeSSHConfig(innerPort: inner.port, extraForDB: """
+        Host url-alias
+          HostName 127.0.0.1
+          Port \(inner.port)
+          ProxyJump ssh://\(namespace.insideAddress):\(bastion.port)
+        Host \(namespace.insideAddress)
+          User root
+          IdentityFile \(server.userKey)
+        """)
+        let port = Net.freePort()
+        harness.writeConfig("[defaults]\nssh_config = \"\(config)\"\n[tunnels.url]\nhost = \"url-alias\"\nforward = \"\(port):127.0.0.1:\(inner.port)\"\n")
+        let up = harness.tunnel(["up", "url"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        XCTAssertEqual(harness.listed("url")?.hops?.first, "\(Env.userName)@\(namespace.insideAddress):\(bastion.port)", "\(harness.list())")
+        XCTAssertEqual(Self.banner(through: port), "SSH-2.0-")
+    }
+
     func testKilledBastionSession_isHealed_withTheListenerBound() throws {
         harness.trust(bastion)
         harness.trust(inner)

@@ -8,6 +8,10 @@ final class JumpConfigTests: XCTestCase {
         XCTAssertEqual(try JumpHop.parse("ssh://ops@10.0.0.1:2200"), JumpHop(user: "ops", host: "10.0.0.1", port: 2200))
         XCTAssertEqual(try JumpHop.parse("[2001:db8::1]:22"), JumpHop(user: nil, host: "2001:db8::1", port: 22))
         XCTAssertEqual(try JumpHop.parse("me@corp.example@bastion"), JumpHop(user: "me@corp.example", host: "bastion", port: 22))
+        // What `ssh -G` prints for ProxyJump ssh://root@127.0.0.1:2201, and what ssh -J accepts.
+        XCTAssertEqual(try JumpHop.parse("root@[127.0.0.1]:2201"), JumpHop(user: "root", host: "127.0.0.1", port: 2201))
+        XCTAssertEqual(try JumpHop.parse("[bastion.example]:2222"), JumpHop(user: nil, host: "bastion.example", port: 2222))
+        XCTAssertEqual(try JumpHop.parse("[bastion]"), JumpHop(user: nil, host: "bastion", port: 22))
     }
 
     func testHop_badForms_sayWhy() {
@@ -15,6 +19,7 @@ final class JumpConfigTests: XCTestCase {
             ("ops@", "no host"), ("@bastion", "empty user before @"), ("bastion:0", #"port "0" is not 1-65535"#),
             ("bastion:ssh", #"port "ssh" is not 1-65535"#), ("2001:db8::1", "write an IPv6 host in brackets: [2001:db8::1]:22"),
             ("[::1", "unclosed [ in an IPv6 address"), ("bas tion", "must not contain whitespace or control characters"),
+            ("[1:2]:22", #""1:2" is not an IPv6 address"#), ("[]:22", "no host"),
         ]
         for (text, reason) in cases {
             XCTAssertThrowsError(try JumpHop.parse(text), text) { XCTAssertEqual(($0 as? JumpHop.ParseError)?.reason, reason, text) }
