@@ -38,7 +38,10 @@ extension Connector {
             return ConnectFailure(kind: .ssh, message: "the server at \(address) sent more than \(SSHTransport.identificationLimit / 1024) KiB without an SSH identification line: it is not an SSH server", isPermanent: false)
         }
         if !banner.isEmpty && !banner.hasPrefix("SSH-") {
-            return ConnectFailure(kind: .ssh, message: "the server at \(address) is not an SSH server: it sent \"\(shown)\" and no SSH identification line", isPermanent: false)
+            // Its first line says what answered (an HTTP proxy's status line); libssh2 keeps its last.
+            let first = session.firstLineReceived
+            let said = first.isEmpty ? shown : first.count > 80 ? first.prefix(80) + "…" : first
+            return ConnectFailure(kind: .ssh, message: "the server at \(address) is not an SSH server: it sent \"\(said)\" and no SSH identification line", isPermanent: false)
         }
         if banner.hasPrefix("SSH-1.") && !banner.hasPrefix("SSH-1.99-") {
             return ConnectFailure(kind: .ssh, message: "the server at \(address) speaks only SSH protocol 1 (\"\(shown)\"), which tunnel, like OpenSSH, does not support", isPermanent: true)

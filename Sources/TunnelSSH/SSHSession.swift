@@ -154,6 +154,12 @@ public final class SSHSession {
     /// without an SSH identification line.
     public var identificationOverflow: Bool { transport.identificationOverflow }
 
+    /// The first line the server sent before (or instead of) its
+    /// identification, with control characters made visible.
+    public var firstLineReceived: String {
+        String(decoding: transport.firstLine, as: UTF8.self).escapingControlCharacters
+    }
+
     /// The server's identification string, with control characters made visible.
     public var serverBanner: String {
         (libssh2_session_banner_get(handle).map { String(cString: $0) } ?? "").escapingControlCharacters

@@ -60,6 +60,11 @@ public final class SSHTransport {
     public static let identificationLimit = 64 * 1024
     /// Set when the server sent more than `identificationLimit` bytes without an identification line.
     public private(set) var identificationOverflow = false
+    /// The first non-empty line read in that hunt (up to 200 bytes): what a
+    /// server that is not an SSH server said first ("HTTP/1.1 400 Bad
+    /// Request"), where libssh2 keeps only the last line.
+    public private(set) var firstLine: [UInt8] = []
+    private var firstLineDone = false
 
     public static let highWater = 1 << 20
     public static let lowWater = 256 << 10
@@ -184,6 +189,7 @@ public final class SSHTransport {
                     // would only say EAGAIN (epoll reports anything newer).
                     if n < length { mayHaveInput = false }
                     if coalesce { receivedThisPass = true } else if quickAck { socket.quickAck() }
+                    if huntsIdentification && length == 1 && !firstLineDone { noteFirstLine(buffer.load(as: UInt8.self)) }
                 }
                 return n
             case .wouldBlock:
@@ -193,6 +199,14 @@ public final class SSHTransport {
         } catch {
             record(error)
             return -Int(error.errno.rawValue)
+        }
+    }
+
+    private func noteFirstLine(_ byte: UInt8) {
+        switch byte {
+        case UInt8(ascii: "\n"): firstLineDone = !firstLine.isEmpty
+        case UInt8(ascii: "\r"): break
+        default: if firstLine.count < 200 { firstLine.append(byte) }
         }
     }
 

@@ -174,7 +174,23 @@ final class BadInputTests: XCTestCase {
         defer { web.stop() }
         XCTAssertTrue(eventually(timeout: 10) { Net.isListening(webPort) })
         harness.writeConfig(profile(port: webPort, extra: "connect_timeout = 20"))
-        expectError(contains: ["the server at 127.0.0.1:\(webPort) is not an SSH server: it sent \"", "and no SSH identification line"])
+        // Its first line (HTTP/0.9 for a one-word request: no status line), not the last of its page.
+        expectError(contains: ["the server at 127.0.0.1:\(webPort) is not an SSH server: it sent \"<!DOCTYPE HTML>\" and no SSH identification line"])
+
+        // An HTTP proxy's status line is what names it, not the header that ends its reply.
+        let proxyPort = Net.freePort()
+        let reply = """
+        import socket
+        s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", PORT)); s.listen()
+        while True:
+            c, _ = s.accept(); c.recv(100)
+            c.sendall(b"HTTP/1.1 400 Bad Request\\r\\nconnection: close\\r\\ncontent-length: 0\\r\\ndate: Fri, 04 Dec 2026\\r\\n\\r\\n"); c.close()
+        """
+        let proxy = try Background("/usr/bin/python3", ["-c", reply.replacingOccurrences(of: "PORT", with: "\(proxyPort)")], logPath: harness.dir + "/proxy.log")
+        defer { proxy.stop() }
+        XCTAssertTrue(eventually(timeout: 10) { Net.isListening(proxyPort) }, proxy.log)
+        harness.writeConfig(profile(port: proxyPort, extra: "connect_timeout = 20"))
+        expectError(contains: ["the server at 127.0.0.1:\(proxyPort) is not an SSH server: it sent \"HTTP/1.1 400 Bad Request\" and no SSH identification line"])
     }
 
     func testUpOfAnAlias_whoseSSHConfigIsBroken_quotesSSHsLine() {
