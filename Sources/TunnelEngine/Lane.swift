@@ -286,9 +286,11 @@ final class Lane: @unchecked Sendable {
         // Through jump hosts `via` already names the path; directly, the address reached says which one it was.
         let path = profile.jump.isEmpty ? "\(profile.via) via \(connected.peer)" : profile.via
         logger.info("up: \(path), \(connected.authMethod); \(connected.session.negotiatedAlgorithms)")
+        // The remote forwards' requests go first: a `tunnel up` waiting for
+        // this link then waits for their answers, not for the last link's.
+        perform(remote.linkUp())
         report(.up(authMethod: connected.authMethod))
         report(.connected(peer: path, algorithms: connected.session.negotiatedAlgorithms, hostKeyFingerprint: connected.hostKeyFingerprint))
-        perform(remote.linkUp())
     }
 
     private func connectFailed(_ failure: ConnectFailure) {

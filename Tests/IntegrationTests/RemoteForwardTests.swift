@@ -106,6 +106,27 @@ final class RemoteForwardTests: NamespacedSSHTestCase {
 
     // MARK: - tests
 
+    /// `tunnel up` of a tunnel that failed for good waits for the new
+    /// attempt's listeners, not the failed attempt's "not listening".
+    func testUpOfAFailedTunnel_waitsForTheNewLinksListeners() throws {
+        let port = Net.freePort()
+        // A key the server does not take: the login fails for good.
+        let key = harness.dir + "/other_key"
+        let made = runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", key])
+        XCTAssertEqual(made.status, 0, made.output)
+        harness.writeConfig(profile(["\(port):127.0.0.1:\(echo.port)"]).replacingOccurrences(of: "identity = \"\(remoteServer!.userKey)\"", with: "identity = \"\(key)\""))
+        let failed = harness.tunnel(["up", "web"])
+        XCTAssertNotEqual(failed.status, 0, failed.output)
+        XCTAssertEqual(listed()?.state, "failed", "\(harness.list())")
+        // The right key at that path now: asked again, the tunnel comes up with its listener.
+        write(read(remoteServer!.userKey), to: key, mode: 0o600)
+        let up = harness.tunnel(["up", "web"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        XCTAssertTrue(up.stdout.hasPrefix("web: up: remote 127.0.0.1:\(port) -> 127.0.0.1:\(echo.port)"), up.output)
+        XCTAssertFalse(up.stderr.contains("not listening"), up.stderr)
+        XCTAssertEqual(exchangeInside(port: port, request: [7, 7]).reply, echoed([7, 7]))
+    }
+
     func testClientOnTheServer_reachesAServiceOnlyThisMachineHas() throws {
         let port = Net.freePort()
         let control = exchangeInside(port: echo.port, request: [1])
