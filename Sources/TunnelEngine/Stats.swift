@@ -83,6 +83,16 @@ public struct PreferredPorts: Codable, Sendable, Equatable {
         return PreferredPorts(local: fill(local, saved.local), remote: fill(remote, saved.remote))
     }
 
+    /// These ports (picked for `old`'s forwards) for the forwards `new`
+    /// keeps unchanged at the same place: a reload that restarts a tunnel
+    /// for another change keeps the ports its clients were told.
+    public func carried(to new: Profile, from old: Profile) -> PreferredPorts {
+        func same<T: Equatable>(_ ports: [UInt16], _ before: [T], _ after: [T]) -> [UInt16] {
+            after.indices.map { i in i < before.count && i < ports.count && before[i] == after[i] ? ports[i] : 0 }
+        }
+        return PreferredPorts(local: same(local, old.forwards, new.forwards), remote: same(remote, old.remoteForwards, new.remoteForwards))
+    }
+
     /// What a tunnel of `profile` picked, by its status.
     public init(profile: Profile, status: TunnelStatus) {
         local = profile.forwards.enumerated().map { i, spec in

@@ -624,8 +624,9 @@ public final class Supervisor {
                 let status = self?.tunnels[name]?.status ?? stopped
                 carried.forEach { $0.resolve(status) }
             }
+            let ports = PreferredPorts(profile: host.runtime.profile, status: host.status).carried(to: profile, from: host.runtime.profile)
             stop(host) { [weak self] in
-                self?.start(profile, configPath: path, options: options) { [weak self] outcome in
+                self?.start(profile, configPath: path, options: options, preferredPorts: ports) { [weak self] outcome in
                     var o = outcome
                     if !o.isFailure && o.result != .failed { o.result = .restarted }
                     guard o.result == .failed, let self, self.tunnels[name] == nil else {

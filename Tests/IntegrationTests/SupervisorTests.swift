@@ -375,6 +375,30 @@ final class SupervisorTests: SSHTestCase {
         XCTAssertEqual(Self.roundTrip(try XCTUnwrap(other.split(separator: ":").last.flatMap { UInt16($0) })), "ping")
     }
 
+    /// A reload that restarts a tunnel for another change asks for the ports
+    /// it had; a forward the edit changed gets a new one.
+    func testAutoPort_isKeptWhenAReloadRestartsTheTunnelForAnotherChange() throws {
+        let forwards = ["auto:127.0.0.1:\(echo.port)", "0:127.0.0.1:\(echo.port)"]
+        harness.writeConfig(harness.profile("db", server: server, forwards: forwards))
+        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
+        let before = try XCTUnwrap(harness.listed("db")?.forwards.map(\.local))
+        XCTAssertEqual(before.count, 2)
+
+        harness.writeConfig(harness.profile("db", server: server, forwards: forwards, extra: "hold_timeout = 9"))
+        let reload = harness.tunnel(["reload"], timeout: 30)
+        XCTAssertTrue(reload.stdout.contains("db: restarted"), reload.output)
+        XCTAssertEqual(harness.listed("db")?.forwards.map(\.local), before, "the same ports after the restart")
+        let port = try XCTUnwrap(before[0].split(separator: ":").last.flatMap { UInt16($0) })
+        XCTAssertEqual(Self.roundTrip(port), "ping")
+
+        // The second forward now goes elsewhere: it is another forward, with a port of its own.
+        harness.writeConfig(harness.profile("db", server: server, forwards: [forwards[0], "0:localhost:\(echo.port)"], extra: "hold_timeout = 9"))
+        XCTAssertTrue(harness.tunnel(["reload"], timeout: 30).stdout.contains("db: restarted"))
+        let after = try XCTUnwrap(harness.listed("db")?.forwards.map(\.local))
+        XCTAssertEqual(after.first, before[0])
+        XCTAssertNotEqual(after.last, before[1])
+    }
+
     /// A reload names what it read and did not start: a new profile (it
     /// stays down until `tunnel up`), and a broken one as a failure, so an
     /// edit with a mistake is seen now rather than at the next `up`.
