@@ -76,9 +76,15 @@ struct Check: ParsableCommand {
             }
             // Whatever its state, a tunnel the supervisor runs holds its listeners.
             let runningState = supervisor?.tunnels.first { $0.name == name }?.state
+            var others: [String: String] = [:]
+            for tunnel in supervisor?.tunnels ?? [] where tunnel.name != name {
+                for forward in tunnel.forwards where forward.kind != "remote" {
+                    for address in [forward.local] + (forward.also_local.map { [$0] } ?? []) { others[address] = tunnel.name }
+                }
+            }
             let context = Preflight.Context(
                 options: Connector.Options(agentSocket: environment["SSH_AUTH_SOCK"].flatMap { $0.isEmpty ? nil : $0 }, home: homeDirectory(environment)),
-                supervisorPID: supervisor?.pid, runningState: runningState)
+                supervisorPID: supervisor?.pid, runningState: runningState, otherTunnels: others)
             steps += Preflight.run(profile, context: context)
             reports.append(Report(name: name, ok: !steps.contains { $0.outcome == .fail }, steps: steps))
         }

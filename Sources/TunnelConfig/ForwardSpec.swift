@@ -113,6 +113,15 @@ public struct ForwardSpec: Hashable, Sendable, CustomStringConvertible {
         return localPort != 0 && localPort == other.localPort && bind.overlaps(other.bind)
     }
 
+    /// Whether this forward's listener would collide with one bound at
+    /// `address` ("127.0.0.1:5433", "[::1]:5433", a Unix socket path).
+    public func collides(withListeningAddress address: String) -> Bool {
+        if let localPath { return localPath == address }
+        guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]),
+              let bound = BindAddress(ipLiteral: String(address[..<colon])) else { return false }
+        return localPort != 0 && localPort == port && bind.overlaps(bound)
+    }
+
     /// "127.0.0.1:5433", "[::1]:5433", "127.0.0.1:auto", "/run/pg/.s.PGSQL.5432".
     public var localDescription: String {
         localPath ?? "\(bind):\(localPort == 0 ? "auto" : String(localPort))"

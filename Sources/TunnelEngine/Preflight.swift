@@ -33,10 +33,15 @@ public enum Preflight {
         /// "failed", "idle"...), nil when it does not run it. In every state
         /// the supervisor holds the tunnel's listeners.
         public var runningState: String?
-        public init(options: Connector.Options, supervisorPID: pid_t?, runningState: String?) {
+        /// The supervisor's other tunnels by the local addresses they listen
+        /// on ("127.0.0.1:5433" → "db"), so a port one of them holds is
+        /// named by that tunnel rather than by the supervisor's pid.
+        public var otherTunnels: [String: String]
+        public init(options: Connector.Options, supervisorPID: pid_t?, runningState: String?, otherTunnels: [String: String] = [:]) {
             self.options = options
             self.supervisorPID = supervisorPID
             self.runningState = runningState
+            self.otherTunnels = otherTunnels
         }
     }
 
@@ -97,6 +102,11 @@ public enum Preflight {
             if found.listenerExists {
                 if let state = context.runningState, let sup = context.supervisorPID, found.owners.contains(where: { $0.pid == sup }) {
                     return CheckStep(name, .ok, "held by this tunnel's own supervisor (pid \(sup)): \(profile.name) is \(state)")
+                }
+                if let sup = context.supervisorPID, found.owners.contains(where: { $0.pid == sup }),
+                   let other = context.otherTunnels.first(where: { spec.collides(withListeningAddress: $0.key) })?.value {
+                    return CheckStep(name, .fail, "\(address) is already in use by tunnel \(other) (this user's supervisor, pid \(sup))",
+                                     fix: "`tunnel down \(other)`, or choose another local port (or 0/auto)")
                 }
                 let who = BindDiagnosis.ownerSuffix(port: spec.localPort, ipv6: spec.bind.isIPv6, supervisorPID: context.supervisorPID)
                 return CheckStep(name, .fail, "\(address) is already in use\(who)",

@@ -162,6 +162,25 @@ final class PortTests: SSHTestCase {
         XCTAssertEqual(down["reach 127.0.0.1:\(server.port)"]?.0, "fail", "\(down)")
     }
 
+    /// Another tunnel of the same supervisor holds the port: check names that
+    /// tunnel and `tunnel down` it, not the supervisor every tunnel runs in.
+    func testCheck_portHeldByAnotherTunnel_namesThatTunnel() throws {
+        let port = Net.freePort()
+        config(["\(port):127.0.0.1:\(echo.port)"])
+        // A command-line tunnel checks ~/.ssh/known_hosts (HOME is the harness's directory).
+        mkdir(harness.dir + "/.ssh", 0o700)
+        write(server.knownHostsLine + "\n", to: harness.dir + "/.ssh/known_hosts", mode: 0o600)
+        let squat = harness.tunnel(["up", "-L", "\(port):127.0.0.1:\(echo.port)", "-i", server.userKey, "-p", "\(server.port)",
+                                    "--name", "squat", "\(Env.userName)@127.0.0.1"])
+        XCTAssertEqual(squat.status, 0, squat.output)
+        let (result, steps) = check()
+        XCTAssertNotEqual(result.status, 0)
+        let local = steps["local 127.0.0.1:\(port)"]
+        XCTAssertEqual(local?.0, "fail", "\(steps)")
+        XCTAssertTrue(local?.1.hasPrefix("127.0.0.1:\(port) is already in use by tunnel squat (this user's supervisor, pid ") ?? false, "\(steps)")
+        XCTAssertTrue(local?.1.contains("fix: `tunnel down squat`") ?? false, "\(steps)")
+    }
+
     func testCheck_identityFileThatDoesNotExist_namesItInTheFix() throws {
         let missing = harness.dir + "/no-such-key"
         harness.writeConfig(harness.profile("db", server: server, forwards: ["\(Net.freePort()):127.0.0.1:\(echo.port)"])
