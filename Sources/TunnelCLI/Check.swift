@@ -60,6 +60,11 @@ struct Check: ParsableCommand {
                     profile = try config.profile(named: name)
                     steps.append(CheckStep("profile", .ok, "\(profile.location) parses and validates"))
                 } catch {
+                    if !config.profileNames.contains(name), let hint = SSHConfigAliasTunnel.withoutForwards(name, source: config.sshConfig, home: homeDirectory(environment)) {
+                        steps.append(CheckStep("profile", .fail, hint.problem, fix: hint.fix))
+                        reports.append(Report(name: name, ok: false, steps: steps))
+                        continue
+                    }
                     steps.append(CheckStep("profile", .fail, error.description, fix: "run `tunnel config check` and fix the file"))
                     reports.append(Report(name: name, ok: false, steps: steps))
                     continue

@@ -37,3 +37,20 @@ enum SSHConfigAliasTunnel {
         return .tunnel(adHoc, notes: notes)
     }
 }
+
+extension SSHConfigAliasTunnel {
+    /// For a name that is neither a profile nor an alias with forward lines:
+    /// when ~/.ssh/config has a `Host` block for it, what to say instead of
+    /// "no profile named" (the user meant that host), and the fix.
+    static func withoutForwards(_ name: String, source: SSHConfigSource, home: String) -> (problem: String, fix: String)? {
+        let found: SSHConfigAlias?
+        switch source {
+        case .none: found = nil
+        case .standard: found = SSHConfigAlias.find(host: name, home: home)
+        case .file(let path): found = SSHConfigAlias.find(host: name, file: path, displayPath: path)
+        }
+        guard let alias = found else { return nil }
+        return ("\(name) is a Host in ssh_config (\(alias.location)) with no LocalForward, DynamicForward or RemoteForward, and no profile",
+                "say what to forward: `tunnel up -L PORT:HOST:HOSTPORT \(name)` (or -D PORT), or add a LocalForward line to that Host block")
+    }
+}

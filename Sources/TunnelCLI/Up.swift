@@ -101,7 +101,10 @@ struct Up: ParsableCommand {
                 throw fail(error.message)
             }
             switch lookup {
-            case .none: break
+            case .none:
+                if let hint = SSHConfigAliasTunnel.withoutForwards(names[0], source: loaded?.sshConfig ?? .standard, home: homeDirectory(global.environment)) {
+                    throw fail("\(hint.problem): \(hint.fix)")
+                }
             case .unreadable(let error): aliasProblem = error
             case .tunnel(let adHoc, let notes):
                 for line in notes { note("tunnel: \(line)") }

@@ -62,9 +62,13 @@ public struct SSHConfigAlias: Equatable, Sendable {
 
     /// Reads `home`/.ssh/config; nil when it has no such alias or cannot be read.
     public static func find(host: String, home: String) -> SSHConfigAlias? {
-        guard let bytes = try? Files.readRegularFile(home + "/.ssh/config", limit: Config.maxFileSize) else { return nil }
-        let text = String(decoding: bytes, as: UTF8.self)
-        return find(host: host, configText: text, displayPath: "~/.ssh/config")
+        find(host: host, file: home + "/.ssh/config", displayPath: "~/.ssh/config")
+    }
+
+    /// Reads `file` (shown as `displayPath`); nil when it has no such alias or cannot be read.
+    public static func find(host: String, file: String, displayPath: String) -> SSHConfigAlias? {
+        guard let bytes = try? Files.readRegularFile(file, limit: Config.maxFileSize) else { return nil }
+        return find(host: host, configText: String(decoding: bytes, as: UTF8.self), displayPath: displayPath)
     }
 
     /// Why ssh_config did not resolve the alias.

@@ -203,6 +203,24 @@ final class BadInputTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: harness.runtimeDir + "/supervisor.pid"), "no supervisor was started")
     }
 
+    /// A Host of ssh_config without forward lines is what the user meant:
+    /// say so, and how to give the forward, rather than "no profile named".
+    func testUpAndCheckOfAnAliasWithoutForwards_sayItIsAHostAndHowToForward() {
+        let sshConfig = harness.dir + "/ssh_config"
+        write("Host first\n  Port 2222\nHost jumpbox other\n  HostName 192.0.2.1\n", to: sshConfig, mode: 0o600)
+        harness.writeConfig("[defaults]\nssh_config = \"\(sshConfig)\"\n" + profile())
+        let up = harness.tunnel(["up", "jumpbox"], timeout: 30)
+        XCTAssertEqual(up.status, 1, up.output)
+        XCTAssertEqual(up.stderr, "tunnel: jumpbox is a Host in ssh_config (\(sshConfig):3) with no LocalForward, DynamicForward or RemoteForward, and no profile: say what to forward: `tunnel up -L PORT:HOST:HOSTPORT jumpbox` (or -D PORT), or add a LocalForward line to that Host block\n")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: harness.runtimeDir + "/supervisor.pid"), "no supervisor was started")
+        let check = harness.tunnel(["check", "jumpbox"], timeout: 30)
+        XCTAssertEqual(check.status, 1, check.output)
+        XCTAssertTrue(check.stdout.contains("[FAIL] profile  jumpbox is a Host in ssh_config (\(sshConfig):3)"), check.stdout)
+        XCTAssertTrue(check.stdout.contains("fix: say what to forward: `tunnel up -L PORT:HOST:HOSTPORT jumpbox`"), check.stdout)
+        // A name ssh_config does not know is still "no profile named".
+        XCTAssertTrue(harness.tunnel(["up", "nosuch"], timeout: 30).stderr.contains("no profile named \"nosuch\""))
+    }
+
     func testCommandLineNumbersAndNames_outOfRange_areUsageErrors_notCrashes() {
         harness.writeConfig(profile())
         for args in [["up", "db", "--timeout", "nan"], ["up", "db", "--timeout", "inf"], ["up", "db", "--timeout", "1e308"],
