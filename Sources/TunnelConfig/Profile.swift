@@ -153,6 +153,8 @@ public struct Profile: Equatable, Sendable {
             && a.connectTimeout == b.connectTimeout && a.holdTimeout == b.holdTimeout && a.isPublic == b.isPublic
             && a.lazy == b.lazy && a.idleTimeout == b.idleTimeout
             && a.sessions == b.sessions && a.maxSessions == b.maxSessions && a.proxyCommand == b.proxyCommand && a.jump == b.jump && a.sshConfig == b.sshConfig
+            // Which keys were written decides what ssh_config may fill in.
+            && a.written == b.written
     }
 }
 

@@ -579,6 +579,7 @@ public final class Supervisor {
         let daemonReported = daemonOutcomes.contains { $0.isFailure }
         let notRunning = profilesNotUp(in: configs, running: Set(names), daemonReported: daemonReported, alsoListing: extra)
         let gather = Gather(names) { done($0 + notRunning) }
+        var unchangedText: [(TunnelHost, Profile)] = []
         for name in names {
             guard let host = tunnels[name] else { continue }
             if host.adHoc != nil {
@@ -607,44 +608,88 @@ public final class Supervisor {
                 }
             }
             if profile == host.profile {
-                gather.add(TunnelOutcome(name: name, result: .unchanged))
+                // The same profile may stand for another server now: ssh_config is read again below.
+                if profile.sshConfig != .none { unchangedText.append((host, profile)) } else { gather.add(TunnelOutcome(name: name, result: .unchanged)) }
                 continue
             }
-            logger.info("reload: \(name) changed; restarting it")
-            // Its own agent and home, as it was brought up with, while that agent is still there.
-            let options = checkedOptions(name, host.options)
-            let previous = host.profile
-            // A `tunnel up` waiting on this tunnel waits on its new version:
-            // the restart is not its answer.
-            let carried = host.waiters
-            host.waiters = []
-            var stopped = host.status
-            stopped.phase = .stopped
-            let settleCarried = { [weak self, stopped] in
-                let status = self?.tunnels[name]?.status ?? stopped
-                carried.forEach { $0.resolve(status) }
+            restart(host, as: profile, path: path, because: "changed", gather: gather)
+        }
+        recheckSSHConfig(unchangedText, gather: gather)
+    }
+
+    /// The tunnels whose profile text did not change: restarted if what
+    /// ssh_config now says of their hosts (`ssh -G`, off the loop) resolves
+    /// them differently from what they run.
+    private func recheckSSHConfig(_ hosts: [(TunnelHost, Profile)], gather: Gather) {
+        guard !hosts.isEmpty else { return }
+        let resolved = loop.callback { [weak self] (results: [Result<Profile, SSHConfigError>]) in
+            guard let self else { return }
+            for ((host, profile), result) in zip(hosts, results) {
+                guard self.tunnels[host.name] === host else {
+                    gather.add(TunnelOutcome(name: host.name, result: .unchanged))
+                    continue
+                }
+                switch result {
+                case .success(let now) where now == host.runtime.profile:
+                    gather.add(TunnelOutcome(name: host.name, result: .unchanged))
+                case .success:
+                    self.restart(host, as: profile, path: host.configPath, because: "changed in ssh_config", gather: gather)
+                case .failure(let error):
+                    gather.add(TunnelOutcome(name: host.name, result: .failed, message: "kept running: \(error)"))
+                }
             }
-            let ports = PreferredPorts(profile: host.runtime.profile, status: host.status).carried(to: profile, from: host.runtime.profile)
-            stop(host) { [weak self] in
-                self?.start(profile, configPath: path, options: options, preferredPorts: ports) { [weak self] outcome in
-                    var o = outcome
-                    if !o.isFailure && o.result != .failed { o.result = .restarted }
-                    guard o.result == .failed, let self, self.tunnels[name] == nil else {
-                        settleCarried()
-                        return gather.add(o)
-                    }
-                    // The new version could not even start (its port is taken, ssh_config
-                    // fails): bring the running version back rather than drop the tunnel.
-                    let reason = o.message ?? "failed"
-                    self.logger.error("reload: \(name): the changed profile cannot start (\(reason)); starting the previous version again")
-                    self.start(previous, configPath: path, options: options) { [weak self] back in
-                        let kept = back.result != .failed || self?.tunnels[name] != nil
-                        let message = kept ? "\(reason); started the previous version again (its open connections were cut)"
-                                           : "\(reason); the previous version could not start again either: \(back.message ?? "failed")"
-                        if !kept { self?.logger.error("reload: \(name): \(message)") }
-                        settleCarried()
-                        gather.add(TunnelOutcome(name: name, result: .failed, message: message))
-                    }
+        }
+        let work = hosts.map { (host, profile) in (profile, host.options.home) }
+        do {
+            try startThread(name: "ssh -G") {
+                resolved(work.map { profile, home in
+                    Result { () throws(SSHConfigError) in try profile.applyingSSHConfig(profile.sshConfig, home: home).profile }
+                })
+            }
+        } catch {
+            resolved(work.map { _ in .failure(SSHConfigError(message: "cannot read ssh_config: \(error)")) })
+        }
+    }
+
+    /// Stops `host` and starts it again as `profile` (the reload's answer
+    /// for it goes to `gather`); if the new version cannot start, the
+    /// previous one is started again.
+    private func restart(_ host: TunnelHost, as profile: Profile, path: String, because why: String, gather: Gather) {
+        let name = host.name
+        logger.info("reload: \(name) \(why); restarting it")
+        // Its own agent and home, as it was brought up with, while that agent is still there.
+        let options = checkedOptions(name, host.options)
+        let previous = host.profile
+        // A `tunnel up` waiting on this tunnel waits on its new version:
+        // the restart is not its answer.
+        let carried = host.waiters
+        host.waiters = []
+        var stopped = host.status
+        stopped.phase = .stopped
+        let settleCarried = { [weak self, stopped] in
+            let status = self?.tunnels[name]?.status ?? stopped
+            carried.forEach { $0.resolve(status) }
+        }
+        let ports = PreferredPorts(profile: host.runtime.profile, status: host.status).carried(to: profile, from: host.runtime.profile)
+        stop(host) { [weak self] in
+            self?.start(profile, configPath: path, options: options, preferredPorts: ports) { [weak self] outcome in
+                var o = outcome
+                if !o.isFailure && o.result != .failed { o.result = .restarted }
+                guard o.result == .failed, let self, self.tunnels[name] == nil else {
+                    settleCarried()
+                    return gather.add(o)
+                }
+                // The new version could not even start (its port is taken, ssh_config
+                // fails): bring the running version back rather than drop the tunnel.
+                let reason = o.message ?? "failed"
+                self.logger.error("reload: \(name): the changed profile cannot start (\(reason)); starting the previous version again")
+                self.start(previous, configPath: path, options: options) { [weak self] back in
+                    let kept = back.result != .failed || self?.tunnels[name] != nil
+                    let message = kept ? "\(reason); started the previous version again (its open connections were cut)"
+                                       : "\(reason); the previous version could not start again either: \(back.message ?? "failed")"
+                    if !kept { self?.logger.error("reload: \(name): \(message)") }
+                    settleCarried()
+                    gather.add(TunnelOutcome(name: name, result: .failed, message: message))
                 }
             }
         }

@@ -210,4 +210,37 @@ final class SSHConfigKeywordTests: SSHTestCase {
         XCTAssertNotEqual(bare.status, 0)
         XCTAssertTrue(bare.stderr.contains("tunnel: bare: \(harness.configPath):5:1: no forward: the profile writes no forward, dynamic or remote, and ssh_config has no LocalForward, DynamicForward or RemoteForward for bare"), bare.stderr)
     }
+
+    /// A reload reads ssh_config again: a tunnel whose host it now describes
+    /// otherwise restarts, one it describes the same way is left alone, and a
+    /// key newly written (even with ssh_config's value) counts as a change.
+    func testReload_readsSSHConfigAgain_andRestartsOnlyTheTunnelsItNowResolvesOtherwise() throws {
+        let login = "IdentityFile \(server.userKey)\nUserKnownHostsFile \(harness.knownHosts)"
+        writeSSHConfig([("db", login + "\nServerAliveInterval 2"), ("web", login)])
+        let ports = writeProfiles(["db", "web"])
+        XCTAssertEqual(harness.tunnel(["up", "db", "web"]).status, 0, harness.supervisorLog)
+        // A connection through web stays open across the reloads: web is never restarted.
+        let held = try XCTUnwrap(Net.connect(ports["web"]!, timeout: 10))
+        defer { close(held) }
+        XCTAssertTrue(Net.sendAll(held, Array("1".utf8)))
+        XCTAssertEqual(Net.readExactly(held, 1), Array("1".utf8))
+
+        let same = harness.tunnel(["reload"], timeout: 30)
+        XCTAssertTrue(same.stdout.contains("db: unchanged") && same.stdout.contains("web: unchanged"), same.output)
+
+        writeSSHConfig([("db", login + "\nServerAliveInterval 3"), ("web", login)])
+        let edited = harness.tunnel(["reload"], timeout: 30)
+        XCTAssertTrue(edited.stdout.contains("db: restarted") && edited.stdout.contains("web: unchanged"), edited.output)
+        XCTAssertTrue(harness.supervisorLog.contains("reload: db changed in ssh_config; restarting it"), harness.supervisorLog)
+        XCTAssertTrue(harness.tunnel(["status", "db"]).stdout.contains("keepalive 3 s"), harness.tunnel(["status", "db"]).stdout)
+        assertEchoes(ports["db"])
+
+        XCTAssertTrue(Net.sendAll(held, Array("2".utf8)))
+        XCTAssertEqual(Net.readExactly(held, 1), Array("2".utf8), "web's connection survived both reloads")
+
+        // keepalive = 3 written where ssh_config said 3 for db: a change all the same (ssh_config no longer decides it).
+        harness.writeConfig(read(harness.configPath).replacingOccurrences(of: "connect_timeout = 5\n", with: "connect_timeout = 5\nkeepalive = 3\n"))
+        let written = harness.tunnel(["reload"], timeout: 30)
+        XCTAssertTrue(written.stdout.contains("db: restarted") && written.stdout.contains("web: restarted"), written.output)
+    }
 }
