@@ -25,7 +25,7 @@ struct Check: ParsableCommand {
     private func nonProfile(_ name: String, config: Config?) throws -> (AdHocTunnel, String)? {
         guard config?.profileNames.contains(name) != true, config?.stoppedEarly != true else { return nil }
         if let saved = SavedTunnels.adHoc(named: name, in: global.runtimeDirectory) {
-            return (saved, "brought up from the \(saved.origin.rawValue) (\(saved.destination)), not a profile")
+            return (saved, "brought up \(saved.origin.fromWhere) (\(saved.destination)), not a profile")
         }
         do throws(SSHConfigError) {
             guard case .tunnel(let adHoc, let notes) = try SSHConfigAliasTunnel.lookup(name, source: config?.sshConfig ?? .standard) else { return nil }

@@ -24,10 +24,10 @@ public struct TunnelCommand: ParsableCommand {
 
 /// Options every command takes.
 struct GlobalOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("Profiles file (default: $TUNNEL_CONFIG, else $XDG_CONFIG_HOME/tunnel/tunnels.toml).", valueName: "path"))
+    @Option(name: .long, help: ArgumentHelp("Profiles file (default: $TUNNEL_CONFIG, else $XDG_CONFIG_HOME/tunnel/tunnels.toml, else ~/.config/tunnel/tunnels.toml).", valueName: "path"))
     var config: String?
 
-    @Option(name: .customLong("runtime-dir"), help: ArgumentHelp("Supervisor's runtime directory (default: $TUNNEL_RUNTIME_DIR, else $XDG_RUNTIME_DIR/tunnel).", valueName: "dir"))
+    @Option(name: .customLong("runtime-dir"), help: ArgumentHelp("Supervisor's runtime directory (default: $TUNNEL_RUNTIME_DIR, else $XDG_RUNTIME_DIR/tunnel, else /tmp/tunnel-UID).", valueName: "dir"))
     var runtimeDir: String?
 
     var environment: [String: String] { currentEnvironment() }

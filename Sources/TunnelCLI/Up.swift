@@ -9,7 +9,7 @@ struct Up: ParsableCommand {
 
     @OptionGroup var global: GlobalOptions
 
-    @Argument(help: "Profile names; with -L or -R, one DESTINATION ([user@]host[:port], ssh://user@host:port or an ssh_config alias).")
+    @Argument(help: "Profile names; with -L, -D or -R, one DESTINATION ([user@]host[:port], ssh://user@host:port or an ssh_config alias).")
     var names: [String]
 
     // Unconditional: "-L -1:h:2" is a bad spec to name, not a missing value.
@@ -27,13 +27,13 @@ struct Up: ParsableCommand {
     @Option(name: .customShort("J"), help: "Jump hosts, as `ssh -J` (with -L, -D or -R).")
     var jump: String?
 
-    @Option(name: .customShort("i"), help: "Private key (with -L or -R).")
+    @Option(name: .customShort("i"), help: "Private key (with -L, -D or -R).")
     var identity: String?
 
-    @Option(name: .customShort("p"), help: "SSH port of DESTINATION (with -L or -R).")
+    @Option(name: .customShort("p"), help: "SSH port of DESTINATION (with -L, -D or -R).")
     var port: UInt16?
 
-    @Option(name: .long, help: "The tunnel's name (with -L or -R; default: DESTINATION).")
+    @Option(name: .long, help: "The tunnel's name (with -L, -D or -R; default: DESTINATION).")
     var name: String?
 
     @Flag(name: .long, help: "Run in this process until interrupted, logging to stderr.")

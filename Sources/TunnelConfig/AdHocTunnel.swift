@@ -6,6 +6,9 @@ public struct AdHocTunnel: Codable, Equatable, Sendable {
     public enum Origin: String, Codable, Sendable {
         case commandLine = "command line"
         case sshConfig = "ssh_config"
+
+        /// "from the command line", "from ssh_config".
+        public var fromWhere: String { self == .commandLine ? "from the command line" : "from ssh_config" }
     }
 
     public var name: String

@@ -86,12 +86,16 @@ final class ChannelTarget {
     /// The local end, for the log: a listener's address, or a hop's name.
     let local: String
     let stats: ForwardStats
+    /// The channel carries the next jump host, not a client: its failure is
+    /// the chain's, reported by the chain.
+    let isHop: Bool
 
-    init(host: String, port: UInt16, description: String, local: String, stats: ForwardStats) {
+    init(host: String, port: UInt16, description: String, local: String, stats: ForwardStats, isHop: Bool = false) {
         self.host = host
         self.port = port
         self.description = description
         self.local = local
         self.stats = stats
+        self.isHop = isHop
     }
 }

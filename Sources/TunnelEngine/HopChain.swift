@@ -89,7 +89,7 @@ final class HopChain {
         try link.start(keepalive: profile.keepalive, keepaliveCount: profile.keepaliveCount)
         let (outer, inner) = try Socket.pair()
         let target = ChannelTarget(host: nextHop.host, port: nextHop.port, description: "\(nextHop.host):\(nextHop.port)",
-                                   local: name(ofHop: index + 1), stats: ForwardStats())
+                                   local: name(ofHop: index + 1), stats: ForwardStats(), isHop: true)
         let carrier = Connection(socket: outer, peer: nil, target: target, acceptedAt: Instant.now())
         carriers.append(carrier)
         var pending: Connection? = carrier

@@ -120,7 +120,11 @@ extension Link {
                 let why = unanswered ? "the server did not answer within 60 s (its connection to the target hangs?)" : error.message
                 lastRefusal = why
                 lastRefusalKind = unanswered ? nil : error.refusal
-                logger.warning("channel to \(target.description) \(unanswered ? "failed" : "refused"): \(why); closing that client", metadata: ["local": "\(target.local)"])
+                if target.isHop {
+                    logger.debug("channel to \(target.local) \(unanswered ? "failed" : "refused"): \(why)")
+                } else {
+                    logger.warning("channel to \(target.description) \(unanswered ? "failed" : "refused"): \(why); closing that client", metadata: ["local": "\(target.local)"])
+                }
                 if var socks = c.socks {
                     // The SOCKS client hears why, in its own protocol's terms.
                     for case .send(let reply) in socks.channelFailed(SocksFailure(error.refusal)) {

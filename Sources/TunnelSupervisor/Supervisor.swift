@@ -583,7 +583,7 @@ public final class Supervisor {
         for name in names {
             guard let host = tunnels[name] else { continue }
             if host.adHoc != nil {
-                gather.add(TunnelOutcome(name: name, result: .unchanged, message: "from the \(host.adHoc!.origin.rawValue), not a profile"))
+                gather.add(TunnelOutcome(name: name, result: .unchanged, message: "\(host.adHoc!.origin.fromWhere), not a profile"))
                 continue
             }
             let path = host.configPath
@@ -804,7 +804,7 @@ public final class Supervisor {
             let options = restoredOptions(entry)
             if let adHoc = entry.adHoc {
                 do { profile = try adHoc.profile(home: options.home, environment: environment) } catch {
-                    logger.error("cannot restore \(entry.name) from the \(adHoc.origin.rawValue): \(error.message)")
+                    logger.error("cannot restore \(entry.name) \(adHoc.origin.fromWhere): \(error.message)")
                     restored.add(skip)
                     continue
                 }

@@ -124,6 +124,8 @@ final class JumpHostTests: SSHTestCase {
         XCTAssertTrue(up.stderr.contains(expected), up.stderr)
         XCTAssertEqual(harness.listed("db")?.state, "failed", "\(harness.list())")
         XCTAssertFalse(up.stderr.contains("retrying"), up.stderr)
+        // The hop's channel has no client of its own to close: the log says nothing of one.
+        XCTAssertFalse(harness.supervisorLog.contains("closing that client"), harness.supervisorLog)
     }
 
     /// A ProxyJump chain that passes the same server twice is finite, and

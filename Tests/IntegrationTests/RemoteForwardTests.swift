@@ -370,7 +370,7 @@ final class RemoteForwardTests: NamespacedSSHTestCase {
         // Once up, `check` takes it as saved.
         let check = harness.tunnel(["check", "rf-alias"], timeout: 30)
         XCTAssertEqual(check.status, 0, check.output)
-        XCTAssertTrue(check.stdout.contains("brought up from the ssh_config (rf-alias), not a profile"), check.stdout)
+        XCTAssertTrue(check.stdout.contains("brought up from ssh_config (rf-alias), not a profile"), check.stdout)
 
         // A lazy profile naming the alias connects at once (the server must listen): `up` says why.
         XCTAssertEqual(harness.tunnel(["down", "rf-alias"]).status, 0)
