@@ -90,17 +90,20 @@ public enum SSHConfigLookup {
 extension SSHConfigEntry {
     /// How this host logs in by ssh_config, over `base` for what it does not
     /// set; the profile keys in `written` keep `base`'s value.
+    /// `alias`: the name as given (ssh's %n); `port`: where it logs in (%p).
     func login(over base: HopLogin, written: Set<String>, host: String, user: String, home: String,
-               notes: inout [String]) throws(SSHConfigError) -> HopLogin {
+               alias: String? = nil, port: UInt16? = nil, notes: inout [String]) throws(SSHConfigError) -> HopLogin {
         var login = base
+        let tokens = Tokens(host: host, user: user, home: home, alias: alias, port: port,
+                            hostKeyAlias: setting("hostkeyalias"), proxyJump: setting("proxyjump").map { $0 == "none" ? "" : $0 } ?? "")
         if !written.contains("identity") {
             let files = try settings("identityfile").map { path throws(SSHConfigError) in
-                try SSHConfigEntry.expandTokens(path, keyword: "IdentityFile", host: host, user: user, home: home)
+                try SSHConfigEntry.expandTokens(path, keyword: "IdentityFile", tokens)
             }
             if !files.isEmpty { login.identities = files }
         }
         let certificates = try settings("certificatefile").map { path throws(SSHConfigError) in
-            try SSHConfigEntry.expandTokens(path, keyword: "CertificateFile", host: host, user: user, home: home)
+            try SSHConfigEntry.expandTokens(path, keyword: "CertificateFile", tokens)
         }
         if !certificates.isEmpty { login.certificates = certificates }
         if let only = setting("identitiesonly") { login.identitiesOnly = only == "yes" }
@@ -177,25 +180,55 @@ extension SSHConfigEntry {
         return directory + path[slash...]
     }
 
-    /// ssh_config's %-tokens in IdentityFile (`ssh -G`
-    /// prints those unexpanded), and a leading `~/`.
+    /// What ssh_config's %-tokens stand for, for one host.
+    struct Tokens {
+        var host: String
+        var user: String
+        var home: String
+        /// The name as given, before HostName (%n).
+        var alias: String? = nil
+        var port: UInt16? = nil
+        /// HostKeyAlias, else the name as given (%k).
+        var hostKeyAlias: String? = nil
+        /// ProxyJump as ssh_config gives it, "" without one (%j).
+        var proxyJump: String? = nil
+    }
+
+    /// ssh_config's %-tokens in IdentityFile and CertificateFile (`ssh -G`
+    /// prints those unexpanded), and a leading `~/`. %C, a hash whose
+    /// inputs changed across OpenSSH releases, is not guessed.
     static func expandTokens(_ text: String, keyword: String, host: String, user: String, home: String) throws(SSHConfigError) -> String {
+        try expandTokens(text, keyword: keyword, Tokens(host: host, user: user, home: home))
+    }
+
+    static func expandTokens(_ text: String, keyword: String, _ tokens: Tokens) throws(SSHConfigError) -> String {
         var out = ""
         var chars = text.makeIterator()
         while let c = chars.next() {
             guard c == "%" else { out.append(c); continue }
-            switch chars.next() {
-            case "%": out += "%"
-            case "d": out += home
-            case "h": out += host
-            case "r": out += user
-            case "u": out += System.userName([:])
-            case "i": out += String(System.userID)
-            case let other:
-                throw SSHConfigError(message: "\(keyword) \(text) in ssh_config: tunnel expands %d %h %r %u %i %% there, not %\(other.map(String.init) ?? "")")
+            let token = chars.next()
+            let value: String?
+            switch token {
+            case "%": value = "%"
+            case "d": value = tokens.home
+            case "h": value = tokens.host
+            case "r": value = tokens.user
+            case "u": value = System.userName([:])
+            case "i": value = String(System.userID)
+            case "l": value = System.hostName
+            case "L": value = String(System.hostName.prefix { $0 != "." })
+            case "n": value = tokens.alias
+            case "p": value = tokens.port.map(String.init)
+            case "k": value = tokens.hostKeyAlias ?? tokens.alias
+            case "j": value = tokens.proxyJump
+            default: value = nil
             }
+            guard let value else {
+                throw SSHConfigError(message: "\(keyword) \(text) in ssh_config: tunnel expands %d %h %i %j %k %L %l %n %p %r %u %% there, not %\(token.map(String.init) ?? "")")
+            }
+            out += value
         }
-        return expandUserHome(out, home: home)
+        return expandUserHome(out, home: tokens.home)
     }
 }
 
@@ -324,7 +357,8 @@ extension Profile {
         if unwritten("port"), let port = entry.setting("port").flatMap({ UInt16($0) }) { resolved.port = port }
         // ssh -G's user is ssh_config's or, as ssh's own default, the login name.
         if unwritten("user"), let user = entry.values["user"]?.first { resolved.user = user }
-        resolved.login = try entry.login(over: login, written: written, host: resolved.host, user: resolved.user, home: home, notes: &notes)
+        resolved.login = try entry.login(over: login, written: written, host: resolved.host, user: resolved.user, home: home,
+                                         alias: host, port: resolved.port, notes: &notes)
         if unwritten("keepalive"), let seconds = positive("serveraliveinterval") { resolved.keepalive = seconds }
         if unwritten("keepalive_count"), let count = positive("serveralivecountmax") { resolved.keepaliveCount = count }
         if unwritten("connect_timeout"), let seconds = positive("connecttimeout") { resolved.connectTimeout = seconds }
@@ -358,7 +392,8 @@ extension Profile {
                 let user = hop.user ?? (fromSSHConfig ? hopEntry.values["user"]?.first : hopEntry.setting("user"))
                 let host = hopEntry.setting("hostname") ?? hop.host
                 let port = hop.portIsExplicit ? hop.port : hopEntry.setting("port").flatMap { UInt16($0) } ?? hop.port
-                let hopLogin = try hopEntry.login(over: login, written: [], host: host, user: user ?? resolved.user, home: home, notes: &notes)
+                let hopLogin = try hopEntry.login(over: login, written: [], host: host, user: user ?? resolved.user, home: home,
+                                                  alias: hop.host, port: port, notes: &notes)
                 return (JumpHop(user: user, host: host, port: port, login: hopLogin == resolved.login ? nil : hopLogin), hopEntry)
             }
             var resolvedHops = try hopsToResolve.map { hop throws(SSHConfigError) in try resolve(hop, fromSSHConfig: hopsFromSSHConfig) }

@@ -18,6 +18,13 @@ enum System {
 
     static var userID: UInt32 { getuid() }
 
+    /// This machine's name as gethostname gives it (ssh's %l); "" if unknown.
+    static var hostName: String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count - 1) == 0 else { return "" }
+        return String(cString: buffer)
+    }
+
     /// The home directory the password database gives `name`, or nil.
     static func homeDirectory(ofUser name: String) -> String? {
         guard let pw = getpwnam(name), let dir = pw.pointee.pw_dir else { return nil }

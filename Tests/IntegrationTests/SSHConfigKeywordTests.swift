@@ -73,6 +73,21 @@ final class SSHConfigKeywordTests: SSHTestCase {
         XCTAssertTrue(refused.stderr.contains("add this line to \(first)"), refused.stderr)
     }
 
+    /// `IdentityFile ~/.ssh/keys/%n`, the per-alias key pattern: %n is the
+    /// name as given (before HostName), %p the port.
+    func testIdentityFileTokens_nameAsGivenAndPort_areExpandedAsSSHDoes() throws {
+        let keys = harness.dir + "/keys"
+        XCTAssertEqual(mkdir(keys, 0o700), 0)
+        write(read(server.userKey), to: keys + "/db-\(server.port)", mode: 0o600)
+        writeSSHConfig([("db", "IdentityFile \(keys)/%n-%p\nIdentitiesOnly yes\nUserKnownHostsFile \(harness.knownHosts)")])
+        let ports = writeProfiles(["db"])
+        let up = harness.tunnel(["up", "db"])
+        XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
+        // Shown under ~ (HOME is the harness directory).
+        XCTAssertTrue(harness.supervisorLog.contains("publickey with ~/keys/db-\(server.port);"), harness.supervisorLog)
+        assertEchoes(ports["db"])
+    }
+
     func testSeveralIdentityFiles_areTriedInOrder() throws {
         let wrong = makeTempDir("keys") + "/id_wrong"
         runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", wrong])

@@ -90,7 +90,16 @@ final class SSHConfigLoginTests: XCTestCase {
     func testTokens_areExpanded_andAnUnknownOneIsNamed() throws {
         XCTAssertEqual(try SSHConfigEntry.expandTokens("%d/k_%h_%r_100%%", keyword: "IdentityFile", host: "db", user: "ops", home: "/home/u"), "/home/u/k_db_ops_100%")
         XCTAssertThrowsError(try SSHConfigEntry.expandTokens("~/.ssh/%C", keyword: "IdentityFile", host: "db", user: "ops", home: "/home/u")) { error in
-            XCTAssertEqual("\(error)", "IdentityFile ~/.ssh/%C in ssh_config: tunnel expands %d %h %r %u %i %% there, not %C")
+            XCTAssertEqual("\(error)", "IdentityFile ~/.ssh/%C in ssh_config: tunnel expands %d %h %i %j %k %L %l %n %p %r %u %% there, not %C")
         }
+        // The name as given, the port, the host key alias (else the name), ProxyJump, this machine's name.
+        let tokens = SSHConfigEntry.Tokens(host: "10.0.1.5", user: "ops", home: "/home/u", alias: "db", port: 2222, proxyJump: "bastion")
+        XCTAssertEqual(try SSHConfigEntry.expandTokens("~/.ssh/keys/%n-%p-%k-%j", keyword: "IdentityFile", tokens), "/home/u/.ssh/keys/db-2222-db-bastion")
+        var aliased = tokens
+        aliased.hostKeyAlias = "db.example"
+        XCTAssertEqual(try SSHConfigEntry.expandTokens("%k", keyword: "IdentityFile", aliased), "db.example")
+        let machine = ProcessInfo.processInfo.hostName
+        XCTAssertEqual(try SSHConfigEntry.expandTokens("%l|%L", keyword: "IdentityFile", tokens),
+                       "\(machine)|\(machine.split(separator: ".").first.map(String.init) ?? "")")
     }
 }
