@@ -88,8 +88,10 @@ struct Up: ParsableCommand {
 
     func run() throws {
         if isAdHoc {
+            // DESTINATION may be an alias: read ssh_config where the profiles' `[defaults] ssh_config` says, as `up ALIAS` does.
+            let source = (try? Config.load(path: global.configPath, environment: global.environment))?.sshConfig ?? .standard
             let adHoc = AdHocTunnel(name: name, destination: names[0], forwards: localForwards, dynamic: dynamicForwards, remote: remoteForwards,
-                                    jump: jump, identity: identity, port: port, origin: .commandLine)
+                                    jump: jump, identity: identity, port: port, origin: .commandLine, sshConfig: source)
             throw ExitCode(try runAdHoc(adHoc))
         }
         // A name no profile has may be an ssh_config alias with LocalForward, DynamicForward or RemoteForward lines.

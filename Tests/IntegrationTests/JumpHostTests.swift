@@ -418,5 +418,12 @@ final class JumpHostTests: SSHTestCase {
         XCTAssertEqual(Self.banner(through: port), "SSH-2.0-")
         XCTAssertEqual(harness.listed("fwd-alias")?.origin, "ssh_config")
         XCTAssertEqual(harness.listed("fwd-alias")?.via, "root@127.0.0.1:\(inner.port) via root@\(namespace.insideAddress):\(bastion.port)")
+
+        // `-L ... ALIAS` reads the same ssh_config (`[defaults] ssh_config`), not ssh's own files.
+        let other = Net.freePort()
+        let adHoc = harness.tunnel(["up", "-L", "\(other):127.0.0.1:\(inner.port)", "--name", "by-hand", "db-alias"])
+        XCTAssertEqual(adHoc.status, 0, adHoc.output + harness.supervisorLog)
+        XCTAssertEqual(harness.listed("by-hand")?.via, "root@127.0.0.1:\(inner.port) via root@\(namespace.insideAddress):\(bastion.port)")
+        XCTAssertEqual(Self.banner(through: other), "SSH-2.0-")
     }
 }
