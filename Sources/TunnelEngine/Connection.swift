@@ -52,17 +52,29 @@ final class Connection {
     /// A `-D` client whose SOCKS reply waits for the channel open's outcome.
     var socks: SocksHandshake?
 
+    /// A client's socket resets when closed until its stream has ended
+    /// cleanly (`endDownstream`, a completed finish): if this process dies
+    /// mid-stream (SIGKILL, the OOM killer, a crash), the kernel's close then
+    /// resets it, and the client cannot take the cut for a complete stream.
     init(socket: Socket, peer: SocketAddress?, target: ChannelTarget, acceptedAt: Instant) {
         self.socket = socket
         self.peer = peer
         self.target = target
         self.acceptedAt = acceptedAt
+        if !target.isHop { socket.resetOnClose() }
+    }
+
+    /// The target's stream has ended and every byte of it is sent: FIN to the client.
+    func endDownstream() {
+        socket.finishOnClose()
+        socket.shutdown(Socket.shutdownWrite)
     }
 
     var isDone: Bool { up.isClosed && down.isClosed && !eofOwed }
 
     /// Closes a client that never got a channel (stop, hold_timeout).
     func closeUnserved() {
+        socket.finishOnClose()
         socket.close()
         target.stats.active.subtract(1, ordering: .relaxed)
     }

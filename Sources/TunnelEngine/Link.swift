@@ -215,7 +215,7 @@ final class Link {
         if ending != .completed { c.up.abort(); c.down.abort() }
         c.upPending.release()
         c.downPending.release()
-        if ending == .failed { c.socket.resetOnClose() }
+        if ending == .failed { c.socket.resetOnClose() } else { c.socket.finishOnClose() }
         c.socket.close()
         if let channel = c.channel {
             // CLOSE goes out now; libssh2 may wait for the peer's CLOSE before

@@ -89,7 +89,7 @@ struct Pump {
             if !c.downPending.isEmpty { return }
         }
         if c.down.state == .draining {
-            if c.down.flushed() == .propagateEOF { c.socket.shutdown(Socket.shutdownWrite) }
+            if c.down.flushed() == .propagateEOF { c.endDownstream() }
             return
         }
         while c.down.isOpen {
@@ -99,7 +99,7 @@ struct Pump {
             case .wouldBlock:
                 return
             case .eof:
-                if c.down.sourceEnded(pendingBytes: 0) == .propagateEOF { c.socket.shutdown(Socket.shutdownWrite) }
+                if c.down.sourceEnded(pendingBytes: 0) == .propagateEOF { c.endDownstream() }
                 return
             case .data(let n):
                 c.target.stats.bytesIn.add(UInt64(n), ordering: .relaxed)

@@ -34,6 +34,12 @@ public final class Socket: @unchecked Sendable {
 
     /// Makes the next close send RST instead of FIN, so the peer sees an
     /// error rather than a clean end of stream.
+    /// Undoes `resetOnClose`: close sends FIN again.
+    public func finishOnClose() {
+        var linger = Glibc.linger(l_onoff: 0, l_linger: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+    }
+
     public func resetOnClose() {
         var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
         _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
