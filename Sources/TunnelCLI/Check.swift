@@ -19,19 +19,32 @@ struct Check: ParsableCommand {
         let steps: [CheckStep]
     }
 
-    /// A name no profile has: a tunnel saved from the command line, or an
-    /// ssh_config alias with forward lines (as `tunnel up` reads them), and
-    /// where it comes from.
-    private func nonProfile(_ name: String, config: Config?) throws -> (AdHocTunnel, String)? {
-        guard config?.profileNames.contains(name) != true, config?.stoppedEarly != true else { return nil }
+    /// What a name no profile has stands for.
+    private enum NonProfile {
+        case none
+        /// A tunnel saved from the command line, or an ssh_config alias with
+        /// forward lines (as `tunnel up` reads them), and where it comes from.
+        case tunnel(AdHocTunnel, String)
+        /// ssh_config names it but cannot be used for it: why, and the fix.
+        case broken(String, fix: String)
+    }
+
+    private func nonProfile(_ name: String, config: Config?) -> NonProfile {
+        guard config?.profileNames.contains(name) != true, config?.stoppedEarly != true else { return .none }
         if let saved = SavedTunnels.adHoc(named: name, in: global.runtimeDirectory) {
-            return (saved, "brought up \(saved.origin.fromWhere) (\(saved.destination)), not a profile")
+            return .tunnel(saved, "brought up \(saved.origin.fromWhere) (\(saved.destination)), not a profile")
         }
         do throws(SSHConfigError) {
-            guard case .tunnel(let adHoc, let notes) = try SSHConfigAliasTunnel.lookup(name, source: config?.sshConfig ?? .standard) else { return nil }
-            return (adHoc, "the ssh_config alias \(name) with forward lines" + notes.map { "; \($0)" }.joined())
+            switch try SSHConfigAliasTunnel.lookup(name, source: config?.sshConfig ?? .standard) {
+            case .none: return .none
+            case .unreadable(let error):
+                let place = config.map { " in \($0.path)" } ?? ""
+                return .broken("no profile named \(name)\(place), and ssh_config cannot be read for it: \(error)", fix: "fix the ssh_config line that ssh names")
+            case .tunnel(let adHoc, let notes):
+                return .tunnel(adHoc, "the ssh_config alias \(name) with forward lines" + notes.map { "; \($0)" }.joined())
+            }
         } catch {
-            throw fail(error.message)
+            return .broken(error.message, fix: "fix its forward lines in ssh_config")
         }
     }
 
@@ -39,15 +52,21 @@ struct Check: ParsableCommand {
         let environment = global.environment
         // Without a profiles file, names may still be saved command-line tunnels or ssh_config aliases.
         let config: Config?
-        let configProblem: Error?
-        do { (config, configProblem) = (try global.loadConfig(), nil) } catch { (config, configProblem) = (nil, error) }
+        let configProblem: ConfigErrors?
+        do { (config, configProblem) = (try Config.load(path: global.configPath, environment: global.environment), nil) } catch { (config, configProblem) = (nil, error) }
         // Which ports the supervisor holds, so they are not reported as foreign.
         let supervisor = try? global.client.request(ControlRequest(command: .list), timeout: 5)
         var reports: [Report] = []
         for name in names {
             var steps: [CheckStep] = []
             var profile: Profile
-            if let (adHoc, origin) = try nonProfile(name, config: config) {
+            let other = nonProfile(name, config: config)
+            if case .broken(let problem, let fix) = other {
+                steps.append(CheckStep("profile", .fail, problem, fix: fix))
+                reports.append(Report(name: name, ok: false, steps: steps))
+                continue
+            }
+            if case .tunnel(let adHoc, let origin) = other {
                 do { profile = try adHoc.profile(home: homeDirectory(environment), environment: environment) } catch {
                     steps.append(CheckStep("profile", .fail, error.message, fix: "bring it up again with corrected arguments"))
                     reports.append(Report(name: name, ok: false, steps: steps))
@@ -55,7 +74,7 @@ struct Check: ParsableCommand {
                 }
                 steps.append(CheckStep("profile", .ok, origin))
             } else {
-                guard let config else { throw configProblem! }
+                guard let config else { throw fail(configProblem!.description) }
                 do {
                     profile = try config.profile(named: name)
                     steps.append(CheckStep("profile", .ok, "\(profile.location) parses and validates"))

@@ -114,10 +114,10 @@ struct Up: ParsableCommand {
             }
         }
         let config: Config
-        do { config = try global.loadConfig() } catch {
+        do { config = try Config.load(path: global.configPath, environment: global.environment) } catch {
             // No profiles file (or none readable): the names may still be tunnels saved from the command line.
             let saved = names.compactMap { SavedTunnels.adHoc(named: $0, in: global.runtimeDirectory) }
-            guard !foreground, !saved.isEmpty, saved.count == Set(names).count else { throw error }
+            guard !foreground, !saved.isEmpty, saved.count == Set(names).count else { throw fail(error.description) }
             throw ExitCode(try upSaved(saved, global: global, timeout: timeout))
         }
         // Not a profile, and ssh_config, which might have made it an alias, fails: say what ssh said.

@@ -201,6 +201,10 @@ final class BadInputTests: XCTestCase {
         XCTAssertNotEqual(up.status, 0)
         XCTAssertEqual(up.stderr, "tunnel: no profile named al in \(harness.configPath), and ssh_config cannot be read for it: ssh_config: \(sshConfig): line 3: Bad configuration option: bogus (`ssh -F \(sshConfig) -G al` failed)\n")
         XCTAssertFalse(FileManager.default.fileExists(atPath: harness.runtimeDir + "/supervisor.pid"), "no supervisor was started")
+        // check says the same, at its profile step.
+        let check = harness.tunnel(["check", "al"], timeout: 30)
+        XCTAssertEqual(check.status, 1, check.output)
+        XCTAssertTrue(check.stdout.contains("[FAIL] profile  no profile named al in \(harness.configPath), and ssh_config cannot be read for it: ssh_config: \(sshConfig): line 3: Bad configuration option: bogus"), check.stdout)
     }
 
     /// A Host of ssh_config without forward lines is what the user meant:

@@ -317,6 +317,7 @@ final class SupervisorTests: SSHTestCase {
         let again = harness.tunnel(["up", "six"])
         XCTAssertEqual(again.status, 0, again.output)
         XCTAssertTrue(again.stdout.hasPrefix("six: up: 127.0.0.1:\(port) -> 127.0.0.1:\(echo.port)"), again.stdout)
+        XCTAssertFalse(again.stderr.contains("cannot read"), "the missing profiles file is no error here: \(again.stderr)")
         XCTAssertEqual(Self.roundTrip(port), "ping")
         let twice = harness.tunnel(["up", "six"])
         XCTAssertEqual(twice.status, 0, twice.output)
@@ -339,6 +340,7 @@ final class SupervisorTests: SSHTestCase {
         // `check` takes it by name too.
         let check = harness.tunnel(["check", "six"], timeout: 30)
         XCTAssertEqual(check.status, 0, check.output)
+        XCTAssertFalse(check.stderr.contains("cannot read"), check.stderr)
         XCTAssertTrue(check.stdout.contains("brought up from the command line (\(Env.userName)@127.0.0.1), not a profile"), check.stdout)
         // A name that is neither a profile nor a saved tunnel still says so.
         let unknown = harness.tunnel(["up", "seven"])
