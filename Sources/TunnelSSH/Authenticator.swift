@@ -300,15 +300,13 @@ public final class Authenticator {
     /// `agentAnswer`: the agent's reply to the key list, nil without an agent.
     private func prepareCandidates(agentAnswer: AgentAnswer?) {
         let files = explicitIdentities.isEmpty ? defaultIdentities : explicitIdentities
-        // ssh-agent: all its keys; with explicit identities only those keys
-        // (when their .pub says which they are); under IdentitiesOnly only
-        // keys known to be one of the files.
+        // ssh-agent: all its keys, as ssh offers them: those the identity
+        // files are (by their public half) first, then the others; under
+        // IdentitiesOnly only the ones the files are.
         var wantedBlobs: Set<[UInt8]>?
         var offeredByAgent: Set<[UInt8]> = []
-        if !explicitIdentities.isEmpty || identitiesOnly {
-            let known = Set(files.compactMap { publicBlob(ofIdentity: $0.path) })
-            if !known.isEmpty || identitiesOnly { wantedBlobs = known }
-        }
+        let known = explicitIdentities.isEmpty && !identitiesOnly ? [] : Set(files.compactMap { publicBlob(ofIdentity: $0.path) })
+        if identitiesOnly { wantedBlobs = known }
         if let socket = agentSocket, let agentAnswer {
             switch agentAnswer {
             case .silent:
@@ -318,7 +316,8 @@ public final class Authenticator {
             case .failed(let why):
                 attempts.append("ssh-agent at \(socket): \(why)")
             case .reply(let reply):
-                if let keys = AgentProtocol.identities(from: reply) {
+                if let listed = AgentProtocol.identities(from: reply) {
+                    let keys = listed.filter { known.contains($0.blob) } + listed.filter { !known.contains($0.blob) }
                     for key in keys {
                         // An agent may list a key twice: each try counts against the server's MaxAuthTries.
                         guard offeredByAgent.insert(key.blob).inserted else { continue }

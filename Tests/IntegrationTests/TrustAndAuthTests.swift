@@ -420,7 +420,11 @@ final class TrustAndAuthTests: XCTestCase {
                                 logPath: harness.dir + "/up-db.log")
         defer { up.stop() }
         XCTAssertTrue(eventually(timeout: 15) { agent.log.contains("holding request 13") }, agent.log)
-        harness.writeConfig(config.replacingOccurrences(of: "identity = \"\(key)\"", with: "identity = \"\(server.userKey)\""))
+        // The new version logs in with a key file, and only with it: as ssh, it would
+        // otherwise offer the agent's key first, which this agent never signs with.
+        let only = makeTempDir("identities-only") + "/ssh_config"
+        write("IdentitiesOnly yes\n", to: only, mode: 0o600)
+        harness.writeConfig(config.replacingOccurrences(of: "identity = \"\(key)\"", with: "identity = \"\(server.userKey)\"\nssh_config = \"\(only)\""))
         let reload = harness.tunnel(["reload"], timeout: 30)
         XCTAssertEqual(reload.status, 0, reload.output)
         XCTAssertTrue(reload.stdout.contains("db: restarted"), reload.output)
@@ -568,6 +572,44 @@ final class TrustAndAuthTests: XCTestCase {
 
     /// sshd ends the login after MaxAuthTries keys: the error quotes the
     /// server, not "refused", and `check` says to offer fewer keys.
+    /// As ssh without IdentitiesOnly: an identity file the server refuses
+    /// does not hide the agent's other keys; the file's own key, when the
+    /// agent holds it, goes first (one try of MaxAuthTries).
+    func testAgentKeys_areOfferedBesideAnIdentityFile_itsOwnKeyFirst() throws {
+        server.stop()
+        server = try SSHServer(extraConfig: "MaxAuthTries 2")
+        harness.trust(server)
+        let dir = makeTempDir("agent-and-file")
+        let socketPath = dir + "/agent.sock"
+        let agent = try Background(Env.which("ssh-agent")!, ["-D", "-a", socketPath], logPath: dir + "/agent.log")
+        defer { agent.stop() }
+        XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: socketPath) })
+        for k in 0..<3 {
+            runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", dir + "/junk\(k)"])
+        }
+        for key in [dir + "/junk1", dir + "/junk2", server.userKey] {
+            XCTAssertEqual(runCommand(Env.which("ssh-add")!, [key], env: ["SSH_AUTH_SOCK": socketPath]).status, 0)
+        }
+        // The file is the server's key, which the agent holds last: offered first, so MaxAuthTries 2 is enough.
+        config(identity: server.userKey)
+        let first = try harness.foreground("db", waitFor: local, env: ["SSH_AUTH_SOCK": socketPath])
+        XCTAssertTrue(first.log.contains("publickey with agent key ssh-ed25519 SHA256:"), first.log)
+        first.signal(SIGTERM)
+        XCTAssertEqual(first.wait(timeout: 5), 0)
+
+        // The file is a key the server refuses and the agent lacks: the agent's keys are still offered.
+        let agentsKey = server.userKey
+        server.stop()
+        server = try SSHServer()
+        try server.authorize(publicKeyFile: agentsKey + ".pub")
+        harness.trust(server)
+        config(identity: dir + "/junk0")
+        let second = try harness.foreground("db", waitFor: local, env: ["SSH_AUTH_SOCK": socketPath])
+        XCTAssertTrue(second.log.contains("publickey with agent key ssh-ed25519 SHA256:"), second.log)
+        second.signal(SIGTERM)
+        XCTAssertEqual(second.wait(timeout: 5), 0)
+    }
+
     func testServerEndingTheLoginAfterMaxAuthTries_isQuoted_andCheckSaysToOfferFewerKeys() throws {
         server.stop()
         server = try SSHServer(extraConfig: "MaxAuthTries 2")
