@@ -60,11 +60,16 @@ extension Link {
 
     private func watchOpen() {
         loop.cancel(openStallTimer)
+        let received = session.bytesReceived
         openStallTimer = loop.schedule(after: Self.openStallSeconds) { [weak self] in
             guard let self, !self.isDead, self.opening != nil else { return }
             self.openStallTimer = nil
             self.isOpenStalled = true
             self.onOpenStalled(true)
+            // Not a byte from the server since: it may be gone (frozen, its
+            // network cut) rather than slow to reach the target. A probe
+            // tells in seconds, so this client moves on before hold_timeout.
+            if self.session.bytesReceived == received { self.probe(after: "a channel open unanswered for \(Int(Self.openStallSeconds)) s") }
         }
     }
 

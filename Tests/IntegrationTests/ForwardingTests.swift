@@ -383,6 +383,33 @@ final class ForwardingTests: SSHTestCase {
         XCTAssertTrue(log.contains("extra SSH connection 2 up"), log)
     }
 
+    /// The server freezes (its session process stopped) just before a client
+    /// comes: the client's open goes unanswered, and with nothing else heard
+    /// from the server a probe declares the connection dead in seconds, so
+    /// the client is served by a new one before hold_timeout (10 s), not
+    /// reset after keepalive × keepalive_count (here 90 s).
+    func testServerFrozenBeforeAClient_theUnansweredOpenProbes_andTheClientIsServedBeforeHoldTimeout() throws {
+        let local = Net.freePort()
+        let text = harness.profile("db", server: server, forwards: ["\(local):127.0.0.1:\(echo.port)"])
+        XCTAssertTrue(text.contains("keepalive = 2\n"))
+        harness.writeConfig(text.replacingOccurrences(of: "keepalive = 2\n", with: "keepalive = 30\n"))
+        foreground = try harness.foreground("db", waitFor: local)
+        XCTAssertTrue(eventually(timeout: 10) { !self.server.sessionPIDs.isEmpty })
+        let frozen = server.sessionPIDs
+        for pid in frozen { kill(pid, SIGSTOP) }
+        defer { for pid in frozen { kill(pid, SIGKILL) } }
+
+        guard let client = Net.connect(local) else { return XCTFail("connect") }
+        defer { close(client) }
+        // Not a deadline: unserved, the client would be closed at hold_timeout and read nothing.
+        Net.setTimeout(client, 30)
+        XCTAssertTrue(Net.sendAll(client, Array("after the freeze".utf8)))
+        XCTAssertEqual(Net.readExactly(client, 16).map { String(decoding: $0, as: UTF8.self) }, "after the freeze", foreground!.log)
+        let log = foreground!.log
+        XCTAssertTrue(log.contains("no answer within 2 s after a channel open unanswered for 2 s"), log)
+        XCTAssertFalse(log.contains("no data from the server for"), log)
+    }
+
     func testSIGTERMAndSIGINTAndSIGHUP_stopWithExitZero_andCloseTheListener() throws {
         let echo = TestServer(.echo)
         defer { echo.stop() }
