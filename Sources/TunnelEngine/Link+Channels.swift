@@ -89,6 +89,7 @@ extension Link {
                 do {
                     guard case .done(let channel) = try session.openSessionChannel() else { return }
                     pingChannel = channel
+                    session.dataFreeChannel = channel
                     // A first ping at once, so the round trip is known from the start.
                     ping = .inFlight
                     pingSentAt = Instant.now()

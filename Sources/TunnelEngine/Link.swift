@@ -375,6 +375,7 @@ final class Link {
         // stream; one that already has the target's EOF keeps its clean end,
         // and whatever it has not read yet.
         for c in Array(active.values) { finish(c, c.down.isClosed ? .closed : .failed) }
+        session.dataFreeChannel = nil
         pingChannel?.free()
         pingChannel = nil
         if let registration { loop.deregister(registration) }

@@ -60,11 +60,22 @@ public final class SSHChannel {
     /// Reads queued data. A read of 0 is EOF only if libssh2 says so.
     public func read(into buffer: UnsafeMutableRawPointer, capacity: Int) throws(SSHError) -> ReadResult {
         let n = libssh2_channel_read_ex(live, 0, buffer.assumingMemoryBound(to: CChar.self), capacity)
+        mayOweWindowAdjust = n == Int(LIBSSH2_ERROR_EAGAIN)
         if n > 0 { return .data(n) }
         if n == Int(LIBSSH2_ERROR_EAGAIN) { return .wouldBlock }
         if n < 0 { throw session.handle.lastError("libssh2_channel_read") }
         return isAtEOF ? .eof : .wouldBlock
     }
+
+    /// The last read said EAGAIN, which may mean libssh2 built a window
+    /// adjust it could not send yet (during a key re-exchange). libssh2 1.10
+    /// sends that packet on the channel's next read but adds that read's own
+    /// adjustment to its window (`_libssh2_channel_receive_window_adjust`),
+    /// which depends on the read's length: a zero-length read then leaves
+    /// libssh2's window smaller than the server's, and it drops the server's
+    /// data beyond it as "window full". Such a channel is read only with the
+    /// length it was read with until a read returns something else.
+    public private(set) var mayOweWindowAdjust = false
 
     /// Drains the session socket into libssh2's queues (a zero-length read
     /// reads the transport until EAGAIN and sends due window adjustments).

@@ -67,7 +67,7 @@ extension SSHSession {
     /// Needs a channel to read through; without one, the next channel open
     /// or handshake step reads the socket.
     public func readIncoming() throws(SSHError) {
-        guard transport.hasUnreadInput, let channel = anyOpenChannel else { return }
+        guard transport.hasUnreadInput, let channel = transportReadingChannel else { return }
         try channel.pumpTransport()
     }
 

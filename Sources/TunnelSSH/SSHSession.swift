@@ -256,14 +256,23 @@ public final class SSHSession {
         try openChannel(type: "session", message: [], window: 32 * 1024, packetSize: SSHChannel.packetSize)
     }
 
-    /// A channel that is neither freed nor waiting to be: what
-    /// `readIncoming` reads the socket through.
-    var anyOpenChannel: SSHChannel? {
+    /// A channel no data is read from (the link's ping channel), set by its
+    /// owner: the safest one for `readIncoming`'s zero-length reads.
+    public weak var dataFreeChannel: SSHChannel?
+
+    /// What `readIncoming` reads the socket through: the data-free channel,
+    /// else a channel that owes no window adjust (`mayOweWindowAdjust`),
+    /// else any that is neither freed nor waiting to be.
+    var transportReadingChannel: SSHChannel? {
+        if let channel = dataFreeChannel, !channel.isFreeing { return channel }
+        var fallback: SSHChannel?
         for entry in channels.values {
             let channel = entry.takeUnretainedValue()
-            if !channel.isFreeing { return channel }
+            guard !channel.isFreeing else { continue }
+            if !channel.mayOweWindowAdjust { return channel }
+            fallback = fallback ?? channel
         }
-        return nil
+        return fallback
     }
 
     func forget(_ channel: SSHChannel) {

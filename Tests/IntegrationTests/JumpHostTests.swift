@@ -240,7 +240,7 @@ final class JumpHostTests: SSHTestCase {
         XCTAssertEqual(up.status, 0, up.output + harness.supervisorLog)
         XCTAssertEqual(Self.banner(through: port), "SSH-2.0-")
         XCTAssertEqual(harness.listed("db")?.via, "root@127.0.0.1:\(inner.port) via root@\(namespace.insideAddress):\(bastion.port)")
-        XCTAssertTrue(harness.supervisorLog.contains("db: ssh_config for db-alias: root@127.0.0.1:\(inner.port) via root@\(namespace.insideAddress):\(bastion.port)"),
+        XCTAssertTrue(harness.supervisorLog.contains("[db] info: ssh_config for db-alias: root@127.0.0.1:\(inner.port) via root@\(namespace.insideAddress):\(bastion.port)"),
                       harness.supervisorLog)
     }
 

@@ -141,7 +141,7 @@ final class SupervisorHardeningTests: SSHTestCase {
         chmod(dir, 0o777)
         let agent = dir + "/agent.sock"
         let log = try restoreWithSavedAgent(agent) { try listeningSocket(at: agent, as: "nobody") }
-        XCTAssertTrue(log.contains("db: not using its saved ssh-agent socket (\(agent) belongs to uid 65534, not to uid 0); using no agent"), log)
+        XCTAssertTrue(log.contains("[db] warning: not using its saved ssh-agent socket (\(agent) belongs to uid 65534, not to uid 0); using no agent"), log)
     }
 
     func testSavedAgentSocketServedByAnotherUser_isNotUsed() throws {
@@ -155,7 +155,7 @@ final class SupervisorHardeningTests: SSHTestCase {
             XCTAssertEqual(chown(agent, 0, 0), 0)
             return fake
         }
-        XCTAssertTrue(log.contains("db: not using its saved ssh-agent socket (\(agent) is served by uid 65534"), log)
+        XCTAssertTrue(log.contains("[db] warning: not using its saved ssh-agent socket (\(agent) is served by uid 65534"), log)
     }
 
     func testReload_keepsEachTunnelsOwnHome() throws {

@@ -187,7 +187,9 @@ final class TrustAndAuthTests: XCTestCase {
         let daemon = try Background(Env.tunnelBinary, ["daemon"], env: harness.environment, logPath: harness.dir + "/daemon.out")
         defer { daemon.signal(SIGTERM); _ = daemon.wait(timeout: 5) }
         XCTAssertTrue(eventually(timeout: 10) { self.harness.listed("db")?.state == "failed" }, "\(harness.list())")
-        XCTAssertTrue(harness.supervisorLog.contains("db: not using its saved ssh-agent socket (\(socketPath) is gone); using no agent"), harness.supervisorLog)
+        XCTAssertTrue(harness.supervisorLog.contains("[db] warning: not using its saved ssh-agent socket (\(socketPath) is gone); using no agent"), harness.supervisorLog)
+        // Tagged with the tunnel, so its own log shows why it then fails.
+        XCTAssertTrue(harness.tunnel(["logs", "db"]).stdout.contains("not using its saved ssh-agent socket"))
         XCTAssertTrue(harness.listed("db")?.last_error?.contains("ssh-add") == true, "\(harness.list())")
     }
 
@@ -395,7 +397,7 @@ final class TrustAndAuthTests: XCTestCase {
         XCTAssertEqual(second.status, 0, second.output)
         XCTAssertEqual(harness.listed("db")?.state, "up", "\(harness.list())")
         XCTAssertTrue(Net.isListening(local))
-        XCTAssertTrue(harness.supervisorLog.contains("db: using the ssh-agent of this `tunnel up` from now on: \(socketPath)"), harness.supervisorLog)
+        XCTAssertTrue(harness.supervisorLog.contains("[db] info: using the ssh-agent of this `tunnel up` from now on: \(socketPath)"), harness.supervisorLog)
         // Saved: a restarted supervisor restores db with that agent.
         XCTAssertTrue(read(harness.runtimeDir + "/state.json").contains(socketPath), read(harness.runtimeDir + "/state.json"))
     }
@@ -472,7 +474,7 @@ final class TrustAndAuthTests: XCTestCase {
         XCTAssertEqual(reload.status, 0, reload.output)
         XCTAssertTrue(reload.stdout.contains("db: restarted"), reload.output)
         XCTAssertEqual(harness.listed("db")?.state, "up", "\(harness.list())")
-        XCTAssertTrue(harness.supervisorLog.contains("db: not using its saved ssh-agent socket (\(socketPath) is gone); using \(ownSocket)"), harness.supervisorLog)
+        XCTAssertTrue(harness.supervisorLog.contains("[db] warning: not using its saved ssh-agent socket (\(socketPath) is gone); using \(ownSocket)"), harness.supervisorLog)
     }
 
     /// An `up` still waiting when `tunnel down` stops the tunnel is told so,
