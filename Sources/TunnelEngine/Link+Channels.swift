@@ -57,6 +57,7 @@ extension Link {
     /// go to another SSH connection: a target whose connect hangs (a
     /// firewall that drops packets) takes up to libssh2's 60 s.
     static let openStallSeconds = 2.0
+    static let openStallProbeDeadline = 5.0
 
     private func watchOpen() {
         loop.cancel(openStallTimer)
@@ -68,8 +69,12 @@ extension Link {
             self.onOpenStalled(true)
             // Not a byte from the server since: it may be gone (frozen, its
             // network cut) rather than slow to reach the target. A probe
-            // tells in seconds, so this client moves on before hold_timeout.
-            if self.session.bytesReceived == received { self.probe(after: "a channel open unanswered for \(Int(Self.openStallSeconds)) s") }
+            // tells within hold_timeout (10 s), so this client moves on; its
+            // deadline is longer than a network change's, because a server
+            // busy with thousands of channels can be silent for seconds.
+            if self.session.bytesReceived == received {
+                self.probe(after: "a channel open unanswered for \(Int(Self.openStallSeconds)) s", deadline: Self.openStallProbeDeadline)
+            }
         }
     }
 

@@ -14,7 +14,7 @@ extension Link {
 
     /// Sends a ping now; the link dies unless something arrives from the
     /// server within `probeDeadline`. A probe already running covers this one.
-    func probe(after change: String) {
+    func probe(after change: String, deadline: Double = Link.probeDeadline) {
         guard !isDead, probeTimer == nil else { return }
         switch ping {
         case .idle: startPing()
@@ -25,11 +25,11 @@ extension Link {
         }
         let before = session.bytesReceived
         logger.info("probing the SSH connection after \(change)")
-        probeTimer = loop.schedule(after: Link.probeDeadline) { [weak self] in
+        probeTimer = loop.schedule(after: deadline) { [weak self] in
             guard let self else { return }
             self.probeTimer = nil
             if self.session.bytesReceived == before {
-                self.die("no answer within \(Int(Link.probeDeadline)) s after \(change)")
+                self.die("no answer within \(Int(deadline)) s after \(change)")
             }
         }
     }
