@@ -91,7 +91,7 @@ struct Check: ParsableCommand {
             }
             do {
                 let (resolved, notes) = try profile.applyingSSHConfig(profile.sshConfig, home: homeDirectory(environment))
-                if resolved != profile { steps.append(CheckStep("ssh_config", .ok, notes.map { $0.dropPrefix("\(name): ") }.joined(separator: "; "))) }
+                if resolved != profile { steps.append(CheckStep("ssh_config", .ok, notes.joined(separator: "; "))) }
                 profile = resolved
             } catch {
                 steps.append(CheckStep("ssh_config", .fail, error.description, fix: "run `ssh -G \(profile.host)` and fix what it reports"))

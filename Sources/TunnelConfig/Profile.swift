@@ -209,8 +209,3 @@ public struct HopLogin: Equatable, Sendable {
         self.hostKey = hostKey
     }
 }
-
-extension String {
-    /// Without `prefix` when it starts with it.
-    public func dropPrefix(_ prefix: String) -> String { hasPrefix(prefix) ? String(dropFirst(prefix.count)) : self }
-}

@@ -296,24 +296,25 @@ extension SSHConfigEntry {
     /// with `label`) for one it leaves out: a remote SOCKS proxy, a Unix
     /// socket, a non-loopback bind unless `publicAllowed`, a second forward
     /// asking for the same address.
-    public func servableRemoteForwards(for host: String, label: String, publicAllowed: Bool, notes: inout [String]) -> [RemoteForwardSpec] {
+    public func servableRemoteForwards(for host: String, label: String?, publicAllowed: Bool, notes: inout [String]) -> [RemoteForwardSpec] {
         let values = settings("remoteforward")
+        let label = label.map { "\($0): " } ?? ""
         var specs: [RemoteForwardSpec] = []
         for (value, text) in zip(values, AdHocTunnel.forwards(fromRemoteForward: values)) {
             // How ssh -G prints `RemoteForward PORT`: a SOCKS proxy on the server's side.
             if value.hasSuffix(" [socks]:0") {
-                notes.append("\(label): ssh_config's RemoteForward \(value.dropLast(" [socks]:0".count)) for \(host) left out: it asks for a SOCKS proxy on the server (a port alone), which tunnel does not serve")
+                notes.append("\(label)ssh_config's RemoteForward \(value.dropLast(" [socks]:0".count)) for \(host) left out: it asks for a SOCKS proxy on the server (a port alone), which tunnel does not serve")
                 continue
             }
             let spec: RemoteForwardSpec
             do throws(RemoteForwardSpecError) { spec = try RemoteForwardSpec.parse(text) } catch {
-                notes.append("\(label): ssh_config's RemoteForward \(value) for \(host) left out: \(error.reason)")
+                notes.append("\(label)ssh_config's RemoteForward \(value) for \(host) left out: \(error.reason)")
                 continue
             }
             if spec.isPublic && !publicAllowed {
-                notes.append("\(label): ssh_config's RemoteForward \(value) for \(host) left out: it asks the server to listen on \(spec.bind), which needs public = true")
+                notes.append("\(label)ssh_config's RemoteForward \(value) for \(host) left out: it asks the server to listen on \(spec.bind), which needs public = true")
             } else if let earlier = specs.first(where: { $0.collides(with: spec) }) {
-                notes.append("\(label): ssh_config's RemoteForward \(value) for \(host) left out: it asks for the same address as \(earlier.text)")
+                notes.append("\(label)ssh_config's RemoteForward \(value) for \(host) left out: it asks for the same address as \(earlier.text)")
             } else {
                 specs.append(spec)
             }
@@ -328,7 +329,7 @@ extension Profile {
     /// proxy, Unix sockets), a non-loopback bind without `public = true` and
     /// a second forward asking for the same address are left out with a note.
     func remoteForwards(from entry: SSHConfigEntry, notes: inout [String]) -> [RemoteForwardSpec] {
-        entry.servableRemoteForwards(for: host, label: name, publicAllowed: isPublic, notes: &notes)
+        entry.servableRemoteForwards(for: host, label: nil, publicAllowed: isPublic, notes: &notes)
     }
 
     /// This profile with what ssh_config says about its host filled in where
@@ -434,7 +435,7 @@ extension Profile {
         // (above) would never end.
         if resolved != self {
             let keywords = resolved.login.keywordsChanged(from: login)
-            notes.insert("\(name): ssh_config for \(host): \(resolved.via)" + (keywords.isEmpty ? "" : " (\(keywords.joined(separator: ", ")))"), at: 0)
+            notes.insert("ssh_config for \(host): \(resolved.via)" + (keywords.isEmpty ? "" : " (\(keywords.joined(separator: ", ")))"), at: 0)
         }
         return (resolved, notes)
     }

@@ -284,17 +284,11 @@ public enum Interfaces {
         while let current = entry {
             defer { entry = current.pointee.ifa_next }
             guard let ifaName = current.pointee.ifa_name, String(cString: ifaName) == name,
-                  let sockaddr = current.pointee.ifa_addr else { continue }
-            switch Int32(sockaddr.pointee.sa_family) {
-            case AF_INET:
-                let bytes = sockaddr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { p in withUnsafeBytes(of: p.pointee.sin_addr) { Array($0) } }
-                if let ip = IPAddress(bytes: bytes) { found.append(ip) }
-            case AF_INET6:
-                let bytes = sockaddr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { p in withUnsafeBytes(of: p.pointee.sin6_addr) { Array($0) } }
-                if let ip = IPAddress(bytes: bytes) { found.append(ip) }
-            default:
-                break
-            }
+                  let storage = current.pointee.ifa_addr,
+                  // Only IPv4 and IPv6 entries: the link-layer one (AF_PACKET) is not a socket address.
+                  [AF_INET, AF_INET6].contains(Int32(storage.pointee.sa_family)),
+                  let ip = SocketAddress(storage: storage).flatMap(IPAddress.init) else { continue }
+            found.append(ip)
         }
         return (name, found)
     }

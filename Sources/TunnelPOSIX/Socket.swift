@@ -34,14 +34,13 @@ public final class Socket: @unchecked Sendable {
 
     /// Makes the next close send RST instead of FIN, so the peer sees an
     /// error rather than a clean end of stream.
-    /// Undoes `resetOnClose`: close sends FIN again.
-    public func finishOnClose() {
-        var linger = Glibc.linger(l_onoff: 0, l_linger: 0)
-        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
-    }
+    public func resetOnClose() { setLinger(onOff: 1) }
 
-    public func resetOnClose() {
-        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+    /// Undoes `resetOnClose`: close sends FIN again.
+    public func finishOnClose() { setLinger(onOff: 0) }
+
+    private func setLinger(onOff: Int32) {
+        var linger = Glibc.linger(l_onoff: onOff, l_linger: 0)
         _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
     }
 

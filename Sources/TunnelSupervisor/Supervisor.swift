@@ -332,7 +332,7 @@ public final class Supervisor {
         }
         var newOptions: Connector.Options?
         if host.status.phase != .up && host.status.phase != .idle && asking.agentSocket != host.options.agentSocket {
-            tunnelLogger(host.name).info("using the ssh-agent of this `tunnel up` from now on: \(asking.agentSocket ?? "none")")
+            logger.tagged(tunnel: host.name).info("using the ssh-agent of this `tunnel up` from now on: \(asking.agentSocket ?? "none")")
             host.options.agentSocket = asking.agentSocket
             newOptions = host.options
             remember(host.name, configPath: host.configPath, options: host.options, adHoc: host.adHoc)
@@ -438,12 +438,12 @@ public final class Supervisor {
                 queued.forEach { $0("\(error)") }
             }
         }
-        let logger = tunnelLogger(profile.name)
+        let logger = logger.tagged(tunnel: profile.name)
         do {
             try startThread(name: "ssh -G") {
                 do throws(SSHConfigError) {
                     let (resolved, notes) = try profile.applyingSSHConfig(profile.sshConfig, home: options.home)
-                    for note in notes { logger.info("\(note.dropPrefix("\(profile.name): "))") }
+                    for note in notes { logger.info("\(note)") }
                     applied(.success(resolved))
                 } catch {
                     applied(.failure(error))
@@ -754,14 +754,6 @@ public final class Supervisor {
         return checkedOptions(entry.name, saved)
     }
 
-    /// Lines about one tunnel carry its name as the engine's do, so
-    /// `tunnel logs NAME` shows them.
-    private func tunnelLogger(_ name: String) -> Logger {
-        var tagged = logger
-        tagged[metadataKey: "tunnel"] = "\(name)"
-        return tagged
-    }
-
     /// `options` with its agent socket kept while it is still this user's
     /// agent, else the supervisor's own, and the log says why.
     private func checkedOptions(_ name: String, _ options: Connector.Options) -> Connector.Options {
@@ -769,7 +761,7 @@ public final class Supervisor {
         var checked = options
         checked.agentSocket = self.options(nil).agentSocket
         if let problem = AgentSocket.problem(agent, uid: ProcessControl.uid) {
-            tunnelLogger(name).warning("not using its saved ssh-agent socket (\(problem)); using \(checked.agentSocket ?? "no agent")")
+            logger.tagged(tunnel: name).warning("not using its saved ssh-agent socket (\(problem)); using \(checked.agentSocket ?? "no agent")")
         } else {
             checked.agentSocket = agent
         }

@@ -57,9 +57,7 @@ final class TunnelHost: @unchecked Sendable {
             completion(.failure(BindFailure(address: "", errno: error.errno, message: "cannot start an event loop: \(error)")))
             return
         }
-        var tunnelLogger = logger
-        tunnelLogger[metadataKey: "tunnel"] = "\(profile.name)"
-        let runtime = TunnelRuntime(profile: resolved, loop: loop, group: group, options: options, logger: tunnelLogger)
+        let runtime = TunnelRuntime(profile: resolved, loop: loop, group: group, options: options, logger: logger.tagged(tunnel: profile.name))
         if let preferredPorts { runtime.preferredPorts = preferredPorts }
         var statusChanged: LoopCallback<TunnelStatus>?
         let exited = supervisorLoop.callback { (host: TunnelHost) in
@@ -103,5 +101,15 @@ final class TunnelHost: @unchecked Sendable {
     func retryNow(with newOptions: Connector.Options? = nil) {
         let runtime = self.runtime
         loop.execute { runtime.retryNow(with: newOptions) }
+    }
+}
+
+extension Logger {
+    /// Lines about one tunnel carry its name (`[NAME]`), the engine's and
+    /// the supervisor's alike, so `tunnel logs NAME` shows them all.
+    func tagged(tunnel name: String) -> Logger {
+        var tagged = self
+        tagged[metadataKey: "tunnel"] = "\(name)"
+        return tagged
     }
 }

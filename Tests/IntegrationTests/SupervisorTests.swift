@@ -277,25 +277,9 @@ final class SupervisorTests: SSHTestCase {
     /// a client that already has its target's EOF keeps every byte and its
     /// clean end, though it had read none of them.
     func testDown_resetsAStreamItCuts_butAStreamWhoseTargetEndedKeepsItsBytesAndItsCleanEnd() throws {
-        let data = randomBytes(100_000, seed: 7)
-        let finished = TestServer(.sendThenRead(data: data))
-        defer { finished.stop() }
-        let open = Net.freePort(), ended = Net.freePort()
-        harness.writeConfig(harness.profile("db", server: server, forwards: ["\(open):127.0.0.1:\(echo.port)", "\(ended):127.0.0.1:\(finished.port)"]))
-        XCTAssertEqual(harness.tunnel(["up", "db"]).status, 0)
-        guard let cut = Net.connect(open), let whole = Net.connect(ended) else { return XCTFail("connect") }
-        defer { close(cut); close(whole) }
-        XCTAssertTrue(Net.sendAll(cut, Array("mid-stream".utf8)))
-        XCTAssertEqual(Net.readExactly(cut, 10).map { String(decoding: $0, as: UTF8.self) }, "mid-stream")
-        XCTAssertTrue(eventually(timeout: 10) { Net.peerHasEnded(whole) }, "the target's EOF reached the client")
-
-        XCTAssertEqual(harness.tunnel(["down", "db"]).status, 0)
-        Net.setTimeout(cut, 5)
-        Net.setTimeout(whole, 5)
-        XCTAssertEqual(Net.readToEnd(cut).end, .reset)
-        let rest = Net.readToEnd(whole)
-        XCTAssertEqual(rest.end, .eof)
-        XCTAssertEqual(rest.bytes, data)
+        try assertStopResetsOnlyTheCutStream {
+            XCTAssertEqual(harness.tunnel(["down", "db"]).status, 0)
+        }
     }
 
     /// A tunnel from the command line is named like a profile afterwards:

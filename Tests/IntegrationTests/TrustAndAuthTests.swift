@@ -572,8 +572,26 @@ final class TrustAndAuthTests: XCTestCase {
         XCTAssertTrue(plain.contains("\(dir)/id_ecdsa: refused by the server") && !plain.contains("-cert.pub"), plain)
     }
 
-    /// sshd ends the login after MaxAuthTries keys: the error quotes the
-    /// server, not "refused", and `check` says to offer fewer keys.
+    /// An ssh-agent on a socket in `dir`, holding `keys` (files without a passphrase), in that order.
+    private func agent(in dir: String, holding keys: [String]) throws -> (socket: String, agent: Background) {
+        let socketPath = dir + "/agent.sock"
+        let agent = try Background(Env.which("ssh-agent")!, ["-D", "-a", socketPath], logPath: dir + "/agent.log")
+        XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: socketPath) })
+        for key in keys {
+            XCTAssertEqual(runCommand(Env.which("ssh-add")!, [key], env: ["SSH_AUTH_SOCK": socketPath]).status, 0, key)
+        }
+        return (socketPath, agent)
+    }
+
+    /// `count` new ed25519 keys in `dir` that no server takes.
+    private func junkKeys(_ count: Int, in dir: String) -> [String] {
+        (0..<count).map { k in
+            let key = dir + "/junk\(k)"
+            runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", key])
+            return key
+        }
+    }
+
     /// As ssh without IdentitiesOnly: an identity file the server refuses
     /// does not hide the agent's other keys; the file's own key, when the
     /// agent holds it, goes first (one try of MaxAuthTries).
@@ -582,22 +600,18 @@ final class TrustAndAuthTests: XCTestCase {
         server = try SSHServer(extraConfig: "MaxAuthTries 2")
         harness.trust(server)
         let dir = makeTempDir("agent-and-file")
-        let socketPath = dir + "/agent.sock"
-        let agent = try Background(Env.which("ssh-agent")!, ["-D", "-a", socketPath], logPath: dir + "/agent.log")
+        let junk = junkKeys(3, in: dir)
+        let (socketPath, agent) = try agent(in: dir, holding: [junk[1], junk[2], server.userKey])
         defer { agent.stop() }
-        XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: socketPath) })
-        for k in 0..<3 {
-            runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", dir + "/junk\(k)"])
-        }
-        for key in [dir + "/junk1", dir + "/junk2", server.userKey] {
-            XCTAssertEqual(runCommand(Env.which("ssh-add")!, [key], env: ["SSH_AUTH_SOCK": socketPath]).status, 0)
+        func logsInThroughTheAgent(_ what: String) throws {
+            let p = try harness.foreground("db", waitFor: local, env: ["SSH_AUTH_SOCK": socketPath])
+            XCTAssertTrue(p.log.contains("publickey with agent key ssh-ed25519 SHA256:"), "\(what): \(p.log)")
+            p.signal(SIGTERM)
+            XCTAssertEqual(p.wait(timeout: 5), 0)
         }
         // The file is the server's key, which the agent holds last: offered first, so MaxAuthTries 2 is enough.
         config(identity: server.userKey)
-        let first = try harness.foreground("db", waitFor: local, env: ["SSH_AUTH_SOCK": socketPath])
-        XCTAssertTrue(first.log.contains("publickey with agent key ssh-ed25519 SHA256:"), first.log)
-        first.signal(SIGTERM)
-        XCTAssertEqual(first.wait(timeout: 5), 0)
+        try logsInThroughTheAgent("the file's own key")
 
         // The file is a key the server refuses and the agent lacks: the agent's keys are still offered.
         let agentsKey = server.userKey
@@ -605,27 +619,19 @@ final class TrustAndAuthTests: XCTestCase {
         server = try SSHServer()
         try server.authorize(publicKeyFile: agentsKey + ".pub")
         harness.trust(server)
-        config(identity: dir + "/junk0")
-        let second = try harness.foreground("db", waitFor: local, env: ["SSH_AUTH_SOCK": socketPath])
-        XCTAssertTrue(second.log.contains("publickey with agent key ssh-ed25519 SHA256:"), second.log)
-        second.signal(SIGTERM)
-        XCTAssertEqual(second.wait(timeout: 5), 0)
+        config(identity: junk[0])
+        try logsInThroughTheAgent("beside a refused file")
     }
 
+    /// sshd ends the login after MaxAuthTries keys: the error quotes the
+    /// server, not "refused", and `check` says to offer fewer keys.
     func testServerEndingTheLoginAfterMaxAuthTries_isQuoted_andCheckSaysToOfferFewerKeys() throws {
         server.stop()
         server = try SSHServer(extraConfig: "MaxAuthTries 2")
         harness.trust(server)
         let dir = makeTempDir("many-keys")
-        let socketPath = dir + "/agent.sock"
-        let agent = try Background(Env.which("ssh-agent")!, ["-D", "-a", socketPath], logPath: dir + "/agent.log")
+        let (socketPath, agent) = try agent(in: dir, holding: junkKeys(4, in: dir) + [server.userKey])
         defer { agent.stop() }
-        XCTAssertTrue(eventually(timeout: 5) { FileManager.default.fileExists(atPath: socketPath) })
-        for k in 0..<4 {
-            runCommand(Env.which("ssh-keygen")!, ["-q", "-t", "ed25519", "-N", "", "-f", dir + "/junk\(k)"])
-            XCTAssertEqual(runCommand(Env.which("ssh-add")!, [dir + "/junk\(k)"], env: ["SSH_AUTH_SOCK": socketPath]).status, 0)
-        }
-        XCTAssertEqual(runCommand(Env.which("ssh-add")!, [server.userKey], env: ["SSH_AUTH_SOCK": socketPath]).status, 0)
         config(identity: dir + "/missing") // every agent key is offered; the right one comes last
         let err = upFails(env: ["SSH_AUTH_SOCK": socketPath])
         XCTAssertTrue(err.contains("the server disconnected: Too many authentication failures"), err)

@@ -221,10 +221,10 @@ final class RemoteForwardSSHConfigTests: XCTestCase {
         """), notes: &notes)
         XCTAssertEqual(specs.map(\.text), ["8080:localhost:3000", "127.0.0.1:0:[::1]:3000"])
         XCTAssertEqual(notes, [
-            "web: ssh_config's RemoteForward 1080 for h left out: it asks for a SOCKS proxy on the server (a port alone), which tunnel does not serve",
-            "web: ssh_config's RemoteForward /tmp/app.sock [localhost]:5 for h left out: Unix socket paths are not supported (libssh2 1.10 forwards TCP only)",
-            "web: ssh_config's RemoteForward [*]:7000 [localhost]:80 for h left out: it asks the server to listen on 0.0.0.0, which needs public = true",
-            "web: ssh_config's RemoteForward [127.0.0.1]:8080 [other]:1 for h left out: it asks for the same address as 8080:localhost:3000",
+            "ssh_config's RemoteForward 1080 for h left out: it asks for a SOCKS proxy on the server (a port alone), which tunnel does not serve",
+            "ssh_config's RemoteForward /tmp/app.sock [localhost]:5 for h left out: Unix socket paths are not supported (libssh2 1.10 forwards TCP only)",
+            "ssh_config's RemoteForward [*]:7000 [localhost]:80 for h left out: it asks the server to listen on 0.0.0.0, which needs public = true",
+            "ssh_config's RemoteForward [127.0.0.1]:8080 [other]:1 for h left out: it asks for the same address as 8080:localhost:3000",
         ])
         var none: [String] = []
         XCTAssertEqual(base(isPublic: true).remoteForwards(from: entry("remoteforward [*]:7000 [localhost]:80\n"), notes: &none).map(\.text),
