@@ -33,8 +33,15 @@ let package = Package(
         .target(name: "CCryptoCalls", linkerSettings: [.linkedLibrary("crypto")]),
         // The only module that touches errno: syscall wrappers, fds, sockets, epoll.
         .target(name: "TunnelPOSIX", dependencies: ["CLinuxShim"]),
-        // The only module that calls libssh2.
-        .target(name: "TunnelSSH", dependencies: ["CLibSSH2", "CCryptoCalls", "COpenSSLKeys", "TunnelPOSIX"]),
+        // The only module that calls libssh2. Whatever links it looks for
+        // libssh2.so.1 in ../lib/tunnel first: the patched build Scripts/libssh2
+        // puts there (and the package in /usr/lib/tunnel); without it, the
+        // system's libssh2 (same ABI: both are 1.10 from Debian's source).
+        .target(
+            name: "TunnelSSH",
+            dependencies: ["CLibSSH2", "CCryptoCalls", "COpenSSLKeys", "TunnelPOSIX"],
+            linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath", "-Xlinker", "$ORIGIN/../lib/tunnel"])]
+        ),
         // Profiles: TOML with source positions, forward specs, validation.
         .target(name: "TunnelConfig", dependencies: ["TunnelPOSIX"]),
         // Event loop, listeners, the byte pump, one tunnel's session lifecycle.

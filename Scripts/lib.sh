@@ -1,13 +1,15 @@
 # Shared by Scripts/demo, Scripts/test and Scripts/bench. Sourced, not run.
 
-# Packages the demo, the tests and the benchmark use (the last line: what
-# Scripts/package and its checks use: dpkg-shlibdeps, dpkg-deb, strip,
-# lintian, man -l, bash-completion, systemd-analyze). Installed with apt-get
+# Packages the demo, the tests and the benchmark use (the line before last:
+# what Scripts/package and its checks use: dpkg-shlibdeps, dpkg-deb, strip,
+# lintian, man -l, bash-completion, systemd-analyze; the last: what
+# Scripts/libssh2 builds tunnel's libssh2 with). Installed with apt-get
 # so a fresh Debian 12 machine needs nothing done by hand.
 TUNNEL_APT_PACKAGES="libssh2-1-dev openssh-server openssh-client postgresql postgresql-client postgresql-contrib
   libssl-dev python3 iperf3 iproute2 util-linux procps psmisc libcap2-bin ca-certificates git
   curl netcat-openbsd proxychains4 prometheus tmux python3-matplotlib
-  dpkg-dev lintian man-db bash-completion systemd"
+  dpkg-dev lintian man-db bash-completion systemd
+  gcc make patch xz-utils zlib1g-dev"
 
 install_packages() {
   local missing=""

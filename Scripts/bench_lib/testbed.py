@@ -455,6 +455,9 @@ class Testbed:
                 log(f"swift build -c release --static-swift-stdlib (attempt {attempt} of {attempts})")
                 try:
                     run(["swift", "build", "-c", "release", "--static-swift-stdlib"], timeout=1800, cwd=ROOT)
+                    # tunnel's libssh2 (Patches/libssh2), in ../lib/tunnel where the binary looks first.
+                    run(["bash", os.path.join(ROOT, "Scripts", "libssh2"), os.path.join(ROOT, ".build", "release")],
+                        timeout=900, cwd=ROOT)
                     break
                 except BenchError as e:
                     if attempt == attempts:
@@ -464,9 +467,16 @@ class Testbed:
         if not os.access(self.tunnel_source, os.X_OK):
             raise BenchError(f"{BUILT_TUNNEL} does not exist: build it with `swift build -c release --static-swift-stdlib` "
                              f"(or drop --no-build)")
-        # A private copy, so a rebuild during the run cannot swap the binary under us.
-        self.tunnel = os.path.join(self.work, "tunnel")
+        # A private copy, so a rebuild during the run cannot swap the binary under us,
+        # with the libssh2 beside it in ../lib/tunnel (its RUNPATH) when there is one.
+        self.tunnel = os.path.join(self.work, "bin", "tunnel")
+        os.makedirs(os.path.dirname(self.tunnel), exist_ok=True)
         shutil.copy2(self.tunnel_source, self.tunnel)
+        bundled = os.path.join(os.path.dirname(os.path.realpath(self.tunnel_source)), "..", "lib", "tunnel", "libssh2.so.1")
+        self.bundled_libssh2 = os.path.exists(bundled)
+        if self.bundled_libssh2:
+            os.makedirs(os.path.join(self.work, "lib", "tunnel"), exist_ok=True)
+            shutil.copy2(bundled, os.path.join(self.work, "lib", "tunnel", "libssh2.so.1"))
         with open(self.tunnel, "rb") as f:
             self.tunnel_sha = hashlib.sha256(f.read()).hexdigest()
         self.tunnel_version = run([self.tunnel, "--version"], timeout=10, check=False).stdout.strip()
@@ -906,7 +916,8 @@ Host *
         return {
             "cpu": model, "cores": os.cpu_count(), "kernel": platform.release(),
             "openssh": (ssh_v.stderr or ssh_v.stdout).strip(),
-            "libssh2": libssh2 or "libssh2-1 not installed",
+            "libssh2": ((libssh2 or "libssh2-1 not installed")
+                        + (" (tunnel's build of its source, with Patches/libssh2)" if self.bundled_libssh2 else " (the system's)")),
             "postgresql": os.path.basename(os.path.dirname(self.pgbin)),
             "tunnel_commit": (f"--binary {self.tunnel_source}, commit unknown" if self.args.binary
                               else git + (" + uncommitted changes in Sources" if dirty else "")),

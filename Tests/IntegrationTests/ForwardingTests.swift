@@ -57,12 +57,43 @@ final class ForwardingTests: SSHTestCase {
         XCTAssertTrue(eventually(timeout: 15) { upLines() == 2 }, foreground?.log ?? "")
         Self.assertEchoes([randomBytes(16 << 20, seed: 11), randomBytes(16 << 20, seed: 13)], through: local)
         let log = try XCTUnwrap(foreground?.log)
-        let shortcuts = "\(DefaultAlgorithms.pair) (batched keystream, prefetched HMAC digest, kept HMAC keys, pooled padding)"
+        let shortcuts = "\(DefaultAlgorithms.pair) (whole-packet cipher, batched keystream, prefetched HMAC digest, kept HMAC keys, pooled padding)"
         XCTAssertEqual(log.components(separatedBy: shortcuts).count - 1, 2, "libssh2's libcrypto calls did not reach CCryptoCalls on both links: \(log)")
         XCTAssertEqual(log.components(separatedBy: "info: libcrypto shortcuts for libssh2: on: libssh2 1.").count - 1, 1, "logged once per process: \(log)")
         XCTAssertEqual(upLines(), 2, "a link was re-established: \(log)")
         let rekeys = read(server.logPath).components(separatedBy: "SSH2_MSG_NEWKEYS received").count - 1
         XCTAssertGreaterThan(rekeys, 20, "the server did not rekey as configured")
+    }
+
+    /// tunnel's libssh2 (Patches/libssh2) ciphers a whole packet per call, in
+    /// place, where Debian's ciphers 16 bytes at a time. Every cipher tunnel
+    /// offers, with payloads that end on and off a block boundary and a rekey
+    /// every 256 KiB: one wrong byte would fail the MAC and drop the link, and
+    /// the "whole-packet cipher" in the up line proves this build of libssh2
+    /// (not the system's) did the work.
+    func testEveryCipherTunnelOffers_wholePacketsBothWays_arriveByteExact() throws {
+        for (i, cipher) in ["aes128-ctr", "aes192-ctr", "aes256-ctr"].enumerated() {
+            try replaceServer(extraConfig: "Ciphers \(cipher)\nRekeyLimit 256K\nLogLevel DEBUG1")
+            let echo = TestServer(.echo)
+            defer { echo.stop() }
+            let local = Net.freePort()
+            try up(["\(local):127.0.0.1:\(echo.port)"], waitFor: local)
+            let sizes = [1, 15, 16, 17, 4095, 32_768, 32_769, 3 << 20]
+            Self.assertEchoes(sizes.enumerated().map { randomBytes($0.element, seed: UInt64(100 * i + $0.offset + 1)) }, through: local)
+            let log = try XCTUnwrap(foreground?.log)
+            // Eight clients at once also open an extra SSH connection (session=2).
+            let upLines = log.split(separator: "\n").filter { $0.contains("info: up:") }
+            XCTAssertFalse(upLines.isEmpty, log)
+            for line in upLines {
+                XCTAssertTrue(line.contains(" \(cipher)/") && line.contains("(whole-packet cipher, "),
+                              "\(cipher): not the whole-packet build of libssh2 (run Scripts/libssh2 .build/debug): \(line)")
+            }
+            XCTAssertEqual(upLines.filter { !$0.contains("session=") }.count, 1, "\(cipher): the link was re-established: \(log)")
+            let serverLog = read(server.logPath)
+            XCTAssertTrue(serverLog.contains("kex: client->server cipher: \(cipher)"), serverLog)
+            XCTAssertGreaterThan(serverLog.components(separatedBy: "SSH2_MSG_NEWKEYS received").count - 1, 4, "\(cipher): the server did not rekey")
+            stopForeground()
+        }
     }
 
     /// TUNNEL_CTR_BATCH=0, TUNNEL_HMAC_PREFETCH=0, TUNNEL_HMAC_KEYS=0 and TUNNEL_RANDOM_POOL=0

@@ -127,7 +127,7 @@ final class PortTests: SSHTestCase {
         // Plus an "ssh_config" step where the machine's ssh_config adds something (Debian's sets HashKnownHosts yes).
         XCTAssertEqual(steps.keys.filter { $0 != "ssh_config" }.count, 8, "\(steps)")
         XCTAssertTrue(steps.values.allSatisfy { $0.0 == "ok" }, "\(steps)")
-        XCTAssertTrue(steps["encryption"]?.1.contains("\(DefaultAlgorithms.pair) (batched keystream, prefetched HMAC digest, kept HMAC keys, pooled padding)") ?? false, "\(steps)")
+        XCTAssertTrue(steps["encryption"]?.1.contains("\(DefaultAlgorithms.pair) (whole-packet cipher, batched keystream, prefetched HMAC digest, kept HMAC keys, pooled padding)") ?? false, "\(steps)")
         XCTAssertTrue(steps["host key"]?.1.contains(server.hostKeyFingerprint) ?? false)
         XCTAssertTrue(steps["authentication"]?.1.contains(server.userKey) ?? false)
         XCTAssertFalse(Net.isListening(port), "check left a listener")
