@@ -292,9 +292,18 @@ public final class Authenticator {
 
     /// libssh2 1.10 names a certificate's signature after the certificate
     /// type except for ECDSA (`plain_method_len`), so the server refuses
-    /// ed25519 and RSA certificates' signatures ("key type does not match").
-    static func isUnsignableCertificate(_ type: String) -> Bool {
-        type.hasSuffix("-cert-v01@openssh.com") && !type.hasPrefix("ecdsa-sha2-")
+    /// RSA certificates' signatures ("key type does not match"), and ed25519
+    /// ones unless tunnel's libssh2 (Patches/libssh2) is the one loaded.
+    static func isUnsignableCertificate(_ type: String, patches: Libssh2Patches = .loaded) -> Bool {
+        guard type.hasSuffix("-cert-v01@openssh.com"), !type.hasPrefix("ecdsa-sha2-") else { return false }
+        return !(type == "ssh-ed25519-cert-v01@openssh.com" && patches.contains(.ed25519CertificateSignatures))
+    }
+
+    /// Why such a certificate is not offered, for the failure message.
+    static func unsignableCertificateNote(patches: Libssh2Patches = .loaded) -> String {
+        patches.contains(.ed25519CertificateSignatures)
+            ? "is a certificate of a key type libssh2 1.10 cannot sign certificates for (only ECDSA and ed25519 ones); not offered"
+            : "is a certificate of a key type libssh2 1.10 cannot sign certificates for (only ECDSA ones; tunnel's own build of libssh2, Scripts/libssh2, signs ed25519 ones too); not offered"
     }
 
     /// `agentAnswer`: the agent's reply to the key list, nil without an agent.
@@ -326,7 +335,7 @@ public final class Authenticator {
                         // A certificate is shown by its key's fingerprint, as ssh-add -l shows it.
                         let label = "\(type) \(Fingerprint.sha256(Fingerprint.certifiedKey(ofBlob: key.blob) ?? key.blob))" + (key.comment.isEmpty ? "" : " (\(key.comment))")
                         if Authenticator.isUnsignableCertificate(type) {
-                            attempts.append("agent key \(label): is a certificate of a key type libssh2 1.10 cannot sign certificates for (only ECDSA ones); not offered")
+                            attempts.append("agent key \(label): \(Authenticator.unsignableCertificateNote())")
                             continue
                         }
                         candidates.append(.agent(index: agentKeys.count, label: label))
@@ -407,7 +416,7 @@ public final class Authenticator {
             guard seen.insert(blob).inserted else { continue }
             let label = "\(type) \(Fingerprint.sha256(certified))"
             if Authenticator.isUnsignableCertificate(type) {
-                attempts.append("\(display) (\(label)): is a certificate of a key type libssh2 1.10 cannot sign certificates for (only ECDSA ones); not offered")
+                attempts.append("\(display) (\(label)): \(Authenticator.unsignableCertificateNote())")
                 continue
             }
             found.append(.certificate(key: file.path, certificate: path, display: display, label: label))

@@ -500,17 +500,18 @@ final class TrustAndAuthTests: XCTestCase {
         XCTAssertFalse(Net.isListening(local))
     }
 
-    /// User certificates in ssh-agent: libssh2 1.10 signs ECDSA ones right;
-    /// ed25519 and RSA ones it would sign under the certificate's name, which
-    /// the server refuses, so they are not offered, and the message says why.
-    /// A CA, `id_ecdsa` and `id_ed25519` each with its `-cert.pub`, in a
-    /// new directory; the server restarted trusting only that CA (neither
-    /// key is in authorized_keys). Returns the directory.
+    /// User certificates: stock libssh2 1.10 signs ECDSA ones right; tunnel's
+    /// build (Patches/libssh2) ed25519 ones too; RSA ones it would sign under
+    /// the certificate's name, which the server refuses, so they are not
+    /// offered, and the message says why. A CA, `id_ecdsa`, `id_ed25519` and
+    /// `id_rsa` each with its `-cert.pub`, in a new directory; the server
+    /// restarted trusting only that CA (no key is in authorized_keys).
+    /// Returns the directory.
     private func certifiedKeysAndACAOnlyServer(_ name: String) throws -> String {
         let dir = makeTempDir(name)
         let keygen = Env.which("ssh-keygen")!
         runCommand(keygen, ["-q", "-t", "ed25519", "-N", "", "-f", dir + "/ca"])
-        for type in ["ecdsa", "ed25519"] {
+        for type in ["ecdsa", "ed25519", "rsa"] {
             runCommand(keygen, ["-q", "-t", type, "-N", "", "-f", dir + "/id_\(type)"])
             let signed = runCommand(keygen, ["-q", "-s", dir + "/ca", "-I", "test-\(type)", "-n", Env.userName, "-V", "+1h", dir + "/id_\(type).pub"])
             XCTAssertEqual(signed.status, 0, signed.output)
@@ -522,10 +523,12 @@ final class TrustAndAuthTests: XCTestCase {
         return dir
     }
 
-    func testCertificatesInSSHAgent_ecdsaLogsIn_ed25519IsNamedAsUnsupported() throws {
+    private let unsupportedCertificate = "is a certificate of a key type libssh2 1.10 cannot sign certificates for (only ECDSA and ed25519 ones); not offered"
+
+    func testCertificatesInSSHAgent_ecdsaAndEd25519LogIn_rsaIsNamedAsUnsupported() throws {
         let dir = try certifiedKeysAndACAOnlyServer("certs")
-        for (type, expected) in [("ecdsa", "publickey with agent key ecdsa-sha2-nistp256-cert-v01@openssh.com SHA256:"),
-                                 ("ed25519", "agent key ssh-ed25519-cert-v01@openssh.com SHA256:")] {
+        for (type, certificate) in [("ecdsa", "ecdsa-sha2-nistp256-cert-v01@openssh.com"), ("ed25519", "ssh-ed25519-cert-v01@openssh.com"),
+                                    ("rsa", "ssh-rsa-cert-v01@openssh.com")] {
             let socketPath = dir + "/agent-\(type).sock"
             let agent = try Background(Env.which("ssh-agent")!, ["-D", "-a", socketPath], logPath: dir + "/agent-\(type).log")
             defer { agent.stop() }
@@ -535,41 +538,45 @@ final class TrustAndAuthTests: XCTestCase {
             XCTAssertEqual(add.status, 0, add.output)
             XCTAssertTrue(add.output.contains("Certificate added"), add.output)
             config(identity: dir + "/missing")
-            if type == "ecdsa" {
+            if type != "rsa" {
                 let p = try harness.foreground("db", waitFor: local, env: ["SSH_AUTH_SOCK": socketPath])
-                XCTAssertTrue(p.log.contains(expected), p.log)
+                XCTAssertTrue(p.log.contains("publickey with agent key \(certificate) SHA256:"), p.log)
                 p.signal(SIGTERM)
                 XCTAssertEqual(p.wait(timeout: 5), 0)
             } else {
                 let err = upFails(env: ["SSH_AUTH_SOCK": socketPath])
-                XCTAssertTrue(err.contains(expected) && err.contains("is a certificate of a key type libssh2 1.10 cannot sign certificates for (only ECDSA ones); not offered"), err)
+                XCTAssertTrue(err.contains("agent key \(certificate) SHA256:") && err.contains(unsupportedCertificate), err)
             }
         }
     }
 
     /// `KEY-cert.pub` beside an identity file is offered with it, as ssh
-    /// does: an ECDSA certificate logs in where only its CA is trusted; an
-    /// ed25519 one is not offered, and the failure says why.
-    func testCertificateBesideTheIdentityFile_ecdsaLogsIn_ed25519IsNamedAsUnsupported() throws {
+    /// does: an ECDSA or ed25519 certificate logs in where only its CA is
+    /// trusted; an RSA one is not offered, and the failure says why.
+    func testCertificateBesideTheIdentityFile_ecdsaAndEd25519LogIn_rsaIsNamedAsUnsupported() throws {
         let dir = try certifiedKeysAndACAOnlyServer("cert-files")
 
-        config(identity: dir + "/id_ecdsa")
-        let p = try harness.foreground("db", waitFor: local, env: ["SSH_AUTH_SOCK": ""])
-        XCTAssertTrue(p.log.contains("publickey with \(dir)/id_ecdsa-cert.pub (ecdsa-sha2-nistp256-cert-v01@openssh.com SHA256:"), p.log)
-        p.signal(SIGTERM)
-        XCTAssertEqual(p.wait(timeout: 5), 0)
+        for (type, certificate) in [("ecdsa", "ecdsa-sha2-nistp256-cert-v01@openssh.com"), ("ed25519", "ssh-ed25519-cert-v01@openssh.com")] {
+            config(identity: dir + "/id_\(type)")
+            let p = try harness.foreground("db", waitFor: local, env: ["SSH_AUTH_SOCK": ""])
+            XCTAssertTrue(p.log.contains("publickey with \(dir)/id_\(type)-cert.pub (\(certificate) SHA256:"), p.log)
+            p.signal(SIGTERM)
+            XCTAssertEqual(p.wait(timeout: 5), 0)
+        }
 
-        config(identity: dir + "/id_ed25519")
+        config(identity: dir + "/id_rsa")
         let err = upFails(env: ["SSH_AUTH_SOCK": ""])
-        XCTAssertTrue(err.contains("\(dir)/id_ed25519-cert.pub (ssh-ed25519-cert-v01@openssh.com SHA256:")
-                      && err.contains("is a certificate of a key type libssh2 1.10 cannot sign certificates for (only ECDSA ones); not offered")
-                      && err.contains("\(dir)/id_ed25519: refused by the server"), err)
+        XCTAssertTrue(err.contains("\(dir)/id_rsa-cert.pub (ssh-rsa-cert-v01@openssh.com SHA256:")
+                      && err.contains(unsupportedCertificate)
+                      && err.contains("\(dir)/id_rsa: refused by the server"), err)
 
-        // Without the certificate, the ECDSA key alone is refused: the certificate is what logged in.
-        XCTAssertEqual(unlink(dir + "/id_ecdsa-cert.pub"), 0)
-        config(identity: dir + "/id_ecdsa")
-        let plain = upFails(env: ["SSH_AUTH_SOCK": ""])
-        XCTAssertTrue(plain.contains("\(dir)/id_ecdsa: refused by the server") && !plain.contains("-cert.pub"), plain)
+        // Without their certificates, the keys alone are refused: the certificates are what logged in.
+        for type in ["ecdsa", "ed25519"] {
+            XCTAssertEqual(unlink(dir + "/id_\(type)-cert.pub"), 0)
+            config(identity: dir + "/id_\(type)")
+            let plain = upFails(env: ["SSH_AUTH_SOCK": ""])
+            XCTAssertTrue(plain.contains("\(dir)/id_\(type): refused by the server") && !plain.contains("-cert.pub"), plain)
+        }
     }
 
     /// An ssh-agent on a socket in `dir`, holding `keys` (files without a passphrase), in that order.
