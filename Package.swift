@@ -71,7 +71,7 @@ let package = Package(
         .testTarget(name: "TunnelPOSIXTests", dependencies: ["TunnelPOSIX", "TunnelTestSupport"]),
         .testTarget(name: "TunnelEngineTests", dependencies: ["TunnelEngine", "TunnelPOSIX", "TunnelTestSupport"]),
         .testTarget(name: "TunnelSupervisorTests", dependencies: [
-            "TunnelSupervisor", "TunnelPOSIX", .product(name: "Logging", package: "swift-log"),
+            "TunnelSupervisor", "TunnelPOSIX", "TunnelConfig", "TunnelEngine", .product(name: "Logging", package: "swift-log"),
         ]),
         // Drives the built `tunnel` executable against real sshd and PostgreSQL.
         .testTarget(name: "IntegrationTests", dependencies: ["TunnelTestSupport"]),

@@ -173,9 +173,13 @@ final class MetricsServer {
     /// Where it listens; nil while it does not.
     var address: MetricsAddress? { listening?.address }
 
-    init(loop: EventLoop, logger: Logger, render: @escaping () -> String) {
+    /// Each scrape's time to finish, from its connect.
+    private let scrapeDeadline: Double
+
+    init(loop: EventLoop, logger: Logger, scrapeDeadline: Double = MetricsServer.deadline, render: @escaping () -> String) {
         self.loop = loop
         self.logger = logger
+        self.scrapeDeadline = scrapeDeadline
         self.render = render
     }
 
@@ -259,7 +263,7 @@ final class MetricsServer {
                 socket.close()
                 continue
             }
-            scraper.timer = loop.schedule(after: Self.deadline) { [weak self, weak scraper] in
+            scraper.timer = loop.schedule(after: scrapeDeadline) { [weak self, weak scraper] in
                 guard let self, let scraper else { return }
                 scraper.timer = nil
                 self.drop(scraper)
