@@ -16,7 +16,16 @@ public final class ChildProcess {
         self.stderr = stderr
     }
 
-    /// Starts `/bin/sh -c command`; returns it and the socket to talk to it through.
+    /// util-linux's setpriv, which sets PR_SET_PDEATHSIG before it runs the
+    /// shell: posix_spawn cannot, and a command such as `nc` that does not
+    /// exit when its input closes would otherwise outlive a supervisor killed
+    /// outright (SIGKILL, the OOM killer) and hold its connection open.
+    /// Without it (util-linux is essential on Debian) the shell runs directly.
+    private static let setpriv: String? = access("/usr/bin/setpriv", X_OK) == 0 ? "/usr/bin/setpriv" : nil
+
+    /// Starts `/bin/sh -c command`, which gets SIGTERM when the thread that
+    /// started it ends (the caller's loop thread, which lives as long as the
+    /// process); returns it and the socket to talk to it through.
     public static func spawnShell(_ command: String, environment: [String: String]) throws(SystemError) -> (ChildProcess, Socket) {
         var pair: [Int32] = [-1, -1]
         _ = try checked("socketpair") { socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) }
@@ -29,7 +38,8 @@ public final class ChildProcess {
         }
         let child: pid_t
         do {
-            child = try ProcessControl.spawn("/bin/sh", ["-c", command], environment: environment,
+            let (program, arguments) = setpriv.map { ($0, ["--pdeathsig", "TERM", "/bin/sh", "-c", command]) } ?? ("/bin/sh", ["-c", command])
+            child = try ProcessControl.spawn(program, arguments, environment: environment,
                                              stdin: .descriptor(pair[1]), stdout: .descriptor(pair[1]), stderr: .descriptor(errPipe[1]))
         } catch {
             _ = close(pair[0]); _ = close(pair[1]); _ = close(errPipe[0]); _ = close(errPipe[1])

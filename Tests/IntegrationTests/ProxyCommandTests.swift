@@ -62,6 +62,48 @@ final class ProxyCommandTests: SSHTestCase {
         XCTAssertTrue(harness.listed("db")?.last_error?.contains("proxy command exited with status 137") == true, "\(harness.list())")
     }
 
+    /// A supervisor killed outright (SIGKILL, the OOM killer) takes its proxy
+    /// commands with it. The one here never answers, like a proxy still
+    /// connecting to a bastion that drops packets: left alone it would run
+    /// for its own timeout (10 minutes here) after the supervisor was gone.
+    func testSupervisorKilledWhileItsProxyCommandConnects_theCommandEndsToo() throws {
+        // A connect timeout far off, so the supervisor does not end the command itself first.
+        let profile = harness.profile("db", server: server, forwards: ["\(Net.freePort()):127.0.0.1:\(echo.port)"], extra: "proxy_command = 'sleep 600'\n")
+        XCTAssertTrue(profile.contains("connect_timeout = 5\n"))
+        harness.writeConfig(profile.replacingOccurrences(of: "connect_timeout = 5\n", with: "connect_timeout = 120\n"))
+        let up = try Background(Env.tunnelBinary, ["up", "db"], env: harness.environment, logPath: harness.dir + "/up-killed.log")
+        defer { up.stop() }
+        var supervisor: Int32?, proxy: Int32?
+        XCTAssertTrue(eventually(timeout: 20) {
+            supervisor = self.harness.supervisorPID
+            proxy = supervisor.flatMap { Self.child(of: $0, running: "sleep") }
+            return proxy != nil
+        }, "no proxy command started: \(up.log)\n\(harness.supervisorLog)")
+        let (supervisorPID, proxyPID) = (try XCTUnwrap(supervisor), try XCTUnwrap(proxy))
+        XCTAssertEqual(kill(supervisorPID, SIGKILL), 0)
+        XCTAssertTrue(eventually(timeout: 10) { !Self.runs(supervisorPID) })
+        XCTAssertTrue(eventually(timeout: 10) { !Self.runs(proxyPID) }, "the proxy command outlived the supervisor")
+    }
+
+    /// A running child of `parent` whose command is `name`.
+    private static func child(of parent: Int32, running name: String) -> Int32? {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        for entry in entries {
+            guard let pid = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let open = stat.firstIndex(of: "("), let close = stat.range(of: ") ", options: .backwards) else { continue }
+            let fields = stat[close.upperBound...].split(separator: " ")
+            if stat[stat.index(after: open)..<close.lowerBound] == name, fields.count > 1, Int32(fields[1]) == parent, runs(pid) { return pid }
+        }
+        return nil
+    }
+
+    /// Alive and not a zombie (an orphan's exit is reaped by whoever inherits it).
+    private static func runs(_ pid: Int32) -> Bool {
+        guard kill(pid, 0) == 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let end = stat.range(of: ") ", options: .backwards) else { return false }
+        return stat[end.upperBound...].first != "Z"
+    }
+
     func testCheck_goesThroughTheProxyCommand() {
         harness.writeConfig(profile(Net.freePort(), proxy: sshW))
         let check = harness.tunnel(["check", "db"])
