@@ -12,6 +12,11 @@ public struct Libssh2Patches: OptionSet, Sendable {
     /// An ed25519 certificate's signature named ssh-ed25519
     /// (ed25519-certificates.patch).
     public static let ed25519CertificateSignatures = Libssh2Patches(rawValue: 2)
+    /// A window adjustment counted by what its packet granted, also when
+    /// its sending waited out a key exchange (window-adjust-after-rekey.patch).
+    public static let windowAdjustAfterRekey = Libssh2Patches(rawValue: 4)
+    /// Every patch in Patches/libssh2/series.
+    public static let all: Libssh2Patches = [.wholePacketCipher, .ed25519CertificateSignatures, .windowAdjustAfterRekey]
 
     public static let loaded: Libssh2Patches = {
         // RTLD_DEFAULT (a null handle): libssh2 is loaded with the executable.
