@@ -291,14 +291,8 @@ static inline __attribute__((always_inline)) int cipher(EVP_CIPHER_CTX *ctx, uns
     return cipher_batched_slow_path(ctx, slot, out, in, len, from_libssh2);
 }
 
-static _Thread_local uint64_t whole_packet_calls;
-
 int EVP_Cipher(EVP_CIPHER_CTX *ctx, unsigned char *out, const unsigned char *in, unsigned int len) {
-    int from_libssh2 = tunnel_called_from_libssh2(__builtin_return_address(0));
-    // Stock libssh2 never asks for more than one 16-byte block; tunnel's
-    // build (Patches/libssh2) asks once per packet.
-    if (from_libssh2 && len > 16) whole_packet_calls++;
-    return cipher(ctx, out, in, len, from_libssh2);
+    return cipher(ctx, out, in, len, tunnel_called_from_libssh2(__builtin_return_address(0)));
 }
 
 int EVP_CIPHER_CTX_reset(EVP_CIPHER_CTX *ctx) {
@@ -329,8 +323,6 @@ int tunnel_keystream_cipher_as_libssh2(struct evp_cipher_ctx_st *ctx, unsigned c
 int tunnel_keystream_batched(const struct evp_cipher_ctx_st *ctx) { return ctx != NULL && slot_of(ctx) >= 0; }
 
 uint64_t tunnel_keystream_contexts_on_this_thread(void) { return attached_on_this_thread; }
-
-uint64_t tunnel_whole_packet_cipher_calls_on_this_thread(void) { return whole_packet_calls; }
 
 uint64_t tunnel_keystream_bytes(void) { return atomic_load_explicit(&generated_total, memory_order_relaxed); }
 

@@ -76,7 +76,7 @@ public final class SSHSession {
     var peerHungUp = false
     private var closed = false
     /// This thread's CCryptoCalls counters when the handshake began.
-    private var shortcutBaseline: (wholePackets: UInt64, contexts: UInt64, digests: UInt64, keys: UInt64, randoms: UInt64)?
+    private var shortcutBaseline: (contexts: UInt64, digests: UInt64, keys: UInt64, randoms: UInt64)?
     /// Which of CCryptoCalls' shortcuts libssh2's calls took during the
     /// handshake, for the log: both AES-CTR contexts batched, the packet MACs
     /// keyed with a digest fetched once, the padding drawn from the pool.
@@ -121,8 +121,7 @@ public final class SSHSession {
 
     /// One step of the key exchange. True when done.
     public func handshake() throws(SSHError) -> Bool {
-        let baseline = shortcutBaseline ?? (tunnel_whole_packet_cipher_calls_on_this_thread(),
-                                            tunnel_keystream_contexts_on_this_thread(),
+        let baseline = shortcutBaseline ?? (tunnel_keystream_contexts_on_this_thread(),
                                             tunnel_hmac_prefetched_inits_on_this_thread(),
                                             tunnel_hmac_kept_key_inits_on_this_thread(),
                                             tunnel_random_pool_calls_on_this_thread())
@@ -134,7 +133,7 @@ public final class SSHSession {
         // libssh2 creates the two cipher contexts on this thread, inside the
         // last step, and sends its first encrypted packet (the service request).
         if done {
-            shortcuts = [(tunnel_whole_packet_cipher_calls_on_this_thread() > baseline.wholePackets, "whole-packet cipher"),
+            shortcuts = [(Libssh2Patches.loaded.contains(.wholePacketCipher), "whole-packet cipher"),
                          (tunnel_keystream_contexts_on_this_thread() - baseline.contexts >= 2, "batched keystream"),
                          (tunnel_hmac_prefetched_inits_on_this_thread() > baseline.digests, "prefetched HMAC digest"),
                          (tunnel_hmac_kept_key_inits_on_this_thread() > baseline.keys, "kept HMAC keys"),

@@ -41,11 +41,6 @@ const char *tunnel_crypto_calls_gate_for_testing(const char *libssh2_version, un
 /// handshake is the one libssh2 creates the session's cipher contexts on.
 uint64_t tunnel_keystream_contexts_on_this_thread(void);
 
-/// EVP_Cipher calls libssh2 made on this thread over more than one 16-byte
-/// block: only the libssh2 tunnel builds (Patches/libssh2) makes them, one
-/// per packet. A session compares it across its handshake, as above.
-uint64_t tunnel_whole_packet_cipher_calls_on_this_thread(void);
-
 /// Keystream bytes generated in batches so far, all threads.
 uint64_t tunnel_keystream_bytes(void);
 
